@@ -1,0 +1,86 @@
+# sqlcoder: PGXS build of the extension, plus the developer targets
+# (setup, test, demo, bench, eval-check). `make install` is the DBA's command;
+# the rest are for a checkout.
+
+EXTENSION    = sqlcoder
+EXTVERSION   = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" sqlcoder.control)
+
+# Every version's script is generated from its .in template so that the
+# in-database Python package directory is fixed at install time (never a GUC).
+SCRIPT_SOURCES = $(wildcard sql/sqlcoder--*.sql.in)
+DATA_built     = $(patsubst sql/%.sql.in,build/%.sql,$(SCRIPT_SOURCES))
+
+REGRESS      = setup ask_errors
+REGRESS_OPTS = --inputdir=test --outputdir=build/regress --load-extension=plpython3u
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# The package lives in a directory named after its version, so two installed
+# versions never mix; the SQL functions refuse to run a package of another version.
+PYTHON_PKG_DIR = $(datadir)/$(datamoduledir)/sqlcoder_python/$(EXTVERSION)
+
+build/%.sql: sql/%.sql.in sqlcoder.control
+	@mkdir -p build
+	sed -e 's|@PYTHON_DIR@|$(PYTHON_PKG_DIR)|g' $< > $@
+
+install: install-python
+uninstall: uninstall-python
+
+.PHONY: install-python uninstall-python
+install-python:
+	@test "$$(sed -n 's/^__version__ = "\(.*\)"/\1/p' python/sqlcoder/__init__.py)" = "$(EXTVERSION)" || \
+	  { echo "python/sqlcoder/__init__.py version differs from sqlcoder.control ($(EXTVERSION))"; exit 1; }
+	$(MKDIR_P) '$(DESTDIR)$(PYTHON_PKG_DIR)/sqlcoder'
+	$(INSTALL_DATA) python/sqlcoder/*.py '$(DESTDIR)$(PYTHON_PKG_DIR)/sqlcoder/'
+
+uninstall-python:
+	rm -rf '$(DESTDIR)$(datadir)/$(datamoduledir)/sqlcoder_python'
+
+EXTRA_CLEAN = build
+
+# ---------------------------------------------------------------------------
+# Developer targets. Each installs what it needs, idempotently: a second run
+# costs a few seconds.
+
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+# The CPU wheel for tests; a GPU host sets e.g. TORCH_SPEC='torch' (CUDA build).
+TORCH_SPEC  ?= torch==2.13.0
+APT_PACKAGES = postgresql-15 postgresql-plpython3-15 postgresql-server-dev-15 \
+               python3-venv python3-dev make gcc
+SQL_EVAL_DATA ?= $(wildcard ../shared/sql-eval)
+PYTEST_ARGS ?=
+
+.PHONY: setup system-deps venv test demo bench eval-check
+
+system-deps: .cache/apt.stamp
+.cache/apt.stamp:
+	@mkdir -p .cache
+	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); fi
+	@touch $@
+
+venv: $(VENV)/.stamp
+$(VENV)/.stamp: pyproject.toml | .cache/apt.stamp
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check '$(TORCH_SPEC)'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,eval]'
+	@touch $@
+
+setup: system-deps venv install
+
+# pg_regress (`make installcheck`) needs a running server; the suite runs it
+# against its own throwaway cluster (tests/test_regress.py).
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) -m sqlcoder_dev.demo
+
+bench: setup
+	$(PY) -m bench
+
+eval-check: setup
+	$(VENV)/bin/sqlcoder-eval check $(if $(SQL_EVAL_DATA),--data $(SQL_EVAL_DATA))

@@ -1,0 +1,137 @@
+"""Entry points behind the SQL functions: one dispatcher, one function per operation.
+
+``entry`` never lets an exception escape: it returns ``{"value": ...}`` or
+``{"error": {...}}`` and the SQL side raises the error from PL/pgSQL, so a
+user sees SQLSTATE, message, DETAIL and HINT, never a Python traceback.
+Errors PostgreSQL raised inside our SPI calls (a cancel, a statement_timeout,
+a failing query) keep their own SQLSTATE and message.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from typing import Any, Callable
+
+from . import __version__, catalog, config
+from .client import DaemonClient
+from .errors import (DaemonError, DaemonProtocolError, InvalidQuestion, NullQuestion, SqlcoderError,
+                     VersionMismatch)
+from .prompt import extract_sql, render_prompt
+
+__all__ = ["entry"]
+
+_interrupt_plan: Any = None  # a prepared SELECT 1, kept for the backend's life
+
+
+def entry(plpy: Any, extension_version: str, op: str, params: Any) -> str:
+    """Run operation ``op``; the JSON reply is what ``sqlcoder._unwrap`` expects."""
+    try:
+        if extension_version != __version__:
+            raise VersionMismatch(
+                f"sqlcoder extension version {extension_version} does not match the installed package "
+                f"version {__version__}")
+        handler = _OPERATIONS.get(op)
+        if handler is None:
+            raise SqlcoderError(f"unknown sqlcoder operation {op!r}")
+        kwargs = json.loads(params) if isinstance(params, str) else (params or {})
+        return json.dumps({"value": handler(plpy, **kwargs)})
+    except SqlcoderError as exc:
+        return json.dumps({"error": {"sqlstate": exc.sqlstate, "message": exc.message,
+                                     "detail": exc.detail, "hint": exc.hint}})
+    except plpy.SPIError as exc:
+        return json.dumps({"error": {"sqlstate": getattr(exc, "sqlstate", None) or "XX000",
+                                     "message": _spi_message(exc),
+                                     "detail": getattr(exc, "detail", None),
+                                     "hint": getattr(exc, "hint", None)}})
+    except Exception as exc:  # a bug: log the traceback on the server, not to the client
+        plpy.log("sqlcoder internal error:\n" + traceback.format_exc())
+        return json.dumps({"error": {"sqlstate": "XX000",
+                                     "message": f"sqlcoder internal error: {type(exc).__name__}: {exc}",
+                                     "hint": "The server log has the traceback; please report it as a bug."}})
+
+
+def _spi_message(exc: Exception) -> str:
+    # SPIError's str() is the server's primary message; args[0] holds the same text.
+    return str(exc.args[0]) if exc.args else str(exc)
+
+
+def _check_question(question: Any, settings: config.Settings) -> str:
+    if question is None:
+        raise NullQuestion("the question must not be NULL")
+    if not isinstance(question, str) or not question.strip():
+        raise InvalidQuestion("the question must not be empty")
+    if len(question) > settings.max_question_chars:
+        raise InvalidQuestion(
+            f"the question is {len(question)} characters long; the limit is {settings.max_question_chars}",
+            hint="Shorten the question, or ask a superuser to raise max_question_chars in sqlcoder.config.")
+    if "\x00" in question:
+        raise InvalidQuestion("the question contains a NUL character")
+    return question.strip()
+
+
+def _instructions(instructions: Any) -> list[str]:
+    if instructions is None:
+        return []
+    return [line for line in str(instructions).splitlines() if line.strip()]
+
+
+def _build_prompt(plpy: Any, settings: config.Settings, question: Any, instructions: Any,
+                  caller_path: list[str]) -> str:
+    text = _check_question(question, settings)
+    schema = catalog.render_schema(catalog.read_schema(plpy, caller_path or []))
+    return render_prompt(text, schema, _instructions(instructions))
+
+
+def _checker(plpy: Any) -> Callable[[], None]:
+    """Let PostgreSQL act on a pending cancel or statement_timeout between socket polls."""
+    global _interrupt_plan
+    if _interrupt_plan is None:
+        _interrupt_plan = plpy.prepare("SELECT 1")
+    plan = _interrupt_plan
+    return lambda: plpy.execute(plan)
+
+
+def _client(plpy: Any, settings: config.Settings) -> DaemonClient:
+    return DaemonClient(settings.socket_path, connect_timeout=settings.connect_timeout_ms / 1000,
+                        max_reply_bytes=settings.max_reply_bytes, check_interrupts=_checker(plpy))
+
+
+def op_prompt(plpy: Any, question: Any = None, instructions: Any = None, caller_path: Any = None) -> str:
+    settings = config.load(plpy)
+    return _build_prompt(plpy, settings, question, instructions, caller_path)
+
+
+def op_ask(plpy: Any, question: Any = None, instructions: Any = None, caller_path: Any = None) -> str:
+    settings = config.load(plpy)
+    prompt = _build_prompt(plpy, settings, question, instructions, caller_path)
+    fields: dict[str, Any] = {"prompt": prompt, "timeout_ms": settings.model_timeout_ms}
+    if settings.max_new_tokens:
+        fields["max_new_tokens"] = settings.max_new_tokens
+    if settings.num_beams:
+        fields["num_beams"] = settings.num_beams
+    reply = _client(plpy, settings).request("generate", settings.model_timeout_ms / 1000, **fields)
+    text = reply.get("text")
+    if not isinstance(text, str):
+        raise DaemonProtocolError("the sqlcoder daemon's generate reply has no text")
+    return extract_sql(text)
+
+
+def op_status(plpy: Any) -> dict[str, Any]:
+    settings = config.load(plpy)
+    result: dict[str, Any] = {"extension_version": __version__, "socket_path": settings.socket_path}
+    try:
+        reply = _client(plpy, settings).request("status", min(settings.model_timeout_ms / 1000, 10.0))
+    except DaemonError as exc:
+        result.update(reachable=False, error=exc.message, hint=exc.hint)
+        return result
+    daemon = reply.get("status")
+    result.update(reachable=True, daemon=daemon if isinstance(daemon, dict) else {})
+    return result
+
+
+_OPERATIONS: dict[str, Callable[..., Any]] = {
+    "ask": op_ask,
+    "prompt": op_prompt,
+    "status": op_status,
+}
