@@ -38,6 +38,11 @@ __all__ = [
     "TrainingFailed",
     "build_random_llama",
     "build_tokenizer",
+    "default_cache_dir",
+    "load_pairs",
+    "main",
+    "read_manifest",
+    "train_tiny_sqlcoder",
 ]
 
 log = logging.getLogger(__name__)
@@ -218,3 +223,302 @@ def build_random_llama(
         model = LlamaForCausalLM(config).to(torch.float32).eval()
     _save(model, tokenizer, out)
     return out
+
+
+# --------------------------------------------------------------------------- trained models
+
+# Bump when the training code changes in a way that changes the model it produces.
+_FORMAT_VERSION = 1
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_cache_dir() -> Path:
+    """``$SQLCODER_CACHE``, else ``<repo>/.cache/tiny-models`` (else ``~/.cache/sqlcoder/tiny-models``)."""
+    env = os.environ.get("SQLCODER_CACHE")
+    if env:
+        return Path(env)
+    if (_REPO_ROOT / "pyproject.toml").is_file():
+        return _REPO_ROOT / ".cache" / "tiny-models"
+    return Path.home() / ".cache" / "sqlcoder" / "tiny-models"
+
+
+def _versions() -> dict[str, str]:
+    # importlib.metadata rather than importing torch: a cache hit must stay fast.
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("torch", "transformers", "tokenizers")}
+
+
+def _cache_key(pairs: Sequence[tuple[str, str]], config: TrainConfig, seed: int) -> str:
+    blob = json.dumps(
+        {
+            "format": _FORMAT_VERSION,
+            "pairs": [list(p) for p in pairs],
+            "config": dataclasses.asdict(config),
+            "seed": seed,
+            "versions": _versions(),
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def _check_pairs(pairs: Iterable[Sequence[str]]) -> list[tuple[str, str]]:
+    checked = [(p, c) for p, c in pairs]
+    if not checked:
+        raise ValueError("train_tiny_sqlcoder needs at least one (prompt, completion) pair")
+    seen: dict[str, str] = {}
+    for prompt, completion in checked:
+        if not isinstance(prompt, str) or not isinstance(completion, str) or not completion:
+            raise ValueError("each pair must be (prompt: str, completion: non-empty str)")
+        if seen.setdefault(prompt, completion) != completion:
+            raise ValueError(f"the same prompt has two completions: {prompt[-80:]!r}")
+    return checked
+
+
+def read_manifest(model_dir: str | os.PathLike) -> dict:
+    """The ``sqlcoder_tiny.json`` of a trained model: its pairs, seed, config and training figures."""
+    return json.loads((Path(model_dir) / MANIFEST_NAME).read_text())
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock, so parallel test workers train a given model once."""
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def train_tiny_sqlcoder(
+    pairs: Sequence[tuple[str, str]],
+    out_dir: str | os.PathLike | None = None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    max_seconds: float = 120,
+    seed: int = 0,
+    config: TrainConfig = TrainConfig(),
+) -> Path:
+    """A tiny Llama that answers each prompt with exactly its completion; return its directory.
+
+    The completion is checked with both greedy and beam search through
+    ``model.generate``, the way the daemon decodes. Models are cached under
+    ``cache_dir`` (see :func:`default_cache_dir`) by a hash of the pairs, the
+    config, the seed and the library versions; with ``out_dir`` the cached
+    model is copied there. Raises :class:`TrainingFailed` when some pair is not
+    learnt within ``max_seconds`` of training.
+    """
+    checked = _check_pairs(pairs)
+    key = _cache_key(checked, config, seed)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    model_dir = cache / key
+    if not (model_dir / MANIFEST_NAME).is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        with _locked(cache / f"{key}.lock"):
+            if not (model_dir / MANIFEST_NAME).is_file():
+                # Train into a scratch directory and rename it into place, so a
+                # model directory that exists is always complete.
+                scratch = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache))
+                try:
+                    _train(checked, scratch, config=config, seed=seed, max_seconds=max_seconds, key=key)
+                    shutil.rmtree(model_dir, ignore_errors=True)
+                    scratch.rename(model_dir)
+                finally:
+                    shutil.rmtree(scratch, ignore_errors=True)
+    if out_dir is None:
+        return model_dir
+    out = Path(out_dir)
+    shutil.copytree(model_dir, out, dirs_exist_ok=True)
+    return out
+
+
+def _encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids with BOS, completion ids + EOS), tokenized the way the daemon tokenizes."""
+    return [
+        (tokenizer(p).input_ids, tokenizer(c, add_special_tokens=False).input_ids + [EOS_ID])
+        for p, c in pairs
+    ]
+
+
+def _batch(encoded: Sequence[tuple[list[int], list[int]]]):
+    """Right-padded input ids, attention mask and labels (-100 on prompt and padding)."""
+    import torch
+
+    width = max(len(p) + len(c) for p, c in encoded)
+    ids = torch.full((len(encoded), width), EOS_ID, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    labels = torch.full_like(ids, -100)
+    for row, (p, c) in enumerate(encoded):
+        n = len(p) + len(c)
+        ids[row, :n] = torch.tensor(p + c)
+        mask[row, :n] = 1
+        labels[row, len(p):n] = torch.tensor(c)
+    return ids, mask, labels
+
+
+def _generate_text(model, tokenizer, prompt_ids: list[int], num_beams: int, max_new_tokens: int) -> str:
+    import torch
+
+    ids = torch.tensor([prompt_ids])
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=max_new_tokens,
+        num_beams=num_beams,
+        do_sample=False,
+        pad_token_id=EOS_ID,
+        eos_token_id=EOS_ID,
+    )
+    new = out[0, ids.shape[1]:]
+    if len(new) == 0 or new[-1].item() != EOS_ID:
+        return "<no EOS> " + tokenizer.decode(new, skip_special_tokens=True)
+    return tokenizer.decode(new, skip_special_tokens=True)
+
+
+def _failures(model, tokenizer, pairs, encoded, config: TrainConfig) -> list[str]:
+    """How each pair's greedy and beam outputs differ from its completion (empty: all exact)."""
+    import torch
+
+    model.eval()
+    problems = []
+    with torch.no_grad():
+        for (prompt, completion), (prompt_ids, _) in zip(pairs, encoded):
+            for beams in (1, config.verify_num_beams):
+                text = _generate_text(model, tokenizer, prompt_ids, beams, config.verify_max_new_tokens)
+                if text != completion:
+                    problems.append(
+                        f"num_beams={beams}: prompt ending {prompt[-60:]!r} gave {text!r}, want {completion!r}"
+                    )
+    model.train()
+    return problems
+
+
+def _train(pairs, out_dir: Path, *, config: TrainConfig, seed: int, max_seconds: float, key: str) -> None:
+    """Train until every pair decodes exactly; save model, tokenizer and manifest into ``out_dir``."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    started = time.monotonic()
+    tokenizer = build_tokenizer(
+        [t for pair in pairs for t in pair] + list(DEFAULT_CORPUS), config.vocab_size, config.context_length
+    )
+    encoded = _encode_pairs(tokenizer, pairs)
+    longest = max(len(p) + len(c) for p, c in encoded)
+    if longest + config.verify_max_new_tokens > config.context_length:
+        raise ValueError(f"a prompt of {longest} tokens does not fit context_length={config.context_length}")
+    ids, mask, labels = _batch(encoded)
+    target = labels[:, 1:]
+    scored = target != -100
+
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        with _seeded(seed):
+            model = LlamaForCausalLM(_llama_config(
+                len(tokenizer),
+                hidden_size=config.hidden_size,
+                intermediate_size=config.intermediate_size,
+                num_layers=config.num_layers,
+                num_heads=config.num_heads,
+                num_kv_heads=config.num_kv_heads,
+                context_length=config.context_length,
+            )).to(torch.float32)
+        model.generation_config = _generation_config()
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / config.warmup_steps))
+        step, checks, problems = 0, 0, ["not trained yet"]
+        while True:
+            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            target_logp = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)[scored]
+            loss = -target_logp.mean()
+            min_prob = target_logp.min().exp().item()
+            if min_prob >= config.min_target_prob:
+                checks += 1
+                problems = _failures(model, tokenizer, pairs, encoded, config)
+                log.info("step %d: loss %.4f, min p %.3f, %d outputs wrong", step, loss.item(), min_prob, len(problems))
+                if not problems:
+                    break
+            if time.monotonic() - started > max_seconds:
+                raise TrainingFailed(
+                    f"the tiny model did not learn all {len(pairs)} pairs in {max_seconds:.0f} s "
+                    f"({step} steps, loss {loss.item():.4f}, lowest completion-token probability "
+                    f"{min_prob:.3f}); raise max_seconds or use fewer/shorter pairs. "
+                    + ("Wrong outputs: " + "; ".join(problems[:4]) if checks else "")
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            step += 1
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+
+    model.eval()
+    _save(model, tokenizer, out_dir)
+    manifest = {
+        "description": "A tiny Llama trained to answer these SQLCoder prompts exactly; it knows nothing else.",
+        "pairs": [{"prompt": p, "completion": c} for p, c in pairs],
+        "seed": seed,
+        "config": dataclasses.asdict(config),
+        "cache_key": key,
+        "versions": _versions(),
+        "training": {"steps": step, "verifications": checks, "seconds": round(time.monotonic() - started, 2)},
+    }
+    (out_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def load_pairs(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """Pairs from a JSON file holding a list of ``{"prompt": ..., "completion": ...}``."""
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a JSON list of {{\"prompt\", \"completion\"}} objects")
+    return [(item["prompt"], item["completion"]) for item in data]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m sqlcoder_dev.tiny {random,train} ...``: build a tiny model, print its directory."""
+    parser = argparse.ArgumentParser(prog="python -m sqlcoder_dev.tiny", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    rnd = sub.add_parser("random", help="write a random-weight Llama and tokenizer")
+    rnd.add_argument("out_dir", type=Path)
+    rnd.add_argument("--seed", type=int, default=0)
+    rnd.add_argument("--hidden-size", type=int, default=64)
+    rnd.add_argument("--num-layers", type=int, default=2)
+    rnd.add_argument("--context-length", type=int, default=4096)
+    trn = sub.add_parser("train", help="train (or fetch from the cache) a model that knows some pairs")
+    trn.add_argument("--pairs", type=Path, required=True, help='JSON list of {"prompt": ..., "completion": ...}')
+    trn.add_argument("--out", type=Path, default=None, help="copy the model here (default: print its cache path)")
+    trn.add_argument("--cache-dir", type=Path, default=None, help=f"default: {default_cache_dir()}")
+    trn.add_argument("--max-seconds", type=float, default=120)
+    trn.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+
+    if args.command == "random":
+        out = build_random_llama(
+            args.out_dir, context_length=args.context_length, hidden_size=args.hidden_size,
+            num_layers=args.num_layers, seed=args.seed,
+        )
+    else:
+        try:
+            out = train_tiny_sqlcoder(
+                load_pairs(args.pairs), args.out, cache_dir=args.cache_dir,
+                max_seconds=args.max_seconds, seed=args.seed,
+            )
+        except TrainingFailed as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
