@@ -1,0 +1,143 @@
+"""Command line of ``sqlcoder-eval``: ``load``, ``run``, ``report`` and ``check``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .compare import ORDER_POLICIES
+from .dataset import DATA_ENV, Dataset, resolve_data_dir
+from .predictors import PREDICTORS, make_predictor
+from .runner import RunOptions, read_records, run
+
+__all__ = ["main", "build_parser"]
+
+DSN_HELP = ("libpq connection string of the server; its dbname is the maintenance database for load "
+            "(default: '' = libpq defaults and PG* environment variables)")
+
+
+def _add_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help=f"defog-data style folder (default: ${DATA_ENV})")
+
+
+def _add_policy(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--order-policy", choices=ORDER_POLICIES, default="sql-eval",
+                   help="how ordered questions compare rows: as sql-eval's code does, or strictly in "
+                        "returned order (default: %(default)s)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sqlcoder-eval", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("load", help="create the databases of a data folder")
+    _add_data(p)
+    p.add_argument("--dsn", default="", help=DSN_HELP)
+    p.add_argument("--db", action="append", help="only this database (repeatable)")
+    p.add_argument("--no-extension", action="store_true",
+                   help="do not install the extension (join hints and glossary are then skipped)")
+    p.add_argument("--replace", action="store_true", help="drop a database of the same name first")
+
+    p = sub.add_parser("run", help="judge every question; append one JSON line per question")
+    _add_data(p)
+    p.add_argument("--questions", help="questions CSV (default: DATA/questions_gen_postgres.csv)")
+    p.add_argument("--dsn", default="", help=DSN_HELP)
+    p.add_argument("--out", required=True, help="results file (JSON lines)")
+    p.add_argument("--run-name", help="the run's name in reports (default: the predictions' name)")
+    p.add_argument("--predictions", choices=PREDICTORS, default="ask",
+                   help="ask = sqlcoder.ask() in each database; gold = the gold query (scores 100%%); "
+                        "perturbed = a broken gold query (scores 0%%) (default: %(default)s)")
+    p.add_argument("--parallel", type=int, default=1, help="concurrent sessions (default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="statement_timeout for each executed query, seconds (default: %(default)s)")
+    p.add_argument("--ask-timeout", type=float, default=0,
+                   help="statement_timeout for sqlcoder.ask(), seconds; 0 = none (default: %(default)s)")
+    p.add_argument("--max-rows", type=int, default=100_000, help="a result with more rows is an error")
+    p.add_argument("--resume", action="store_true", help="skip questions of this run already in --out")
+    p.add_argument("--category", action="append", help="only this category (repeatable)")
+    p.add_argument("--db", action="append", help="only questions on this database (repeatable)")
+    p.add_argument("--limit", type=int, help="only the first N questions (after filtering)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    _add_policy(p)
+
+    p = sub.add_parser("report", help="per-category table from results files")
+    p.add_argument("results", nargs="*", help="results files (JSON lines)")
+    p.add_argument("--csv", help="write every question of every run to this CSV")
+    p.add_argument("--json", help="write every question of every run to this JSON file")
+    p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="deltas from results file A to B")
+
+    p = sub.add_parser("check", help="gold (100%%) and perturbation (0%%) checks on a throwaway cluster")
+    _add_data(p)
+    p.add_argument("--out", help="folder for the results files (default: a new temporary folder)")
+    p.add_argument("--parallel", type=int, default=2, help="concurrent sessions (default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=10.0, help="statement_timeout, seconds")
+    _add_policy(p)
+    return parser
+
+
+def _cmd_load(args: argparse.Namespace) -> int:
+    from .load import load_database
+
+    dataset = Dataset(resolve_data_dir(args.data))
+    for db in dataset.databases(args.db):
+        result = load_database(args.dsn, db, extension=not args.no_extension, replace=args.replace)
+        print(f"{db.name}: loaded; " + "; ".join(result.notes))
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .report import format_table, summarize
+
+    dataset = Dataset(resolve_data_dir(args.data), args.questions)
+    questions = [q for q in dataset.questions()
+                 if (not args.category or q.category in args.category) and (not args.db or q.db_name in args.db)]
+    questions = questions[: args.limit] if args.limit else questions
+    opts = RunOptions(conninfo=args.dsn, run_name=args.run_name or args.predictions, parallel=args.parallel,
+                      timeout_s=args.timeout, max_rows=args.max_rows, policy=args.order_policy,
+                      resume=args.resume, progress=not args.no_progress)
+    records = run(questions, make_predictor(args.predictions, args.ask_timeout), args.out, opts)
+    print(format_table(list(summarize(records).values())))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import compare_runs, format_table, summarize, write_csv, write_json
+
+    if args.compare:
+        print(compare_runs(read_records(args.compare[0]), read_records(args.compare[1])))
+        return 0
+    if not args.results:
+        print("sqlcoder-eval report: give results files, or --compare A B", file=sys.stderr)
+        return 2
+    records = [r for path in args.results for r in read_records(path)]
+    print(format_table(list(summarize(records).values())))
+    if args.csv:
+        write_csv(records, args.csv)
+    if args.json:
+        write_json(records, args.json)
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .check import run_checks
+
+    data = resolve_data_dir(args.data)
+    return run_checks(data, Path(args.out) if args.out else None, args.parallel, args.timeout, args.order_policy)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    commands = {"load": _cmd_load, "run": _cmd_run, "report": _cmd_report, "check": _cmd_check}
+    try:
+        return commands[args.command](args)
+    except FileNotFoundError as e:
+        print(f"sqlcoder-eval: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sqlcoder-eval: interrupted; rerun with --resume to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Execute evaluation queries safely: read-only, with a statement timeout and a row cap."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import psycopg
+
+from .compare import ResultSet
+
+__all__ = ["QueryError", "run_query", "set_timeout"]
+
+
+class QueryError(Exception):
+    """A query failed (syntax, runtime error, timeout, too many rows); the message is what gets reported."""
+
+
+def _freeze(v: Any) -> Any:
+    """Make a value hashable and comparable: arrays become tuples, JSON documents canonical text."""
+    if isinstance(v, list):
+        return tuple(_freeze(x) for x in v)
+    if isinstance(v, dict):
+        return json.dumps(v, sort_keys=True)
+    return v
+
+
+def set_timeout(conn: psycopg.Connection, seconds: float) -> None:
+    """Set ``statement_timeout`` on ``conn`` (0 means none)."""
+    conn.execute("SELECT pg_catalog.set_config('statement_timeout', %s, false)", (f"{int(seconds * 1000)}ms",))
+
+
+def run_query(conn: psycopg.Connection, sql: str, max_rows: int = 100_000) -> ResultSet:
+    """Run ``sql`` in a read-only transaction that is always rolled back, so a generated query
+    cannot change the data the next question is judged on. ``conn`` must be in autocommit mode."""
+    try:
+        with conn.transaction(force_rollback=True):
+            conn.execute("SET TRANSACTION READ ONLY")
+            with conn.cursor() as cur:
+                cur.execute(sql)
+                if cur.description is None:
+                    raise QueryError("the statement returned no result set")
+                rows = cur.fetchmany(max_rows + 1)
+                columns = [d.name for d in cur.description]
+    except psycopg.errors.QueryCanceled as e:
+        raise QueryError(f"timeout: {str(e).strip()}") from e
+    except psycopg.Error as e:
+        raise QueryError(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from e
+    if len(rows) > max_rows:
+        raise QueryError(f"more than {max_rows} rows")
+    return ResultSet.of(columns, [tuple(_freeze(v) for v in row) for row in rows])

@@ -1,0 +1,129 @@
+"""Where the SQL under evaluation comes from: the extension's ``sqlcoder.ask``, the gold query
+itself (must score 100%), or a deliberately broken gold query (must score 0%)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import psycopg
+
+from .compare import ResultSet, compare_df
+from .dataset import Question
+from .execute import QueryError, run_query, set_timeout
+from .perturb import candidates
+
+__all__ = ["PREDICTORS", "AskPredictor", "Context", "GoldPredictor", "PerturbedPredictor", "Prediction",
+           "Predictor", "make_predictor"]
+
+
+@dataclass
+class Context:
+    """What a predictor may use for one question: its session, the executed gold variants, settings."""
+
+    conn: psycopg.Connection
+    question: Question
+    gold: list[tuple[str, ResultSet]]
+    timeout_s: float
+    max_rows: int
+    policy: str
+    session: dict[str, Any] = field(default_factory=dict)  # per-connection state a predictor may cache
+
+
+@dataclass
+class Prediction:
+    """The SQL to judge; ``skipped`` removes the question from the score (with the reason)."""
+
+    sql: str | None
+    latency_ms: float | None = None
+    note: str = ""
+    skipped: str | None = None
+    error: str | None = None
+
+
+class Predictor(Protocol):
+    name: str
+
+    def predict(self, ctx: Context) -> Prediction: ...
+
+
+class GoldPredictor:
+    """Answers with the first gold variant: checks loading, execution and comparison end to end."""
+
+    name = "gold"
+
+    def predict(self, ctx: Context) -> Prediction:
+        return Prediction(ctx.gold[0][0])
+
+
+class PerturbedPredictor:
+    """Answers with the first perturbation of the first gold variant whose result differs from
+    that variant's (as :func:`compare_df` sees it); the full comparison must then score it wrong."""
+
+    name = "perturbed"
+
+    def predict(self, ctx: Context) -> Prediction:
+        base_sql, base = ctx.gold[0]
+        q = ctx.question
+        for p in candidates(base_sql, start=q.id):
+            try:
+                result = run_query(ctx.conn, p.sql, ctx.max_rows)
+            except QueryError:
+                continue
+            if not compare_df(base, result, q.category, q.question, base_sql, p.sql, ctx.policy):
+                return Prediction(p.sql, note=f"{p.kind}: {p.description}")
+        return Prediction(None, skipped="no result-changing perturbation")
+
+
+class AskPredictor:
+    """Calls ``sqlcoder.ask(question[, instructions])`` in the question's database: the whole
+    in-database path (schema introspection, prompt, daemon, cleanup) is what gets evaluated."""
+
+    name = "ask"
+
+    def __init__(self, ask_timeout_s: float = 0):
+        self.ask_timeout_s = ask_timeout_s
+
+    @staticmethod
+    def _has_two_arg_form(ctx: Context) -> bool:
+        if "ask2" not in ctx.session:
+            row = ctx.conn.execute("SELECT pg_catalog.to_regprocedure('sqlcoder.ask(text,text)') IS NOT NULL").fetchone()
+            ctx.session["ask2"] = bool(row and row[0])
+        return ctx.session["ask2"]
+
+    def predict(self, ctx: Context) -> Prediction:
+        q = ctx.question
+        note = ""
+        if q.instructions and self._has_two_arg_form(ctx):
+            stmt, params = "SELECT sqlcoder.ask(%s, %s)", (q.question, q.instructions)
+        else:
+            stmt, params = "SELECT sqlcoder.ask(%s)", (q.question,)
+            note = "instructions not passed: no sqlcoder.ask(text, text)" if q.instructions else ""
+        set_timeout(ctx.conn, self.ask_timeout_s)
+        start = time.perf_counter()
+        try:
+            row = ctx.conn.execute(stmt, params).fetchone()
+        except psycopg.Error as e:
+            return Prediction(None, (time.perf_counter() - start) * 1000, note,
+                              error=f"ask failed: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}")
+        finally:
+            set_timeout(ctx.conn, ctx.timeout_s)
+        latency = (time.perf_counter() - start) * 1000
+        sql = row[0] if row else None
+        if not sql:
+            return Prediction(None, latency, note, error="ask returned no SQL")
+        return Prediction(sql, latency, note)
+
+
+PREDICTORS = ("ask", "gold", "perturbed")
+
+
+def make_predictor(name: str, ask_timeout_s: float = 0) -> Predictor:
+    if name == "ask":
+        return AskPredictor(ask_timeout_s)
+    if name == "gold":
+        return GoldPredictor()
+    if name == "perturbed":
+        return PerturbedPredictor()
+    raise ValueError(f"unknown predictions {name!r}; choose from {PREDICTORS}")
