@@ -11,7 +11,7 @@ SCRIPT_SOURCES = $(wildcard sql/sqlcoder--*.sql.in)
 DATA_built     = $(patsubst sql/%.sql.in,build/%.sql,$(SCRIPT_SOURCES))
 
 REGRESS      = setup ask_errors
-REGRESS_OPTS = --inputdir=test --outputdir=build/regress --load-extension=plpython3u
+REGRESS_OPTS = --inputdir=test --outputdir=build/regress
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)

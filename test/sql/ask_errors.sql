@@ -1,0 +1,11 @@
+-- Bad input and an absent daemon give clear errors, never a traceback.
+\set VERBOSITY default
+UPDATE sqlcoder.config SET value = '/nonexistent/sqlcoder.sock' WHERE key = 'socket_path';
+SELECT sqlcoder.ask(NULL);
+SELECT sqlcoder.ask('');
+SELECT sqlcoder.ask('   ');
+SELECT sqlcoder.ask('how many tables are there?');
+SELECT sqlcoder.status() ->> 'reachable' AS reachable;
+UPDATE sqlcoder.config SET value = 'relative/path.sock' WHERE key = 'socket_path';
+SELECT sqlcoder.ask('how many tables are there?');
+UPDATE sqlcoder.config SET value = '/run/sqlcoder/sqlcoder.sock' WHERE key = 'socket_path';
