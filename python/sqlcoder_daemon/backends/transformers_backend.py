@@ -1,0 +1,292 @@
+"""The default backend: a transformers causal LM, quantized by bitsandbytes, placed by accelerate.
+
+Generation follows SQLCoder's reference inference: deterministic (greedy or
+beam search), end-of-sequence token as padding, completion decoded with
+special tokens skipped. Batch-1 requests reuse the prefix KV cache.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import threading
+import time
+from typing import Any, Sequence
+
+from ..errors import DaemonError, TooLarge
+from ..jobs import GenerationResult, Job
+from ..memory import check_fits
+from ..prefix_cache import PrefixCache, cache_layers, new_cache
+from ..settings import Settings, parse_max_memory
+from .base import Backend
+
+__all__ = ["TransformersBackend", "resolve_device_map", "resolve_dtype"]
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device_map(text: str) -> Any:
+    """``auto`` (falls back to ``cpu`` without CUDA), ``cpu``, ``cuda:N`` or a JSON object."""
+    import torch
+
+    if text == "auto":
+        return "auto" if torch.cuda.is_available() else "cpu"
+    if text == "cpu" or text.startswith("cuda"):
+        return text
+    return json.loads(text)
+
+
+def resolve_dtype(name: str, device_map: Any) -> str:
+    """``auto``: bfloat16 on a GPU that supports it (else float16), float32 on the CPU."""
+    import torch
+
+    if name != "auto":
+        return name
+    if device_map == "cpu" or not torch.cuda.is_available():
+        return "float32"
+    return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+
+
+class _StopWhenUnwanted:
+    """A StoppingCriteria: rows of jobs whose client left or whose deadline passed are finished."""
+
+    def __init__(self, jobs: Sequence[Job]):
+        self.jobs = jobs
+        self.stopped = False
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        flags = [j.should_stop() for j in self.jobs]
+        if any(flags):
+            self.stopped = True
+        # Beam search checks its 2 * num_beams candidates per job, so derive the row count from the input.
+        rows = max(1, input_ids.shape[0] // len(self.jobs))
+        return torch.tensor(flags, device=input_ids.device).repeat_interleave(rows)
+
+
+class TransformersBackend(Backend):
+    """``AutoModelForCausalLM`` + ``BitsAndBytesConfig`` + accelerate device map, with a prefix KV cache."""
+
+    name = "transformers"
+
+    def __init__(self, settings: Settings):
+        super().__init__(settings)
+        self.model = None
+        self.tokenizer = None
+        self._tok_lock = threading.Lock()  # fast tokenizers are not safe to share across threads
+        self.prefix_cache = PrefixCache(settings.get("prefix_cache_bytes", 0), settings.get("prefix_cache_min_tokens", 32))
+        self._info: dict[str, Any] = {}
+        self.memory_estimate: dict[str, Any] | None = None
+
+    # -- loading -------------------------------------------------------------
+    def quantization_config(self, compute_dtype: Any):
+        from transformers import BitsAndBytesConfig
+
+        q = self.settings.quantize
+        if q == "nf4":
+            return BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_compute_dtype=compute_dtype,
+                bnb_4bit_use_double_quant=True,
+            )
+        if q == "int8":
+            return BitsAndBytesConfig(load_in_8bit=True)
+        return None
+
+    def load(self) -> None:
+        import torch
+        import transformers
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        s = self.settings
+        device_map = resolve_device_map(s.device_map)
+        dtype_name = resolve_dtype(s.dtype, device_map)
+        dtype = getattr(torch, dtype_name)
+        max_memory = parse_max_memory(s.max_memory)
+        trust = bool(s.get("trust_remote_code"))
+        config = AutoConfig.from_pretrained(s.model, trust_remote_code=trust)
+        if s.get("check_memory", True):
+            self.memory_estimate = check_fits(config, quantize=s.quantize, dtype=dtype_name, device_map=device_map,
+                                              max_memory=max_memory, model_name=s.model)
+        kwargs: dict[str, Any] = {"device_map": device_map, "trust_remote_code": trust}
+        dtype_kw = "dtype" if "dtype" in inspect.signature(AutoModelForCausalLM.from_pretrained).parameters or \
+            int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+        kwargs[dtype_kw] = dtype
+        if max_memory:
+            kwargs["max_memory"] = max_memory
+        qc = self.quantization_config(dtype)
+        if qc is not None:
+            kwargs["quantization_config"] = qc
+        t0 = time.monotonic()
+        self.tokenizer = AutoTokenizer.from_pretrained(s.model, trust_remote_code=trust)
+        self.model = AutoModelForCausalLM.from_pretrained(s.model, **kwargs).eval()
+        log.info("loaded %s in %.1f s (%s, %s, device map %s)", s.model, time.monotonic() - t0, s.quantize,
+                 dtype_name, device_map)
+        tok = self.tokenizer
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token  # SQLCoder's reference inference pads with EOS
+        tok.padding_side = "left"  # decoder-only batches are padded on the left
+        self.eos_token_id = tok.eos_token_id
+        self._cache_kw = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        devices = sorted({str(d) for d in (getattr(self.model, "hf_device_map", None) or {}).values()}) or \
+            [str(self.model.device)]
+        devices = [f"cuda:{d}" if d.isdigit() else d for d in devices]
+        self._info = {
+            "device": ",".join(devices),
+            "quantization": s.quantize,
+            "dtype": dtype_name,
+            "context_length": int(getattr(config, "max_position_embeddings", 0) or tok.model_max_length),
+        }
+        if self.memory_estimate:
+            self._info["memory_estimate"] = self.memory_estimate
+
+    @property
+    def input_device(self):
+        return self.model.get_input_embeddings().weight.device
+
+    def info(self) -> dict[str, Any]:
+        return dict(self._info)
+
+    def stats(self) -> dict[str, Any]:
+        return {"prefix_cache": self.prefix_cache.stats(), "memory": memory_stats()}
+
+    # -- tokens --------------------------------------------------------------
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        with self._tok_lock:
+            enc = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
+        return [len(ids) for ids in enc]
+
+    def _encode(self, prompt: str) -> list[int]:
+        with self._tok_lock:
+            return self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+
+    # -- generation ----------------------------------------------------------
+    def generate(self, jobs: Sequence[Job]) -> list[GenerationResult | DaemonError]:
+        results: list[GenerationResult | DaemonError | None] = [None] * len(jobs)
+        encoded: list[tuple[int, list[int]]] = []
+        ctx = self._info["context_length"]
+        for i, job in enumerate(jobs):
+            ids = self._encode(job.request.prompt)
+            if len(ids) >= ctx:
+                results[i] = TooLarge(f"the prompt has {len(ids)} tokens; the model's context is {ctx}")
+            else:
+                encoded.append((i, ids))
+        if encoded:
+            run_jobs = [jobs[i] for i, _ in encoded]
+            outs = self._generate([ids for _, ids in encoded], run_jobs)
+            for (i, _), out in zip(encoded, outs):
+                results[i] = out
+        return results  # type: ignore[return-value]
+
+    def _generate(self, prompts: list[list[int]], jobs: Sequence[Job]) -> list[GenerationResult]:
+        import torch
+        from transformers import StoppingCriteriaList
+
+        req = jobs[0].request
+        ctx = self._info["context_length"]
+        longest = max(len(p) for p in prompts)
+        max_new = max(1, min(req.max_new_tokens, ctx - longest))
+        stop = _StopWhenUnwanted(jobs)
+        gen_kwargs: dict[str, Any] = dict(
+            max_new_tokens=max_new,
+            num_beams=req.num_beams,
+            do_sample=False,
+            num_return_sequences=1,
+            eos_token_id=self.eos_token_id,
+            pad_token_id=self.eos_token_id,
+            stopping_criteria=StoppingCriteriaList([stop]),
+        )
+        if req.num_beams > 1:
+            gen_kwargs["early_stopping"] = False  # transformers' default, stated so reference behaviour is pinned
+        cached = [0] * len(prompts)
+        with torch.inference_mode():
+            if len(prompts) == 1 and self.prefix_cache.enabled:
+                input_ids, attention_mask, cache, cached[0] = self._with_prefix_cache(prompts[0], req.num_beams)
+                gen_kwargs[self._cache_kw] = cache
+            else:
+                batch = self.tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt")
+                input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+            dev = self.input_device
+            out = self.model.generate(input_ids=input_ids.to(dev), attention_mask=attention_mask.to(dev),
+                                      **gen_kwargs)
+        width = input_ids.shape[1]
+        results = []
+        for row, prompt, n_cached in zip(out.cpu().tolist(), prompts, cached):
+            completion = row[width:]
+            finish = "length"
+            if self.eos_token_id in completion:
+                completion = completion[: completion.index(self.eos_token_id) + 1]
+                finish = "eos"
+            elif len(completion) < max_new and stop.stopped:
+                finish = "stop"
+            with self._tok_lock:
+                text = self.tokenizer.decode(completion, skip_special_tokens=True)
+            results.append(GenerationResult(text=text, finish_reason=finish, prompt_tokens=len(prompt),
+                                            completion_tokens=len(completion), cached_tokens=n_cached))
+        return results
+
+    def _with_prefix_cache(self, ids: list[int], num_beams: int):
+        """Input tensors plus a KV cache covering all but the last prompt token, reusing a cached prefix.
+
+        The prompt's own cache (minus its last token, which ``generate`` must
+        feed) is stored for later prompts; a beam search gets the batch-1 cache
+        repeated once per beam, as beam search expects.
+        """
+        import torch
+        from transformers import DynamicCache
+
+        tokens = torch.tensor(ids, dtype=torch.long)
+        dev = self.input_device
+        n = len(ids) - 1
+        reused, entry = self.prefix_cache.lookup(tokens, n)
+        if entry is not None:
+            cache = new_cache(entry.layers, reused)
+        else:
+            cache = DynamicCache()
+        if reused < n:
+            # Prefill the rest of the prefix ourselves, so its cache can be stored.
+            chunk = tokens[reused:n].unsqueeze(0).to(dev)
+            mask = torch.ones(1, n, dtype=torch.long, device=dev)
+            pos = torch.arange(reused, n, device=dev).unsqueeze(0)
+            self.model(input_ids=chunk, attention_mask=mask, position_ids=pos, use_cache=True,
+                       **{self._cache_kw: cache})
+            # generate() grows and reorders the cache by building new tensors, never in place,
+            # so the stored tensors stay valid while the cache object moves on.
+            self.prefix_cache.store(tokens[:n], cache_layers(cache))
+        if num_beams > 1:
+            cache.batch_repeat_interleave(num_beams)
+        input_ids = tokens.unsqueeze(0)
+        return input_ids, torch.ones_like(input_ids), cache, reused
+
+
+def memory_stats() -> dict[str, Any]:
+    """Memory per GPU (allocated, reserved, total bytes) and the process's resident set size."""
+    import torch
+
+    out: dict[str, Any] = {"rss_bytes": _rss_bytes()}
+    if torch.cuda.is_available():
+        gpus = {}
+        for i in range(torch.cuda.device_count()):
+            free, total = torch.cuda.mem_get_info(i)
+            gpus[f"cuda:{i}"] = {
+                "allocated_bytes": torch.cuda.memory_allocated(i),
+                "reserved_bytes": torch.cuda.memory_reserved(i),
+                "used_bytes": total - free,
+                "total_bytes": total,
+            }
+        out["gpus"] = gpus
+    return out
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0

@@ -1,0 +1,74 @@
+"""``sqlcoder-daemon``: parse settings, set up logging, run the daemon; exit codes for systemd."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Sequence
+
+from . import __version__
+from .settings import SettingsError, load_settings
+
+__all__ = ["main", "setup_logging"]
+
+log = logging.getLogger("sqlcoder_daemon")
+
+
+class _Formatter(logging.Formatter):
+    """Text lines for humans; request events (JSON messages) stay one JSON object per line, with time and level."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name == "sqlcoder_daemon.requests":
+            event = json.loads(record.getMessage())
+            ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+            return json.dumps({"ts": ts, "level": record.levelname.lower(), **event}, ensure_ascii=False)
+        return super().format(record)
+
+
+def setup_logging(level: str) -> None:
+    """Log to stderr (journald under systemd adds its own timestamps, we keep ours for plain runs)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("urllib3", "httpx", "filelock"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = load_settings(argv)
+    except SettingsError as e:
+        print(f"sqlcoder-daemon: {e}", file=sys.stderr)
+        return 2
+    if settings.version:
+        print(f"sqlcoder-daemon {__version__}")
+        return 0
+    setup_logging(settings.log_level)
+    from .daemon import Daemon
+    from .memory import InsufficientMemory
+
+    try:
+        daemon = Daemon(settings)
+        daemon.start_side_listeners("early")
+        daemon.load()
+    except InsufficientMemory as e:
+        log.error("%s", e)
+        return 3
+    except (ValueError, OSError, ImportError) as e:
+        log.error("cannot start: %s", e)
+        return 1
+    daemon.install_signal_handlers()
+    try:
+        daemon.serve()
+    except (ValueError, OSError) as e:
+        log.error("cannot serve: %s", e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

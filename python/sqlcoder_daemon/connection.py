@@ -1,0 +1,122 @@
+"""One client connection on the Unix socket: peer check, request lines in, reply lines out."""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import time
+from typing import TYPE_CHECKING
+
+from .errors import Cancelled, DaemonError, Forbidden, Internal
+from .jobs import Job
+from .protocol import (CountTokensRequest, GenerateRequest, StatusRequest, encode, error_reply, ok_reply,
+                       parse_request)
+from .unixsocket import LineReader, peer_uid
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
+
+__all__ = ["handle_connection", "client_gone"]
+
+log = logging.getLogger(__name__)
+
+
+def client_gone(conn: socket.socket) -> bool:
+    """True if the peer closed its end (EOF pending), without consuming any data it sent."""
+    try:
+        ready, _, _ = select.select([conn], [], [], 0)
+        if not ready:
+            return False
+        return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def handle_connection(daemon: "Daemon", conn: socket.socket) -> None:
+    """Serve one connection until it closes; no exception escapes (one top-level handler)."""
+    uid = None
+    try:
+        with conn:
+            uid = peer_uid(conn)
+            if uid not in daemon.allowed_uids:
+                daemon.metrics.count("forbidden")
+                log.warning("refused a connection from uid %d (not in the allowlist)", uid)
+                _send(conn, error_reply(None, Forbidden(f"uid {uid} is not allowed to use this daemon")))
+                _linger(conn)
+                return
+            reader = LineReader(conn, daemon.settings.max_request_bytes)
+            while not daemon.closing.is_set() or reader.has_buffered():
+                try:
+                    line = reader.readline()
+                except DaemonError as e:  # oversize line
+                    daemon.metrics.count("bad_request")
+                    _send(conn, error_reply(None, e))
+                    return
+                if line is None:
+                    return
+                daemon.request_started()
+                try:
+                    reply, close = _answer(daemon, conn, line, uid)
+                    if reply is None:
+                        return  # the client went away mid-request
+                    if not _send(conn, reply) or close:
+                        return
+                finally:
+                    daemon.request_ended()
+    except Exception:
+        log.exception("connection handler failed (peer uid %s)", uid)
+
+
+def _linger(conn: socket.socket, seconds: float = 1.0, limit: int = 1 << 16) -> None:
+    """Half-close, then briefly read what the client sends, so its request write does not fail before it
+    reads our reply (writing to a closed Unix socket raises EPIPE)."""
+    try:
+        conn.shutdown(socket.SHUT_WR)
+        conn.settimeout(seconds)
+        got = 0
+        while got < limit:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            got += len(chunk)
+    except OSError:
+        pass
+
+
+def _send(conn: socket.socket, reply: dict) -> bool:
+    try:
+        conn.sendall(encode(reply))
+        return True
+    except OSError:  # the client vanished mid-reply: nothing to do
+        return False
+
+
+def _answer(daemon: "Daemon", conn: socket.socket, line: bytes, uid: int) -> tuple[dict | None, bool]:
+    """The reply to one request line, and whether to close the connection afterwards."""
+    received = time.monotonic()
+    try:
+        req = parse_request(line, daemon.limits)
+    except DaemonError as e:
+        daemon.metrics.count("bad_request")
+        return error_reply(getattr(e, "request_id", None), e), e.close
+    try:
+        if isinstance(req, StatusRequest):
+            return ok_reply(req.id, status=daemon.status()), False
+        if isinstance(req, CountTokensRequest):
+            return ok_reply(req.id, counts=daemon.backend.count_tokens(req.texts)), False
+        if isinstance(req, GenerateRequest):
+            job = Job(req, received=received)
+            try:
+                result = daemon.run_job(job, gone=lambda: client_gone(conn), peer_uid=uid)
+            except Cancelled:
+                return None, True
+            return daemon.generate_reply(job, result), False
+        raise AssertionError(f"unhandled request type {type(req).__name__}")
+    except DaemonError as e:
+        return error_reply(req.id, e), e.close
+    except Exception:
+        log.exception("request %r (%s) failed", req.id, req.op)
+        return error_reply(req.id, Internal("internal error; see the daemon's log")), False

@@ -1,0 +1,54 @@
+"""A generate request as it travels through the daemon: its deadline, cancel flag and reply future."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import threading
+import time
+
+from .protocol import GenerateRequest
+
+__all__ = ["GenerationResult", "Job"]
+
+
+@dataclasses.dataclass
+class GenerationResult:
+    """What a backend returns for one request."""
+
+    text: str
+    finish_reason: str  # "eos", "length" or "stop"
+    prompt_tokens: int
+    completion_tokens: int
+    #: Prompt tokens whose key/value cache came from the prefix cache.
+    cached_tokens: int = 0
+
+
+@dataclasses.dataclass(eq=False)
+class Job:
+    """One queued or running ``generate``; the connection thread waits on :attr:`future`."""
+
+    request: GenerateRequest
+    received: float = dataclasses.field(default_factory=time.monotonic)
+    future: concurrent.futures.Future = dataclasses.field(default_factory=concurrent.futures.Future)
+    cancelled: threading.Event = dataclasses.field(default_factory=threading.Event)
+    started: float | None = None
+    finished: float | None = None
+    #: Where the request came from, for the log line: "socket" or "openai".
+    source: str = "socket"
+
+    @property
+    def deadline(self) -> float:
+        return self.received + self.request.timeout_ms / 1000.0
+
+    def expired(self, now: float | None = None) -> bool:
+        return (now if now is not None else time.monotonic()) >= self.deadline
+
+    def should_stop(self) -> bool:
+        """True once nobody wants the result: the client left or the deadline passed."""
+        return self.cancelled.is_set() or self.expired()
+
+    @property
+    def batch_key(self) -> tuple[int, int]:
+        """Requests with equal keys can share one batched ``generate``."""
+        return (self.request.max_new_tokens, self.request.num_beams)
