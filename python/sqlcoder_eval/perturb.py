@@ -1,6 +1,9 @@
 """Deterministic ways to break a gold query, for checking that the comparison catches wrong answers.
 
-Each kind yields candidate rewrites of one query, in a fixed order. The caller
+Each kind yields candidate rewrites of one query, in a fixed order. The four
+kinds of the issue (drop a WHERE, change a LIMIT, swap an aggregate, reorder an
+ORDER BY) come first; when none of them changes the result, two fallbacks (drop
+an output column, swap an arithmetic operator) still can. The caller
 executes them and keeps the first whose result the comparison sees as changed
 (:func:`sqlcoder_eval.predictors.PerturbedPredictor`): a rewrite that leaves the
 result as it was (a WHERE that filters nothing, a LIMIT above the row count)
@@ -14,8 +17,8 @@ from typing import Callable, Iterator
 
 from ._sqltokens import Token, clause_end, next_code, tokenize, untokenize
 
-__all__ = ["KINDS", "Perturbation", "candidates", "drop_where", "change_limit", "swap_aggregate",
-           "reorder_order_by"]
+__all__ = ["FALLBACKS", "KINDS", "Perturbation", "candidates", "change_limit", "drop_column", "drop_where",
+           "reorder_order_by", "swap_aggregate", "swap_operator"]
 
 
 @dataclass(frozen=True)
@@ -126,17 +129,78 @@ def reorder_order_by(sql: str) -> Iterator[Perturbation]:
                                _replace(tokens, s1, e2, swapped + (" " if untokenize(tokens[s2:e2]).endswith(" ") else "")))
 
 
+def _select_items(tokens: list[Token]) -> list[tuple[int, int]]:
+    """(start, end) token spans of the outermost SELECT list's items."""
+    sel = next((i for i, t in enumerate(tokens) if t.depth == 0 and t.is_word("SELECT")), None)
+    if sel is None:
+        return []
+    start = next_code(tokens, sel + 1)
+    if start < len(tokens) and tokens[start].is_word("DISTINCT", "ALL"):
+        start = next_code(tokens, start + 1)
+        if start < len(tokens) and tokens[start].is_word("ON"):
+            return []  # DISTINCT ON (...) ties the list to its keys: leave it alone
+    end = clause_end(tokens, sel, ("FROM", "INTO", "WHERE", "GROUP", "HAVING", "WINDOW", "ORDER", "LIMIT",
+                                   "OFFSET", "FETCH", "UNION", "INTERSECT", "EXCEPT"))
+    items = []
+    for j in range(start, end):
+        if tokens[j].text == "," and tokens[j].depth == 0:
+            items.append((start, j))
+            start = j + 1
+    items.append((start, end))
+    return [(s, e) for s, e in items if untokenize(tokens[s:e]).strip()]
+
+
+def drop_column(sql: str) -> Iterator[Perturbation]:
+    """Fallback: remove one output column of the outer SELECT (last first), when it has several."""
+    tokens = tokenize(sql)
+    items = _select_items(tokens)
+    if len(items) < 2:
+        return
+    for k in reversed(range(len(items))):
+        s, e = items[k]
+        # Take the comma before the item (or after it, for the first one) with it.
+        cut_s, cut_e = (items[k - 1][1], e) if k > 0 else (s, items[1][0])
+        removed = untokenize(tokens[cut_s:cut_e])
+        keep = removed[len(removed.rstrip()):] if k == len(items) - 1 else ""
+        dropped = " ".join(untokenize(tokens[s:e]).split())
+        yield Perturbation("drop_column", f"dropped output column `{dropped[:60]}`", _replace(tokens, cut_s, cut_e, keep))
+
+
+_OPERATORS = {"/": "*", "*": "/", "+": "-", "-": "+"}
+
+
+def swap_operator(sql: str) -> Iterator[Perturbation]:
+    """Fallback: exchange one arithmetic operator (``/`` and ``*``, ``+`` and ``-``)."""
+    tokens = tokenize(sql)
+    for i, t in enumerate(tokens):
+        if t.kind != "op" or t.text not in _OPERATORS:
+            continue
+        prev = next((tokens[j] for j in range(i - 1, -1, -1) if tokens[j].kind not in ("ws", "comment")), None)
+        # ``count(*)``, ``SELECT *`` and ``t.*`` are not multiplications; a leading sign is not an operator.
+        if prev is None or prev.text in ("(", ",", ".") or prev.is_word("SELECT", "DISTINCT"):
+            continue
+        new = _OPERATORS[t.text]
+        yield Perturbation("swap_operator", f"{t.text} -> {new}", _replace(tokens, i, i + 1, new))
+
+
 KINDS: dict[str, Callable[[str], Iterator[Perturbation]]] = {
     "drop_where": drop_where,
     "change_limit": change_limit,
     "swap_aggregate": swap_aggregate,
     "reorder_order_by": reorder_order_by,
 }
+FALLBACKS: dict[str, Callable[[str], Iterator[Perturbation]]] = {
+    "drop_column": drop_column,
+    "swap_operator": swap_operator,
+}
 
 
 def candidates(sql: str, start: int = 0) -> Iterator[Perturbation]:
     """Every candidate of every kind, the kinds taken in turn from the ``start``-th (so that a set of
-    questions numbered 0, 1, 2, ... exercises all kinds), each kind's candidates in query order."""
+    questions numbered 0, 1, 2, ... exercises all kinds), each kind's candidates in query order;
+    then the fallbacks."""
     names = list(KINDS)
     for k in range(len(names)):
         yield from KINDS[names[(start + k) % len(names)]](sql)
+    for fallback in FALLBACKS.values():
+        yield from fallback(sql)
