@@ -31,6 +31,14 @@ def _socket_path(raw: str) -> str:
     return raw
 
 
+def _template(raw: str) -> str:
+    # Kept in step with sqlcoder.prompt.TEMPLATES (config must not import prompt).
+    names = ("auto", "sqlcoder-70b", "sqlcoder-7b-2", "sqlcoder-34b", "llama-3-sqlcoder-8b")
+    if raw.strip() not in names:
+        raise ValueError("must be one of " + ", ".join(names))
+    return raw.strip()
+
+
 # key -> (parser, default). Defaults match the rows the extension script inserts,
 # so a row a DBA deleted falls back to them.
 SETTINGS: dict[str, tuple[Callable[[str], Any], str]] = {
@@ -41,6 +49,8 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], str]] = {
     "max_reply_bytes": (_positive_int, "1048576"),
     "max_new_tokens": (_optional_positive_int, ""),
     "num_beams": (_optional_positive_int, ""),
+    "template": (_template, "auto"),
+    "context_budget_tokens": (_optional_positive_int, ""),
 }
 
 
@@ -53,6 +63,8 @@ class Settings:
     max_reply_bytes: int
     max_new_tokens: int | None
     num_beams: int | None
+    template: str
+    context_budget_tokens: int | None
 
 
 def parse_settings(rows: Mapping[str, str]) -> Settings:
