@@ -139,6 +139,10 @@ class Daemon:
     # -- lifecycle -----------------------------------------------------------
     def load(self) -> None:
         t0 = time.monotonic()
+        if self.settings.cpu_threads > 0:
+            import torch
+
+            torch.set_num_threads(self.settings.cpu_threads)
         self.backend.load()
         self.loaded_at = time.monotonic()
         log.info("model ready after %.1f s", self.loaded_at - t0)

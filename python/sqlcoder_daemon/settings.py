@@ -81,6 +81,7 @@ SETTINGS: tuple[Setting, ...] = (
             choices=("auto", "bfloat16", "float16", "float32")),
     Setting("device_map", str, "auto", "accelerate device map: auto, cpu, or a JSON object"),
     Setting("max_memory", str, None, "per-device memory limits for accelerate, e.g. 0=38GiB,1=38GiB,cpu=64GiB"),
+    Setting("cpu_threads", int, 0, "torch CPU threads (0: torch's default, one per core)"),
     Setting("max_new_tokens", int, 300, "default and upper bound of generated tokens per request"),
     Setting("num_beams", int, 4, "default beam count (1 = greedy)"),
     Setting("max_num_beams", int, 8, "largest num_beams a request may ask for"),

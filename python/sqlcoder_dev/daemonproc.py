@@ -75,6 +75,9 @@ class DaemonProcess:
         env = dict(os.environ if self.env is None else self.env)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PYTHON_DIR), env.get("PYTHONPATH")]))
         env.setdefault("PYTHONUNBUFFERED", "1")
+        # Tiny models gain nothing from OpenMP threads, and on a busy machine their spin-waits
+        # make each step tens of times slower; one thread keeps test daemons quick.
+        env.setdefault("OMP_NUM_THREADS", "1")
         self._log_file = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.argv, stdout=self._log_file, stderr=subprocess.STDOUT, env=env,
                                      stdin=subprocess.DEVNULL)
