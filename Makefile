@@ -14,8 +14,16 @@ REGRESS      = setup ask_errors
 REGRESS_OPTS = --inputdir=test --outputdir=build/regress
 
 PG_CONFIG ?= pg_config
-PGXS := $(shell $(PG_CONFIG) --pgxs)
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+ifneq ($(wildcard $(PGXS)),)
 include $(PGXS)
+else
+# A fresh machine has no PostgreSQL development files yet: `make setup` (and
+# so `make test` and `make demo`) installs them first, then runs `make install`.
+all install installcheck uninstall:
+	@echo "PostgreSQL's PGXS was not found (pg_config --pgxs); run 'make setup' or install postgresql-server-dev-15"; exit 1
+endif
+.DEFAULT_GOAL := all
 
 # The package lives in a directory named after its version, so two installed
 # versions never mix; the SQL functions refuse to run a package of another version.
@@ -69,7 +77,9 @@ $(VENV)/.stamp: pyproject.toml | .cache/apt.stamp
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,eval]'
 	@touch $@
 
-setup: system-deps venv install
+# A sub-make, so that PGXS is read after system-deps installed it.
+setup: system-deps venv
+	@$(MAKE) -s install
 
 # pg_regress (`make installcheck`) needs a running server; the suite runs it
 # against its own throwaway cluster (tests/test_regress.py).
