@@ -1,0 +1,1 @@
+"""Benchmarks: each ``bench/bench_*.py`` prints ``BENCH <name> <value> <unit>`` lines."""
