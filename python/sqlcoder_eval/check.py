@@ -32,8 +32,9 @@ def eval_lines(gold: Summary, perturbed: Summary) -> list[str]:
 
 
 def run_checks(data: Path, out_dir: Path | None = None, parallel: int = 2, timeout_s: float = 10.0,
-               policy: str = "sql-eval", stdout: TextIO = sys.stdout, progress: bool = True) -> int:
+               policy: str = "sql-eval", stdout: TextIO | None = None, progress: bool = True) -> int:
     """Start a cluster, load ``data`` without the extension, run both checks; 0 when both pass."""
+    stdout = stdout or sys.stdout
     from sqlcoder_dev.pgcluster import Cluster  # developer tooling: only the checks need a private cluster
 
     dataset = Dataset(data)

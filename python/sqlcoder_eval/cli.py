@@ -89,7 +89,9 @@ def _cmd_load(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from .report import format_table, summarize
 
-    dataset = Dataset(resolve_data_dir(args.data), args.questions)
+    # With --questions, the data folder is not needed: the databases are already loaded.
+    root = resolve_data_dir(args.data) if (args.data or not args.questions) else Path(args.questions).parent
+    dataset = Dataset(root, args.questions)
     questions = [q for q in dataset.questions()
                  if (not args.category or q.category in args.category) and (not args.db or q.db_name in args.db)]
     questions = questions[: args.limit] if args.limit else questions
