@@ -92,26 +92,32 @@ def _round(v: float | None, digits: int = 2) -> float | None:
 
 
 def prometheus_text(status: dict[str, Any]) -> str:
-    """Prometheus text exposition of a ``status`` object (only numeric leaves, flattened with ``_``)."""
+    """Prometheus text exposition of a ``status`` object: numeric leaves flattened with ``_``;
+    per-GPU memory carries a ``device`` label."""
     lines: list[str] = []
 
-    def walk(prefix: str, value: Any, labels: str = "") -> None:
+    def walk(name: str, value: Any, labels: str = "") -> None:
         if isinstance(value, bool):
             value = int(value)
         if isinstance(value, (int, float)):
-            lines.append(f"{prefix}{labels} {value}")
+            lines.append(f"{name}{labels} {value}")
         elif isinstance(value, dict):
             for k, v in value.items():
-                key = "".join(c if c.isalnum() else "_" for c in str(k))
-                if prefix.endswith("_memory") or prefix.endswith("_gpus"):
-                    walk(prefix, v, f'{{device="{key}"}}') if isinstance(v, (int, float)) else walk(
-                        f"{prefix}_{key}", v, labels)
-                else:
-                    walk(f"{prefix}_{key}", v, labels)
+                walk(f"{name}_{_metric_name(k)}", v, labels)
 
-    skip = ("settings",)
     for key, value in status.items():
-        if key not in skip:
-            walk(f"sqlcoder_daemon_{key}", value)
-    lines.append(f'sqlcoder_daemon_info{{model="{status.get("model", "")}",state="{status.get("state", "")}"}} 1')
+        if key == "settings":
+            continue
+        if key == "memory" and isinstance(value, dict):
+            for dev, figures in (value.get("gpus") or {}).items():
+                walk("sqlcoder_daemon_gpu_memory", figures, f'{{device="{dev}"}}')
+            value = {k: v for k, v in value.items() if k != "gpus"}
+        walk(f"sqlcoder_daemon_{_metric_name(key)}", value)
+    model = str(status.get("model", "")).replace("\\", "\\\\").replace('"', '\\"')
+    lines.append(f'sqlcoder_daemon_info{{model="{model}",state="{status.get("state", "")}",'
+                 f'backend="{status.get("backend", "")}"}} 1')
     return "\n".join(lines) + "\n"
+
+
+def _metric_name(key: Any) -> str:
+    return "".join(c if c.isalnum() else "_" for c in str(key))

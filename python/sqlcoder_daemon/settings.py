@@ -99,6 +99,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("openai_model", str, None, "openai backend: model name sent to the server (default: --model)"),
     Setting("openai_timeout_s", float, 600.0, "openai backend: HTTP timeout"),
     Setting("openai_listen", str, None, "serve an OpenAI-compatible completions API on this loopback host:port"),
+    Setting("openai_listen_api_key", str, None, "bearer key the OpenAI-compatible listener requires (optional)",
+            secret=True),
     Setting("metrics_listen", str, None, "serve Prometheus /metrics and /status on this loopback host:port"),
     Setting("log_level", str, "INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
     Setting("log_prompts", _bool, False, "include prompt text in the per-request log line"),

@@ -1,0 +1,215 @@
+"""Optional HTTP listeners, loopback only: Prometheus metrics + status, and an OpenAI-compatible completions API.
+
+The metrics listener starts before the model loads, so ``/status`` can say
+``loading`` while the Unix socket does not exist yet. The OpenAI listener
+routes through the same scheduler as the socket, so other tools (or another
+sqlcoder daemon with ``--backend openai``) share the loaded model and its batching.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import socket
+import threading
+import time
+import uuid
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+from .connection import client_gone
+from .errors import BadRequest, Busy, Cancelled, DaemonError, Timeout, TooLarge
+from .jobs import Job
+from .metrics import prometheus_text
+from .protocol import GenerateRequest
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
+
+__all__ = ["parse_listen", "start_metrics_server", "start_openai_server"]
+
+log = logging.getLogger(__name__)
+
+_HTTP_STATUS = {BadRequest: 400, TooLarge: 413, Busy: 429, Timeout: 504}
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``host:port`` with a loopback host (these listeners have no authentication of their own)."""
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        if not ipaddress.ip_address(host).is_loopback:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"{text}: listeners bind only loopback addresses (127.0.0.1, ::1)") from None
+    return host, int(port)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, addr: tuple[str, int], handler: type, daemon: "Daemon"):
+        if ":" in addr[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(addr, handler)
+        self.sqlcoder = daemon
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), fmt % args)
+
+    def _send(self, code: int, body: bytes, ctype: str) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, code: int, obj: Any) -> None:
+        self._send(code, json.dumps(obj).encode(), "application/json")
+
+
+class _MetricsHandler(_Handler):
+    def do_GET(self) -> None:
+        d = self.server.sqlcoder
+        path = self.path.split("?")[0]
+        if path == "/metrics":
+            self._send(200, prometheus_text(d.status()).encode(), "text/plain; version=0.0.4")
+        elif path == "/status":
+            self._json(200, {"status": d.status()})
+        elif path == "/healthz":
+            self._json(200 if d.state == "ready" else 503, {"state": d.state})
+        else:
+            self._json(404, {"error": "not found; try /metrics, /status or /healthz"})
+
+
+def _start(addr_text: str, handler: type, daemon: "Daemon", name: str) -> _Server:
+    srv = _Server(parse_listen(addr_text), handler, daemon)
+    threading.Thread(target=srv.serve_forever, name=name, daemon=True).start()
+    log.info("%s listening on http://%s:%d", name, *srv.server_address[:2])
+    return srv
+
+
+def start_metrics_server(daemon: "Daemon", listen: str) -> _Server:
+    return _start(listen, _MetricsHandler, daemon, "metrics")
+
+
+def start_openai_server(daemon: "Daemon", listen: str) -> _Server:
+    return _start(listen, _OpenAIHandler, daemon, "openai-api")
+
+
+class _OpenAIHandler(_Handler):
+    """``POST /v1/completions``, ``GET /v1/models`` and vLLM-style ``POST /tokenize``."""
+
+    max_body = 8 << 20
+
+    def _error(self, code: int, message: str, etype: str) -> None:
+        self._json(code, {"error": {"message": message, "type": etype, "code": etype}})
+
+    def _authorized(self) -> bool:
+        key = self.server.sqlcoder.settings.get("openai_listen_api_key")
+        if key and self.headers.get("Authorization", "") != f"Bearer {key}":
+            self._error(401, "invalid or missing API key", "invalid_api_key")
+            return False
+        return True
+
+    def _body(self) -> dict | None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > self.max_body:
+            self._error(413, "request body too large", "too_large")
+            return None
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+            if not isinstance(body, dict):
+                raise ValueError
+            return body
+        except ValueError:
+            self._error(400, "body must be a JSON object", "invalid_request_error")
+            return None
+
+    def do_GET(self) -> None:
+        if not self._authorized():
+            return
+        d = self.server.sqlcoder
+        if self.path.rstrip("/") in ("/v1/models", "/models"):
+            self._json(200, {"object": "list", "data": [{
+                "id": d.settings.model, "object": "model", "owned_by": "sqlcoder",
+                "max_model_len": d.backend.info().get("context_length")}]})
+        else:
+            self._error(404, f"no route {self.path}", "not_found")
+
+    def do_POST(self) -> None:
+        if not self._authorized():
+            return
+        path = self.path.split("?")[0].rstrip("/")
+        body = self._body()
+        if body is None:
+            return
+        try:
+            if path in ("/v1/completions", "/completions"):
+                self._completions(body)
+            elif path == "/tokenize":
+                self._tokenize(body)
+            else:
+                self._error(404, f"no route {self.path}", "not_found")
+        except DaemonError as e:
+            self._error(_HTTP_STATUS.get(type(e), 500), e.message, e.code)
+        except Cancelled:
+            self.close_connection = True
+        except Exception:
+            log.exception("OpenAI-compatible request failed")
+            self._error(500, "internal error; see the daemon's log", "internal")
+
+    def _tokenize(self, body: dict) -> None:
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str):
+            raise BadRequest("'prompt' must be a string")
+        d = self.server.sqlcoder
+        count = d.backend.count_tokens([prompt])[0] + (1 if body.get("add_special_tokens", True) else 0)
+        self._json(200, {"count": count, "max_model_len": d.backend.info().get("context_length")})
+
+    def _completions(self, body: dict) -> None:
+        d = self.server.sqlcoder
+        received = time.monotonic()
+        prompt = body.get("prompt")
+        if isinstance(prompt, list) and len(prompt) == 1:
+            prompt = prompt[0]
+        if not isinstance(prompt, str) or not prompt:
+            raise BadRequest("'prompt' must be one non-empty string")
+        if body.get("n", 1) != 1:
+            raise BadRequest("only n=1 is supported")
+        if body.get("stream"):
+            raise BadRequest("streaming is not supported")
+        limits = d.limits
+        max_tokens = body.get("max_tokens") or limits.max_new_tokens
+        beams = body.get("num_beams") or (body.get("best_of") if body.get("use_beam_search") else None) or 1
+        for name, value, hi in (("max_tokens", max_tokens, limits.max_new_tokens),
+                                ("num_beams", beams, limits.max_num_beams)):
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= hi:
+                raise BadRequest(f"'{name}' must be an integer between 1 and {hi}")
+        timeout_ms = body.get("timeout_ms") or limits.timeout_ms
+        rid = str(body.get("user") or uuid.uuid4().hex[:12])
+        job = Job(GenerateRequest(id=rid, op="generate", prompt=prompt, max_new_tokens=max_tokens, num_beams=beams,
+                                  timeout_ms=int(timeout_ms)), received=received, source="openai")
+        result = d.run_job(job, gone=lambda: client_gone(self.connection))
+        text, finish = result.text, result.finish_reason
+        stops = body.get("stop") or []
+        for stop in [stops] if isinstance(stops, str) else stops:
+            if isinstance(stop, str) and stop and stop in text:
+                text, finish = text[: text.index(stop)], "stop"
+        self._json(200, {
+            "id": f"cmpl-{rid}", "object": "text_completion", "created": int(time.time()), "model": d.settings.model,
+            "choices": [{"index": 0, "text": text, "logprobs": None,
+                         "finish_reason": "length" if finish == "length" else "stop"}],
+            "usage": {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
+                      "total_tokens": result.prompt_tokens + result.completion_tokens},
+        })
