@@ -10,14 +10,15 @@ a failing query) keep their own SQLSTATE and message.
 from __future__ import annotations
 
 import json
+import time
 import traceback
 from typing import Any, Callable
 
-from . import __version__, catalog, config
+from . import __version__, assemble, config, execute, history
 from .client import DaemonClient
 from .errors import (DaemonError, DaemonProtocolError, InvalidQuestion, NullQuestion, SqlcoderError,
                      VersionMismatch)
-from .prompt import extract_sql, render_prompt
+from .prompt import extract_sql
 
 __all__ = ["entry"]
 
@@ -79,8 +80,8 @@ def _instructions(instructions: Any) -> list[str]:
 def _build_prompt(plpy: Any, settings: config.Settings, question: Any, instructions: Any,
                   caller_path: list[str]) -> str:
     text = _check_question(question, settings)
-    schema = catalog.render_schema(catalog.read_schema(plpy, caller_path or []))
-    return render_prompt(text, schema, _instructions(instructions))
+    return assemble.build_prompt(plpy, settings, text, _instructions(instructions), caller_path or [],
+                                 _client(plpy, settings))
 
 
 def _checker(plpy: Any) -> Callable[[], None]:
@@ -103,7 +104,31 @@ def op_prompt(plpy: Any, question: Any = None, instructions: Any = None, caller_
 
 
 def op_ask(plpy: Any, question: Any = None, instructions: Any = None, caller_path: Any = None) -> str:
+    """Generate SQL, guarded (when guard_ask is on) so that ``\\gexec`` gets one plain query; recorded."""
     settings = config.load(plpy)
+    entry = history.Entry("ask", question=question)
+    with history.recording(plpy, entry, settings.history_conninfo):
+        sql = _timed_generate(plpy, settings, question, instructions, caller_path, entry)
+        if settings.guard_ask:
+            execute.guard_only(plpy, sql, caller_path=caller_path, max_cost=settings.max_query_cost,
+                               timeout_s=settings.query_timeout_ms / 1000)
+        entry.outcome = "ok"
+        return sql
+
+
+def _timed_generate(plpy: Any, settings: config.Settings, question: Any, instructions: Any, caller_path: Any,
+                    entry: history.Entry) -> str:
+    started = time.monotonic()
+    try:
+        sql = _generate(plpy, settings, question, instructions, caller_path, entry)
+    finally:
+        entry.model_ms = (time.monotonic() - started) * 1000
+    entry.sql = sql
+    return sql
+
+
+def _generate(plpy: Any, settings: config.Settings, question: Any, instructions: Any, caller_path: Any,
+              entry: history.Entry) -> str:
     prompt = _build_prompt(plpy, settings, question, instructions, caller_path)
     fields: dict[str, Any] = {"prompt": prompt, "timeout_ms": settings.model_timeout_ms}
     if settings.max_new_tokens:
@@ -111,10 +136,61 @@ def op_ask(plpy: Any, question: Any = None, instructions: Any = None, caller_pat
     if settings.num_beams:
         fields["num_beams"] = settings.num_beams
     reply = _client(plpy, settings).request("generate", settings.model_timeout_ms / 1000, **fields)
+    assemble.forget_model(settings.socket_path, reply.get("model"))  # a new model may want another template
+    if isinstance(reply.get("model"), str):
+        entry.model = reply["model"]
     text = reply.get("text")
     if not isinstance(text, str):
         raise DaemonProtocolError("the sqlcoder daemon's generate reply has no text")
     return extract_sql(text)
+
+
+# -- Running SQL read-only, history, feedback (issue #5) ------------------------
+
+def _max_rows(settings: config.Settings, requested: Any) -> int:
+    if requested is None:
+        return settings.max_rows
+    if not isinstance(requested, int) or requested <= 0:
+        raise InvalidQuestion("max_rows must be a positive integer", hint="Leave max_rows NULL for the DBA's cap.")
+    return min(requested, settings.max_rows)
+
+
+def _run_recorded(plpy: Any, settings: config.Settings, entry: history.Entry, sql: Any, caller_path: Any,
+                  max_rows: int) -> list[str]:
+    execute.refuse_superuser(plpy, settings.allow_superuser_run)
+    result = execute.run_query(plpy, sql, caller_path=caller_path, max_rows=max_rows,
+                               max_cost=settings.max_query_cost, timeout_s=settings.query_timeout_ms / 1000)
+    entry.sql, entry.query_ms = result.sql, result.query_ms
+    entry.row_count, entry.truncated, entry.outcome = len(result.rows), result.truncated, "ok"
+    if result.truncated:
+        plpy.notice(f"sqlcoder: the result was cut to its first {max_rows} rows",
+                    hint="Pass max_rows (up to max_rows in sqlcoder.config), or narrow the query.")
+    return result.rows
+
+
+def op_run(plpy: Any, question: Any = None, instructions: Any = None, caller_path: Any = None,
+           max_rows: Any = None) -> list[str]:
+    """Generate SQL and run it read-only; one JSON text per row."""
+    settings = config.load(plpy)
+    entry = history.Entry("run", question=question)
+    with history.recording(plpy, entry, settings.history_conninfo):
+        limit = _max_rows(settings, max_rows)
+        execute.refuse_superuser(plpy, settings.allow_superuser_run)  # before spending model time
+        sql = _timed_generate(plpy, settings, question, instructions, caller_path, entry)
+        return _run_recorded(plpy, settings, entry, sql, caller_path, limit)
+
+
+def op_execute(plpy: Any, sql: Any = None, caller_path: Any = None, max_rows: Any = None) -> list[str]:
+    """Run SQL a user reviewed under the same guard and read-only execution as run."""
+    settings = config.load(plpy)
+    entry = history.Entry("execute", sql=sql)
+    with history.recording(plpy, entry, settings.history_conninfo):
+        return _run_recorded(plpy, settings, entry, sql, caller_path, _max_rows(settings, max_rows))
+
+
+def op_feedback(plpy: Any, id: Any = None, correct: Any = None, corrected_sql: Any = None) -> None:
+    """Mark one of the caller's history rows right or wrong, with corrected SQL for later use as an example."""
+    history.feedback(plpy, id, correct, corrected_sql)
 
 
 def op_status(plpy: Any) -> dict[str, Any]:
@@ -134,4 +210,7 @@ _OPERATIONS: dict[str, Callable[..., Any]] = {
     "ask": op_ask,
     "prompt": op_prompt,
     "status": op_status,
+    "run": op_run,
+    "execute": op_execute,
+    "feedback": op_feedback,
 }

@@ -1,87 +1,138 @@
 """What the caller may see of the database, read from ``pg_catalog``, rendered as DDL.
 
 Only relations in the caller's search path, and only the tables and columns
-the caller has SELECT on, are read: the model is never shown more than the
-caller could query. Names come back already quoted by ``quote_ident``.
+the caller has SELECT on (table- or column-level), are read: the model is
+never shown more than the caller could query. ``pg_catalog`` is queried
+directly because the ``information_schema`` views are one to three orders of
+magnitude slower on large catalogs. Names come back quoted by ``quote_ident``,
+so every identifier rendered is valid SQL.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
-__all__ = ["Column", "Table", "JoinHint", "Schema", "read_schema", "render_schema"]
+__all__ = ["Column", "Table", "Join", "Schema", "EXCLUDED_SCHEMAS", "read_schema",
+           "render_table", "render_join", "render_schema"]
 
-EXCLUDED_SCHEMAS = ("pg_catalog", "information_schema", "sqlcoder", "pg_toast")
+EXCLUDED_SCHEMAS = ("pg_catalog", "information_schema", "sqlcoder")
 
-# Relations in the caller's path: ordinary, partitioned (parents only), views,
-# materialized views, foreign tables. `qualified` when the bare name would
-# resolve to another relation (one of the same name earlier in the path).
-_TABLES_SQL = """
+# One row per relation in the caller's path: ordinary and partitioned tables
+# (parents only), views, materialized views, foreign tables, in path order.
+# `shadowed`: a relation of the same name in an earlier path schema (pg_catalog
+# and pg_temp included) would catch the bare name, so this one is qualified.
+# Columns, keys and foreign keys come aggregated as JSON per relation: one
+# row per table rather than per column keeps PL/Python's conversion cheap.
+_SCHEMA_SQL = """
 WITH path AS (
-  SELECT nspname, ord FROM unnest($1::name[]) WITH ORDINALITY AS p(nspname, ord)
+  SELECT nspname, ord FROM pg_catalog.unnest($1::name[]) WITH ORDINALITY AS p(nspname, ord)
+), rels AS (
+  SELECT c.oid, c.relname, c.relkind, n.nspname, p.ord
+  FROM path p
+  JOIN pg_catalog.pg_namespace n ON n.nspname = p.nspname
+  JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid
+  WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+    AND NOT c.relispartition
+    AND n.nspname <> ALL ($2::name[])
+    AND n.nspname !~ '^pg_toast'
+    AND pg_catalog.has_any_column_privilege(c.oid, 'SELECT')
+), enums AS (
+  SELECT enumtypid, pg_catalog.array_agg(enumlabel ORDER BY enumsortorder) AS labels
+  FROM pg_catalog.pg_enum GROUP BY enumtypid
+), vcols AS (
+  SELECT a.attrelid, a.attnum, a.attname, a.atttypid, a.atttypmod, a.attnotnull, a.attidentity, a.attgenerated
+  FROM rels r
+  JOIN pg_catalog.pg_attribute a ON a.attrelid = r.oid
+  WHERE a.attnum > 0 AND NOT a.attisdropped
+    AND pg_catalog.has_column_privilege(a.attrelid, a.attnum, 'SELECT')
+), types AS (
+  -- format_type qualifies types outside pg_catalog (this function pins its
+  -- search_path); the prefix is dropped again where the caller's path would
+  -- find the type by its bare name.
+  SELECT t.oid, pg_catalog.quote_ident(n.nspname) || '.' AS prefix
+  FROM (SELECT DISTINCT atttypid FROM vcols) u
+  JOIN pg_catalog.pg_type t ON t.oid = u.atttypid
+  JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+  JOIN path p ON p.nspname = n.nspname
+  WHERE n.nspname <> 'pg_catalog'
+    AND NOT EXISTS (SELECT 1 FROM path p2
+                    JOIN pg_catalog.pg_namespace n2 ON n2.nspname = p2.nspname
+                    JOIN pg_catalog.pg_type t2 ON t2.typnamespace = n2.oid AND t2.typname = t.typname
+                    WHERE p2.ord < p.ord)
+), cols AS (
+  SELECT a.attrelid,
+         pg_catalog.json_agg(pg_catalog.json_build_array(
+           a.attnum, pg_catalog.quote_ident(a.attname),
+           CASE WHEN pg_catalog.starts_with(ft.ft, ty.prefix) THEN pg_catalog.substr(ft.ft, pg_catalog.length(ty.prefix) + 1)
+                ELSE ft.ft END,
+           a.attnotnull, a.attidentity,
+           CASE WHEN a.attgenerated <> '' THEN pg_catalog.pg_get_expr(ad.adbin, ad.adrelid) END,
+           d.description, e.labels) ORDER BY a.attnum) AS columns
+  FROM vcols a
+  CROSS JOIN LATERAL (SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) AS ft) ft
+  LEFT JOIN types ty ON ty.oid = a.atttypid
+  LEFT JOIN pg_catalog.pg_attrdef ad ON a.attgenerated <> '' AND ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+  LEFT JOIN pg_catalog.pg_description d
+    ON d.objoid = a.attrelid AND d.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objsubid = a.attnum
+  LEFT JOIN enums e ON e.enumtypid = a.atttypid
+  GROUP BY a.attrelid
+), keys AS (
+  -- Primary keys and unique constraints or indexes on plain columns.
+  SELECT i.indrelid,
+         pg_catalog.json_agg(pg_catalog.json_build_array(i.indisprimary, i.indkey::int2[])
+                             ORDER BY NOT i.indisprimary, i.indexrelid) AS keys
+  FROM rels r
+  JOIN pg_catalog.pg_index i ON i.indrelid = r.oid
+  WHERE i.indisunique AND i.indisvalid AND i.indexprs IS NULL AND i.indpred IS NULL
+  GROUP BY i.indrelid
+), fks AS (
+  SELECT k.conrelid,
+         pg_catalog.json_agg(pg_catalog.json_build_array(k.conkey, k.confrelid, k.confkey)
+                             ORDER BY k.conname) AS fks
+  FROM rels r
+  JOIN pg_catalog.pg_constraint k ON k.conrelid = r.oid AND k.contype = 'f'
+  GROUP BY k.conrelid
 )
-SELECT c.oid AS oid,
-       quote_ident(n.nspname) AS schema,
-       quote_ident(c.relname) AS name,
-       c.relkind AS kind,
-       obj_description(c.oid, 'pg_class') AS comment,
-       EXISTS (SELECT 1 FROM pg_class c2
-               JOIN pg_namespace n2 ON n2.oid = c2.relnamespace
-               JOIN path p2 ON p2.nspname = n2.nspname
-               WHERE c2.relname = c.relname AND p2.ord < p.ord) AS shadowed
-FROM path p
-JOIN pg_namespace n ON n.nspname = p.nspname
-JOIN pg_class c ON c.relnamespace = n.oid
-WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
-  AND NOT c.relispartition
-  AND n.nspname <> ALL ($2::name[])
-  AND n.nspname NOT LIKE 'pg\\_toast%'
-  AND has_any_column_privilege(c.oid, 'SELECT')
-ORDER BY p.ord, c.relname
+SELECT r.oid::pg_catalog.int8 AS oid,
+       pg_catalog.quote_ident(r.nspname) AS schema,
+       pg_catalog.quote_ident(r.relname) AS name,
+       r.relkind AS kind,
+       d.description AS comment,
+       EXISTS (SELECT 1 FROM path p2
+               JOIN pg_catalog.pg_namespace n2 ON n2.nspname = p2.nspname
+               JOIN pg_catalog.pg_class c2 ON c2.relnamespace = n2.oid AND c2.relname = r.relname
+               WHERE p2.ord < r.ord) AS shadowed,
+       cols.columns::text AS columns,
+       keys.keys::text AS keys,
+       fks.fks::text AS fks
+FROM rels r
+JOIN cols ON cols.attrelid = r.oid
+LEFT JOIN keys ON keys.indrelid = r.oid
+LEFT JOIN fks ON fks.conrelid = r.oid
+LEFT JOIN pg_catalog.pg_description d
+  ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objsubid = 0
+ORDER BY r.ord, r.relname
 """
 
-_COLUMNS_SQL = """
-SELECT a.attrelid AS oid,
-       quote_ident(a.attname) AS name,
-       format_type(a.atttypid, a.atttypmod) AS type,
-       a.attnotnull AS not_null,
-       a.attidentity AS identity,
-       a.attgenerated AS generated,
-       col_description(a.attrelid, a.attnum) AS comment,
-       CASE WHEN t.typtype = 'e' THEN
-         (SELECT array_agg(e.enumlabel ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = t.oid)
-       END AS enum_labels,
-       EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = a.attrelid AND k.contype = 'p'
-               AND k.conkey = ARRAY[a.attnum]) AS primary_key,
-       EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = a.attrelid AND k.contype = 'u'
-               AND k.conkey = ARRAY[a.attnum]) AS unique_key
-FROM pg_attribute a
-JOIN pg_type t ON t.oid = a.atttypid
-WHERE a.attrelid = ANY ($1::oid[])
-  AND a.attnum > 0 AND NOT a.attisdropped
-  AND has_column_privilege(a.attrelid, a.attnum, 'SELECT')
-ORDER BY a.attrelid, a.attnum
+# A DBA's join hints; only those between columns the caller sees are kept.
+_JOIN_HINTS_SQL = """
+SELECT h.left_table::pg_catalog.oid::pg_catalog.int8 AS left_oid, pg_catalog.quote_ident(h.left_column) AS left_column,
+       h.right_table::pg_catalog.oid::pg_catalog.int8 AS right_oid, pg_catalog.quote_ident(h.right_column) AS right_column
+FROM sqlcoder.join_hints h
+ORDER BY h.id
 """
 
-# Foreign keys between visible relations, one row per column pair.
-_FOREIGN_KEYS_SQL = """
-SELECT k.conrelid AS from_oid, quote_ident(fa.attname) AS from_column,
-       k.confrelid AS to_oid, quote_ident(ta.attname) AS to_column
-FROM pg_constraint k
-CROSS JOIN LATERAL unnest(k.conkey, k.confkey) WITH ORDINALITY AS u(from_attnum, to_attnum, ord)
-JOIN pg_attribute fa ON fa.attrelid = k.conrelid AND fa.attnum = u.from_attnum
-JOIN pg_attribute ta ON ta.attrelid = k.confrelid AND ta.attnum = u.to_attnum
-WHERE k.contype = 'f'
-  AND k.conrelid = ANY ($1::oid[]) AND k.confrelid = ANY ($1::oid[])
-  AND has_column_privilege(k.conrelid, u.from_attnum, 'SELECT')
-  AND has_column_privilege(k.confrelid, u.to_attnum, 'SELECT')
-ORDER BY k.conrelid, k.conname, u.ord
-"""
+_KIND_NOTES = {"v": "view", "m": "materialized view", "f": "foreign table"}
+
+_plans: dict[str, Any] = {}  # prepared once per backend
 
 
 @dataclass
 class Column:
+    """One column as the caller sees it; ``name`` and ``type`` are ready to print."""
+
     name: str
     type: str
     not_null: bool = False
@@ -95,13 +146,17 @@ class Column:
 
 @dataclass
 class Table:
+    """A relation the caller may select from, with only the columns they may select."""
+
     oid: int
     schema: str
     name: str
-    kind: str
-    qualified: bool
+    kind: str = "r"
+    qualified: bool = False
     comment: str | None = None
     columns: list[Column] = field(default_factory=list)
+    primary_key: tuple[str, ...] = ()
+    unique_keys: list[tuple[str, ...]] = field(default_factory=list)
 
     @property
     def display_name(self) -> str:
@@ -109,45 +164,102 @@ class Table:
 
 
 @dataclass(frozen=True)
-class JoinHint:
-    left: str
-    right: str
+class Join:
+    """Columns of two tables that can be joined: a foreign key (maybe multi-column) or a DBA's hint."""
+
+    left: int
+    left_columns: tuple[str, ...]
+    right: int
+    right_columns: tuple[str, ...]
 
 
 @dataclass
 class Schema:
     tables: list[Table]
-    joins: list[JoinHint]
+    joins: list[Join]
+
+    def by_oid(self) -> dict[int, Table]:
+        return {t.oid: t for t in self.tables}
+
+
+def _plan(plpy: Any, key: str, sql: str, types: Sequence[str] = ()) -> Any:
+    plan = _plans.get(key)
+    if plan is None:
+        plan = _plans[key] = plpy.prepare(sql, list(types))
+    return plan
+
+
+def _table_from_row(row: dict[str, Any]) -> tuple[Table, dict[int, str], list[Any]]:
+    table = Table(oid=int(row["oid"]), schema=row["schema"], name=row["name"], kind=row["kind"],
+                  qualified=bool(row["shadowed"]), comment=row["comment"])
+    names: dict[int, str] = {}
+    for attnum, name, type_, not_null, identity, generated, comment, labels in json.loads(row["columns"]):
+        names[attnum] = name
+        table.columns.append(Column(name=name, type=type_, not_null=not_null, identity=identity or "",
+                                    generated=generated or "", comment=comment, enum_labels=labels))
+    for primary, attnums in json.loads(row["keys"] or "[]"):
+        # A key is shown only when the caller sees all its columns.
+        if not attnums or any(n not in names for n in attnums):
+            continue
+        columns = tuple(names[n] for n in attnums)
+        if primary:
+            table.primary_key = columns
+        elif columns not in table.unique_keys:
+            table.unique_keys.append(columns)
+    by_name = {c.name: c for c in table.columns}
+    if len(table.primary_key) == 1:
+        by_name[table.primary_key[0]].primary_key = True
+    for key in table.unique_keys:
+        if len(key) == 1:
+            by_name[key[0]].unique = True
+    return table, names, json.loads(row["fks"] or "[]")
 
 
 def read_schema(plpy: Any, caller_path: Sequence[str]) -> Schema:
-    """Introspect the relations the caller can see through ``caller_path``."""
-    plan = plpy.prepare(_TABLES_SQL, ["name[]", "name[]"])
-    tables = [
-        Table(oid=int(r["oid"]), schema=r["schema"], name=r["name"], kind=r["kind"],
-              qualified=bool(r["shadowed"]), comment=r["comment"])
-        for r in plpy.execute(plan, [list(caller_path), list(EXCLUDED_SCHEMAS)])
-    ]
-    by_oid = {t.oid: t for t in tables}
-    if not tables:
-        return Schema(tables=[], joins=[])
-    oids = list(by_oid)
-    for r in plpy.execute(plpy.prepare(_COLUMNS_SQL, ["oid[]"]), [oids]):
-        by_oid[int(r["oid"])].columns.append(Column(
-            name=r["name"], type=r["type"], not_null=bool(r["not_null"]),
-            primary_key=bool(r["primary_key"]), unique=bool(r["unique_key"]),
-            identity=r["identity"] or "", generated=r["generated"] or "",
-            comment=r["comment"], enum_labels=r["enum_labels"]))
-    joins = [
-        JoinHint(f"{by_oid[int(r['from_oid'])].display_name}.{r['from_column']}",
-                 f"{by_oid[int(r['to_oid'])].display_name}.{r['to_column']}")
-        for r in plpy.execute(plpy.prepare(_FOREIGN_KEYS_SQL, ["oid[]"]), [oids])
-    ]
-    return Schema(tables=[t for t in tables if t.columns], joins=joins)
+    """Introspect the relations the caller can see through ``caller_path`` (``current_schemas(true)``)."""
+    rows = plpy.execute(_plan(plpy, "schema", _SCHEMA_SQL, ["name[]", "name[]"]),
+                        [list(caller_path), list(EXCLUDED_SCHEMAS)])
+    tables: list[Table] = []
+    attnames: dict[int, dict[int, str]] = {}
+    raw_fks: list[tuple[int, list[Any]]] = []
+    for row in rows:
+        table, names, fks = _table_from_row(row)
+        tables.append(table)
+        attnames[table.oid] = names
+        raw_fks.append((table.oid, fks))
+    joins: list[Join] = []
+    for oid, fks in raw_fks:
+        for conkey, target, confkey in fks:
+            target_names = attnames.get(int(target))
+            if target_names is None:
+                continue
+            if all(n in attnames[oid] for n in conkey) and all(n in target_names for n in confkey):
+                joins.append(Join(oid, tuple(attnames[oid][n] for n in conkey),
+                                  int(target), tuple(target_names[n] for n in confkey)))
+    visible = {oid: set(names.values()) for oid, names in attnames.items()}
+    seen = set(joins)
+    for r in plpy.execute(_plan(plpy, "hints", _JOIN_HINTS_SQL)):
+        left, right = int(r["left_oid"]), int(r["right_oid"])
+        if r["left_column"] in visible.get(left, ()) and r["right_column"] in visible.get(right, ()):
+            join = Join(left, (r["left_column"],), right, (r["right_column"],))
+            if join not in seen and Join(right, join.right_columns, left, join.left_columns) not in seen:
+                seen.add(join)
+                joins.append(join)
+    return Schema(tables=tables, joins=joins)
 
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+def _parenthesized(expr: str) -> str:
+    """``expr`` in one pair of parentheses (pg_get_expr sometimes adds them, sometimes not)."""
+    depth = 0
+    for i, ch in enumerate(expr):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth == 0 and i < len(expr) - 1:
+            return f"({expr})"
+    return expr if expr.startswith("(") and depth == 0 else f"({expr})"
 
 
 def _render_column(col: Column) -> tuple[str, str]:
@@ -161,31 +273,49 @@ def _render_column(col: Column) -> tuple[str, str]:
             parts.append("UNIQUE")
     if col.identity:
         parts.append("GENERATED ALWAYS AS IDENTITY" if col.identity == "a" else "GENERATED BY DEFAULT AS IDENTITY")
+    if col.generated:
+        parts.append(f"GENERATED ALWAYS AS {_parenthesized(_one_line(col.generated))} STORED")
     notes = []
     if col.comment:
         notes.append(_one_line(col.comment))
     if col.enum_labels:
-        notes.append("one of " + ", ".join(f"'{label}'" for label in col.enum_labels))
-    if col.generated:
-        notes.append("generated column")
+        notes.append("one of " + ", ".join("'" + label.replace("'", "''") + "'" for label in col.enum_labels))
     return " ".join(parts), "; ".join(notes)
 
 
-def render_schema(schema: Schema) -> str:
-    """``CREATE TABLE`` DDL with ``--`` comments, then foreign-key join hints."""
-    blocks = []
-    for table in schema.tables:
-        lines = []
-        if table.comment:
-            lines.append(f"-- {_one_line(table.comment)}")
-        lines.append(f"CREATE TABLE {table.display_name} (")
-        rendered = [_render_column(c) for c in table.columns]
-        for i, (ddl, note) in enumerate(rendered):
-            comma = "," if i < len(rendered) - 1 else ""
-            lines.append(f"  {ddl}{comma}" + (f" --{note}" if note else ""))
-        lines.append(");")
-        blocks.append("\n".join(lines))
-    text = "\n\n".join(blocks)
-    if schema.joins:
-        text += "\n\n" + "\n".join(f"-- {j.left} can be joined with {j.right}" for j in schema.joins)
+def render_table(table: Table) -> str:
+    """``CREATE TABLE`` with ``--`` comments, the way SQLCoder's training prompts show a table."""
+    lines = []
+    note = _KIND_NOTES.get(table.kind)
+    if table.comment or note:
+        lines.append("-- " + ": ".join(x for x in (note, table.comment and _one_line(table.comment)) if x))
+    lines.append(f"CREATE TABLE {table.display_name} (")
+    items = [_render_column(c) for c in table.columns]
+    if len(table.primary_key) > 1:
+        items.append((f"PRIMARY KEY ({', '.join(table.primary_key)})", ""))
+    items += [(f"UNIQUE ({', '.join(key)})", "") for key in table.unique_keys if len(key) > 1]
+    for i, (ddl, comment) in enumerate(items):
+        comma = "," if i < len(items) - 1 else ""
+        lines.append(f"  {ddl}{comma}" + (f" --{comment}" if comment else ""))
+    lines.append(");")
+    return "\n".join(lines)
+
+
+def render_join(join: Join, tables: dict[int, Table]) -> str:
+    """``-- a.x can be joined with b.y``; a multi-column key lists its columns in order on both sides."""
+    left, right = tables[join.left].display_name, tables[join.right].display_name
+    lhs = ", ".join(f"{left}.{c}" for c in join.left_columns)
+    rhs = ", ".join(f"{right}.{c}" for c in join.right_columns)
+    return f"-- {lhs} can be joined with {rhs}"
+
+
+def render_schema(schema: Schema, keep: Iterable[int] | None = None) -> str:
+    """The tables (all, or the oids in ``keep``) as DDL, then the joins among them."""
+    wanted = None if keep is None else set(keep)
+    tables = [t for t in schema.tables if wanted is None or t.oid in wanted]
+    by_oid = {t.oid: t for t in tables}
+    text = "\n\n".join(render_table(t) for t in tables)
+    joins = [render_join(j, by_oid) for j in schema.joins if j.left in by_oid and j.right in by_oid]
+    if joins:
+        text += "\n\n" + "\n".join(joins)
     return text

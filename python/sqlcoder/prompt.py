@@ -6,7 +6,8 @@ from typing import Iterable
 
 from .errors import NoSQLGenerated
 
-__all__ = ["SQLCODER_70B_TEMPLATE", "render_prompt", "extract_sql"]
+__all__ = ["TEMPLATES", "DEFAULT_TEMPLATE", "SQLCODER_70B_TEMPLATE", "template_for_model", "render_prompt",
+           "extract_sql"]
 
 # sqlcoder-70b-alpha's template, from prompt.md of defog-ai/sqlcoder, verbatim.
 SQLCODER_70B_TEMPLATE = """### Task
@@ -24,11 +25,84 @@ Given the database schema, here is the SQL query that answers [QUESTION]{questio
 [SQL]
 """
 
+# sqlcoder-7b-2's template (its model card), with sql-eval's Instructions
+# section added only when there are instructions.
+SQLCODER_7B_2_TEMPLATE = """### Task
+Generate a SQL query to answer [QUESTION]{question}[/QUESTION]
+{instructions}
+### Database Schema
+The query will run on a database with the following schema:
+{schema}
 
-def render_prompt(question: str, schema: str, instructions: Iterable[str] = ()) -> str:
-    """The 70B prompt; extra instructions become more ``- `` lines under the first."""
-    extra = "".join(f"\n- {line.strip()}" for line in instructions if line and line.strip())
-    return SQLCODER_70B_TEMPLATE.format(question=question, schema=schema, instructions=extra)
+### Answer
+Given the database schema, here is the SQL query that [QUESTION]{question}[/QUESTION]
+[SQL]
+"""
+
+# sqlcoder-34b-alpha's template (its model card); it answers in a sql fence.
+SQLCODER_34B_TEMPLATE = """### Task
+Generate a SQL query to answer the following question:
+`{question}`
+{instructions}
+### Database Schema
+The query will run on a database with the following schema:
+{schema}
+
+### Answer
+Given the database schema, here is the SQL query that answers `{question}`:
+```sql
+"""
+
+# llama-3-sqlcoder-8b's template (its model card) without the leading
+# <|begin_of_text|>: the daemon's tokenizer adds the beginning-of-sequence token.
+LLAMA_3_SQLCODER_8B_TEMPLATE = """<|start_header_id|>user<|end_header_id|>
+
+Generate a SQL query to answer this question: `{question}`
+{instructions}
+
+DDL statements:
+{schema}<|eot_id|><|start_header_id|>assistant<|end_header_id|>
+
+The following SQL query best answers the question `{question}`:
+```sql
+"""
+
+TEMPLATES: dict[str, str] = {
+    "sqlcoder-70b": SQLCODER_70B_TEMPLATE,
+    "sqlcoder-7b-2": SQLCODER_7B_2_TEMPLATE,
+    "sqlcoder-34b": SQLCODER_34B_TEMPLATE,
+    "llama-3-sqlcoder-8b": LLAMA_3_SQLCODER_8B_TEMPLATE,
+}
+DEFAULT_TEMPLATE = "sqlcoder-70b"
+
+
+def template_for_model(model: str | None) -> str:
+    """The template a model was trained with, guessed from its name (a hub id or a local path)."""
+    name = (model or "").lower().rstrip("/").rsplit("/", 1)[-1].replace("_", "-")
+    if "llama-3" in name or "llama3" in name:
+        return "llama-3-sqlcoder-8b"
+    if "7b-2" in name:
+        return "sqlcoder-7b-2"
+    if "34b" in name:
+        return "sqlcoder-34b"
+    return DEFAULT_TEMPLATE
+
+
+def _instructions_block(template: str, lines: list[str]) -> str:
+    if template == "sqlcoder-70b":  # extra lines follow the template's own first rule
+        return "".join(f"\n- {line}" for line in lines)
+    bullets = "\n".join(f"- {line}" for line in lines)
+    if template == "llama-3-sqlcoder-8b":
+        return bullets
+    return f"\n### Instructions\n{bullets}\n" if lines else ""
+
+
+def render_prompt(question: str, schema: str, instructions: Iterable[str] = (),
+                  template: str = DEFAULT_TEMPLATE) -> str:
+    """The whole prompt in ``template``; each instruction becomes one ``- `` line."""
+    lines = [" ".join(line.split()) for line in instructions if line and line.strip()]
+    return TEMPLATES[template].format(question=question, schema=schema,
+                                      instructions=_instructions_block(template, lines))
 
 
 def extract_sql(completion: str) -> str:

@@ -1,0 +1,173 @@
+"""Put the prompt together: cached schema, instructions, the model's template, its context budget.
+
+``sqlcoder.prompt()`` and ``sqlcoder.ask()`` both come here, so prompt() shows
+exactly what ask sends. The daemon is asked (once a minute per backend) which
+model it serves and how long its context is; when it cannot be reached, the
+prompt is still built, with the configured or the 70B template and the whole
+schema. When the daemon is reachable and the schema does not fit the budget,
+the tables least relevant to the question are left out (with a NOTICE).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from . import schema_cache
+from .client import DaemonClient
+from .config import Settings
+from .errors import DaemonError
+from .prompt import DEFAULT_TEMPLATE, render_prompt, template_for_model
+from .pruning import select_tables
+
+__all__ = ["ModelInfo", "model_info", "forget_model", "dba_instructions", "context_budget", "build_prompt",
+           "STATUS_TTL_S", "DEFAULT_MAX_NEW_TOKENS"]
+
+STATUS_TTL_S = 60.0
+DEFAULT_MAX_NEW_TOKENS = 300  # the protocol's default for generate
+_STATUS_TIMEOUT_S = 5.0
+_COUNT_CHUNK_BYTES = 1 << 20  # well under the daemon's 4 MiB request limit
+# A token covers at least one byte for the SentencePiece (byte fallback) and
+# byte-level BPE tokenizers SQLCoder models use, plus one for a leading space.
+_BYTES_SLACK = 8
+_SEPARATOR_TOKENS = 2  # the blank line between two tables
+
+_DBA_INSTRUCTIONS_SQL = """
+SELECT i.instruction
+FROM sqlcoder.instructions i
+LEFT JOIN pg_catalog.pg_namespace n ON n.oid = i.scope
+WHERE i.scope IS NULL OR n.nspname = ANY ($1::name[])
+ORDER BY i.scope IS NOT NULL, i.id
+"""
+_plans: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the daemon's status says about its model."""
+
+    model: str
+    context_length: int | None
+    max_new_tokens: int | None
+
+
+_status: dict[str, tuple[float, ModelInfo]] = {}
+
+
+def _positive(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def model_info(settings: Settings, client: DaemonClient) -> ModelInfo | None:
+    """The daemon's model, cached per backend for ``STATUS_TTL_S``; None when it cannot be asked."""
+    cached = _status.get(settings.socket_path)
+    if cached is not None and cached[0] > time.monotonic():
+        return cached[1]
+    try:
+        reply = client.request("status", min(_STATUS_TIMEOUT_S, settings.model_timeout_ms / 1000))
+    except DaemonError:
+        return None
+    status = reply.get("status") if isinstance(reply.get("status"), dict) else {}
+    info = ModelInfo(model=str(status.get("model") or ""), context_length=_positive(status.get("context_length")),
+                     max_new_tokens=_positive(status.get("max_new_tokens")))
+    _status[settings.socket_path] = (time.monotonic() + STATUS_TTL_S, info)
+    return info
+
+
+def forget_model(socket_path: str, model: Any = None) -> None:
+    """Drop the cached status (when a generate reply names another model than the cached one)."""
+    cached = _status.get(socket_path)
+    if cached is not None and (model is None or cached[1].model != model):
+        del _status[socket_path]
+
+
+def dba_instructions(plpy: Any, caller_path: Sequence[str]) -> list[str]:
+    """``sqlcoder.instructions`` lines for this caller: global ones, then those of schemas in the path."""
+    plan = _plans.get("instructions")
+    if plan is None:
+        plan = _plans["instructions"] = plpy.prepare(_DBA_INSTRUCTIONS_SQL, ["name[]"])
+    return [r["instruction"] for r in plpy.execute(plan, [list(caller_path)])]
+
+
+def context_budget(settings: Settings, info: ModelInfo | None) -> int | None:
+    """Most prompt tokens: the configured budget, else context length minus the tokens to generate."""
+    if settings.context_budget_tokens:
+        return settings.context_budget_tokens
+    if info is None or info.context_length is None:
+        return None
+    new_tokens = settings.max_new_tokens or info.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
+    return max(info.context_length - new_tokens, 0)
+
+
+def _counter(settings: Settings, client: DaemonClient):
+    timeout = min(30.0, settings.model_timeout_ms / 1000)
+
+    def count(texts: list[str]) -> list[int]:
+        counts: list[int] = []
+        chunk: list[str] = []
+        size = 0
+        for text in texts + [None]:  # type: ignore[list-item]
+            if text is None or (chunk and size + len(text) * 4 > _COUNT_CHUNK_BYTES):
+                if chunk:
+                    got = client.request("count_tokens", timeout, texts=chunk).get("counts")
+                    if not isinstance(got, list) or len(got) != len(chunk):
+                        raise DaemonError("the sqlcoder daemon's count_tokens reply does not match the request")
+                    counts.extend(int(c) for c in got)
+                chunk, size = [], 0
+            if text is not None:
+                chunk.append(text)
+                size += len(text) * 4
+        return counts
+
+    return count
+
+
+def build_prompt(plpy: Any, settings: Settings, question: str, instructions: Sequence[str],
+                 caller_path: Sequence[str], client: DaemonClient) -> str:
+    """The prompt for ``question``, pruned to the model's context when the daemon is reachable."""
+    cached = schema_cache.get(plpy, caller_path)
+    lines = dba_instructions(plpy, caller_path) + list(instructions)
+    info = model_info(settings, client)
+    template = settings.template if settings.template != "auto" else (
+        template_for_model(info.model) if info else DEFAULT_TEMPLATE)
+    full = render_prompt(question, cached.text, lines, template)
+    budget = context_budget(settings, info)
+    if info is None or budget is None or len(full.encode("utf-8")) + _BYTES_SLACK <= budget:
+        return full
+    try:
+        return _pruned(plpy, cached, question, lines, template, budget, info.model, _counter(settings, client), full)
+    except DaemonError:
+        return full  # counting failed: send everything and let the daemon judge
+
+
+def _pruned(plpy: Any, cached: schema_cache.CachedSchema, question: str, lines: list[str], template: str,
+            budget: int, model: str, count: Any, full: str) -> str:
+    blocks, join_counts = cached.counts(model, count)
+    costs = [c + _SEPARATOR_TOKENS for c in blocks]
+    for (left, right, _), tokens in zip(cached.joins, join_counts):
+        half = math.ceil((tokens + 1) / 2)
+        costs[left] += half
+        costs[right] += half
+    base, whole = count([render_prompt(question, "", lines, template), full])
+    if whole <= budget:
+        return full
+    scores = cached.index.scores(question)
+    kept = select_tables(scores, costs, budget - base)
+    # Exact check: joins and token merges at the seams may cost a little more
+    # than estimated; drop the least relevant tables until it fits.
+    drop_order = sorted(kept, key=lambda i: (scores[i], -i))
+    while True:
+        prompt = render_prompt(question, cached.render(kept), lines, template)
+        over = count([prompt])[0] - budget
+        if over <= 0 or not kept:
+            break
+        while over > 0 and drop_order:
+            victim = drop_order.pop(0)
+            kept.remove(victim)
+            over -= costs[victim]
+    total = len(cached.schema.tables)
+    plpy.notice(f"sqlcoder: the schema does not fit the model's context ({budget} tokens); "
+                f"{total - len(kept)} of {total} tables were left out")
+    return prompt

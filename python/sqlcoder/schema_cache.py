@@ -1,0 +1,137 @@
+"""The caller's rendered schema, cached for the life of the backend.
+
+An entry is keyed by database, role, the roles whose privileges that role has
+(GRANT role does not fire event triggers) and the caller's effective search
+path. It remembers the snapshot it was read under; it is stale as soon as
+``sqlcoder.catalog_changes`` holds a transaction that snapshot could not see.
+DDL, GRANT/REVOKE, COMMENT and join hint changes add such rows (event
+triggers and a table trigger in the extension script), and because the check
+goes by snapshot visibility, a change is noticed exactly when it commits.
+A schema read inside a transaction that itself changed the catalog is never
+cached: that transaction may still roll back.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from . import catalog
+from .pruning import RelevanceIndex
+
+__all__ = ["CachedSchema", "get", "clear", "MAX_ENTRIES"]
+
+MAX_ENTRIES = 8
+
+_PROBE_SQL = """
+SELECT (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())::pg_catalog.int8 AS db,
+       (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)::pg_catalog.int8 AS role,
+       (SELECT pg_catalog.array_agg(r.oid ORDER BY r.oid) FROM pg_catalog.pg_roles r
+        WHERE pg_catalog.pg_has_role(r.oid, 'USAGE'))::text AS roles,
+       pg_catalog.pg_current_snapshot()::text AS snapshot,
+       EXISTS (SELECT 1 FROM sqlcoder.catalog_changes c
+               WHERE c.xid = pg_catalog.pg_current_xact_id_if_assigned()) AS own_change
+"""
+
+_CHANGED_SQL = """
+SELECT EXISTS (SELECT 1 FROM sqlcoder.catalog_changes c
+               WHERE c.xid >= pg_catalog.pg_snapshot_xmin($1::pg_catalog.pg_snapshot)
+                 AND NOT pg_catalog.pg_visible_in_snapshot(c.xid, $1::pg_catalog.pg_snapshot)) AS changed
+"""
+
+
+@dataclass
+class CachedSchema:
+    """A schema with what is derived from it lazily: DDL text per table, joins, relevance index, token counts."""
+
+    schema: catalog.Schema
+    snapshot: str = ""
+    _blocks: list[str] | None = None
+    _joins: list[tuple[int, int, str]] | None = None
+    _text: str | None = None
+    _index: RelevanceIndex | None = None
+    token_counts: dict[str, tuple[list[int], list[int]]] = field(default_factory=dict)
+
+    @property
+    def blocks(self) -> list[str]:
+        """``CREATE TABLE`` text per table, in schema order."""
+        if self._blocks is None:
+            self._blocks = [catalog.render_table(t) for t in self.schema.tables]
+        return self._blocks
+
+    @property
+    def joins(self) -> list[tuple[int, int, str]]:
+        """(left position, right position, rendered line) per join."""
+        if self._joins is None:
+            tables = self.schema.by_oid()
+            position = {t.oid: i for i, t in enumerate(self.schema.tables)}
+            self._joins = [(position[j.left], position[j.right], catalog.render_join(j, tables))
+                           for j in self.schema.joins]
+        return self._joins
+
+    @property
+    def text(self) -> str:
+        """The whole schema, as :func:`sqlcoder.catalog.render_schema` renders it."""
+        if self._text is None:
+            self._text = self.render(range(len(self.schema.tables)))
+        return self._text
+
+    @property
+    def index(self) -> RelevanceIndex:
+        if self._index is None:
+            self._index = RelevanceIndex.build(self.schema)
+        return self._index
+
+    def render(self, positions: Sequence[int] | range) -> str:
+        """The tables at ``positions`` (schema order) and the joins among them."""
+        keep = set(positions)
+        text = "\n\n".join(self.blocks[i] for i in sorted(keep))
+        lines = [line for left, right, line in self.joins if left in keep and right in keep]
+        if lines:
+            text += "\n\n" + "\n".join(lines)
+        return text
+
+    def counts(self, model: str, count: Callable[[list[str]], list[int]]) -> tuple[list[int], list[int]]:
+        """Token counts of every table block and join line, counted once per model."""
+        if model not in self.token_counts:
+            counted = count(self.blocks + [line for _, _, line in self.joins])
+            n = len(self.blocks)
+            self.token_counts[model] = (counted[:n], counted[n:])
+        return self.token_counts[model]
+
+
+_entries: "OrderedDict[tuple[Any, ...], CachedSchema]" = OrderedDict()
+_plans: dict[str, Any] = {}
+
+
+def _plan(plpy: Any, key: str, sql: str, types: Sequence[str] = ()) -> Any:
+    plan = _plans.get(key)
+    if plan is None:
+        plan = _plans[key] = plpy.prepare(sql, list(types))
+    return plan
+
+
+def get(plpy: Any, caller_path: Sequence[str]) -> CachedSchema:
+    """The caller's schema: from the cache when still current, else read and (usually) cached."""
+    probe = plpy.execute(_plan(plpy, "probe", _PROBE_SQL))[0]
+    if probe["own_change"]:
+        return CachedSchema(catalog.read_schema(plpy, caller_path))
+    key = (probe["db"], probe["role"], probe["roles"], tuple(caller_path))
+    entry = _entries.get(key)
+    if entry is not None:
+        changed = plpy.execute(_plan(plpy, "changed", _CHANGED_SQL, ["text"]), [entry.snapshot])[0]["changed"]
+        if not changed:
+            _entries.move_to_end(key)
+            return entry
+        del _entries[key]
+    entry = CachedSchema(catalog.read_schema(plpy, caller_path), snapshot=probe["snapshot"])
+    _entries[key] = entry
+    while len(_entries) > MAX_ENTRIES:
+        _entries.popitem(last=False)
+    return entry
+
+
+def clear() -> None:
+    """Forget every cached schema (tests, benchmarks)."""
+    _entries.clear()
