@@ -25,6 +25,22 @@ def _optional_positive_int(raw: str) -> int | None:
     return None if raw.strip() == "" else _positive_int(raw)
 
 
+def _optional_positive_float(raw: str) -> float | None:
+    if raw.strip() == "":
+        return None
+    value = float(raw)
+    if not value > 0 or value == float("inf"):
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _on_off(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in ("on", "off", "true", "false"):
+        raise ValueError("must be on or off")
+    return value in ("on", "true")
+
+
 def _socket_path(raw: str) -> str:
     if not raw.startswith("/"):
         raise ValueError("must be an absolute path")
@@ -51,6 +67,13 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], str]] = {
     "num_beams": (_optional_positive_int, ""),
     "template": (_template, "auto"),
     "context_budget_tokens": (_optional_positive_int, ""),
+    # Running generated SQL (issue #5).
+    "max_rows": (_positive_int, "1000"),
+    "query_timeout_ms": (_positive_int, "30000"),
+    "max_query_cost": (_optional_positive_float, ""),
+    "allow_superuser_run": (_on_off, "off"),
+    "guard_ask": (_on_off, "on"),
+    "history_conninfo": (str, ""),
 }
 
 
@@ -65,6 +88,12 @@ class Settings:
     num_beams: int | None
     template: str
     context_budget_tokens: int | None
+    max_rows: int
+    query_timeout_ms: int
+    max_query_cost: float | None
+    allow_superuser_run: bool
+    guard_ask: bool
+    history_conninfo: str
 
 
 def parse_settings(rows: Mapping[str, str]) -> Settings:

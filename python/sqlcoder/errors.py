@@ -12,10 +12,21 @@ Exception tree::
     │   ├── DaemonPermissionDenied    08004  socket exists, no permission
     │   ├── DaemonConnectionLost      08006  connection dropped mid-request
     │   ├── DaemonProtocolError       08P01  garbage, truncated or oversize reply
+    │   │   ├── DaemonReplyTooLarge   08P01  reply over max_reply_bytes
+    │   │   └── DaemonVersionMismatch 08P01  daemon speaks another protocol version
     │   ├── DaemonBusy                53000  the daemon's queue is full
     │   ├── ModelTimeout              57014  model_timeout_ms passed
     │   └── DaemonRejected            58000  the daemon answered with an error
-    └── NoSQLGenerated                22000  the model gave no SQL ("I do not know")
+    ├── NoSQLGenerated                22000  the model gave no SQL ("I do not know")
+    ├── SqlRefused                    42000  the guard refused the SQL (DETAIL holds it)
+    │   ├── InvalidSql                (PostgreSQL's own, e.g. 42601, 42P01) does not parse/analyze
+    │   ├── EmptySql                  22023  NULL, empty, or a NUL character
+    │   ├── MultipleStatements        42601  not exactly one statement
+    │   ├── NotAPlainQuery            25006  DML, DDL, utility, data-modifying WITH, SELECT INTO
+    │   ├── QueryTooExpensive         54000  planner cost over max_query_cost
+    │   └── SuperuserRefused          42501  a superuser may not run generated SQL
+    ├── TimeLimitExceeded             57014  query_timeout_ms passed (the watchdog cancelled it)
+    └── FeedbackError                 02000  no history entry of yours with that id
 
 They are plain Python exceptions so the package can be tested without a
 server; :mod:`sqlcoder.api` turns them into PostgreSQL errors.
@@ -27,6 +38,9 @@ __all__ = [
     "SqlcoderError", "InvalidQuestion", "NullQuestion", "ConfigError", "VersionMismatch",
     "DaemonError", "DaemonNotRunning", "DaemonPermissionDenied", "DaemonConnectionLost",
     "DaemonProtocolError", "DaemonBusy", "ModelTimeout", "DaemonRejected", "NoSQLGenerated",
+    "DaemonReplyTooLarge", "DaemonVersionMismatch", "SqlRefused", "InvalidSql", "EmptySql",
+    "MultipleStatements", "NotAPlainQuery", "QueryTooExpensive", "SuperuserRefused", "TimeLimitExceeded",
+    "FeedbackError",
 ]
 
 
@@ -109,3 +123,71 @@ class NoSQLGenerated(SqlcoderError):
     sqlstate = "22000"
     hint = ("Rephrase the question, or make sure the tables it is about are visible to you "
             "(search_path and SELECT privileges); see sqlcoder.prompt(question).")
+
+
+# -- Running generated SQL (issue #5) -----------------------------------------
+
+class DaemonReplyTooLarge(DaemonProtocolError):
+    hint = ("The reply was larger than max_reply_bytes in sqlcoder.config; a superuser can raise it, or lower "
+            "max_new_tokens so the model writes less.")
+
+
+class DaemonVersionMismatch(DaemonProtocolError):
+    hint = ("The daemon and the extension speak different protocol versions: install matching versions of "
+            "sqlcoder-daemon and the sqlcoder extension.")
+
+
+class SqlRefused(SqlcoderError):
+    """The guard refused a statement before it ran; DETAIL holds the SQL."""
+
+    sqlstate = "42000"
+    hint = ("sqlcoder runs exactly one plain query (SELECT, WITH without data changes, VALUES or TABLE), "
+            "read-only, with your privileges.")
+
+
+class InvalidSql(SqlRefused):
+    """PostgreSQL's parser or analyzer rejected it: keep PostgreSQL's own SQLSTATE."""
+
+    hint = "Check the SQL in DETAIL; sqlcoder.prompt(question) shows what the model was told."
+
+    def __init__(self, message: str, *, sqlstate: str | None = None, detail: str | None = None,
+                 hint: str | None = None):
+        super().__init__(message, detail=detail, hint=hint)
+        if sqlstate:
+            self.sqlstate = sqlstate
+
+
+class EmptySql(SqlRefused):
+    sqlstate = "22023"
+    hint = "Pass one SQL query as a non-empty text without NUL characters."
+
+
+class MultipleStatements(SqlRefused):
+    sqlstate = "42601"
+
+
+class NotAPlainQuery(SqlRefused):
+    sqlstate = "25006"
+
+
+class QueryTooExpensive(SqlRefused):
+    sqlstate = "54000"
+    hint = ("The planner's cost estimate is over max_query_cost in sqlcoder.config: narrow the question (filters, "
+            "LIMIT), or ask a superuser to raise the ceiling.")
+
+
+class SuperuserRefused(SqlRefused):
+    sqlstate = "42501"
+    hint = ("A superuser bypasses every privilege check, and read-only mode does not stop functions such as "
+            "lo_export or pg_terminate_backend: connect as an ordinary role granted sqlcoder access "
+            "(sqlcoder.grant_access), or have a superuser set allow_superuser_run = on in sqlcoder.config.")
+
+
+class TimeLimitExceeded(SqlcoderError):
+    sqlstate = "57014"
+    hint = "The query ran longer than query_timeout_ms in sqlcoder.config; narrow it, or ask a superuser to raise the limit."
+
+
+class FeedbackError(SqlcoderError):
+    sqlstate = "02000"
+    hint = "Pass the id of one of your own rows in sqlcoder.history."

@@ -1,0 +1,169 @@
+"""Run one guarded query read-only, as the caller, and undo everything it did.
+
+The query runs through ``sqlcoder._readonly_rows(text)``, a helper declared
+``SET transaction_read_only = on``: PostgreSQL itself refuses every write in
+the very SPI call that runs the query (a ``SET LOCAL`` in its own
+``plpy.execute`` would be undone when PL/Python's internal subtransaction
+ends). Guard and query run inside an explicit subtransaction that is always
+rolled back, so temp tables, transaction-level locks, NOTIFYs and the
+search_path we set vanish, and the caller's transaction stays as it was
+(writable, or its own ``BEGIN READ ONLY``). Session-level advisory locks
+survive any rollback, so those the query took are released by hand.
+
+All of it runs under a :class:`~sqlcoder.watchdog.Watchdog`: the wall-clock
+limit covers planning as well as execution.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence, TypeVar
+
+from . import guard
+from .errors import SuperuserRefused, TimeLimitExceeded
+from .watchdog import Watchdog, absorb_pending_cancel
+
+__all__ = ["QueryResult", "search_path_of", "in_caller_context", "run_query", "guard_only", "refuse_superuser"]
+
+T = TypeVar("T")
+
+_ADVISORY_SQL = """
+SELECT classid::bigint AS classid, objid::bigint AS objid, objsubid::int AS objsubid, mode
+FROM pg_catalog.pg_locks
+WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid() AND granted
+  AND database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
+"""
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Rows as JSON texts (one object per row, keys in column order), and what it cost."""
+
+    sql: str
+    rows: list[str]
+    truncated: bool
+    query_ms: float
+    cost: float
+
+
+class _Rollback(Exception):
+    """Raised to leave ``plpy.subtransaction()`` through its rollback path."""
+
+
+def search_path_of(caller_path: Sequence[str] | None) -> str:
+    """A search_path value equal to the caller's effective path (``current_schemas(true)``)."""
+    parts = []
+    for name in caller_path or []:
+        if name.startswith("pg_temp_"):
+            name = "pg_temp"  # the caller's own temporary schema
+        parts.append('"' + name.replace('"', '""') + '"')
+    return ", ".join(parts)
+
+
+def in_caller_context(plpy: Any, caller_path: Sequence[str] | None, timeout_s: float, work: Callable[[], T]) -> T:
+    """Run ``work`` with the caller's search_path, in a rolled-back subtransaction, under the watchdog.
+
+    A cancel the watchdog sent becomes :class:`TimeLimitExceeded`; any other
+    cancel (``pg_cancel_backend``, the caller's ``statement_timeout``) is
+    re-raised untouched.
+    """
+    outcome: list[T] = []
+    dog = Watchdog(timeout_s).start()
+    try:
+        try:
+            with plpy.subtransaction():
+                plpy.execute(plpy.prepare("SELECT pg_catalog.set_config('search_path', $1, true)", ["text"]),
+                             [search_path_of(caller_path)])
+                outcome.append(work())
+                raise _Rollback
+        except _Rollback:
+            pass
+    except plpy.SPIError as exc:
+        fired = dog.stop()
+        if fired:
+            absorb_pending_cancel(plpy)
+            if getattr(exc, "sqlstate", None) == "57014":
+                raise TimeLimitExceeded(f"sqlcoder: the query exceeded its time limit of {timeout_s:g} s "
+                                        "(query_timeout_ms)") from None
+        raise
+    except BaseException:
+        if dog.stop():
+            absorb_pending_cancel(plpy)
+        raise
+    if dog.stop():
+        absorb_pending_cancel(plpy)
+    return outcome[0]
+
+
+def _advisory_locks(plpy: Any) -> set[tuple[int, int, int, str]]:
+    return {(r["classid"], r["objid"], r["objsubid"], r["mode"]) for r in plpy.execute(_ADVISORY_SQL)}
+
+
+def _signed(value: int, bits: int) -> int:
+    return value - (1 << bits) if value >= 1 << (bits - 1) else value
+
+
+def _release_advisory(plpy: Any, locks: set[tuple[int, int, int, str]]) -> None:
+    """Release session-level advisory locks the query took (each may be held many times over)."""
+    for classid, objid, objsubid, mode in locks:
+        function = "pg_advisory_unlock_shared" if mode == "ShareLock" else "pg_advisory_unlock"
+        if objsubid == 1:
+            args, types = [_signed((classid << 32) | objid, 64)], ["bigint"]
+        else:
+            args, types = [_signed(classid, 32), _signed(objid, 32)], ["integer", "integer"]
+        placeholders = ", ".join(f"${i + 1}" for i in range(len(args)))
+        # Unlock in batches until released; the one failing unlock per batch would
+        # warn, so warnings are silenced for this subtransaction only.
+        plan = plpy.prepare(f"SELECT pg_catalog.bool_and(pg_catalog.{function}({placeholders})) AS all_held "
+                            "FROM pg_catalog.generate_series(1, 1000)", types)
+        try:
+            with plpy.subtransaction():
+                plpy.execute("SELECT pg_catalog.set_config('client_min_messages', 'error', true)")
+                while plpy.execute(plan, args)[0]["all_held"]:
+                    pass
+                raise _Rollback
+        except _Rollback:
+            pass
+
+
+def run_query(plpy: Any, sql: Any, *, caller_path: Sequence[str] | None, max_rows: int,
+              max_cost: float | None, timeout_s: float) -> QueryResult:
+    """Guard ``sql``, run it read-only with at most ``max_rows`` rows, and undo its effects."""
+    locks_before = _advisory_locks(plpy)
+    helper = plpy.prepare("SELECT sqlcoder._readonly_rows($1) AS row", ["text"])
+    started = time.monotonic()
+    checked_sql: list[str] = []
+
+    def work() -> tuple[guard.CheckedQuery, list[str]]:
+        checked = guard.check(plpy, sql, max_rows=max_rows, max_cost=max_cost)
+        checked_sql.append(checked.sql)
+        rows = [r["row"] for r in plpy.execute(helper, [checked.runnable])]
+        return checked, rows
+
+    try:
+        checked, rows = in_caller_context(plpy, caller_path, timeout_s, work)
+    finally:
+        leaked = _advisory_locks(plpy) - locks_before
+        if leaked:
+            _release_advisory(plpy, leaked)
+    elapsed = (time.monotonic() - started) * 1000
+    truncated = len(rows) > max_rows
+    return QueryResult(sql=checked.sql, rows=rows[:max_rows], truncated=truncated, query_ms=elapsed,
+                       cost=checked.cost)
+
+
+def guard_only(plpy: Any, sql: str, *, caller_path: Sequence[str] | None, max_cost: float | None,
+               timeout_s: float) -> guard.CheckedQuery:
+    """The guard's verdict on ``sql`` as the caller would run it; nothing is executed."""
+    return in_caller_context(plpy, caller_path, timeout_s,
+                             lambda: guard.check(plpy, sql, max_rows=1, max_cost=max_cost))
+
+
+def refuse_superuser(plpy: Any, allowed: bool) -> None:
+    """Superusers pass every privilege check, so generated SQL runs only for ordinary roles unless allowed."""
+    if allowed:
+        return
+    row = plpy.execute("SELECT r.rolsuper AS super FROM pg_catalog.pg_roles r WHERE r.rolname = current_user")
+    if row and row[0]["super"]:
+        raise SuperuserRefused("sqlcoder does not run SQL as a superuser")

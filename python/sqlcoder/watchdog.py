@@ -1,0 +1,102 @@
+"""A wall-clock limit on work inside this backend: a child process that sends it SIGINT.
+
+Why a process: a ``statement_timeout`` set inside the function does not apply
+to the statement already running, and a Python timer thread cannot run while
+PL/Python holds the GIL inside an SPI call. SIGINT is PostgreSQL's query
+cancel: the backend stops the running query at its next interrupt check.
+
+The race: the child may fire just as the work finishes. It writes one byte to
+a pipe *before* it signals, so after killing and reaping it we know whether a
+cancel may be pending (:attr:`Watchdog.fired`), and the caller consumes it
+(:func:`absorb_pending_cancel`) instead of letting it hit a later statement.
+The child also checks that the backend is still its parent before signalling,
+so a recycled pid is never hit.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from typing import Any
+
+__all__ = ["Watchdog", "absorb_pending_cancel"]
+
+# Run by the system Python with -I -S: no site packages, no environment.
+_CHILD = r"""
+import os, signal, sys, time
+seconds, target, fd = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+time.sleep(seconds)
+if os.getppid() != target:
+    sys.exit(1)
+os.write(fd, b"F")
+os.kill(target, signal.SIGINT)
+"""
+
+
+def _python() -> str:
+    # In PL/Python sys.executable is the system interpreter PL/Python was built with.
+    return sys.executable if sys.executable and os.path.exists(sys.executable) else "/usr/bin/python3"
+
+
+class Watchdog:
+    """``with Watchdog(seconds) as dog: ...``; afterwards ``dog.fired`` says whether it signalled."""
+
+    def __init__(self, seconds: float, target_pid: int | None = None):
+        self.seconds = seconds
+        self.target_pid = target_pid if target_pid is not None else os.getpid()
+        self.fired = False
+        self._proc: subprocess.Popen | None = None
+        self._read_fd: int | None = None
+
+    def start(self) -> "Watchdog":
+        read_fd, write_fd = os.pipe()
+        try:
+            self._proc = subprocess.Popen(
+                [_python(), "-I", "-S", "-c", _CHILD, repr(self.seconds), str(self.target_pid), str(write_fd)],
+                pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL)
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        self._read_fd = read_fd
+        return self
+
+    def stop(self) -> bool:
+        """Kill and reap the child; return whether it sent (or was about to send) SIGINT."""
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                try:
+                    self._proc.send_signal(signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            self._proc.wait()
+            self._proc = None
+        if self._read_fd is not None:
+            os.set_blocking(self._read_fd, False)
+            try:
+                self.fired = os.read(self._read_fd, 1) == b"F"
+            except BlockingIOError:
+                self.fired = False
+            os.close(self._read_fd)
+            self._read_fd = None
+        return self.fired
+
+    def __enter__(self) -> "Watchdog":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def absorb_pending_cancel(plpy: Any) -> None:
+    """Let a cancel the watchdog sent after the work ended fire here, harmlessly, and swallow it."""
+    try:
+        with plpy.subtransaction():
+            plpy.execute("SELECT 1")
+    except plpy.SPIError as exc:
+        if getattr(exc, "sqlstate", None) != "57014":
+            raise
