@@ -12,9 +12,10 @@ SELECT p.oid::regprocedure AS unpinned
 FROM pg_catalog.pg_proc p
 WHERE p.pronamespace = 'sqlcoder'::regnamespace AND p.prosqlbody IS NULL
   AND (p.proconfig IS NULL OR NOT 'search_path=pg_catalog, pg_temp' = ANY (p.proconfig));
--- nothing runs with its owner's rights, and PUBLIC may execute nothing
-SELECT p.oid::regprocedure AS security_definer
-FROM pg_catalog.pg_proc p WHERE p.pronamespace = 'sqlcoder'::regnamespace AND p.prosecdef;
+-- a function that runs with its owner's rights says why in its comment, and PUBLIC may execute nothing
+SELECT p.oid::regprocedure AS security_definer_without_reason
+FROM pg_catalog.pg_proc p WHERE p.pronamespace = 'sqlcoder'::regnamespace AND p.prosecdef
+  AND coalesce(pg_catalog.obj_description(p.oid, 'pg_proc'), '') NOT LIKE '%SECURITY DEFINER:%';
 SELECT p.oid::regprocedure AS public_executable
 FROM pg_catalog.pg_proc p
 WHERE p.pronamespace = 'sqlcoder'::regnamespace AND pg_catalog.has_function_privilege('public', p.oid, 'EXECUTE');

@@ -1,0 +1,161 @@
+"""Upgrades and uninstall: every update path yields what a fresh install of the newest version has.
+
+As pg_stat_statements' oldextversions test and timescale/pgai's upgrade test
+do it: install each older version, ALTER EXTENSION ... UPDATE, and compare a
+snapshot of the extension's objects (definitions, privileges, comments,
+policies, triggers) with a fresh install's.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sqlcoder_dev.pgcluster import Cluster
+
+from fixtures.pg import ROOT
+
+NEWEST = (ROOT / "sqlcoder.control").read_text().split("default_version = '")[1].split("'")[0]
+VERSIONS = sorted({p.name.split("--")[1].removesuffix(".sql.in") for p in (ROOT / "sql").glob("sqlcoder--*.sql.in")
+                   if p.name.count("--") == 1} | {NEWEST})
+
+# One query per kind of object; each returns text rows that must match between installs.
+SNAPSHOT_QUERIES = {
+    "members": """
+        SELECT pg_describe_object(classid, objid, objsubid) FROM pg_depend
+        WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
+          AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'sqlcoder') ORDER BY 1""",
+    "functions": """
+        SELECT pg_get_functiondef(p.oid) || coalesce(p.proacl::text, '') || coalesce(obj_description(p.oid, 'pg_proc'), '')
+        FROM pg_proc p WHERE p.pronamespace = 'sqlcoder'::regnamespace ORDER BY p.oid::regprocedure::text""",
+    "columns": """
+        SELECT c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' ' || a.attnotnull
+               || ' ' || coalesce(pg_get_expr(d.adbin, d.adrelid), '') || ' ' || a.attidentity::text || a.attgenerated::text
+               || ' ' || coalesce(col_description(c.oid, a.attnum), '') || coalesce(a.attacl::text, '')
+        FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+        LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+        WHERE c.relnamespace = 'sqlcoder'::regnamespace ORDER BY 1""",
+    "relations": """
+        SELECT c.relname || ' ' || c.relkind::text || ' ' || c.relrowsecurity || ' ' || c.relforcerowsecurity || ' '
+               || coalesce(c.relacl::text, '') || ' ' || coalesce(obj_description(c.oid, 'pg_class'), '')
+        FROM pg_class c WHERE c.relnamespace = 'sqlcoder'::regnamespace ORDER BY 1""",
+    "constraints": """
+        SELECT conrelid::regclass || ' ' || conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint
+        WHERE connamespace = 'sqlcoder'::regnamespace ORDER BY 1""",
+    "indexes": """
+        SELECT indexdef FROM pg_indexes WHERE schemaname = 'sqlcoder' ORDER BY 1""",
+    "policies": """
+        SELECT tablename || ' ' || policyname || ' ' || permissive || ' ' || roles::text || ' ' || cmd || ' '
+               || coalesce(qual, '') || ' ' || coalesce(with_check, '')
+        FROM pg_policies WHERE schemaname = 'sqlcoder' ORDER BY 1""",
+    "triggers": """
+        SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+        WHERE c.relnamespace = 'sqlcoder'::regnamespace AND NOT t.tgisinternal ORDER BY 1""",
+    "event_triggers": """
+        SELECT evtname || ' ' || evtevent || ' ' || evtfoid::regproc || ' ' || evtenabled::text || ' '
+               || coalesce(evttags::text, '') FROM pg_event_trigger ORDER BY 1""",
+    "types": """
+        SELECT t.typname || ' ' || t.typtype::text FROM pg_type t
+        WHERE t.typnamespace = 'sqlcoder'::regnamespace AND t.typrelid = 0 AND t.typelem = 0 ORDER BY 1""",
+    "schema": """
+        SELECT nspname || ' ' || coalesce(nspacl::text, '') FROM pg_namespace WHERE nspname = 'sqlcoder'""",
+    "config": """
+        SELECT key || '=' || value || ' ' || description FROM sqlcoder.config ORDER BY key""",
+}
+
+
+def snapshot(pg: Cluster, dbname: str) -> dict[str, list[str]]:
+    with pg.connect(dbname) as conn:
+        return {kind: [r[0] for r in conn.execute(sql).fetchall()] for kind, sql in SNAPSHOT_QUERIES.items()}
+
+
+@pytest.fixture
+def fresh_db(pg: Cluster):
+    names: list[str] = []
+
+    def make(name: str) -> str:
+        pg.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        pg.createdb(name)
+        names.append(name)
+        return name
+
+    yield make
+    for name in names:
+        pg.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_update_paths_are_the_intended_ones(pg: Cluster, fresh_db) -> None:
+    db = fresh_db("upgrade_paths")
+    pg.psql("CREATE EXTENSION plpython3u", dbname=db)
+    rows = pg.psql("SELECT source || '>' || target || '=' || path FROM pg_extension_update_paths('sqlcoder') "
+                   "WHERE path IS NOT NULL ORDER BY 1", dbname=db).split()
+    # Each older version updates straight along the chain of shipped update scripts, and never downgrades.
+    expected = []
+    for i, source in enumerate(VERSIONS):
+        for target in VERSIONS[i + 1:]:
+            expected.append(f"{source}>{target}=" + "--".join(VERSIONS[i:VERSIONS.index(target) + 1]))
+    assert rows == sorted(expected)
+    assert VERSIONS[-1] == NEWEST
+
+
+@pytest.mark.parametrize("old", [v for v in VERSIONS if v != NEWEST])
+def test_update_equals_fresh_install(pg: Cluster, fresh_db, old: str) -> None:
+    fresh = fresh_db("upgrade_fresh")
+    pg.psql("CREATE EXTENSION sqlcoder CASCADE", dbname=fresh)
+    updated = fresh_db(f"upgrade_from_{old.replace('.', '_')}")
+    pg.psql(f"CREATE EXTENSION sqlcoder VERSION '{old}' CASCADE", dbname=updated)
+    pg.psql("ALTER EXTENSION sqlcoder UPDATE", dbname=updated)
+    assert pg.psql("SELECT extversion FROM pg_extension WHERE extname = 'sqlcoder'", dbname=updated).strip() == NEWEST
+    want, got = snapshot(pg, fresh), snapshot(pg, updated)
+    for kind in SNAPSHOT_QUERIES:
+        assert got[kind] == want[kind], kind
+
+
+@pytest.mark.parametrize("old", [v for v in VERSIONS if v != NEWEST])
+def test_settings_survive_the_update(pg: Cluster, fresh_db, old: str) -> None:
+    db = fresh_db("upgrade_settings")
+    pg.psql(f"CREATE EXTENSION sqlcoder VERSION '{old}' CASCADE", dbname=db)
+    pg.psql("UPDATE sqlcoder.config SET value = '/srv/sqlcoder/model.sock' WHERE key = 'socket_path';"
+            "UPDATE sqlcoder.config SET value = '5000' WHERE key = 'model_timeout_ms'", dbname=db)
+    pg.psql("ALTER EXTENSION sqlcoder UPDATE", dbname=db)
+    rows = pg.psql("SELECT key || '=' || value FROM sqlcoder.config WHERE key IN ('socket_path', 'model_timeout_ms') "
+                   "ORDER BY key", dbname=db).split()
+    assert rows == ["model_timeout_ms=5000", "socket_path=/srv/sqlcoder/model.sock"]
+    # and the functions work after the update (the package version matches the new extension version)
+    assert "### Task" in pg.psql("SELECT sqlcoder.prompt('how many?')", dbname=db)
+
+
+def test_drop_extension_leaves_nothing(pg: Cluster, fresh_db) -> None:
+    db = fresh_db("uninstall")
+    before = _objects(pg, db)
+    pg.psql("CREATE EXTENSION sqlcoder CASCADE", dbname=db)
+    pg.psql("DROP EXTENSION sqlcoder; DROP EXTENSION plpython3u", dbname=db)
+    assert _objects(pg, db) == before
+
+
+def _objects(pg: Cluster, dbname: str) -> list[str]:
+    """Every user-visible object: schemas, relations, functions, types, event triggers, roles' ACL entries."""
+    return pg.psql("""
+        SELECT 'schema ' || nspname FROM pg_namespace
+        UNION ALL SELECT 'rel ' || oid::regclass::text FROM pg_class WHERE relnamespace <> 'pg_catalog'::regnamespace
+          AND relnamespace <> 'information_schema'::regnamespace AND relnamespace <> 'pg_toast'::regnamespace
+        UNION ALL SELECT 'func ' || oid::regprocedure::text FROM pg_proc WHERE pronamespace <> 'pg_catalog'::regnamespace
+          AND pronamespace <> 'information_schema'::regnamespace
+        UNION ALL SELECT 'type ' || oid::regtype::text FROM pg_type WHERE typnamespace <> 'pg_catalog'::regnamespace
+          AND typnamespace <> 'information_schema'::regnamespace AND typnamespace <> 'pg_toast'::regnamespace
+        UNION ALL SELECT 'evt ' || evtname FROM pg_event_trigger
+        UNION ALL SELECT 'lang ' || lanname FROM pg_language
+        UNION ALL SELECT 'ext ' || extname FROM pg_extension
+        ORDER BY 1""", dbname=dbname).splitlines()
+
+
+def test_make_uninstall_removes_every_file(tmp_path: Path) -> None:
+    stage = tmp_path / "stage"
+    subprocess.run(["make", "-s", "install", f"DESTDIR={stage}"], cwd=ROOT, check=True, capture_output=True)
+    installed = [p for p in stage.rglob("*") if p.is_file()]
+    assert any(p.name == "sqlcoder.control" for p in installed)
+    assert any(p.name == "api.py" for p in installed)
+    subprocess.run(["make", "-s", "uninstall", f"DESTDIR={stage}"], cwd=ROOT, check=True, capture_output=True)
+    assert [p for p in stage.rglob("*") if p.is_file()] == []
