@@ -14,7 +14,7 @@ import time
 import traceback
 from typing import Any, Callable
 
-from . import __version__, assemble, config, execute, history
+from . import __version__, assemble, config, execute, guard, history
 from .client import DaemonClient
 from .errors import (DaemonError, DaemonProtocolError, InvalidQuestion, NullQuestion, SqlcoderError,
                      VersionMismatch)
@@ -124,6 +124,7 @@ def _timed_generate(plpy: Any, settings: config.Settings, question: Any, instruc
     finally:
         entry.model_ms = (time.monotonic() - started) * 1000
     entry.sql = sql
+    guard.strip_sql(sql)  # NUL bytes in model output: refused here, whatever guard_ask says
     return sql
 
 

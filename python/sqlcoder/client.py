@@ -19,7 +19,7 @@ import time
 from typing import Any, Callable
 
 from .errors import (DaemonBusy, DaemonConnectionLost, DaemonNotRunning, DaemonPermissionDenied,
-                     DaemonProtocolError, DaemonRejected, ModelTimeout)
+                     DaemonProtocolError, DaemonRejected, DaemonReplyTooLarge, DaemonVersionMismatch, ModelTimeout)
 
 __all__ = ["PROTOCOL_VERSION", "DaemonClient"]
 
@@ -141,7 +141,7 @@ class DaemonClient:
                 chunks.append(chunk)
                 size += len(chunk)
             if size > self.max_reply_bytes:
-                raise DaemonProtocolError(
+                raise DaemonReplyTooLarge(
                     f"the sqlcoder daemon's reply exceeds max_reply_bytes ({self.max_reply_bytes} bytes)")
             if newline >= 0:
                 return b"".join(chunks)
@@ -156,8 +156,8 @@ class DaemonClient:
             raise DaemonProtocolError("the sqlcoder daemon sent a reply that is not a JSON object",
                                       detail=repr(raw[:200]))
         if reply.get("v") != PROTOCOL_VERSION:
-            raise DaemonProtocolError(
-                f"the sqlcoder daemon speaks protocol version {reply.get('v')!r}, this extension speaks "
+            raise DaemonVersionMismatch(
+                f"the sqlcoder daemon speaks protocol version {str(reply.get('v'))[:20]}, this extension speaks "
                 f"{PROTOCOL_VERSION}")
         if reply.get("ok") is True:
             if reply.get("id") != request_id:
@@ -167,7 +167,9 @@ class DaemonClient:
         if reply.get("ok") is not False or not isinstance(error, dict):
             raise DaemonProtocolError("the sqlcoder daemon sent a reply without ok/error",
                                       detail=repr(raw[:200]))
-        code, message = str(error.get("code")), str(error.get("message", ""))
+        # The daemon's words go into a PostgreSQL error: bounded, and without NUL (text cannot hold it).
+        code = str(error.get("code"))[:50].replace("\x00", "")
+        message = str(error.get("message", ""))[:500].replace("\x00", "")
         if code == "busy":
             raise DaemonBusy(f"the sqlcoder daemon is busy: {message}")
         if code == "timeout":
@@ -176,5 +178,5 @@ class DaemonClient:
             raise DaemonPermissionDenied(f"the sqlcoder daemon refused this database server: {message}",
                                          hint="Start the daemon with --allow-user for the database server's OS user.")
         if code == "unsupported_version":
-            raise DaemonProtocolError(f"the sqlcoder daemon does not speak protocol {PROTOCOL_VERSION}: {message}")
+            raise DaemonVersionMismatch(f"the sqlcoder daemon does not speak protocol {PROTOCOL_VERSION}: {message}")
         raise DaemonRejected(f"the sqlcoder daemon answered with an error ({code}): {message}")

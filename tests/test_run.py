@@ -1,0 +1,212 @@
+"""sqlcoder.run and sqlcoder.execute: faithful rows, read-only execution, row cap, time limits, cost ceiling."""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import psycopg
+import pytest
+
+from sqlcoder_dev.fake_daemon import FakeDaemon, drop_run_database, setup_run_database, socket_dir
+from sqlcoder_dev.pgcluster import Cluster
+
+from fixtures.pg import SHOP_TEMPLATE
+
+DB = f"run_{os.getpid()}"
+ROLE = f"run_analyst_{os.getpid()}"
+
+
+@pytest.fixture(scope="module")
+def fake(pg: Cluster) -> Iterator[FakeDaemon]:
+    with FakeDaemon(socket_dir() / "fake.sock") as daemon:
+        setup_run_database(pg, DB, SHOP_TEMPLATE, daemon.path, ROLE, {"query_timeout_ms": "1000"})
+        yield daemon
+        drop_run_database(pg, DB, ROLE)
+
+
+@pytest.fixture
+def analyst(pg: Cluster, fake: FakeDaemon) -> Iterator[psycopg.Connection]:
+    fake.reply(" SELECT 1;")
+    with pg.connect(DB, user=ROLE) as conn:
+        yield conn
+
+
+@pytest.fixture
+def admin(pg: Cluster, fake: FakeDaemon) -> Iterator[psycopg.Connection]:
+    with pg.connect(DB) as conn:
+        yield conn
+
+
+def rows_text(conn: psycopg.Connection, sql: str, *args: object) -> list[str]:
+    return [r[0] for r in conn.execute(sql, args).fetchall()]
+
+
+def test_run_returns_one_json_object_per_row_in_column_order(analyst, fake) -> None:
+    fake.reply(" SELECT name, id FROM customers ORDER BY id LIMIT 2;\n[/SQL]")
+    rows = rows_text(analyst, "SELECT r::text FROM sqlcoder.run('first two customers?') r")
+    assert rows == ['{"name":"Ada Lovelace","id":1}', '{"name":"Grace Hopper","id":2}']
+
+
+def test_execute_keeps_duplicate_names_types_and_nulls(analyst) -> None:
+    rows = rows_text(analyst, "SELECT r::text FROM sqlcoder.execute("
+                              "'SELECT 1 AS a, 2 AS a, NULL::int AS n, ARRAY[1,2] AS arr, 1.50::numeric AS x, "
+                              "''{\"k\": 1}''::jsonb AS j, true AS b') r")
+    assert rows == ['{"a":1,"a":2,"n":null,"arr":[1,2],"x":1.50,"j":{"k": 1},"b":true}']
+
+
+def test_execute_preserves_row_order(analyst) -> None:
+    rows = analyst.execute("SELECT r FROM sqlcoder.execute("
+                           "'SELECT g FROM generate_series(1, 50) g ORDER BY g DESC') r").fetchall()
+    assert [r[0]["g"] for r in rows] == list(range(50, 0, -1))
+
+
+def test_row_cap_truncates_with_a_notice(analyst) -> None:
+    notices: list[str] = []
+    analyst.add_notice_handler(lambda d: notices.append(d.message_primary))
+    rows = analyst.execute("SELECT * FROM sqlcoder.execute('SELECT g FROM generate_series(1, 10) g', 3)").fetchall()
+    assert len(rows) == 3
+    assert any("cut to its first 3 rows" in n for n in notices)
+
+
+def test_dba_row_cap_wins_over_a_larger_request(analyst, admin) -> None:
+    admin.execute("UPDATE sqlcoder.config SET value = '5' WHERE key = 'max_rows'")
+    try:
+        rows = analyst.execute("SELECT * FROM sqlcoder.execute('SELECT g FROM generate_series(1, 10) g', 100)")
+        assert len(rows.fetchall()) == 5
+    finally:
+        admin.execute("UPDATE sqlcoder.config SET value = '1000' WHERE key = 'max_rows'")
+
+
+def test_no_notice_when_the_result_fits(analyst) -> None:
+    notices: list[str] = []
+    analyst.add_notice_handler(lambda d: notices.append(d.message_primary))
+    assert len(analyst.execute("SELECT * FROM sqlcoder.execute('SELECT 1', 1)").fetchall()) == 1
+    assert notices == []
+
+
+def test_runs_in_the_callers_search_path(analyst, admin) -> None:
+    admin.execute("CREATE SCHEMA IF NOT EXISTS other")
+    admin.execute("CREATE TABLE IF NOT EXISTS other.customers (who text)")
+    admin.execute("TRUNCATE other.customers")
+    admin.execute("INSERT INTO other.customers VALUES ('from other')")
+    admin.execute(f'GRANT USAGE ON SCHEMA other TO "{ROLE}"; GRANT SELECT ON other.customers TO "{ROLE}"')
+    analyst.execute("SET search_path = other, public")
+    assert rows_text(analyst, "SELECT r->>'who' FROM sqlcoder.execute('SELECT who FROM customers') r") == ["from other"]
+    analyst.execute("RESET search_path")
+    assert analyst.execute("SHOW search_path").fetchone()[0] == '"$user", public'
+
+
+def test_caller_transaction_stays_writable(analyst, admin) -> None:
+    admin.execute("CREATE TABLE IF NOT EXISTS public.scratch (n int)")
+    admin.execute(f'GRANT INSERT, SELECT, DELETE ON public.scratch TO "{ROLE}"')
+    analyst.autocommit = False
+    with analyst.transaction():
+        analyst.execute("SELECT * FROM sqlcoder.execute('SELECT 1')").fetchall()
+        assert analyst.execute("SHOW transaction_read_only").fetchone()[0] == "off"
+        analyst.execute("INSERT INTO public.scratch VALUES (1)")
+        analyst.execute("DELETE FROM public.scratch")
+
+
+def test_works_inside_begin_read_only(analyst) -> None:
+    analyst.autocommit = False
+    with analyst.transaction():
+        analyst.execute("SET TRANSACTION READ ONLY")
+        assert analyst.execute("SELECT count(*) FROM sqlcoder.execute('SELECT 1')").fetchone()[0] == 1
+        assert analyst.execute("SHOW transaction_read_only").fetchone()[0] == "on"
+
+
+def test_a_write_is_refused_by_postgresql_itself(analyst) -> None:
+    """Past the guard, the read-only helper stops a write hidden in a function call."""
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction) as err:
+        analyst.execute("SELECT * FROM sqlcoder.execute($$SELECT nextval('customers_id_seq')$$)")
+    assert "read-only transaction" in str(err.value)
+    assert analyst.execute("SELECT 1").fetchone()[0] == 1
+
+
+def test_temp_objects_and_guc_changes_are_rolled_back(analyst) -> None:
+    analyst.execute("SELECT * FROM sqlcoder.execute($$SELECT set_config('search_path', 'pg_catalog', false)$$)")
+    assert analyst.execute("SHOW search_path").fetchone()[0] == '"$user", public'
+
+
+def test_session_advisory_locks_are_released(analyst) -> None:
+    analyst.execute("SELECT pg_advisory_lock(99)")  # the caller's own lock stays
+    analyst.execute("SELECT * FROM sqlcoder.execute('SELECT pg_advisory_lock(7), pg_advisory_lock(7), "
+                    "pg_advisory_lock_shared(1, 2)')").fetchall()
+    held = analyst.execute("SELECT objid FROM pg_locks WHERE locktype = 'advisory' "
+                           "AND pid = pg_backend_pid() ORDER BY objid").fetchall()
+    assert held == [(99,)]
+    analyst.execute("SELECT pg_advisory_unlock(99)")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("query", ["SELECT pg_sleep(30)",
+                                   "SELECT count(*) FROM generate_series(1, 20000) a, generate_series(1, 20000) b"])
+def test_time_limit_cancels_with_a_clear_error(analyst, query: str) -> None:
+    with pytest.raises(psycopg.errors.QueryCanceled) as err:
+        analyst.execute("SELECT * FROM sqlcoder.execute(%s)", (query,))
+    assert "exceeded its time limit of 1 s" in err.value.diag.message_primary
+    assert "user request" not in str(err.value)
+    assert "query_timeout_ms" in err.value.diag.message_hint
+    assert analyst.execute("SELECT 1").fetchone()[0] == 1  # the session is usable, no stray cancel pending
+
+
+def test_a_query_finishing_just_at_the_limit_leaves_no_stray_cancel(analyst) -> None:
+    """Fire races: whichever way each call ends, the next statement never meets a leftover cancel."""
+    outcomes = set()
+    for _ in range(6):
+        try:
+            analyst.execute("SELECT * FROM sqlcoder.execute('SELECT pg_sleep(0.98)')").fetchall()
+            outcomes.add("ok")
+        except psycopg.errors.QueryCanceled as exc:
+            assert "time limit" in str(exc)
+            outcomes.add("limit")
+        for _ in range(3):
+            assert analyst.execute("SELECT 1").fetchone()[0] == 1
+    assert outcomes
+
+
+def test_cost_ceiling_refuses_before_running(analyst, admin) -> None:
+    admin.execute("UPDATE sqlcoder.config SET value = '1000000' WHERE key = 'max_query_cost'")
+    try:
+        with pytest.raises(psycopg.errors.ProgramLimitExceeded) as err:
+            analyst.execute("SELECT * FROM sqlcoder.execute('SELECT count(*) FROM generate_series(1, 20000) a, "
+                            "generate_series(1, 20000) b')")
+        assert "max_query_cost" in err.value.diag.message_primary
+        assert "generate_series" in err.value.diag.message_detail
+        assert len(analyst.execute("SELECT * FROM sqlcoder.execute('SELECT 1')").fetchall()) == 1
+    finally:
+        admin.execute("UPDATE sqlcoder.config SET value = '' WHERE key = 'max_query_cost'")
+
+
+def test_superuser_is_refused_unless_allowed(admin) -> None:
+    with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
+        admin.execute("SELECT * FROM sqlcoder.execute('SELECT 1')")
+    assert "allow_superuser_run" in err.value.diag.message_hint
+    admin.execute("UPDATE sqlcoder.config SET value = 'on' WHERE key = 'allow_superuser_run'")
+    try:
+        assert admin.execute("SELECT * FROM sqlcoder.execute('SELECT 1 AS one')").fetchone()[0] == {"one": 1}
+    finally:
+        admin.execute("UPDATE sqlcoder.config SET value = 'off' WHERE key = 'allow_superuser_run'")
+
+
+def test_ask_output_runs_with_gexec_idiom(pg: Cluster, fake, tmp_path) -> None:
+    """``SELECT sqlcoder.ask(...) \\gexec`` runs the generated statement in psql."""
+    fake.reply(" SELECT count(*) AS n FROM customers;")
+    script = tmp_path / "gexec.sql"
+    script.write_text("SELECT sqlcoder.ask('how many customers?') \\gexec\n")
+    out = pg.psql(dbname=DB, user=ROLE, file=script)
+    assert out.strip() == pg.psql("SELECT count(*) FROM customers", dbname=DB).strip()
+
+
+def test_ask_refuses_a_write_so_gexec_never_sees_it(analyst, fake) -> None:
+    fake.reply(" DROP TABLE customers;")
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction) as err:
+        analyst.execute("SELECT sqlcoder.ask('remove the customers')")
+    assert "DROP TABLE customers" in err.value.diag.message_detail
+
+
+def test_run_refuses_max_rows_below_one(analyst) -> None:
+    with pytest.raises(psycopg.errors.InvalidParameterValue):
+        analyst.execute("SELECT * FROM sqlcoder.execute('SELECT 1', 0)")
+
