@@ -4,7 +4,7 @@ Each kind yields candidate rewrites of one query, in a fixed order. The four
 kinds of the issue (drop a WHERE, change a LIMIT, swap an aggregate, reorder an
 ORDER BY) come first; when none of them changes the result, two fallbacks (drop
 an output column, swap an arithmetic operator) still can. The caller
-executes them and keeps the first whose result the comparison sees as changed
+executes them and keeps the first whose result differs from every gold variant's
 (:func:`sqlcoder_eval.predictors.PerturbedPredictor`): a rewrite that leaves the
 result as it was (a WHERE that filters nothing, a LIMIT above the row count)
 proves nothing about the comparison.

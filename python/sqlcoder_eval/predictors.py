@@ -59,19 +59,20 @@ class GoldPredictor:
 
 class PerturbedPredictor:
     """Answers with the first perturbation of the first gold variant whose result differs from
-    that variant's (as :func:`compare_df` sees it); the full comparison must then score it wrong."""
+    every gold variant's (as :func:`compare_df` sees it: another alternative may well be what the
+    perturbation produced). The full comparison, subset rule included, must then score it wrong."""
 
     name = "perturbed"
 
     def predict(self, ctx: Context) -> Prediction:
-        base_sql, base = ctx.gold[0]
         q = ctx.question
-        for p in candidates(base_sql, start=q.id):
+        for p in candidates(ctx.gold[0][0], start=q.id):
             try:
                 result = run_query(ctx.conn, p.sql, ctx.max_rows)
             except QueryError:
                 continue
-            if not compare_df(base, result, q.category, q.question, base_sql, p.sql, ctx.policy):
+            if not any(compare_df(gold, result, q.category, q.question, gold_sql, p.sql, ctx.policy)
+                       for gold_sql, gold in ctx.gold):
                 return Prediction(p.sql, note=f"{p.kind}: {p.description}")
         return Prediction(None, skipped="no result-changing perturbation")
 
