@@ -195,3 +195,13 @@ def test_one_argument_ask_gets_the_question_alone(evalpg, questions, tmp_path):
     set_answers(pg, name, {q.question: "SELECT 1" for q in qs})
     records = run(qs, AskPredictor(), tmp_path / "one.jsonl", opts(pg))
     assert records and all(r["note"].startswith("instructions not passed") and r["error"] is None for r in records)
+
+
+def test_load_command_loads_the_named_databases(evalpg, capsys):
+    pg, _ = evalpg
+    from sqlcoder_eval.cli import main
+
+    assert main(["load", "--data", str(SMALL), "--dsn", pg.conninfo(), "--db", "library", "--no-extension",
+                 "--replace"]) == 0
+    assert capsys.readouterr().out.startswith("library: loaded; comments: 13 columns described")
+    assert pg.psql("SELECT count(*) FROM authors", dbname="library").strip() == "4"

@@ -17,6 +17,13 @@ DSN_HELP = ("libpq connection string of the server; its dbname is the maintenanc
             "(default: '' = libpq defaults and PG* environment variables)")
 
 
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value
+
+
 def _add_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help=f"defog-data style folder (default: ${DATA_ENV})")
 
@@ -38,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-extension", action="store_true",
                    help="do not install the extension (join hints and glossary are then skipped)")
     p.add_argument("--replace", action="store_true", help="drop a database of the same name first")
+    p.add_argument("--config", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
+                   help="set a sqlcoder.config value in each database, e.g. socket_path=/run/sqlcoder/sqlcoder.sock "
+                        "or num_beams=4 (repeatable)")
 
     p = sub.add_parser("run", help="judge every question; append one JSON line per question")
     _add_data(p)
@@ -79,9 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_load(args: argparse.Namespace) -> int:
     from .load import load_database
 
+    settings = dict(args.config)
     dataset = Dataset(resolve_data_dir(args.data))
     for db in dataset.databases(args.db):
-        result = load_database(args.dsn, db, extension=not args.no_extension, replace=args.replace)
+        result = load_database(args.dsn, db, extension=not args.no_extension, replace=args.replace,
+                               settings=settings)
         print(f"{db.name}: loaded; " + "; ".join(result.notes))
     return 0
 

@@ -52,10 +52,20 @@ def _comment_columns(conn: psycopg.Connection, db: Database) -> int:
     return done
 
 
-def load_database(conninfo: str, db: Database, extension: bool = True, replace: bool = False) -> LoadResult:
+def _configure(conn: psycopg.Connection, settings: dict[str, str]) -> list[str]:
+    """Set ``sqlcoder.config`` values (e.g. socket_path, num_beams): the settings are per database."""
+    notes = []
+    for key, value in settings.items():
+        cur = conn.execute("UPDATE sqlcoder.config SET value = %s WHERE key = %s", (value, key))
+        notes.append(f"config: {key} = {value}" if cur.rowcount else f"config: unknown setting {key!r}, ignored")
+    return notes
+
+
+def load_database(conninfo: str, db: Database, extension: bool = True, replace: bool = False,
+                  settings: dict[str, str] | None = None) -> LoadResult:
     """Create database ``db.name`` on the server ``conninfo`` names (its dbname is the maintenance
-    database), load the dump, comment the columns and, with ``extension``, install the extension and
-    fill its join hints and instructions."""
+    database), load the dump, comment the columns and, with ``extension``, install the extension,
+    apply ``settings`` to ``sqlcoder.config`` and fill its join hints and instructions."""
     result = LoadResult(db.name)
     _create(conninfo, db.name, replace)
     with psycopg.connect(database_conninfo(conninfo, db.name), autocommit=True) as conn:
@@ -64,6 +74,7 @@ def load_database(conninfo: str, db: Database, extension: bool = True, replace: 
         result.notes.append(f"comments: {_comment_columns(conn, db)} columns described")
         if extension:
             conn.execute("CREATE EXTENSION IF NOT EXISTS sqlcoder CASCADE")
+            result.notes += _configure(conn, settings or {})
             result.notes.append(insert_join_hints(conn, db.join_hints))
             result.notes.append(insert_glossary(conn, db.glossary))
         else:
