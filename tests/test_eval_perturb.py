@@ -16,6 +16,15 @@ def test_tokens_join_back_into_the_input(s):
     assert untokenize(tokenize(s)) == s
 
 
+def test_statements_are_counted_outside_literals_and_comments():
+    from sqlcoder_eval.execute import statement_count
+
+    assert statement_count("SELECT 1;") == 1
+    assert statement_count("SELECT ';' -- ; \n ; ") == 1
+    assert statement_count("COMMIT; DELETE FROM t") == 2
+    assert statement_count(" ; -- nothing") == 0
+
+
 def test_literals_and_quoted_names_are_single_tokens():
     tokens = [t for t in tokenize("SELECT 'a WHERE b', \"ORDER\" FROM t") if t.kind != "ws"]
     assert [t.kind for t in tokens] == ["word", "string", "op", "quoted", "word", "word"]

@@ -152,6 +152,8 @@ def test_ask_predictions_are_executed_and_judged(evalpg, questions, fake_shop, t
         paris.question: "SELECT customer_id, name, city FROM customers WHERE lower(city) = 'paris'",
         products.question: "DELETE FROM products RETURNING name, price",
         revenue.question: "SELECT pg_sleep(2)",
+        by_text["Which customers signed up first? Order them by signup date."].question:
+            "COMMIT; DELETE FROM customers RETURNING name",
     })
     del answers[by_text["What is the ratio of delivered orders to all orders?"].question]
     set_answers(pg, fake_shop, answers)
@@ -162,6 +164,9 @@ def test_ask_predictions_are_executed_and_judged(evalpg, questions, fake_shop, t
     assert "read-only transaction" in records[products.id]["error"]
     assert pg.psql("SELECT count(*) FROM products", dbname=fake_shop).strip() == "6"
     assert records[revenue.id]["error"].startswith("timeout")
+    signup = records[by_text["Which customers signed up first? Order them by signup date."].id]
+    assert signup["error"] == "2 statements; only one query is judged"
+    assert pg.psql("SELECT count(*) FROM customers", dbname=fake_shop).strip() == "6"
     ratio = records[by_text["What is the ratio of delivered orders to all orders?"].id]
     assert ratio["error"].startswith("ask failed") and "no answer for" in ratio["error"]
     assert all(r["latency_ms"] is not None and r["latency_ms"] >= 0 for r in records.values())

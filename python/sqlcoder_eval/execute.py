@@ -7,9 +7,10 @@ from typing import Any
 
 import psycopg
 
+from ._sqltokens import tokenize
 from .compare import ResultSet
 
-__all__ = ["QueryError", "run_query", "set_timeout"]
+__all__ = ["QueryError", "run_query", "set_timeout", "statement_count"]
 
 
 class QueryError(Exception):
@@ -30,9 +31,26 @@ def set_timeout(conn: psycopg.Connection, seconds: float) -> None:
     conn.execute("SELECT pg_catalog.set_config('statement_timeout', %s, false)", (f"{int(seconds * 1000)}ms",))
 
 
+def statement_count(sql: str) -> int:
+    """How many statements ``sql`` holds (``;`` outside literals and comments separates them)."""
+    count, pending = 0, False
+    for t in tokenize(sql):
+        if t.kind in ("ws", "comment"):
+            continue
+        if t.text == ";":
+            count, pending = count + pending, False
+        else:
+            pending = True
+    return count + pending
+
+
 def run_query(conn: psycopg.Connection, sql: str, max_rows: int = 100_000) -> ResultSet:
-    """Run ``sql`` in a read-only transaction that is always rolled back, so a generated query
-    cannot change the data the next question is judged on. ``conn`` must be in autocommit mode."""
+    """Run one statement in a read-only transaction that is always rolled back, so a generated
+    query cannot change the data the next question is judged on (a second statement could end
+    that transaction: it is refused). ``conn`` must be in autocommit mode."""
+    n = statement_count(sql)
+    if n != 1:
+        raise QueryError("no statement" if n == 0 else f"{n} statements; only one query is judged")
     try:
         with conn.transaction(force_rollback=True):
             conn.execute("SET TRANSACTION READ ONLY")
