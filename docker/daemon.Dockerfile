@@ -34,6 +34,8 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # tini: PID 1 that forwards SIGTERM, so `docker stop` lets the daemon drain.
+# Distribution packages follow the pinned base image (hadolint DL3008).
+# hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv tini \
  && rm -rf /var/lib/apt/lists/*
@@ -44,13 +46,17 @@ ENV PATH=/opt/sqlcoder/bin:$PATH
 
 # torch first and on its own, so that the build arg decides which CUDA build
 # is installed and `pip install .` below finds torch already satisfied.
+# (Pinned through the build arg, which hadolint cannot see: DL3013.)
+# hadolint ignore=DL3013
 RUN pip install "torch==${TORCH_VERSION}" ${TORCH_INDEX_URL:+--index-url "${TORCH_INDEX_URL}"}
 
 WORKDIR /src
 COPY pyproject.toml ./
 COPY python ./python
 # [quant] brings bitsandbytes (nf4/int8); huggingface_hub (a transformers
-# dependency, named for clarity) does the optional download at start.
+# dependency, named for clarity) does the optional download at start. Versions
+# are pyproject.toml's ranges, like any other install of the daemon (DL3013).
+# hadolint ignore=DL3013
 RUN pip install ".[quant]" huggingface_hub \
  && python -c "import torch, transformers, accelerate, bitsandbytes, sqlcoder_daemon" \
  && rm -rf /src
@@ -71,6 +77,8 @@ ENV SQLCODER_MODEL_DIR=/models \
     HF_HOME=/tmp/huggingface \
     HF_HUB_DISABLE_TELEMETRY=1
 VOLUME ["/run/sqlcoder"]
+# By name, so that the supplementary group postgres applies (DL3066).
+# hadolint ignore=DL3066
 USER sqlcoder
 
 # The entrypoint makes sure /models holds weights (downloading them only when

@@ -14,11 +14,15 @@ ARG PG_MAJOR=16
 # python3, and the image's default distribution changes between majors.
 
 # -- build: `make install` into a staging directory --------------------------
-# The official image already carries the PGDG apt repository, so the
-# server-dev package matches the server exactly.
+# The official image carries the PGDG apt repository and sets PG_VERSION to its
+# server's package version: the packages added here are pinned to it, so they
+# match the server exactly and never upgrade it behind the image's back. (apt
+# cannot find that version? The base image is older than the repository:
+# build with --pull.)
 FROM postgres:${PG_MAJOR}-bookworm AS build
+# hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends make "postgresql-server-dev-${PG_MAJOR}" \
+ && apt-get install -y --no-install-recommends make "postgresql-server-dev-${PG_MAJOR}=${PG_VERSION}" \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Makefile sqlcoder.control ./
@@ -27,14 +31,14 @@ COPY python/sqlcoder ./python/sqlcoder
 # DESTDIR keeps the build stage's own PostgreSQL untouched; the final stage
 # copies exactly the files `make install` wrote and nothing of the build tools.
 RUN make install DESTDIR=/staging \
- && find /staging -type f | sort
+ && find /staging -type f
 
 # -- final: the official image + plpython3u + the staged files ---------------
 FROM postgres:${PG_MAJOR}-bookworm
 # PL/Python runs Debian's /usr/bin/python3 (3.11 on bookworm); the extension's
 # in-database package needs nothing beyond its standard library.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends "postgresql-plpython3-${PG_MAJOR}" \
+ && apt-get install -y --no-install-recommends "postgresql-plpython3-${PG_MAJOR}=${PG_VERSION}" \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /staging/ /
 

@@ -114,7 +114,8 @@ def test_postgres_image_is_a_supported_major_on_debian_with_plpython():
     assert major in {"16", "17"}
     assert all(rest.startswith("postgres:${PG_MAJOR}-bookworm") for word, rest in steps if word == "FROM")
     runs = " ".join(rest for word, rest in steps if word == "RUN")
-    assert "postgresql-plpython3-${PG_MAJOR}" in runs
+    # Pinned to the server's own package version, so installing it never upgrades the server.
+    assert "postgresql-plpython3-${PG_MAJOR}=${PG_VERSION}" in runs
     assert "make install DESTDIR=/staging" in runs
     assert ("COPY", "--from=build /staging/ /") in steps
     # The init script must be executable in git: the image COPYs it without --chmod.
