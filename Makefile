@@ -57,7 +57,8 @@ PY          := $(VENV)/bin/python
 # The CPU wheel for tests; a GPU host sets e.g. TORCH_SPEC='torch' (CUDA build).
 TORCH_SPEC  ?= torch==2.13.0
 APT_PACKAGES = postgresql-15 postgresql-plpython3-15 postgresql-server-dev-15 \
-               python3-venv python3-dev make gcc
+               python3-venv python3-dev make gcc \
+               docker-compose systemd  # only to validate docker/compose.yaml and the systemd unit
 SQL_EVAL_DATA ?= $(wildcard ../shared/sql-eval)
 PYTEST_ARGS ?=
 
