@@ -4,7 +4,6 @@ gold and perturbed predictions, a stand-in ``sqlcoder.ask``, safety limits, resu
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Iterator
 

@@ -103,7 +103,9 @@ def _flip_direction(tokens: list[Token], start: int, end: int) -> tuple[str, str
             return untokenize(key[:k]) + new + untokenize(key[k + 1:]), f"{t.upper} -> {new}"
     nulls = next((k for k, t in enumerate(key) if t.depth == key[0].depth and t.is_word("NULLS")), None)
     if nulls is None:
-        return untokenize(key).rstrip() + " DESC" + untokenize(key)[len(untokenize(key).rstrip()):], "ASC -> DESC"
+        text = untokenize(key)
+        body = text.rstrip()
+        return body + " DESC" + text[len(body):], "ASC -> DESC"
     return untokenize(key[:nulls]) + "DESC " + untokenize(key[nulls:]), "ASC -> DESC"
 
 

@@ -87,8 +87,11 @@ def format_table(summaries: Sequence[Summary]) -> str:
              str(len(s.skipped)), _secs(percentile(s.latencies_ms, 50)), _secs(percentile(s.latencies_ms, 95))]
             for s in summaries]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    fmt = lambda row: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths)))
-    return "\n".join([fmt(header), *(fmt(r) for r in rows)])
+
+    def line(row: list[str]) -> str:
+        return "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths)))
+
+    return "\n".join([line(header), *(line(r) for r in rows)])
 
 
 def compare_runs(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> str:

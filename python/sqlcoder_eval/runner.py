@@ -95,7 +95,9 @@ class _Sessions:
         self.all: list[psycopg.Connection] = []
 
     def get(self, db_name: str) -> tuple[psycopg.Connection, dict[str, Any]]:
-        pool = self.local.__dict__.setdefault("pool", {})
+        if not hasattr(self.local, "pool"):
+            self.local.pool = {}
+        pool = self.local.pool
         if db_name not in pool:
             conn = psycopg.connect(database_conninfo(self.opts.conninfo, db_name), autocommit=True)
             conn.execute("SET application_name = 'sqlcoder-eval'")
