@@ -7,3 +7,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "python"))
 
 pytest_plugins = ["fixtures.pg", "fixtures.models"]
+
+
+def pytest_addoption(parser):
+    # tests/test_sql_eval_fidelity.py: the defog-data style folder it checks.
+    parser.addoption("--sql-eval-data", default=None,
+                     help="sql-eval data folder (default: $SQL_EVAL_DATA, else ../shared/sql-eval)")
