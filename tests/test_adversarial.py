@@ -267,3 +267,11 @@ def test_prompt_injection_in_a_table_comment_cannot_write(pg, fake, analyst) -> 
         assert_unharmed(pg, analyst, baseline)
     finally:
         pg.psql("COMMENT ON TABLE orders IS NULL", dbname=DB)
+
+
+def test_every_case_is_in_the_security_note() -> None:
+    from fixtures.pg import ROOT
+    note = (ROOT / "docs" / "security.md").read_text()
+    missing = [c[0] for c in HOSTILE_OUTPUTS + HOSTILE_SQL if f"`{c[0]}`" not in note]
+    assert missing == []
+    assert len(HOSTILE_OUTPUTS) + 2 >= 40  # + the 10 MB and invalid UTF-8 replies

@@ -210,3 +210,18 @@ def test_run_refuses_max_rows_below_one(analyst) -> None:
     with pytest.raises(psycopg.errors.InvalidParameterValue):
         analyst.execute("SELECT * FROM sqlcoder.execute('SELECT 1', 0)")
 
+
+
+@pytest.mark.slow
+def test_a_users_cancel_during_the_query_stays_a_users_cancel(pg: Cluster, analyst) -> None:
+    import threading
+
+    def cancel() -> None:
+        with pg.connect(DB) as admin:
+            admin.execute("SELECT pg_cancel_backend(%s)", (analyst.info.backend_pid,))
+
+    threading.Timer(0.4, cancel).start()
+    with pytest.raises(psycopg.errors.QueryCanceled) as err:
+        analyst.execute("SELECT * FROM sqlcoder.execute('SELECT pg_sleep(3)')")
+    assert "user request" in str(err.value) and "time limit" not in str(err.value)
+    assert analyst.execute("SELECT 1").fetchone()[0] == 1
