@@ -6,15 +6,14 @@ import grp
 import json
 import os
 import pwd
-import socket
 import stat
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from sqlcoder_dev.daemonproc import DaemonProcess
+from sqlcoder_dev.daemonproc import Connection as Conn
+from sqlcoder_dev.daemonproc import DaemonProcess, socket_path
 
 pytestmark = pytest.mark.slow
 
@@ -22,51 +21,9 @@ STATUS_KEYS = {"state", "model", "backend", "device", "quantization", "dtype", "
                "num_beams", "uptime_s", "requests", "protocol", "version"}
 
 
-def _socket_path() -> Path:
-    """A socket path whose parent the daemon must create, under a directory `nobody` can traverse."""
-    base = Path(tempfile.mkdtemp(prefix="sqlcoder-dtest-"))
-    os.chmod(base, 0o755)
-    return base / "run" / "sqlcoder.sock"
-
-
-class Conn:
-    """A raw protocol connection: send lines, read reply lines."""
-
-    def __init__(self, path: Path):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(60)
-        self.sock.connect(str(path))
-        self.buf = b""
-
-    def send(self, obj: dict | bytes) -> None:
-        self.sock.sendall(obj if isinstance(obj, bytes) else json.dumps(obj).encode() + b"\n")
-
-    def recv(self) -> dict | None:
-        while b"\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                return None
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(line)
-
-    def ask(self, obj: dict | bytes) -> dict | None:
-        self.send(obj)
-        return self.recv()
-
-    def closed_by_peer(self) -> bool:
-        try:
-            return self.sock.recv(1) == b""
-        except ConnectionResetError:
-            return True
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 @pytest.fixture(scope="module")
 def nf4_daemon(random_model: Path) -> Iterator[DaemonProcess]:
-    with DaemonProcess(random_model, _socket_path(),
+    with DaemonProcess(random_model, socket_path(),
                        ["--quantize", "nf4", "--device-map", "cpu", "--socket-group", "nogroup",
                         "--max-request-bytes", "65536", "--max-new-tokens", "64"]) as d:
         yield d
@@ -185,7 +142,7 @@ def test_prompt_longer_than_context_is_too_large(nf4_daemon: DaemonProcess) -> N
 
 
 def test_unquantized_daemon_serves_and_stops_on_sigterm(random_model: Path) -> None:
-    d = DaemonProcess(random_model, _socket_path(), ["--quantize", "none", "--device-map", "cpu"])
+    d = DaemonProcess(random_model, socket_path(), ["--quantize", "none", "--device-map", "cpu"])
     with d:
         r = d.request({"v": 1, "id": "1", "op": "generate", "prompt": "SELECT", "max_new_tokens": 5,
                        "num_beams": 2})

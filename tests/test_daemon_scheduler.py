@@ -151,7 +151,8 @@ def test_cancelled_running_job_stops_generation(make) -> None:
     after = s.submit(job("next"))
     be.release.set()
     assert after.future.result(5).text == "PNEXT"
-    assert s.metrics.snapshot()["requests"]["cancelled"] == 1
+    counts = s.metrics.snapshot()["requests"]
+    assert counts["cancelled"] == 1 and counts["interrupted"] == 1
 
 
 def test_backend_exception_is_internal_and_serving_goes_on(make) -> None:

@@ -63,6 +63,7 @@ class Metrics:
                     "cancelled": self.counts["cancelled"],
                     "rejected": self.counts["rejected"],
                     "timeouts": self.counts["timeout"],
+                    "interrupted": self.counts["interrupted"],
                     "bad_requests": self.counts["bad_request"],
                 },
                 "latency_ms": {

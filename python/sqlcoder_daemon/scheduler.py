@@ -161,6 +161,8 @@ class Scheduler:
         if job.future.done():
             return
         if isinstance(result, GenerationResult):
+            if result.finish_reason == "stop" and job.should_stop():
+                self.metrics.count("interrupted")  # the stopping criterion cut the generation short
             if job.cancelled.is_set():
                 result = Cancelled()
             elif job.expired(job.finished):

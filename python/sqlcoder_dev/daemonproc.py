@@ -18,9 +18,59 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["DaemonProcess", "DaemonStartError", "request"]
+__all__ = ["Connection", "DaemonProcess", "DaemonStartError", "request", "socket_path"]
 
 _PYTHON_DIR = Path(__file__).resolve().parent.parent
+
+
+def socket_path(name: str = "sqlcoder.sock") -> Path:
+    """A socket path in a fresh directory others (postgres, nobody) can traverse; its parent is left for the
+    daemon to create, as it does under /run."""
+    base = Path(tempfile.mkdtemp(prefix="sqlcoder-sock-"))
+    os.chmod(base, 0o755)  # mkdtemp makes it private to its owner
+    return base / "run" / name
+
+
+class Connection:
+    """A raw protocol connection for tests: send lines (objects or raw bytes), read reply lines."""
+
+    def __init__(self, path: str | os.PathLike, timeout: float = 120.0):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(str(path))
+        self.buf = b""
+
+    def send(self, message: dict[str, Any] | bytes) -> None:
+        self.sock.sendall(message if isinstance(message, bytes) else json.dumps(message).encode() + b"\n")
+
+    def recv(self) -> dict[str, Any] | None:
+        """The next reply, or None if the daemon closed the connection."""
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return None
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def ask(self, message: dict[str, Any] | bytes) -> dict[str, Any] | None:
+        self.send(message)
+        return self.recv()
+
+    def closed_by_peer(self) -> bool:
+        try:
+            return self.sock.recv(1) == b""
+        except ConnectionResetError:
+            return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> "Connection":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 class DaemonStartError(RuntimeError):

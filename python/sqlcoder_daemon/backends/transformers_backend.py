@@ -214,13 +214,14 @@ class TransformersBackend(Backend):
                                       **gen_kwargs)
         width = input_ids.shape[1]
         results = []
-        for row, prompt, n_cached in zip(out.cpu().tolist(), prompts, cached):
+        for row, prompt, n_cached, job in zip(out.cpu().tolist(), prompts, cached, jobs):
             completion = row[width:]
             finish = "length"
             if self.eos_token_id in completion:
+                # Also cuts the padding (EOS) that follows a sequence finished before the others.
                 completion = completion[: completion.index(self.eos_token_id) + 1]
                 finish = "eos"
-            elif len(completion) < max_new and stop.stopped:
+            if stop.stopped and job.should_stop():
                 finish = "stop"
             with self._tok_lock:
                 text = self.tokenizer.decode(completion, skip_special_tokens=True)
