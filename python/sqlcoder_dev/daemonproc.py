@@ -7,8 +7,11 @@ creates it only after loading the model), and stops it with SIGTERM.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import random
+import threading
 import signal
 import socket
 import subprocess
@@ -18,7 +21,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["Connection", "DaemonProcess", "DaemonStartError", "request", "socket_path"]
+__all__ = ["Connection", "DaemonProcess", "DaemonStartError", "SoakReport", "process_fds", "process_rss", "request",
+           "soak", "socket_path"]
 
 _PYTHON_DIR = Path(__file__).resolve().parent.parent
 
@@ -182,3 +186,115 @@ class DaemonProcess:
                 self.log_path.unlink()
             except OSError:
                 pass
+
+
+# --------------------------------------------------------------------------- soak
+
+
+def process_rss(pid: int) -> int:
+    """Resident set size of ``pid`` in bytes (Linux)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def process_fds(pid: int) -> int:
+    """Open file descriptors of ``pid`` (Linux)."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+@dataclasses.dataclass
+class SoakReport:
+    """What a soak run saw: request outcomes, and the daemon's fds and memory after warm-up and at the end."""
+
+    seconds: float
+    clients: int
+    ok: int = 0
+    failed: int = 0
+    abandoned: int = 0  # requests the client walked away from on purpose
+    failures: list[str] = dataclasses.field(default_factory=list)
+    fds_start: int = 0
+    fds_warm: int = 0
+    fds_end: int = 0
+    rss_warm: int = 0
+    rss_end: int = 0
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.ok / self.seconds if self.seconds else 0.0
+
+
+def soak(daemon: DaemonProcess, *, clients: int = 32, seconds: float = 120.0, seed: int = 0,
+         warmup_fraction: float = 0.25) -> SoakReport:
+    """Hammer ``daemon`` with ``clients`` concurrent clients for ``seconds``.
+
+    Each client mixes short generates (greedy and beam), token counts and
+    status requests, reconnects now and then, and sometimes walks away in the
+    middle of a generate (which the daemon must treat as a cancellation).
+    The daemon's open fds and RSS are sampled after warm-up and at the end.
+    """
+    report = SoakReport(seconds=seconds, clients=clients)
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+    pid = daemon.proc.pid
+
+    def client(n: int) -> None:
+        rng = random.Random(seed * 1000 + n)
+        conn: Connection | None = None
+        i = 0
+        while time.monotonic() < stop_at:
+            i += 1
+            if conn is None or rng.random() < 0.1:
+                if conn:
+                    conn.close()
+                conn = Connection(daemon.socket_path)
+            kind = rng.random()
+            rid = f"c{n}-{i}"
+            if kind < 0.7:
+                msg = {"v": 1, "id": rid, "op": "generate", "prompt": f"SELECT {rng.randint(0, 10**6)} FROM t{n}",
+                       "max_new_tokens": rng.randint(1, 12), "num_beams": rng.choice([1, 1, 4])}
+            elif kind < 0.85:
+                msg = {"v": 1, "id": rid, "op": "count_tokens", "texts": ["SELECT 1;", "x" * rng.randint(0, 300)]}
+            else:
+                msg = {"v": 1, "id": rid, "op": "status"}
+            try:
+                conn.send(msg)
+                if msg["op"] == "generate" and rng.random() < 0.03:
+                    conn.close()  # walk away mid-request
+                    conn = None
+                    with lock:
+                        report.abandoned += 1
+                    continue
+                reply = conn.recv()
+            except OSError as e:
+                reply = {"ok": False, "error": {"code": "client", "message": repr(e)}}
+            with lock:
+                if reply and reply.get("ok") and reply.get("id") == rid:
+                    report.ok += 1
+                else:
+                    report.failed += 1
+                    if len(report.failures) < 20:
+                        report.failures.append(f"{rid}: {reply!r}"[:300])
+                    conn = None
+        if conn:
+            conn.close()
+
+    report.fds_start = process_fds(pid)
+    threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(clients)]
+    for t in threads:
+        t.start()
+    time.sleep(seconds * warmup_fraction)
+    report.fds_warm, report.rss_warm = process_fds(pid), process_rss(pid)
+    for t in threads:
+        t.join(seconds + 300)
+    # Let the daemon notice the last disconnects before counting its descriptors.
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        st = request(daemon.socket_path, {"v": 1, "id": "soak", "op": "status"})["status"]["requests"]
+        if st["in_flight"] == 0 and st["queued"] == 0 and process_fds(pid) <= report.fds_start:
+            break
+        time.sleep(0.1)
+    report.fds_end, report.rss_end = process_fds(pid), process_rss(pid)
+    return report
