@@ -1,7 +1,7 @@
 """Run one guarded query read-only, as the caller, and undo everything it did.
 
-The query runs through ``sqlcoder._readonly_rows(text)``, a helper declared
-``SET transaction_read_only = on``: PostgreSQL itself refuses every write in
+The query runs through ``sqlcoder._readonly_rows(query, search_path)``, a
+helper declared ``SET transaction_read_only = on``: PostgreSQL itself refuses every write in
 the very SPI call that runs the query (a ``SET LOCAL`` in its own
 ``plpy.execute`` would be undone when PL/Python's internal subtransaction
 ends). Guard and query run inside an explicit subtransaction that is always
@@ -131,14 +131,14 @@ def run_query(plpy: Any, sql: Any, *, caller_path: Sequence[str] | None, max_row
               max_cost: float | None, timeout_s: float) -> QueryResult:
     """Guard ``sql``, run it read-only with at most ``max_rows`` rows, and undo its effects."""
     locks_before = _advisory_locks(plpy)
-    helper = plpy.prepare("SELECT sqlcoder._readonly_rows($1) AS row", ["text"])
+    helper = plpy.prepare("SELECT sqlcoder._readonly_rows($1, $2) AS row", ["text", "text"])
     started = time.monotonic()
     checked_sql: list[str] = []
 
     def work() -> tuple[guard.CheckedQuery, list[str]]:
         checked = guard.check(plpy, sql, max_rows=max_rows, max_cost=max_cost)
         checked_sql.append(checked.sql)
-        rows = [r["row"] for r in plpy.execute(helper, [checked.runnable])]
+        rows = [r["row"] for r in plpy.execute(helper, [checked.runnable, search_path_of(caller_path)])]
         return checked, rows
 
     try:
