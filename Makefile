@@ -62,7 +62,7 @@ APT_PACKAGES = postgresql-15 postgresql-plpython3-15 postgresql-server-dev-15 \
 SQL_EVAL_DATA ?= $(wildcard ../shared/sql-eval)
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps venv test demo bench eval-check
+.PHONY: setup system-deps venv test demo bench soak eval-check
 
 system-deps: .cache/apt.stamp
 .cache/apt.stamp:
@@ -92,6 +92,10 @@ demo: setup
 
 bench: setup
 	$(PY) -m bench
+
+# Two minutes, so not part of `make bench`; tests/test_daemon_soak.py runs a 20 s version.
+soak: setup
+	PYTHONPATH=python $(PY) bench/soak_daemon.py 120 32
 
 eval-check: setup
 	$(VENV)/bin/sqlcoder-eval check $(if $(SQL_EVAL_DATA),--data $(SQL_EVAL_DATA))

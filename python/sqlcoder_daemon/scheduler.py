@@ -26,7 +26,7 @@ class Scheduler:
     """Bounded FIFO queue plus one worker thread that batches jobs with the same generation settings."""
 
     def __init__(self, backend: Backend, metrics: Metrics, *, max_queue: int = 64, max_batch_size: int = 8,
-                 batch_wait_ms: float = 2.0, on_finish: Callable[[Job, object], None] | None = None):
+                 batch_wait_ms: float = 0.0, on_finish: Callable[[Job, object], None] | None = None):
         self.backend = backend
         self.metrics = metrics
         self.max_queue = max_queue

@@ -88,7 +88,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_request_bytes", _size, 4 * 1024**2, "longest request line accepted (bytes; 4MiB style allowed)"),
     Setting("max_queue", int, 64, "requests waiting beyond this answer 'busy'"),
     Setting("max_batch_size", int, 8, "most requests run together in one batched generate"),
-    Setting("batch_wait_ms", float, 2.0, "how long the scheduler waits for companions before running a batch"),
+    Setting("batch_wait_ms", float, 0.0, "how long an idle scheduler waits for companions before running a batch"),
     Setting("timeout_ms", int, 600_000, "default request deadline (queue time included)"),
     Setting("drain_timeout_s", float, 30.0, "on SIGTERM, how long in-flight requests may still run"),
     Setting("prefix_cache_bytes", _size, 2 * 1024**3, "LRU budget for prompt-prefix KV caches (0 disables)"),
