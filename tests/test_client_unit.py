@@ -1,0 +1,93 @@
+"""DaemonClient against the stand-in daemon, without PostgreSQL: error classes, bounds, interrupts."""
+
+from __future__ import annotations
+
+import time
+from typing import Iterator
+
+import pytest
+
+from sqlcoder.client import DaemonClient
+from sqlcoder.errors import (DaemonConnectionLost, DaemonNotRunning, DaemonProtocolError, DaemonReplyTooLarge,
+                             DaemonVersionMismatch, ModelTimeout)
+from sqlcoder_dev.fake_daemon import FakeDaemon, socket_dir
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeDaemon]:
+    with FakeDaemon(socket_dir() / "unit.sock") as daemon:
+        yield daemon
+
+
+def client(fake: FakeDaemon, **kw) -> DaemonClient:
+    return DaemonClient(str(fake.path), max_reply_bytes=kw.pop("max_reply_bytes", 4096), **kw)
+
+
+def test_a_generate_round_trip(fake) -> None:
+    fake.reply(" SELECT 1;", model="fake/m")
+    reply = client(fake).request("generate", 5, prompt="p")
+    assert (reply["text"], reply["model"]) == (" SELECT 1;", "fake/m")
+    assert fake.requests[-1]["prompt"] == "p" and fake.requests[-1]["v"] == 1
+
+
+@pytest.mark.parametrize("mode, kwargs, error", [
+    ("oversize", {"size": 10_000}, DaemonReplyTooLarge),
+    ("wrong_version", {}, DaemonVersionMismatch),
+    ("unsupported_version", {}, DaemonVersionMismatch),
+    ("garbage", {}, DaemonProtocolError),
+    ("truncated", {}, DaemonProtocolError),
+    ("close", {}, DaemonConnectionLost),
+])
+def test_failure_classes(fake, mode, kwargs, error) -> None:
+    fake.misbehave(mode, **kwargs)
+    with pytest.raises(error):
+        client(fake).request("generate", 5, prompt="p")
+
+
+def test_an_oversize_reply_is_refused_before_it_is_all_read(fake) -> None:
+    fake.misbehave("oversize", size=10 * 1024 * 1024)
+    with pytest.raises(DaemonReplyTooLarge) as err:
+        client(fake, max_reply_bytes=1 << 20).request("generate", 30, prompt="p")
+    assert "1048576 bytes" in err.value.message
+
+
+def test_a_long_error_message_is_bounded(fake) -> None:
+    fake.misbehave("error", code="x" * 10_000)
+    with pytest.raises(Exception) as err:
+        client(fake, max_reply_bytes=1 << 20).request("generate", 5, prompt="p")
+    assert len(str(err.value)) < 700
+
+
+def test_deadline_on_a_hanging_daemon(fake) -> None:
+    fake.misbehave("hang")
+    with pytest.raises(ModelTimeout):
+        client(fake).request("generate", 0.3, prompt="p")
+    deadline = time.monotonic() + 5
+    while not fake.disconnects and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert fake.disconnects, "the request was dropped by closing the connection"
+
+
+def test_an_interrupt_propagates_and_closes_the_connection(fake) -> None:
+    class Cancelled(Exception):
+        pass
+
+    calls = []
+
+    def check() -> None:
+        calls.append(1)
+        if len(calls) > 3:
+            raise Cancelled
+
+    fake.misbehave("hang")
+    with pytest.raises(Cancelled):
+        client(fake, check_interrupts=check).request("generate", 30, prompt="p")
+    deadline = time.monotonic() + 5
+    while not fake.disconnects and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert fake.disconnects
+
+
+def test_no_daemon(tmp_path) -> None:
+    with pytest.raises(DaemonNotRunning):
+        DaemonClient(str(tmp_path / "none.sock")).request("status", 1)
