@@ -89,6 +89,7 @@ def test_random_model_loads_in_nf4_and_generates(random_dir, random_tokenizer):
 
 
 def test_random_model_is_deterministic(tmp_path, random_dir):
+    assert all(f.stat().st_mode & 0o004 for f in random_dir.iterdir())  # readable by the daemon's user
     again = tiny.build_random_llama(tmp_path / "again", context_length=1024)
     other = tiny.build_random_llama(tmp_path / "other", context_length=1024, seed=1)
     weights = (random_dir / "model.safetensors").read_bytes()
@@ -131,7 +132,7 @@ def cache_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def trained_dir(cache_dir) -> Path:
-    return tiny.train_tiny_sqlcoder(PAIRS, cache_dir=cache_dir, max_seconds=120)
+    return tiny.train_tiny_sqlcoder(PAIRS, cache_dir=cache_dir)
 
 
 @pytest.mark.slow
@@ -198,3 +199,10 @@ def test_training_out_of_time_raises_and_leaves_no_model(tmp_path):
 def test_conflicting_pairs_are_refused(tmp_path):
     with pytest.raises(ValueError, match="two completions"):
         tiny.train_tiny_sqlcoder([PAIRS[0], (PAIRS[0][0], " SELECT 2;\n[/SQL]")], cache_dir=tmp_path)
+
+
+@pytest.mark.slow
+def test_trained_model_is_readable_by_other_users(trained_dir):
+    # The daemon may run as another user than the one that trained the model.
+    assert trained_dir.stat().st_mode & 0o005 == 0o005
+    assert all(f.stat().st_mode & 0o004 for f in trained_dir.iterdir())

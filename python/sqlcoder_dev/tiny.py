@@ -97,7 +97,13 @@ class TrainConfig:
     num_kv_heads: int = 2
     context_length: int = 4096
     learning_rate: float = 3e-3
+    adam_betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 10
+    #: Give up after this many optimizer steps (a limit that, unlike max_seconds, does not depend on the machine).
+    max_steps: int = 3000
+    #: torch threads while training. One thread gives the same weights whatever the core count, and on a
+    #: busy machine OpenMP's spinning threads made two threads five times slower than one (measured).
+    num_threads: int = 1
     #: Verify with generate() once every completion token is predicted with at least this probability.
     min_target_prob: float = 0.9
     #: max_new_tokens used when verifying: the daemon's default, since beam search can depend on it.
@@ -178,6 +184,10 @@ def _save(model, tokenizer, out_dir: Path) -> None:
     model.generation_config = _generation_config()
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    # save_pretrained writes the weights 0600; the daemon may run as another user.
+    for path in out_dir.iterdir():
+        if path.is_file():
+            path.chmod(0o644)
 
 
 @contextlib.contextmanager
@@ -321,6 +331,7 @@ def train_tiny_sqlcoder(
                 # Train into a scratch directory and rename it into place, so a
                 # model directory that exists is always complete.
                 scratch = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache))
+                scratch.chmod(0o755)  # mkdtemp's 0700 would hide the model from a daemon run as another user
                 try:
                     _train(checked, scratch, config=config, seed=seed, max_seconds=max_seconds, key=key)
                     shutil.rmtree(model_dir, ignore_errors=True)
@@ -412,8 +423,9 @@ def _train(pairs, out_dir: Path, *, config: TrainConfig, seed: int, max_seconds:
     target = labels[:, 1:]
     scored = target != -100
 
-    deterministic = torch.are_deterministic_algorithms_enabled()
+    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(config.num_threads)
     try:
         with _seeded(seed):
             model = LlamaForCausalLM(_llama_config(
@@ -427,13 +439,17 @@ def _train(pairs, out_dir: Path, *, config: TrainConfig, seed: int, max_seconds:
             )).to(torch.float32)
         model.generation_config = _generation_config()
         model.train()
-        opt = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
+        opt = torch.optim.AdamW(
+            model.parameters(), lr=config.learning_rate, betas=config.adam_betas, weight_decay=0.0
+        )
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / config.warmup_steps))
         step, checks, problems = 0, 0, ["not trained yet"]
         while True:
-            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
-            logp = torch.log_softmax(logits.float(), dim=-1)
-            target_logp = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)[scored]
+            # The language-model head only where a completion token is predicted:
+            # prompt positions carry no loss, and skipping them saves a third of a step.
+            hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1][scored]
+            logp = torch.log_softmax(model.lm_head(hidden).float(), dim=-1)
+            target_logp = logp.gather(-1, target[scored].unsqueeze(-1)).squeeze(-1)
             loss = -target_logp.mean()
             min_prob = target_logp.min().exp().item()
             if min_prob >= config.min_target_prob:
@@ -442,7 +458,7 @@ def _train(pairs, out_dir: Path, *, config: TrainConfig, seed: int, max_seconds:
                 log.info("step %d: loss %.4f, min p %.3f, %d outputs wrong", step, loss.item(), min_prob, len(problems))
                 if not problems:
                     break
-            if time.monotonic() - started > max_seconds:
+            if time.monotonic() - started > max_seconds or step >= config.max_steps:
                 raise TrainingFailed(
                     f"the tiny model did not learn all {len(pairs)} pairs in {max_seconds:.0f} s "
                     f"({step} steps, loss {loss.item():.4f}, lowest completion-token probability "
@@ -457,6 +473,7 @@ def _train(pairs, out_dir: Path, *, config: TrainConfig, seed: int, max_seconds:
             step += 1
     finally:
         torch.use_deterministic_algorithms(deterministic)
+        torch.set_num_threads(threads)
 
     model.eval()
     _save(model, tokenizer, out_dir)
