@@ -74,6 +74,12 @@ def overhead(model: Path, daemon: DaemonProcess) -> None:
     bench("daemon_overhead_ms", (t_sock - t_in) * 1000, "ms")
 
 
+def _asker(b: TransformersBackend, beams: int):
+    """A call asking a new question about the same schema each time."""
+    questions = iter(QUESTIONS[1:] * 2)
+    return lambda: b.generate([job(SCHEMA + next(questions), 20, beams)])
+
+
 def prefix_cache(model: Path) -> None:
     cached = backend(model, "--prefix-cache-min-tokens", "16")
     plain = backend(model, "--prefix-cache-bytes", "0")
@@ -82,10 +88,8 @@ def prefix_cache(model: Path) -> None:
         cached.prefix_cache.clear()
         cached.generate([job(SCHEMA + QUESTIONS[0], 20, beams)])  # the schema is now cached
         plain.generate([job(SCHEMA + QUESTIONS[0], 20, beams)])
-        qs = iter(QUESTIONS[1:] * 2)
-        t_cached = median_s(lambda: cached.generate([job(SCHEMA + next(qs), 20, beams)]), 5)
-        qs = iter(QUESTIONS[1:] * 2)
-        t_plain = median_s(lambda: plain.generate([job(SCHEMA + next(qs), 20, beams)]), 5)
+        t_cached = median_s(_asker(cached, beams), 5)
+        t_plain = median_s(_asker(plain, beams), 5)
         print(f"# beams={beams}: uncached {t_plain * 1000:.0f} ms, cached {t_cached * 1000:.0f} ms", flush=True)
         bench(name, t_plain / t_cached, "x")
 

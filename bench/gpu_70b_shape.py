@@ -187,8 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     wbytes = weight_bytes(model)
     bw = bandwidth_gbs(args.device, args.bandwidth_gbs)
     floor_s = wbytes / (bw * 1e9) if bw else None
-    print(f"# device {args.device}"
-          f"{' (' + torch.cuda.get_device_name(torch.device(args.device)) + ')' if args.device.startswith('cuda') else ''}"
+    name = torch.cuda.get_device_name(torch.device(args.device)) if args.device.startswith("cuda") else "cpu"
+    print(f"# device {args.device} ({name})"
           f", bandwidth {bw or 'unknown'} GB/s, built in {time.perf_counter() - t0:.0f} s", flush=True)
     bench("gpu70b_weight_gib", wbytes / 2**30, "GiB")
 

@@ -127,8 +127,8 @@ def test_sigterm_drains_in_flight_requests_and_logs_each(random_model: Path, tmp
     port = _free_port()
     d = DaemonProcess(random_model, socket_path(),
                       ["--quantize", "none", "--device-map", "cpu", "--metrics-listen", f"127.0.0.1:{port}",
-                       "--log-prompts", "true", "--max-new-tokens", "4000", "--drain-timeout-s", "600"], log_path=tmp_path / "daemon.log")
-    d.start_timeout = 0  # start() below polls by hand to watch the loading state
+                       "--log-prompts", "true", "--max-new-tokens", "4000", "--drain-timeout-s", "600"],
+                      log_path=tmp_path / "daemon.log")
     seen_loading = threading.Event()
 
     def watch() -> None:
@@ -143,9 +143,8 @@ def test_sigterm_drains_in_flight_requests_and_logs_each(random_model: Path, tmp
                 pass
             time.sleep(0.02)
 
-    watcher = threading.Thread(target=watch)
+    watcher = threading.Thread(target=watch)  # polls /status while the model loads
     watcher.start()
-    d.start_timeout = 180
     with d:
         watcher.join()
         assert seen_loading.is_set(), "the metrics listener never reported state 'loading' before the socket"

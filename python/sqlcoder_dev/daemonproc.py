@@ -109,7 +109,10 @@ class DaemonProcess:
         self.env = env
         self.proc: subprocess.Popen | None = None
         self._own_log = log_path is None
-        self.log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="sqlcoder-daemon-", suffix=".log")[1])
+        if log_path is None:
+            fd, log_path = tempfile.mkstemp(prefix="sqlcoder-daemon-", suffix=".log")
+            os.close(fd)
+        self.log_path = Path(log_path)
         self._log_file = None
 
     @property

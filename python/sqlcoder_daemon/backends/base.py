@@ -53,5 +53,5 @@ class Backend(abc.ABC):
     def context_length(self) -> int | None:
         return self.info().get("context_length")
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most backends have nothing to release
         """Release resources at shutdown."""

@@ -67,7 +67,8 @@ class OpenAIBackend(Backend):
 
     def __init__(self, settings: Settings):
         super().__init__(settings)
-        self.remote = _Remote(settings.openai_url, settings.get("openai_api_key"), settings.get("openai_timeout_s", 600))
+        self.remote = _Remote(settings.openai_url, settings.get("openai_api_key"),
+                              settings.get("openai_timeout_s", 600))
         self.remote_model = settings.get("openai_model") or settings.model
         self.tokenizer = None
         self._tok_lock = threading.Lock()
@@ -90,7 +91,8 @@ class OpenAIBackend(Backend):
             "device": f"remote:{self.settings.openai_url}",
             "quantization": "remote",
             "dtype": "remote",
-            "context_length": entry.get("max_model_len") or (self.tokenizer.model_max_length if self.tokenizer else None),
+            "context_length": entry.get("max_model_len")
+            or (self.tokenizer.model_max_length if self.tokenizer else None),
             "remote_model": self.remote_model,
         }
         log.info("forwarding to %s (model %s)", self.settings.openai_url, self.remote_model)

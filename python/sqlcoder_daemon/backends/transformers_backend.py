@@ -76,7 +76,8 @@ class TransformersBackend(Backend):
         self.model = None
         self.tokenizer = None
         self._tok_lock = threading.Lock()  # fast tokenizers are not safe to share across threads
-        self.prefix_cache = PrefixCache(settings.get("prefix_cache_bytes", 0), settings.get("prefix_cache_min_tokens", 32))
+        self.prefix_cache = PrefixCache(settings.get("prefix_cache_bytes", 0),
+                                        settings.get("prefix_cache_min_tokens", 32))
         self._info: dict[str, Any] = {}
         self.memory_estimate: dict[str, Any] | None = None
 
