@@ -121,6 +121,7 @@ def test_a_write_is_refused_by_postgresql_itself(analyst) -> None:
     with pytest.raises(psycopg.errors.ReadOnlySqlTransaction) as err:
         analyst.execute("SELECT * FROM sqlcoder.execute($$SELECT nextval('customers_id_seq')$$)")
     assert "read-only transaction" in str(err.value)
+    assert "SQL: SELECT nextval('customers_id_seq')" in err.value.diag.message_detail
     assert analyst.execute("SELECT 1").fetchone()[0] == 1
 
 
@@ -151,6 +152,7 @@ def test_time_limit_cancels_with_a_clear_error(analyst, query: str) -> None:
     assert analyst.execute("SELECT 1").fetchone()[0] == 1  # the session is usable, no stray cancel pending
 
 
+@pytest.mark.slow
 def test_a_query_finishing_just_at_the_limit_leaves_no_stray_cancel(analyst) -> None:
     """Fire races: whichever way each call ends, the next statement never meets a leftover cancel."""
     outcomes = set()

@@ -26,6 +26,7 @@ Exception tree::
     │   ├── QueryTooExpensive         54000  planner cost over max_query_cost
     │   └── SuperuserRefused          42501  a superuser may not run generated SQL
     ├── TimeLimitExceeded             57014  query_timeout_ms passed (the watchdog cancelled it)
+    ├── QueryFailed                   (PostgreSQL's own) the query failed while running; DETAIL adds the SQL
     └── FeedbackError                 02000  no history entry of yours with that id
 
 They are plain Python exceptions so the package can be tested without a
@@ -40,7 +41,7 @@ __all__ = [
     "DaemonProtocolError", "DaemonBusy", "ModelTimeout", "DaemonRejected", "NoSQLGenerated",
     "DaemonReplyTooLarge", "DaemonVersionMismatch", "SqlRefused", "InvalidSql", "EmptySql",
     "MultipleStatements", "NotAPlainQuery", "QueryTooExpensive", "SuperuserRefused", "TimeLimitExceeded",
-    "FeedbackError",
+    "FeedbackError", "QueryFailed",
 ]
 
 
@@ -191,3 +192,12 @@ class TimeLimitExceeded(SqlcoderError):
 class FeedbackError(SqlcoderError):
     sqlstate = "02000"
     hint = "Pass the id of one of your own rows in sqlcoder.history."
+
+
+class QueryFailed(SqlcoderError):
+    """PostgreSQL refused the query while running it (read-only, privileges, ...): its SQLSTATE, plus the SQL."""
+
+    def __init__(self, message: str, *, sqlstate: str | None = None, detail: str | None = None,
+                 hint: str | None = None):
+        super().__init__(message, detail=detail, hint=hint)
+        self.sqlstate = sqlstate or "XX000"

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypeVar
 
 from . import guard
-from .errors import SuperuserRefused, TimeLimitExceeded
+from .errors import QueryFailed, SuperuserRefused, TimeLimitExceeded
 from .watchdog import Watchdog, absorb_pending_cancel
 
 __all__ = ["QueryResult", "search_path_of", "in_caller_context", "run_query", "guard_only", "refuse_superuser"]
@@ -138,7 +138,14 @@ def run_query(plpy: Any, sql: Any, *, caller_path: Sequence[str] | None, max_row
     def work() -> tuple[guard.CheckedQuery, list[str]]:
         checked = guard.check(plpy, sql, max_rows=max_rows, max_cost=max_cost)
         checked_sql.append(checked.sql)
-        rows = [r["row"] for r in plpy.execute(helper, [checked.runnable, search_path_of(caller_path)])]
+        try:
+            rows = [r["row"] for r in plpy.execute(helper, [checked.runnable, search_path_of(caller_path)])]
+        except plpy.SPIError as exc:
+            if guard.is_interrupt(exc):
+                raise
+            raise QueryFailed(str(exc.args[0]) if exc.args else str(exc), sqlstate=getattr(exc, "sqlstate", None),
+                              detail=guard.detail_for(checked.sql, getattr(exc, "detail", None)),
+                              hint=getattr(exc, "hint", None)) from None
         return checked, rows
 
     try:

@@ -29,7 +29,7 @@ from typing import Any
 
 from .errors import EmptySql, InvalidSql, MultipleStatements, NotAPlainQuery, QueryTooExpensive
 
-__all__ = ["CheckedQuery", "check", "strip_sql", "detail_for"]
+__all__ = ["CheckedQuery", "check", "strip_sql", "detail_for", "is_interrupt"]
 
 _ALIAS = "sqlcoder_q"
 _MAX_DETAIL_CHARS = 4000
@@ -87,7 +87,7 @@ def check(plpy: Any, sql: Any, *, max_rows: int, max_cost: float | None) -> Chec
     try:
         plpy.prepare(runnable)
     except plpy.SPIError as exc:
-        if _is_interrupt(exc):
+        if is_interrupt(exc):
             raise
         _, message = _spi_fields(exc)
         raise NotAPlainQuery("sqlcoder runs only a plain query (SELECT, VALUES, TABLE, or WITH without "
@@ -100,7 +100,7 @@ def check(plpy: Any, sql: Any, *, max_rows: int, max_cost: float | None) -> Chec
     return CheckedQuery(sql=text, runnable=runnable, cost=cost)
 
 
-def _is_interrupt(exc: Exception) -> bool:
+def is_interrupt(exc: Exception) -> bool:
     # A cancel or timeout that lands during a guard step is not a verdict on the SQL.
     return getattr(exc, "sqlstate", None) in ("57014", "57P01", "57P02", "57P03", "40001", "40P01", "55P03")
 
@@ -109,7 +109,7 @@ def _prepare(plpy: Any, text: str, shown: str) -> Any:
     try:
         return plpy.prepare(text)
     except plpy.SPIError as exc:
-        if _is_interrupt(exc):
+        if is_interrupt(exc):
             raise
         sqlstate, message = _spi_fields(exc)
         raise InvalidSql(f"sqlcoder refused the SQL: {message}", sqlstate=sqlstate or "42601",
@@ -120,7 +120,7 @@ def _one_row_returning_statement(plpy: Any, plan: Any, text: str) -> None:
     try:
         cursor = plpy.cursor(plan)
     except plpy.SPIError as exc:
-        if _is_interrupt(exc):
+        if is_interrupt(exc):
             raise
         sqlstate, message = _spi_fields(exc)
         if sqlstate not in ("42P11", "34000"):  # not SPI's cursor verdict: e.g. permission denied at executor start
