@@ -227,3 +227,19 @@ def test_a_users_cancel_during_the_query_stays_a_users_cancel(pg: Cluster, analy
         analyst.execute("SELECT * FROM sqlcoder.execute('SELECT pg_sleep(3)')")
     assert "user request" in str(err.value) and "time limit" not in str(err.value)
     assert analyst.execute("SELECT 1").fetchone()[0] == 1
+
+
+def test_a_watchdog_firing_after_the_work_ended_is_absorbed(admin) -> None:
+    """The race itself, forced: the work outlives the limit without an interrupt check, then returns."""
+    import subprocess
+    sharedir = subprocess.run(["pg_config", "--sharedir"], capture_output=True, text=True).stdout.strip()
+    admin.execute(f"""
+        CREATE FUNCTION pg_temp.late_watchdog() RETURNS text LANGUAGE plpython3u AS $$
+        import sys, time
+        sys.path.insert(0, "{sharedir}/extension/sqlcoder_python/0.2.0")
+        from sqlcoder import execute
+        # time.sleep checks no PostgreSQL interrupt: the SIGINT stays pending until absorbed
+        return execute.in_caller_context(plpy, ["public"], 0.2, lambda: time.sleep(0.8) or "finished")
+        $$""")
+    assert admin.execute("SELECT pg_temp.late_watchdog()").fetchone()[0] == "finished"
+    assert admin.execute("SELECT 1").fetchone()[0] == 1
