@@ -97,3 +97,30 @@ def test_output_identical_with_and_without_cache(long_prompt_model: Path, quanti
     # First prompt: a miss. Second: the schema (and the template) is reused. Third: repeats the first prompt.
     assert reused[0] == 0 and n_schema <= reused[1] < reused[2] == cached.count_tokens([prompts[2]])[0]
     assert cached.stats()["prefix_cache"]["hits"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("beams", [1, 4])
+def test_a_batch_shares_the_cached_schema(long_prompt_model: Path, beams: int) -> None:
+    """Prompts of different lengths batched over one cached prefix answer as they do alone and uncached."""
+    torch.set_num_threads(1)
+    args = ["--model", str(long_prompt_model), "--quantize", "none", "--device-map", "cpu"]
+    cached = TransformersBackend(load_settings(args + ["--prefix-cache-min-tokens", "16"]))
+    plain = TransformersBackend(load_settings(args + ["--prefix-cache-bytes", "0"]))
+    cached.load()
+    plain.load()
+    questions = ["How many?", "Which customers spent the most money last year?", "List t7 rows by total"]
+
+    def jobs(qs: list[str]) -> list[Job]:
+        return [Job(GenerateRequest(id=str(i), op="generate", prompt=f"{SCHEMA}-- {q}\nSELECT", max_new_tokens=12,
+                                    num_beams=beams, timeout_ms=600_000)) for i, q in enumerate(qs)]
+
+    alone = [plain.generate([j])[0] for j in jobs(questions)]
+    first = cached.generate(jobs(questions))  # computes and stores the shared prefix once
+    again = cached.generate(jobs(questions[::-1]))  # reuses it
+    for a, b in zip(alone, first):
+        assert (a.text, a.finish_reason, a.completion_tokens) == (b.text, b.finish_reason, b.completion_tokens)
+    for a, b in zip(alone[::-1], again):
+        assert (a.text, a.completion_tokens) == (b.text, b.completion_tokens)
+    assert all(r.cached_tokens == 0 for r in first)
+    assert all(r.cached_tokens >= cached.count_tokens([SCHEMA])[0] for r in again)

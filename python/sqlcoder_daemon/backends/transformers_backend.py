@@ -204,9 +204,11 @@ class TransformersBackend(Backend):
             gen_kwargs["early_stopping"] = False  # transformers' default, stated so reference behaviour is pinned
         cached = [0] * len(prompts)
         with torch.inference_mode():
-            if len(prompts) == 1 and self.prefix_cache.enabled:
-                input_ids, attention_mask, cache, cached[0] = self._with_prefix_cache(prompts[0], req.num_beams)
+            prepared = self._with_prefix_cache(prompts, req.num_beams) if self.prefix_cache.enabled else None
+            if prepared is not None:
+                input_ids, attention_mask, cache, reused = prepared
                 gen_kwargs[self._cache_kw] = cache
+                cached = [reused] * len(prompts)
             else:
                 batch = self.tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt")
                 input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
@@ -230,38 +232,51 @@ class TransformersBackend(Backend):
                                             completion_tokens=len(completion), cached_tokens=n_cached))
         return results
 
-    def _with_prefix_cache(self, ids: list[int], num_beams: int):
-        """Input tensors plus a KV cache covering all but the last prompt token, reusing a cached prefix.
+    def _with_prefix_cache(self, prompts: list[list[int]], num_beams: int):
+        """Inputs plus a KV cache of the prefix the batch's prompts share, reusing a cached one; None if too short.
 
-        The prompt's own cache (minus its last token, which ``generate`` must
-        feed) is stored for later prompts; a beam search gets the batch-1 cache
-        repeated once per beam, as beam search expects.
+        For one prompt the shared prefix is all but its last token (``generate``
+        must feed at least one). The prefix's cache is stored for later prompts.
+        Each prompt's remaining suffix follows the prefix after padding placed in
+        the middle: the attention mask hides it and ``generate`` numbers positions
+        from the mask, so every suffix continues right where the prefix ends. The
+        batch-1 cache is repeated once per row (prompts x beams), as beam search expects.
         """
         import torch
         from transformers import DynamicCache
 
-        tokens = torch.tensor(ids, dtype=torch.long)
-        dev = self.input_device
-        n = len(ids) - 1
+        shortest = min(len(p) for p in prompts) - 1
+        first = torch.tensor(prompts[0], dtype=torch.long)
+        n = shortest
+        for other in prompts[1:]:
+            diff = torch.nonzero(first[:n] != torch.tensor(other[:n], dtype=torch.long))
+            n = n if len(diff) == 0 else int(diff[0])
+        if n < self.prefix_cache.min_tokens:
+            return None
+        tokens = first[:n]
         reused, entry = self.prefix_cache.lookup(tokens, n)
-        if entry is not None:
-            cache = new_cache(entry.layers, reused)
-        else:
-            cache = DynamicCache()
+        cache = new_cache(entry.layers, reused) if entry is not None else DynamicCache()
         if reused < n:
             # Prefill the rest of the prefix ourselves, so its cache can be stored.
-            chunk = tokens[reused:n].unsqueeze(0).to(dev)
-            mask = torch.ones(1, n, dtype=torch.long, device=dev)
-            pos = torch.arange(reused, n, device=dev).unsqueeze(0)
-            self.model(input_ids=chunk, attention_mask=mask, position_ids=pos, use_cache=True,
-                       **{self._cache_kw: cache})
+            dev = self.input_device
+            self.model(input_ids=tokens[reused:].unsqueeze(0).to(dev),
+                       attention_mask=torch.ones(1, n, dtype=torch.long, device=dev),
+                       position_ids=torch.arange(reused, n, device=dev).unsqueeze(0),
+                       use_cache=True, **{self._cache_kw: cache})
             # generate() grows and reorders the cache by building new tensors, never in place,
             # so the stored tensors stay valid while the cache object moves on.
-            self.prefix_cache.store(tokens[:n], cache_layers(cache))
-        if num_beams > 1:
-            cache.batch_repeat_interleave(num_beams)
-        input_ids = tokens.unsqueeze(0)
-        return input_ids, torch.ones_like(input_ids), cache, reused
+            self.prefix_cache.store(tokens, cache_layers(cache))
+        rows = len(prompts) * num_beams
+        if rows > 1:
+            cache.batch_repeat_interleave(rows)
+        suffixes = [p[n:] for p in prompts]
+        width = max(len(sfx) for sfx in suffixes)
+        prefix = prompts[0][:n]
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([prefix + [pad] * (width - len(sfx)) + sfx for sfx in suffixes], dtype=torch.long)
+        mask = torch.tensor([[1] * n + [0] * (width - len(sfx)) + [1] * len(sfx) for sfx in suffixes],
+                            dtype=torch.long)
+        return input_ids, mask, cache, reused
 
 
 def memory_stats() -> dict[str, Any]:
