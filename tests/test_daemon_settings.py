@@ -16,10 +16,12 @@ def test_defaults_match_the_reference_inference() -> None:
     assert s.max_request_bytes == 4 * 1024 * 1024 and s.allow_uid == [] and s.device_map == "auto"
 
 
-def test_help_lists_every_setting() -> None:
+def test_help_and_operator_docs_list_every_setting() -> None:
     text = build_parser().format_help()
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "daemon.md").read_text()
     for setting in SETTINGS:
         assert setting.option in text
+        assert f"| `{setting.option}` | `{setting.name}` |" in docs, f"docs/daemon.md lacks {setting.option}"
 
 
 def test_config_file_then_flags(tmp_path: Path) -> None:
