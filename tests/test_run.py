@@ -243,3 +243,19 @@ def test_a_watchdog_firing_after_the_work_ended_is_absorbed(admin) -> None:
         $$""")
     assert admin.execute("SELECT pg_temp.late_watchdog()").fetchone()[0] == "finished"
     assert admin.execute("SELECT 1").fetchone()[0] == 1
+
+
+@pytest.mark.slow
+def test_run_through_the_real_daemon_matches_the_gold_sql(pg: Cluster, new_db, tiny_daemon) -> None:
+    """End to end: the trained tiny model's SQL, run read-only, gives the same rows as the reference SQL."""
+    from sqlcoder_dev import shop
+    item = shop.sample_questions()[0]
+    db = new_db(socket=tiny_daemon.socket_path)  # the schema the tiny model was trained on, unchanged
+    with pg.connect(db) as admin:
+        admin.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{ROLE}"')
+        admin.execute("SELECT sqlcoder.grant_access(%s::regrole)", (ROLE,))
+    with pg.connect(db, user=ROLE) as conn:
+        got = [r[0] for r in conn.execute("SELECT r::text FROM sqlcoder.run(%s) r", (item["question"],))]
+        expected = [r[0] for r in conn.execute(f"SELECT row_to_json(q)::text FROM ({item['sql'].rstrip(';')}) q")]
+    assert got == expected and got
+    pg.psql(f'DROP OWNED BY "{ROLE}"', dbname=db)
