@@ -133,7 +133,7 @@ def test_fuzz_request_objects(obj) -> None:
 
 
 @pytest.mark.slow
-@settings(max_examples=5000, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@settings(max_examples=4000, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 @given(_spliced | st.binary(max_size=40))
 def test_fuzz_arbitrary_lines(raw: bytes) -> None:
     _check(raw)
