@@ -61,17 +61,26 @@ def median_s(fn, n: int) -> float:
     return statistics.median(samples)
 
 
-def overhead(model: Path, daemon: DaemonProcess) -> None:
-    prompt, n = "SELECT count(*) FROM orders WHERE", 25
+def overhead(model: Path, daemon: DaemonProcess, n: int = 31) -> None:
+    """Socket round trip vs in-process generate, interleaved so that load on the machine hits both alike."""
+    prompt = "SELECT count(*) FROM orders WHERE"
     inproc = backend(model, "--prefix-cache-bytes", "0")
     msg = {"v": 1, "id": "o", "op": "generate", "prompt": prompt, "max_new_tokens": 8, "num_beams": 1}
+    t_sock, t_in, t_served = [], [], []
     with Connection(daemon.socket_path) as c:
-        for _ in range(3):  # warm both paths
-            c.ask(msg)
+        for i in range(n + 3):
+            t0 = time.perf_counter()
+            reply = c.ask(msg)
+            t1 = time.perf_counter()
             inproc.generate([job(prompt, 8, 1)])
-        t_sock = median_s(lambda: c.ask(msg), n)
-        t_in = median_s(lambda: inproc.generate([job(prompt, 8, 1)]), n)
-    bench("daemon_overhead_ms", (t_sock - t_in) * 1000, "ms")
+            t2 = time.perf_counter()
+            if i >= 3:  # the first calls warm both paths
+                t_sock.append(t1 - t0)
+                t_in.append(t2 - t1)
+                t_served.append(t1 - t0 - reply["timings"]["generate_ms"] / 1000)
+    print(f"# socket {statistics.median(t_sock) * 1000:.2f} ms, in-process {statistics.median(t_in) * 1000:.2f} ms; "
+          f"round trip minus the daemon's own generate_ms: {statistics.median(t_served) * 1000:.2f} ms", flush=True)
+    bench("daemon_overhead_ms", (statistics.median(t_sock) - statistics.median(t_in)) * 1000, "ms")
 
 
 def _asker(b: TransformersBackend, beams: int):
