@@ -101,12 +101,14 @@ def _mem_available() -> int:
 
 
 def check_fits(config: Any, *, quantize: str, dtype: str, device_map: Any, max_memory: dict | None,
-               model_name: str) -> dict[str, Any]:
-    """Raise :class:`InsufficientMemory` with advice when the weights plus headroom exceed available memory."""
+               model_name: str, extra_bytes: int = 0) -> dict[str, Any]:
+    """Raise :class:`InsufficientMemory` with advice when the weights plus headroom (and ``extra_bytes``,
+    the prefix cache's budget) exceed available memory."""
     weights = estimate_weight_bytes(config, quantize, dtype)
-    need = weights + max(OVERHEAD_MIN, int(weights * OVERHEAD_FRACTION))
+    need = weights + max(OVERHEAD_MIN, int(weights * OVERHEAD_FRACTION)) + extra_bytes
     have, where = available_bytes(device_map, max_memory)
-    report = {"weights_bytes": weights, "needed_bytes": need, "available_bytes": have, "where": where}
+    report = {"weights_bytes": weights, "needed_bytes": need, "available_bytes": have, "where": where,
+              "prefix_cache_bytes": extra_bytes}
     log.info("memory estimate for %s (%s): weights %s, with headroom %s; %s: %s", model_name, quantize,
              format_bytes(weights), format_bytes(need), where, format_bytes(have))
     if need > have:
@@ -115,6 +117,8 @@ def check_fits(config: Any, *, quantize: str, dtype: str, device_map: Any, max_m
             nf4 = estimate_weight_bytes(config, "nf4", dtype)
             advice.append(f"--quantize nf4 (weights about {format_bytes(nf4)})")
         advice.append("a smaller model (e.g. defog/sqlcoder-7b-2 instead of a 70B one)")
+        if extra_bytes:
+            advice.append("a smaller --prefix-cache-bytes")
         advice.append("more GPUs or a larger --max-memory")
         raise InsufficientMemory(
             f"{model_name} needs about {format_bytes(need)} ({format_bytes(weights)} of weights with "

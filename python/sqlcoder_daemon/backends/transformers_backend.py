@@ -111,7 +111,8 @@ class TransformersBackend(Backend):
         config = AutoConfig.from_pretrained(s.model, trust_remote_code=trust)
         if s.get("check_memory", True):
             self.memory_estimate = check_fits(config, quantize=s.quantize, dtype=dtype_name, device_map=device_map,
-                                              max_memory=max_memory, model_name=s.model)
+                                              max_memory=max_memory, model_name=s.model,
+                                              extra_bytes=self.prefix_cache.max_bytes)
         kwargs: dict[str, Any] = {"device_map": device_map, "trust_remote_code": trust}
         dtype_kw = "dtype" if "dtype" in inspect.signature(AutoModelForCausalLM.from_pretrained).parameters or \
             int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
