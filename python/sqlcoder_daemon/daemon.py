@@ -16,7 +16,7 @@ from .connection import handle_connection
 from .errors import Cancelled, DaemonError
 from .jobs import GenerationResult, Job
 from .metrics import Metrics
-from .protocol import PROTOCOL_VERSION, Limits
+from .protocol import PROTOCOL_VERSION, Limits, ok_reply
 from .scheduler import Scheduler
 from .settings import Settings
 from .unixsocket import bind_socket, remove_socket, resolve_allowlist
@@ -49,6 +49,11 @@ class Daemon:
         #: Requests read but not yet answered, across all connections.
         self.active_requests = 0
 
+    @property
+    def model_name(self) -> str | None:
+        """``--model``, or for the openai backend without one, the model the remote server serves."""
+        return self.settings.model or self.backend.info().get("remote_model")
+
     # -- requests ------------------------------------------------------------
     def run_job(self, job: Job, gone: Callable[[], bool] = lambda: False, peer_uid: int | None = None
                 ) -> GenerationResult:
@@ -78,12 +83,10 @@ class Daemon:
             self._log_request(job, outcome, peer_uid)
 
     def generate_reply(self, job: Job, result: GenerationResult) -> dict[str, Any]:
-        from .protocol import ok_reply
-
         return ok_reply(
             job.request.id,
             text=result.text,
-            model=self.settings.model,
+            model=self.model_name,
             finish_reason=result.finish_reason,
             usage={"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
                    "cached_prompt_tokens": result.cached_tokens},
@@ -114,7 +117,7 @@ class Daemon:
         requests["queued"] = self.scheduler.queued
         out: dict[str, Any] = {
             "state": self.state,
-            "model": self.settings.model,
+            "model": self.model_name,
             "backend": self.backend.name,
             "device": info.get("device"),
             "quantization": info.get("quantization"),

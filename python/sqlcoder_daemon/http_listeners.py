@@ -141,7 +141,7 @@ class _OpenAIHandler(_Handler):
         d = self.server.sqlcoder
         if self.path.rstrip("/") in ("/v1/models", "/models"):
             self._json(200, {"object": "list", "data": [{
-                "id": d.settings.model, "object": "model", "owned_by": "sqlcoder",
+                "id": d.model_name, "object": "model", "owned_by": "sqlcoder",
                 "max_model_len": d.backend.info().get("context_length")}]})
         else:
             self._error(404, f"no route {self.path}", "not_found")
@@ -206,7 +206,7 @@ class _OpenAIHandler(_Handler):
             if isinstance(stop, str) and stop and stop in text:
                 text, finish = text[: text.index(stop)], "stop"
         self._json(200, {
-            "id": f"cmpl-{rid}", "object": "text_completion", "created": int(time.time()), "model": d.settings.model,
+            "id": f"cmpl-{rid}", "object": "text_completion", "created": int(time.time()), "model": d.model_name,
             "choices": [{"index": 0, "text": text, "logprobs": None,
                          "finish_reason": "length" if finish == "length" else "stop"}],
             "usage": {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
