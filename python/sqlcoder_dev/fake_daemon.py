@@ -128,7 +128,10 @@ class FakeDaemon:
             except socket.timeout:
                 continue
             except OSError:
-                return
+                if self._stop.is_set():
+                    return
+                time.sleep(0.05)  # e.g. out of file descriptors for a moment: keep serving
+                continue
             thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
             thread.start()
 
