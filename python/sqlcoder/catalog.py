@@ -23,13 +23,17 @@ EXCLUDED_SCHEMAS = ("pg_catalog", "information_schema", "sqlcoder")
 # (parents only), views, materialized views, foreign tables, in path order.
 # `shadowed`: a relation of the same name in an earlier path schema (pg_catalog
 # and pg_temp included) would catch the bare name, so this one is qualified.
-# Columns, keys and foreign keys come aggregated as JSON per relation: one
-# row per table rather than per column keeps PL/Python's conversion cheap.
+# A relation's columns come as one text (fields split by U+001F, columns by
+# U+001E, enum labels by U+001D; those characters are blanked in user text):
+# one row per table, and splitting a string in Python costs far less than
+# PL/Python converting a row per column or parsing JSON. Keys and foreign keys
+# (few per table) come as JSON. Per-column privileges are checked only on
+# tables the caller cannot select as a whole.
 _SCHEMA_SQL = """
 WITH path AS (
   SELECT nspname, ord FROM pg_catalog.unnest($1::name[]) WITH ORDINALITY AS p(nspname, ord)
 ), rels AS (
-  SELECT c.oid, c.relname, c.relkind, n.nspname, p.ord
+  SELECT c.oid, c.relname, c.relkind, n.nspname, p.ord, pg_catalog.has_table_privilege(c.oid, 'SELECT') AS whole
   FROM path p
   JOIN pg_catalog.pg_namespace n ON n.nspname = p.nspname
   JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid
@@ -38,38 +42,51 @@ WITH path AS (
     AND n.nspname <> ALL ($2::name[])
     AND n.nspname !~ '^pg_toast'
     AND pg_catalog.has_any_column_privilege(c.oid, 'SELECT')
+), earlier AS (
+  SELECT c.relname, pg_catalog.min(p.ord) AS ord
+  FROM path p
+  JOIN pg_catalog.pg_namespace n ON n.nspname = p.nspname
+  JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid
+  GROUP BY c.relname
 ), enums AS (
-  SELECT enumtypid, pg_catalog.array_agg(enumlabel ORDER BY enumsortorder) AS labels
+  SELECT enumtypid,
+         pg_catalog.string_agg(pg_catalog.translate(enumlabel, E'\\x1d\\x1e\\x1f', '   '), E'\\x1d'
+                               ORDER BY enumsortorder) AS labels
   FROM pg_catalog.pg_enum GROUP BY enumtypid
 ), vcols AS (
   SELECT a.attrelid, a.attnum, a.attname, a.atttypid, a.atttypmod, a.attnotnull, a.attidentity, a.attgenerated
   FROM rels r
   JOIN pg_catalog.pg_attribute a ON a.attrelid = r.oid
   WHERE a.attnum > 0 AND NOT a.attisdropped
-    AND pg_catalog.has_column_privilege(a.attrelid, a.attnum, 'SELECT')
+    AND (r.whole OR pg_catalog.has_column_privilege(a.attrelid, a.attnum, 'SELECT'))
 ), types AS (
   -- format_type qualifies types outside pg_catalog (this function pins its
   -- search_path); the prefix is dropped again where the caller's path would
-  -- find the type by its bare name.
-  SELECT t.oid, pg_catalog.quote_ident(n.nspname) || '.' AS prefix
+  -- find the type by its bare name. A subquery per distinct type: index
+  -- lookups, where a join would scan all of pg_type (two rows per table).
+  SELECT u.atttypid AS oid,
+         (SELECT pg_catalog.quote_ident(n.nspname) || '.'
+          FROM pg_catalog.pg_type t
+          JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+          JOIN path p ON p.nspname = n.nspname
+          WHERE t.oid = u.atttypid AND n.nspname <> 'pg_catalog'
+            AND NOT EXISTS (SELECT 1 FROM path p2
+                            JOIN pg_catalog.pg_namespace n2 ON n2.nspname = p2.nspname
+                            JOIN pg_catalog.pg_type t2 ON t2.typnamespace = n2.oid AND t2.typname = t.typname
+                            WHERE p2.ord < p.ord)) AS prefix
   FROM (SELECT DISTINCT atttypid FROM vcols) u
-  JOIN pg_catalog.pg_type t ON t.oid = u.atttypid
-  JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
-  JOIN path p ON p.nspname = n.nspname
-  WHERE n.nspname <> 'pg_catalog'
-    AND NOT EXISTS (SELECT 1 FROM path p2
-                    JOIN pg_catalog.pg_namespace n2 ON n2.nspname = p2.nspname
-                    JOIN pg_catalog.pg_type t2 ON t2.typnamespace = n2.oid AND t2.typname = t.typname
-                    WHERE p2.ord < p.ord)
 ), cols AS (
   SELECT a.attrelid,
-         pg_catalog.json_agg(pg_catalog.json_build_array(
+         pg_catalog.string_agg(pg_catalog.concat_ws(E'\\x1f',
            a.attnum, pg_catalog.quote_ident(a.attname),
            CASE WHEN pg_catalog.starts_with(ft.ft, ty.prefix) THEN pg_catalog.substr(ft.ft, pg_catalog.length(ty.prefix) + 1)
                 ELSE ft.ft END,
            a.attnotnull, a.attidentity,
-           CASE WHEN a.attgenerated <> '' THEN pg_catalog.pg_get_expr(ad.adbin, ad.adrelid) END,
-           d.description, e.labels) ORDER BY a.attnum) AS columns
+           CASE WHEN a.attgenerated <> '' THEN pg_catalog.translate(pg_catalog.pg_get_expr(ad.adbin, ad.adrelid),
+                                                                    E'\\x1d\\x1e\\x1f', '   ')
+                ELSE '' END,
+           pg_catalog.translate(COALESCE(d.description, ''), E'\\x1d\\x1e\\x1f', '   '),
+           COALESCE(e.labels, '')), E'\\x1e' ORDER BY a.attnum) AS columns
   FROM vcols a
   CROSS JOIN LATERAL (SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) AS ft) ft
   LEFT JOIN types ty ON ty.oid = a.atttypid
@@ -100,15 +117,13 @@ SELECT r.oid::pg_catalog.int8 AS oid,
        pg_catalog.quote_ident(r.relname) AS name,
        r.relkind AS kind,
        d.description AS comment,
-       EXISTS (SELECT 1 FROM path p2
-               JOIN pg_catalog.pg_namespace n2 ON n2.nspname = p2.nspname
-               JOIN pg_catalog.pg_class c2 ON c2.relnamespace = n2.oid AND c2.relname = r.relname
-               WHERE p2.ord < r.ord) AS shadowed,
-       cols.columns::text AS columns,
+       e.ord < r.ord AS shadowed,
+       cols.columns,
        keys.keys::text AS keys,
        fks.fks::text AS fks
 FROM rels r
 JOIN cols ON cols.attrelid = r.oid
+JOIN earlier e ON e.relname = r.relname
 LEFT JOIN keys ON keys.indrelid = r.oid
 LEFT JOIN fks ON fks.conrelid = r.oid
 LEFT JOIN pg_catalog.pg_description d
@@ -190,29 +205,31 @@ def _plan(plpy: Any, key: str, sql: str, types: Sequence[str] = ()) -> Any:
 
 
 def _table_from_row(row: dict[str, Any]) -> tuple[Table, dict[int, str], list[Any]]:
-    table = Table(oid=int(row["oid"]), schema=row["schema"], name=row["name"], kind=row["kind"],
-                  qualified=bool(row["shadowed"]), comment=row["comment"])
+    table = Table(int(row["oid"]), row["schema"], row["name"], row["kind"], bool(row["shadowed"]), row["comment"])
     names: dict[int, str] = {}
-    for attnum, name, type_, not_null, identity, generated, comment, labels in json.loads(row["columns"]):
-        names[attnum] = name
-        table.columns.append(Column(name=name, type=type_, not_null=not_null, identity=identity or "",
-                                    generated=generated or "", comment=comment, enum_labels=labels))
-    for primary, attnums in json.loads(row["keys"] or "[]"):
-        # A key is shown only when the caller sees all its columns.
-        if not attnums or any(n not in names for n in attnums):
-            continue
-        columns = tuple(names[n] for n in attnums)
-        if primary:
-            table.primary_key = columns
-        elif columns not in table.unique_keys:
-            table.unique_keys.append(columns)
-    by_name = {c.name: c for c in table.columns}
-    if len(table.primary_key) == 1:
-        by_name[table.primary_key[0]].primary_key = True
-    for key in table.unique_keys:
-        if len(key) == 1:
-            by_name[key[0]].unique = True
-    return table, names, json.loads(row["fks"] or "[]")
+    columns = table.columns
+    for record in row["columns"].split("\x1e"):
+        attnum, name, type_, not_null, identity, generated, comment, labels = record.split("\x1f")
+        names[int(attnum)] = name
+        columns.append(Column(name, type_, not_null == "t", False, False, identity, generated, comment or None,
+                              labels.split("\x1d") if labels else None))
+    if row["keys"]:
+        for primary, attnums in json.loads(row["keys"]):
+            # A key is shown only when the caller sees all its columns.
+            if not attnums or any(n not in names for n in attnums):
+                continue
+            key = tuple(names[n] for n in attnums)
+            if primary:
+                table.primary_key = key
+            elif key not in table.unique_keys:
+                table.unique_keys.append(key)
+        by_name = {c.name: c for c in columns}
+        if len(table.primary_key) == 1:
+            by_name[table.primary_key[0]].primary_key = True
+        for key in table.unique_keys:
+            if len(key) == 1:
+                by_name[key[0]].unique = True
+    return table, names, json.loads(row["fks"]) if row["fks"] else []
 
 
 def read_schema(plpy: Any, caller_path: Sequence[str]) -> Schema:
