@@ -129,8 +129,14 @@ def test_daemon_killed_mid_request(pg, conn, fake) -> None:
     victim = FakeDaemon(socket_dir() / "victim.sock").start()
     victim.misbehave("hang")
     set_config(pg, "socket_path", str(victim.path))
+    def kill_once_asked() -> None:
+        deadline = time.monotonic() + 20
+        while not any(r.get("op") == "generate" for r in victim.requests) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        victim.stop()
+
     try:
-        threading.Timer(0.5, victim.stop).start()
+        threading.Thread(target=kill_once_asked).start()
         err = ask_error(conn)
         assert err.sqlstate in ("08006", "08P01")
         assert "closed the connection" in err.diag.message_primary or "lost" in err.diag.message_primary
