@@ -172,12 +172,18 @@ def test_pg_cancel_backend_interrupts_a_call_waiting_on_the_model(pg, conn, fake
     before = len(fake.disconnects)
     cancelled_at: list[float] = []
 
+    asked = sum(r.get("op") == "generate" for r in fake.requests)
+
     def cancel() -> None:
+        deadline = time.monotonic() + 20  # cancel once the request is waiting on the model
+        while sum(r.get("op") == "generate" for r in fake.requests) == asked and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)
         with pg.connect(DB) as admin:
             cancelled_at.append(time.monotonic())
             admin.execute("SELECT pg_cancel_backend(%s)", (pid,))
 
-    threading.Timer(1.0, cancel).start()
+    threading.Thread(target=cancel).start()
     with pytest.raises(psycopg.errors.QueryCanceled) as err:
         conn.execute("SELECT sqlcoder.ask('how many customers are there?')")
     returned = time.monotonic()
