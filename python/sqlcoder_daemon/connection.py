@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 def client_gone(conn: socket.socket) -> bool:
     """True if the peer closed its end (EOF pending), without consuming any data it sent."""
     try:
-        ready, _, _ = select.select([conn], [], [], 0)
-        if not ready:
+        poller = select.poll()  # not select(): it fails on descriptors above 1023
+        poller.register(conn, select.POLLIN | select.POLLRDHUP)
+        if not poller.poll(0):
             return False
         return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
     except BlockingIOError:

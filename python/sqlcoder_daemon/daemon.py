@@ -61,13 +61,12 @@ class Daemon:
         outcome = "ok"
         try:
             self.scheduler.submit(job)
-            watching = True
             while True:
                 try:
                     return job.future.result(timeout=0.05)
                 except TimeoutError:
                     pass
-                if watching and gone():
+                if gone():
                     self.scheduler.cancel(job)
                     raise Cancelled()
         except Cancelled:
