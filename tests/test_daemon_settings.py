@@ -67,3 +67,8 @@ def test_cli_exit_status_for_bad_settings(capsys: pytest.CaptureFixture[str]) ->
 def test_max_memory_format() -> None:
     assert parse_max_memory("0=38GiB, 1=38GiB,cpu=64GiB") == {0: "38GiB", 1: "38GiB", "cpu": "64GiB"}
     assert parse_max_memory(None) is None
+
+
+def test_missing_model_directory_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--model", "/nonexistent/sqlcoder", "--socket", "/nonexistent/x.sock"]) == 1
+    assert "--model /nonexistent/sqlcoder: no such directory" in capsys.readouterr().err

@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import DaemonError, TooLarge
@@ -108,6 +109,9 @@ class TransformersBackend(Backend):
         dtype = getattr(torch, dtype_name)
         max_memory = parse_max_memory(s.max_memory)
         trust = bool(s.get("trust_remote_code"))
+        if s.model.startswith(("/", ".", "~")) and not Path(s.model).expanduser().is_dir():
+            # Otherwise the hub client reports it as a malformed repository id.
+            raise OSError(f"--model {s.model}: no such directory")
         config = AutoConfig.from_pretrained(s.model, trust_remote_code=trust)
         if s.get("check_memory", True):
             self.memory_estimate = check_fits(config, quantize=s.quantize, dtype=dtype_name, device_map=device_map,
