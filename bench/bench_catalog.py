@@ -15,6 +15,10 @@ Prints, per size n, ``BENCH <name> <value> <unit>`` lines:
 - ``catalog_speedup_vs_information_schema_split_<n>``: the same against a
   charitable baseline that reads each view once and joins in Python.
 
+Each timed figure also comes as ``..._cpu_ms_<n>``: the server backend's CPU
+time per call (from /proc), which stays meaningful on a machine busy with
+other work, where wall-clock figures are not.
+
 ``length()`` keeps the prompt's transfer to the client out of the figures:
 moving megabytes over a socket is not catalog work. The synthetic schema has
 ten columns per table (keys, a unique column, comments) and a foreign key from
@@ -24,6 +28,7 @@ nothing is pruned: the whole schema is rendered each time.
 
 from __future__ import annotations
 
+import os
 import re
 import statistics
 import sys
@@ -75,16 +80,30 @@ def install_baseline(conn: psycopg.Connection) -> None:
                  f"LANGUAGE plpython3u AS $body${body}$body$")
 
 
+def backend_cpu_ms(conn: psycopg.Connection) -> float:
+    """User plus system CPU time of the connection's server process so far."""
+    fields = Path(f"/proc/{conn.info.backend_pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 def median_ms(conn: psycopg.Connection, sql: str, runs: int, before: str | None = None,
               params: tuple = (QUESTION,)) -> float:
-    samples = []
+    return timed(conn, sql, runs, before, params)[0]
+
+
+def timed(conn: psycopg.Connection, sql: str, runs: int, before: str | None = None,
+          params: tuple = (QUESTION,)) -> tuple[float, float]:
+    """Median wall-clock ms of ``sql``, and the backend's mean CPU ms per run (``before`` not counted)."""
+    samples, cpu = [], 0.0
     for i in range(runs):
         if before:
             conn.execute(before.format(i=i))
+        cpu_before = backend_cpu_ms(conn)
         started = time.perf_counter()
         conn.execute(sql, params).fetchone()
         samples.append((time.perf_counter() - started) * 1000)
-    return statistics.median(samples)
+        cpu += backend_cpu_ms(conn) - cpu_before
+    return statistics.median(samples), cpu / runs
 
 
 def capped_ms(conn: psycopg.Connection, sql: str, runs: int, params: tuple) -> tuple[float, bool]:
@@ -106,14 +125,16 @@ def measure(pg: Cluster, db: str, n: int) -> None:
             if conn.execute("SELECT bench_infoschema_prompt(%s, %s)", (QUESTION, joined)).fetchone()[0] != ours:
                 sys.exit(f"bench_catalog: the information_schema reader's prompt differs at n={n} (joined={joined})")
         invalidate = "COMMENT ON TABLE t00000 IS 'synthetic table 0, version {i}'"
-        cold = median_ms(conn, "SELECT length(sqlcoder.prompt(%s))", cold_runs, before=invalidate)
-        cached = median_ms(conn, "SELECT length(sqlcoder.prompt(%s))", 30)
+        cold, cold_cpu = timed(conn, "SELECT length(sqlcoder.prompt(%s))", cold_runs, before=invalidate)
+        cached, cached_cpu = timed(conn, "SELECT length(sqlcoder.prompt(%s))", 100)
         split = median_ms(conn, "SELECT length(bench_infoschema_prompt(%s, false))", baseline_runs,
                           params=(QUESTION,))
         joined_ms, capped = capped_ms(conn, "SELECT length(bench_infoschema_prompt(%s, true))",
                                       baseline_runs if n <= 100 else 1, (QUESTION,))
     print(f"BENCH catalog_cold_ms_{n} {cold:.1f} ms", flush=True)
     print(f"BENCH catalog_cached_ms_{n} {cached:.2f} ms", flush=True)
+    print(f"BENCH catalog_cold_cpu_ms_{n} {cold_cpu:.1f} ms", flush=True)
+    print(f"BENCH catalog_cached_cpu_ms_{n} {cached_cpu:.2f} ms", flush=True)
     print(f"BENCH catalog_speedup_vs_information_schema_{n} {joined_ms / cold:.1f} x", flush=True)
     if capped:
         print(f"# n={n}: lower bound: the information_schema reader was stopped after {BASELINE_CAP_S} s", flush=True)

@@ -10,9 +10,11 @@ so every identifier rendered is valid SQL.
 
 from __future__ import annotations
 
+import gc
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 __all__ = ["Column", "Table", "Join", "Schema", "EXCLUDED_SCHEMAS", "read_schema",
            "render_table", "render_join", "render_schema"]
@@ -43,10 +45,13 @@ WITH path AS (
     AND n.nspname !~ '^pg_toast'
     AND pg_catalog.has_any_column_privilege(c.oid, 'SELECT')
 ), earlier AS (
+  -- Names of schemas before the last one with a shown relation: only those
+  -- can shadow (usually just pg_catalog's few hundred).
   SELECT c.relname, pg_catalog.min(p.ord) AS ord
   FROM path p
   JOIN pg_catalog.pg_namespace n ON n.nspname = p.nspname
   JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid
+  WHERE p.ord < (SELECT pg_catalog.max(r.ord) FROM rels r)
   GROUP BY c.relname
 ), enums AS (
   SELECT enumtypid,
@@ -117,13 +122,13 @@ SELECT r.oid::pg_catalog.int8 AS oid,
        pg_catalog.quote_ident(r.relname) AS name,
        r.relkind AS kind,
        d.description AS comment,
-       e.ord < r.ord AS shadowed,
+       COALESCE(e.ord < r.ord, false) AS shadowed,
        cols.columns,
        keys.keys::text AS keys,
        fks.fks::text AS fks
 FROM rels r
 JOIN cols ON cols.attrelid = r.oid
-JOIN earlier e ON e.relname = r.relname
+LEFT JOIN earlier e ON e.relname = r.relname
 LEFT JOIN keys ON keys.indrelid = r.oid
 LEFT JOIN fks ON fks.conrelid = r.oid
 LEFT JOIN pg_catalog.pg_description d
@@ -144,7 +149,7 @@ _KIND_NOTES = {"v": "view", "m": "materialized view", "f": "foreign table"}
 _plans: dict[str, Any] = {}  # prepared once per backend
 
 
-@dataclass
+@dataclass(slots=True)
 class Column:
     """One column as the caller sees it; ``name`` and ``type`` are ready to print."""
 
@@ -232,8 +237,26 @@ def _table_from_row(row: dict[str, Any]) -> tuple[Table, dict[int, str], list[An
     return table, names, json.loads(row["fks"]) if row["fks"] else []
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while building: the many small objects made at 10,000 tables
+    would set off collections that each walk everything built so far (quadratic)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def read_schema(plpy: Any, caller_path: Sequence[str]) -> Schema:
     """Introspect the relations the caller can see through ``caller_path`` (``current_schemas(true)``)."""
+    with _gc_paused():
+        return _read_schema(plpy, caller_path)
+
+
+def _read_schema(plpy: Any, caller_path: Sequence[str]) -> Schema:
     rows = plpy.execute(_plan(plpy, "schema", _SCHEMA_SQL, ["name[]", "name[]"]),
                         [list(caller_path), list(EXCLUDED_SCHEMAS)])
     tables: list[Table] = []
