@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from . import schema_cache
 from .client import DaemonClient
@@ -101,24 +101,33 @@ def context_budget(settings: Settings, info: ModelInfo | None) -> int | None:
     return max(info.context_length - new_tokens, 0)
 
 
-def _counter(settings: Settings, client: DaemonClient):
+Counter = Callable[[list[str]], list[int]]
+
+
+def _counter(settings: Settings, client: DaemonClient) -> Counter:
+    """Token counting with the daemon's real tokenizer."""
     timeout = min(30.0, settings.model_timeout_ms / 1000)
 
+    def send(chunk: list[str]) -> list[int]:
+        got = client.request("count_tokens", timeout, texts=chunk).get("counts")
+        if (not isinstance(got, list) or len(got) != len(chunk)
+                or not all(isinstance(c, int) and not isinstance(c, bool) for c in got)):
+            raise DaemonError("the sqlcoder daemon's count_tokens reply does not match the request")
+        return got
+
     def count(texts: list[str]) -> list[int]:
+        """Counts for ``texts``, in requests of at most ``_COUNT_CHUNK_BYTES`` (4 bytes a character, at worst)."""
         counts: list[int] = []
         chunk: list[str] = []
         size = 0
-        for text in texts + [None]:  # type: ignore[list-item]
-            if text is None or (chunk and size + len(text) * 4 > _COUNT_CHUNK_BYTES):
-                if chunk:
-                    got = client.request("count_tokens", timeout, texts=chunk).get("counts")
-                    if not isinstance(got, list) or len(got) != len(chunk):
-                        raise DaemonError("the sqlcoder daemon's count_tokens reply does not match the request")
-                    counts.extend(int(c) for c in got)
+        for text in texts:
+            if chunk and size + 4 * len(text) > _COUNT_CHUNK_BYTES:
+                counts += send(chunk)
                 chunk, size = [], 0
-            if text is not None:
-                chunk.append(text)
-                size += len(text) * 4
+            chunk.append(text)
+            size += 4 * len(text)
+        if chunk:
+            counts += send(chunk)
         return counts
 
     return count
@@ -143,7 +152,7 @@ def build_prompt(plpy: Any, settings: Settings, question: str, instructions: Seq
 
 
 def _pruned(plpy: Any, cached: schema_cache.CachedSchema, question: str, lines: list[str], template: str,
-            budget: int, model: str, count: Any, full: str) -> str:
+            budget: int, model: str, count: Counter, full: str) -> str:
     blocks, join_counts = cached.counts(model, count)
     costs = [c + _SEPARATOR_TOKENS for c in blocks]
     for (left, right, _), tokens in zip(cached.joins, join_counts):
