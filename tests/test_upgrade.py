@@ -159,3 +159,41 @@ def test_make_uninstall_removes_every_file(tmp_path: Path) -> None:
     assert any(p.name == "api.py" for p in installed)
     subprocess.run(["make", "-s", "uninstall", f"DESTDIR={stage}"], cwd=ROOT, check=True, capture_output=True)
     assert [p for p in stage.rglob("*") if p.is_file()] == []
+
+
+def test_dump_and_restore_keep_settings_hints_instructions_and_history(pg: Cluster, fresh_db, tmp_path: Path) -> None:
+    """pg_dump/pg_restore of a database using sqlcoder restores cleanly, with what a DBA and users added."""
+    src = fresh_db("dump_source")
+    pg.psql("CREATE EXTENSION sqlcoder CASCADE", dbname=src)
+    pg.psql("""
+        CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (a_id int);
+        UPDATE sqlcoder.config SET value = '/srv/sqlcoder.sock' WHERE key = 'socket_path';
+        UPDATE sqlcoder.config SET value = '5' WHERE key = 'max_rows';
+        SELECT sqlcoder.add_join_hint('b', 'a_id', 'a', 'id');
+        SELECT sqlcoder.add_instruction('revenue is price times quantity');
+        INSERT INTO sqlcoder.history (role, operation, question, outcome) VALUES ('postgres', 'ask', 'q?', 'ok');
+        """, dbname=src)
+    dump = tmp_path / "db.dump"
+    bindir = pg.bindir
+    subprocess.run([str(bindir / "pg_dump"), "-Fc", "-f", str(dump), *_conn_args(pg), src], check=True)
+    dst = fresh_db("dump_target")
+    result = subprocess.run([str(bindir / "pg_restore"), "--exit-on-error", "-d", dst, *_conn_args(pg), str(dump)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    settings = pg.psql("SELECT key || '=' || value FROM sqlcoder.config WHERE key IN ('socket_path', 'max_rows') "
+                       "ORDER BY key", dbname=dst).split()
+    assert settings == ["max_rows=5", "socket_path=/srv/sqlcoder.sock"]
+    assert pg.psql("SELECT count(*) FROM sqlcoder.join_hints", dbname=dst).strip() == "1"
+    assert pg.psql("SELECT instruction FROM sqlcoder.instructions", dbname=dst).strip() == "revenue is price times quantity"
+    assert pg.psql("SELECT question FROM sqlcoder.history", dbname=dst).strip() == "q?"
+    # identity sequences came along: new rows do not collide with restored ones
+    pg.psql("SELECT sqlcoder.add_instruction('a second rule'); "
+            "INSERT INTO sqlcoder.history (role, operation, question, outcome) VALUES ('postgres', 'ask', 'q2', 'ok')",
+            dbname=dst)
+    # a setting set back to its default is no longer an override
+    pg.psql("UPDATE sqlcoder.config SET value = default_value WHERE key = 'max_rows'", dbname=dst)
+    assert pg.psql("SELECT key FROM sqlcoder.config_override", dbname=dst).split() == ["socket_path"]
+
+
+def _conn_args(pg: Cluster) -> list[str]:
+    return ["-h", str(pg.sockdir), "-p", str(pg.port), "-U", "postgres"]
