@@ -153,3 +153,22 @@ def test_unquantized_daemon_serves_and_stops_on_sigterm(random_model: Path) -> N
         assert d.socket_path.exists()
     assert d.proc.returncode == 0
     assert not d.socket_path.exists()
+
+
+@pytest.mark.parametrize("problem", ["group", "not_a_socket"])
+def test_socket_problems_are_refused_before_loading(random_model: Path, tmp_path: Path, problem: str) -> None:
+    """A bad --socket-group or a file in the socket's place fails at once, not after a long model load."""
+    import subprocess
+    import sys
+
+    sock = tmp_path / "sqlcoder.sock"
+    args = ["--socket-group", "no-such-group-sqlcoder"] if problem == "group" else []
+    if problem == "not_a_socket":
+        sock.write_text("not a socket")
+    result = subprocess.run([sys.executable, "-m", "sqlcoder_daemon", "--model", str(random_model),
+                             "--socket", str(sock), "--quantize", "none", "--device-map", "cpu", *args],
+                            capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "python")))
+    assert result.returncode == 1
+    assert ("no such group" if problem == "group" else "is not a socket") in result.stderr
+    assert "model ready" not in result.stderr

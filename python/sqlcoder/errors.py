@@ -2,7 +2,7 @@
 
 Exception tree::
 
-    SqlcoderError                     XX000  (base; never raised itself)
+    SqlcoderError                     XX000  (base; raised itself only for an unknown internal operation)
     ├── InvalidQuestion               22023  NULL, empty or oversize question
     │   └── NullQuestion              22004
     ├── ConfigError                   F0000  a bad value in sqlcoder.config

@@ -50,8 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(settings.log_level)
     from .daemon import Daemon
     from .memory import InsufficientMemory
+    from .unixsocket import check_socket_path
 
     try:
+        check_socket_path(settings.socket, settings.socket_group)
         daemon = Daemon(settings)
         daemon.start_side_listeners("early")
         daemon.load()

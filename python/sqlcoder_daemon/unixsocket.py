@@ -14,7 +14,7 @@ from typing import Iterable
 
 from .errors import TooLarge
 
-__all__ = ["LineReader", "bind_socket", "default_allowlist", "peer_uid", "remove_socket", "resolve_allowlist"]
+__all__ = ["LineReader", "bind_socket", "check_socket_path", "default_allowlist", "peer_uid", "remove_socket", "resolve_allowlist"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,26 @@ def _stale(path: Path) -> bool:
     finally:
         probe.close()
     return False
+
+
+def check_socket_path(path: str | os.PathLike, group: str | None) -> None:
+    """Refuse, before a load that can take minutes, what :func:`bind_socket` would refuse after it."""
+    path = Path(path)
+    if group:
+        try:
+            grp.getgrnam(group)
+        except KeyError:
+            raise ValueError(f"--socket-group {group}: no such group") from None
+    if path.exists() or path.is_symlink():
+        if not path.is_socket():
+            raise FileExistsError(f"{path} exists and is not a socket")
+        if not _stale(path):
+            raise FileExistsError(f"another daemon is listening on {path}")
+    directory = path.parent
+    while not directory.exists():
+        directory = directory.parent
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot create the socket {path}: no write permission on {directory}")
 
 
 def bind_socket(path: str | os.PathLike, group: str | None, backlog: int = 128) -> socket.socket:
