@@ -443,7 +443,7 @@ def _train(pairs, out_dir: Path, *, config: TrainConfig, seed: int, max_seconds:
             model.parameters(), lr=config.learning_rate, betas=config.adam_betas, weight_decay=0.0
         )
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / config.warmup_steps))
-        step, checks, problems = 0, 0, ["not trained yet"]
+        step, checks, next_check, problems = 0, 0, 0, ["not trained yet"]
         while True:
             # The language-model head only where a completion token is predicted:
             # prompt positions carry no loss, and skipping them saves a third of a step.
@@ -452,16 +452,21 @@ def _train(pairs, out_dir: Path, *, config: TrainConfig, seed: int, max_seconds:
             target_logp = logp.gather(-1, target[scored].unsqueeze(-1)).squeeze(-1)
             loss = -target_logp.mean()
             min_prob = target_logp.min().exp().item()
-            if min_prob >= config.min_target_prob:
+            if step % 50 == 0:
+                log.info("step %d: loss %.4f, min p %.3f", step, loss.item(), min_prob)
+            if min_prob >= config.min_target_prob and step >= next_check:
                 checks += 1
+                # A failed check costs up to verify_max_new_tokens beam steps per pair: back off.
+                next_check = step + 10 * checks
                 problems = _failures(model, tokenizer, pairs, encoded, config)
-                log.info("step %d: loss %.4f, min p %.3f, %d outputs wrong", step, loss.item(), min_prob, len(problems))
+                log.info("step %d: loss %.4f, min p %.3f, %d outputs wrong%s", step, loss.item(), min_prob,
+                         len(problems), f", e.g. {problems[0]}" if problems else "")
                 if not problems:
                     break
             if time.monotonic() - started > max_seconds or step >= config.max_steps:
                 raise TrainingFailed(
-                    f"the tiny model did not learn all {len(pairs)} pairs in {max_seconds:.0f} s "
-                    f"({step} steps, loss {loss.item():.4f}, lowest completion-token probability "
+                    f"the tiny model did not learn all {len(pairs)} pairs within {max_seconds:.0f} s "
+                    f"and {config.max_steps} steps ({step} steps, loss {loss.item():.4f}, lowest completion-token probability "
                     f"{min_prob:.3f}); raise max_seconds or use fewer/shorter pairs. "
                     + ("Wrong outputs: " + "; ".join(problems[:4]) if checks else "")
                 )
