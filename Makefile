@@ -60,6 +60,10 @@ APT_PACKAGES = postgresql-15 postgresql-plpython3-15 postgresql-server-dev-15 \
                python3-venv python3-dev make gcc \
                docker-compose systemd  # only to validate docker/compose.yaml and the systemd unit
 SQL_EVAL_DATA ?= $(wildcard ../shared/sql-eval)
+# Spinning OpenMP threads made torch 5-15x slower on a busy 2-core machine;
+# passive waiting costs nothing measurable when the machine is idle.
+OMP_WAIT_POLICY ?= PASSIVE
+export OMP_WAIT_POLICY
 PYTEST_ARGS ?=
 
 .PHONY: setup system-deps venv test demo bench soak eval-check
