@@ -29,6 +29,10 @@ moving megabytes over a socket is not catalog work. The synthetic schema has
 ten columns per table (keys, a unique column, comments) and a foreign key from
 every table but the first to an earlier one. No daemon is reachable, so
 nothing is pruned: the whole schema is rendered each time.
+
+``pruning_index_ms_10000`` and ``pruning_rank_ms_10000`` time the relevance
+ranking used when a schema does not fit the context, in plain Python: building
+the index (once per cached schema) and ranking for one question.
 """
 
 from __future__ import annotations
@@ -157,7 +161,30 @@ def measure(pg: Cluster, db: str, n: int) -> None:
           f"prompt {len(ours) / 1e6:.2f} MB", flush=True)
 
 
+def measure_pruning(n: int = 10000) -> None:
+    """Ranking for pruning at ``n`` tables, in plain Python: building the index (once per cached
+    schema) and scoring plus selecting for one question (every pruned call)."""
+    from sqlcoder.catalog import Column, Join, Schema, Table
+    from sqlcoder.pruning import RelevanceIndex, select_tables
+
+    words = ["order", "customer", "invoice", "shipment", "product", "supplier", "payment", "refund", "store", "region"]
+    tables = [Table(oid=i, schema="public", name=f"{words[i % 10]}_{words[(i // 10) % 10]}_{i}",
+                    comment=f"synthetic {words[(i // 100) % 10]} table",
+                    columns=[Column(name=f"{words[(i + j) % 10]}_{j}", type="integer") for j in range(10)])
+              for i in range(n)]
+    schema = Schema(tables, [Join(i, ("parent_id",), (i - 1) // 2, ("id",)) for i in range(1, n)])
+    started = time.perf_counter()
+    index = RelevanceIndex.build(schema)
+    built = time.perf_counter()
+    for _ in range(10):
+        select_tables(index.scores("total refund per store region last month"), [120] * n, 7000)
+    ranked = time.perf_counter()
+    print(f"BENCH pruning_index_ms_{n} {(built - started) * 1000:.1f} ms", flush=True)
+    print(f"BENCH pruning_rank_ms_{n} {(ranked - built) * 100:.2f} ms", flush=True)
+
+
 def main() -> int:
+    measure_pruning()
     with Cluster(settings={"max_locks_per_transaction": "256"}) as pg:
         for n in SIZES:
             db = f"bench_catalog_{n}"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -55,6 +56,12 @@ def terms(text: str | None) -> set[str]:
         if len(word) > 1 and word not in _STOPWORDS:
             out.add(_stem(word))
     return out
+
+
+@lru_cache(maxsize=1 << 16)
+def _name_terms(name: str) -> frozenset[str]:
+    """Terms of an identifier; cached, as names like id or created_at recur in many tables."""
+    return frozenset(terms(_unquote(name)))
 
 
 def _unquote(identifier: str) -> str:
@@ -108,11 +115,12 @@ def _table_terms(table: Table) -> dict[str, float]:
             if weights.get(word, 0.0) < weight:
                 weights[word] = weight
 
-    add(terms(_unquote(table.name)), NAME_WEIGHT)
+    add(_name_terms(table.name), NAME_WEIGHT)
     add(terms(table.comment), TEXT_WEIGHT)
     for column in table.columns:
-        add(terms(_unquote(column.name)), COLUMN_WEIGHT)
-        add(terms(column.comment), TEXT_WEIGHT)
+        add(_name_terms(column.name), COLUMN_WEIGHT)
+        if column.comment:
+            add(terms(column.comment), TEXT_WEIGHT)
         for label in column.enum_labels or ():
             add(terms(label), TEXT_WEIGHT)
     return weights
