@@ -127,3 +127,19 @@ def test_hints_and_instructions_are_dumped(pg: Cluster, new_db) -> None:
     dump = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     assert "COPY sqlcoder.join_hints" in dump and "public.orders\tid\tpublic.order_items\torder_id" in dump
     assert "Prices are in EUR." in dump
+
+
+def test_roles_granted_under_0_1_0_keep_working_after_update(pg: Cluster) -> None:
+    """ALTER EXTENSION UPDATE grants the new tables to roles granted before it."""
+    db = "update_grants"
+    pg.createdb(db)
+    try:
+        pg.psql("CREATE EXTENSION sqlcoder VERSION '0.1.0' CASCADE; CREATE TABLE notes (body text); "
+                "DROP ROLE IF EXISTS old_analyst; CREATE ROLE old_analyst LOGIN; GRANT SELECT ON notes TO old_analyst; "
+                "SELECT sqlcoder.grant_access('old_analyst')", dbname=db)
+        pg.psql("ALTER EXTENSION sqlcoder UPDATE", dbname=db)
+        with pg.connect(db, user="old_analyst") as conn:
+            assert "CREATE TABLE notes (\n  body text\n);" in prompt(conn)
+    finally:
+        pg.psql(f'DROP DATABASE "{db}" WITH (FORCE)')
+        pg.psql("DROP ROLE IF EXISTS old_analyst")
