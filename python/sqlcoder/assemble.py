@@ -33,6 +33,7 @@ _COUNT_CHUNK_BYTES = 1 << 20  # well under the daemon's 4 MiB request limit
 # byte-level BPE tokenizers SQLCoder models use, plus one for a leading space.
 _BYTES_SLACK = 8
 _SEPARATOR_TOKENS = 2  # the blank line between two tables
+_ESTIMATE_SLACK = 64  # the per-table estimate errs high (separators, join lines counted twice)
 
 _DBA_INSTRUCTIONS_SQL = """
 SELECT i.instruction
@@ -159,8 +160,10 @@ def _pruned(plpy: Any, cached: schema_cache.CachedSchema, question: str, lines: 
         half = math.ceil((tokens + 1) / 2)
         costs[left] += half
         costs[right] += half
-    base, whole = count([render_prompt(question, "", lines, template), full])
-    if whole <= budget:
+    base = count([render_prompt(question, "", lines, template)])[0]
+    # Count the whole prompt only when the estimate says it may fit: then it is
+    # small, while a huge schema could exceed the daemon's request size limit.
+    if base + sum(costs) <= budget + _ESTIMATE_SLACK and count([full])[0] <= budget:
         return full
     scores = cached.index.scores(question)
     kept = select_tables(scores, costs, budget - base)
