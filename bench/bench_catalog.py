@@ -19,10 +19,8 @@ Each timed figure also comes as ``..._cpu_ms_<n>``: the server backend's CPU
 time per call (from /proc), which stays meaningful on a machine busy with
 other work, where wall-clock figures are not.
 
-A ``#`` line gives the cached figure without the JSON reply envelope that
-``sqlcoder._call`` and ``_unwrap`` put around every result (``api._build_prompt``
-called directly): at thousands of tables the envelope, not the catalog, is most
-of a cached call.
+A ``#`` line gives the cached figure of ``api._build_prompt`` called directly,
+without the SQL wrappers (``sqlcoder._invoke`` and ``_result``) around it.
 
 ``length()`` keeps the prompt's transfer to the client out of the figures:
 moving megabytes over a socket is not catalog work. The synthetic schema has
@@ -77,7 +75,7 @@ def build(pg: Cluster, db: str, n: int) -> None:
 
 def install_baseline(conn: psycopg.Connection) -> None:
     """``bench_infoschema_prompt(question)``: the information_schema reader, in the server."""
-    call = conn.execute("SELECT prosrc FROM pg_proc WHERE oid = 'sqlcoder._call(text, jsonb)'::regprocedure").fetchone()[0]
+    call = conn.execute("SELECT prosrc FROM pg_proc WHERE oid = 'sqlcoder._invoke(text, jsonb)'::regprocedure").fetchone()[0]
     package_dir = re.search(r'sys\.path\.insert\(0, "([^"]+)"\)', call).group(1)
     source = (HERE / "_infoschema.py").read_text().replace("from __future__ import annotations\n", "")
     body = (f"import sys\nif {package_dir!r} not in sys.path:\n    sys.path.insert(0, {package_dir!r})\n"
@@ -87,7 +85,7 @@ def install_baseline(conn: psycopg.Connection) -> None:
             "return render_prompt(question, catalog.render_schema(read_schema_infoschema(plpy, path, joined)))\n")
     conn.execute(f"CREATE FUNCTION bench_infoschema_prompt(question text, joined boolean) RETURNS text "
                  f"LANGUAGE plpython3u AS $body${body}$body$")
-    # prompt()'s own Python path without the JSON reply envelope _call/_unwrap wrap around it.
+    # prompt()'s own Python path without the SQL wrappers around it.
     conn.execute("CREATE FUNCTION bench_prompt_path(question text) RETURNS integer LANGUAGE plpython3u AS $body$"
                  f"import sys\nif {package_dir!r} not in sys.path:\n    sys.path.insert(0, {package_dir!r})\n"
                  "from sqlcoder import api, config\n"

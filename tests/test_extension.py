@@ -29,11 +29,11 @@ def _version() -> str:
 
 
 def test_package_installed_in_versioned_directory(pg: Cluster, new_db) -> None:
-    """make install puts the package in a directory named by version, and _call imports exactly that one."""
+    """make install puts the package in a directory named by version, and _invoke imports exactly that one."""
     pkg = _sharedir() / "extension" / "sqlcoder_python" / _version() / "sqlcoder"
     assert (pkg / "__init__.py").read_text().count(f'__version__ = "{_version()}"') == 1
     db = new_db(sample=False)
-    body = pg.psql("SELECT prosrc FROM pg_proc WHERE oid = 'sqlcoder._call(text, jsonb)'::regprocedure", dbname=db)
+    body = pg.psql("SELECT prosrc FROM pg_proc WHERE oid = 'sqlcoder._invoke(text, jsonb)'::regprocedure", dbname=db)
     assert f'"{pkg.parent}"' in body
     assert "current_setting" not in body  # no GUC decides where the code comes from
 

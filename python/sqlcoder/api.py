@@ -1,10 +1,12 @@
 """Entry points behind the SQL functions: one dispatcher, one function per operation.
 
-``entry`` never lets an exception escape: it returns ``{"value": ...}`` or
-``{"error": {...}}`` and the SQL side raises the error from PL/pgSQL, so a
-user sees SQLSTATE, message, DETAIL and HINT, never a Python traceback.
-Errors PostgreSQL raised inside our SPI calls (a cancel, a statement_timeout,
-a failing query) keep their own SQLSTATE and message.
+``entry`` never lets an exception escape: it returns the composite
+``sqlcoder._reply`` as ``{"value": text, "error": None}`` or
+``{"value": None, "error": json}``, and ``sqlcoder._result`` raises the error
+from PL/pgSQL, so a user sees SQLSTATE, message, DETAIL and HINT, never a
+Python traceback. Errors PostgreSQL raised inside our SPI calls (a cancel, a
+statement_timeout, a failing query) keep their own SQLSTATE and message.
+Text results go back as they are: no JSON envelope around a large prompt.
 """
 
 from __future__ import annotations
@@ -24,32 +26,47 @@ __all__ = ["entry"]
 
 _interrupt_plan: Any = None  # a prepared SELECT 1, kept for the backend's life
 
+# Versions whose entry point (sqlcoder._call) returned jsonb, {"error": {...}}:
+# a database not yet updated must still get a clean "run ALTER EXTENSION" error.
+_JSONB_ENVELOPE_VERSIONS = frozenset({"0.1.0"})
 
-def entry(plpy: Any, extension_version: str, op: str, params: Any) -> str:
-    """Run operation ``op``; the JSON reply is what ``sqlcoder._unwrap`` expects."""
+
+def entry(plpy: Any, extension_version: str, op: str, params: Any) -> dict[str, str | None] | str:
+    """Run operation ``op``; the reply is what ``sqlcoder._result`` expects."""
+    if extension_version != __version__:
+        exc = VersionMismatch(f"sqlcoder extension version {extension_version} does not match the installed "
+                              f"package version {__version__}")
+        reply = _error(exc.sqlstate, exc.message, exc.detail, exc.hint)
+        if extension_version in _JSONB_ENVELOPE_VERSIONS:
+            return json.dumps({"error": json.loads(reply["error"])})
+        return reply
     try:
-        if extension_version != __version__:
-            raise VersionMismatch(
-                f"sqlcoder extension version {extension_version} does not match the installed package "
-                f"version {__version__}")
         handler = _OPERATIONS.get(op)
         if handler is None:
             raise SqlcoderError(f"unknown sqlcoder operation {op!r}")
         kwargs = json.loads(params) if isinstance(params, str) else (params or {})
-        return json.dumps({"value": handler(plpy, **kwargs)})
+        return {"value": _as_text(handler(plpy, **kwargs)), "error": None}
     except SqlcoderError as exc:
-        return json.dumps({"error": {"sqlstate": exc.sqlstate, "message": exc.message,
-                                     "detail": exc.detail, "hint": exc.hint}})
+        return _error(exc.sqlstate, exc.message, exc.detail, exc.hint)
     except plpy.SPIError as exc:
-        return json.dumps({"error": {"sqlstate": getattr(exc, "sqlstate", None) or "XX000",
-                                     "message": _spi_message(exc),
-                                     "detail": getattr(exc, "detail", None),
-                                     "hint": getattr(exc, "hint", None)}})
+        return _error(getattr(exc, "sqlstate", None) or "XX000", _spi_message(exc),
+                      getattr(exc, "detail", None), getattr(exc, "hint", None))
     except Exception as exc:  # a bug: log the traceback on the server, not to the client
         plpy.log("sqlcoder internal error:\n" + traceback.format_exc())
-        return json.dumps({"error": {"sqlstate": "XX000",
-                                     "message": f"sqlcoder internal error: {type(exc).__name__}: {exc}",
-                                     "hint": "The server log has the traceback; please report it as a bug."}})
+        return _error("XX000", f"sqlcoder internal error: {type(exc).__name__}: {exc}", None,
+                      "The server log has the traceback; please report it as a bug.")
+
+
+def _as_text(value: Any) -> str | None:
+    """Text stays text; anything else (status, rows) goes as JSON for the SQL wrapper to cast."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def _error(sqlstate: str, message: str, detail: str | None, hint: str | None) -> dict[str, str | None]:
+    return {"value": None,
+            "error": json.dumps({"sqlstate": sqlstate, "message": message, "detail": detail, "hint": hint})}
 
 
 def _spi_message(exc: Exception) -> str:
