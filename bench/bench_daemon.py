@@ -103,7 +103,7 @@ def prefix_cache(model: Path) -> None:
         bench(name, t_plain / t_cached, "x")
 
 
-def batching(daemon: DaemonProcess, clients: int = 8, per_client: int = 3) -> None:
+def batching(daemon: DaemonProcess, clients: int = 8, per_client: int = 6) -> None:
     prompts = [f"SELECT name FROM customers WHERE id = {i}" for i in range(clients * per_client)]
 
     def ask(c: Connection, p: str) -> None:

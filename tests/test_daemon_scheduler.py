@@ -177,3 +177,32 @@ def test_drain_finishes_in_flight_then_refuses(make) -> None:
     assert j.future.result(0).text == "PINFLIGHT"
     with pytest.raises(Busy, match="shutting down"):
         s.submit(job("late"))
+
+
+def test_a_lone_client_never_waits_for_companions(make) -> None:
+    """With a minute's batch_wait_ms, requests one at a time still run at once (the last batch had one)."""
+    be = FakeBackend()
+    s = make(be, batch_wait_ms=60_000)
+    s.start()
+    for i in range(3):
+        assert s.submit(job(f"lone{i}")).future.result(10).text == f"PLONE{i}"
+    assert be.batches == [["lone0"], ["lone1"], ["lone2"]]
+
+
+def test_clients_arriving_together_are_waited_for(make) -> None:
+    """After a batch of three, the next batch waits (here up to a minute) until three have arrived again."""
+    be = FakeBackend(hold=True)
+    s = make(be, batch_wait_ms=60_000, max_batch_size=8)
+    first = [s.submit(job(f"x{i}")) for i in range(3)]
+    s.start()
+    assert be.started.wait(5)
+    be.release.set()
+    for j in first:
+        j.future.result(10)
+    second = []
+    for i in range(3):  # arriving one by one, apart
+        second.append(s.submit(job(f"y{i}")))
+        time.sleep(0.05)
+    for j in second:
+        j.future.result(10)
+    assert be.batches == [["x0", "x1", "x2"], ["y0", "y1", "y2"]]

@@ -26,7 +26,7 @@ class Scheduler:
     """Bounded FIFO queue plus one worker thread that batches jobs with the same generation settings."""
 
     def __init__(self, backend: Backend, metrics: Metrics, *, max_queue: int = 64, max_batch_size: int = 8,
-                 batch_wait_ms: float = 0.0, on_finish: Callable[[Job, object], None] | None = None):
+                 batch_wait_ms: float = 10.0, on_finish: Callable[[Job, object], None] | None = None):
         self.backend = backend
         self.metrics = metrics
         self.max_queue = max_queue
@@ -35,6 +35,7 @@ class Scheduler:
         self.on_finish = on_finish
         self._queue: list[Job] = []
         self._running: list[Job] = []
+        self._last_batch_size = 1
         self._cond = threading.Condition()
         self._accepting = True
         self._stop = False
@@ -110,13 +111,22 @@ class Scheduler:
                 self._cond.wait()
             if not self._queue:
                 return None
-            if len(self._queue) < self.max_batch_size and self.batch_wait_s > 0:
-                # Give companions arriving together a moment to join the batch.
-                self._cond.wait(self.batch_wait_s)
-                if not self._queue:
-                    return []
+            # While clients have been arriving together (the last batch was bigger
+            # than what is queued now), give their next requests a moment to join:
+            # replies go out together, so the requests that follow them arrive a
+            # few milliseconds apart. A lone client never waits.
+            want = min(self.max_batch_size, self._last_batch_size)
+            deadline = time.monotonic() + self.batch_wait_s
+            while len(self._queue) < want and not self._stop:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            if not self._queue:
+                return []
             key = self._queue[0].batch_key
             batch = [j for j in self._queue if j.batch_key == key][: self.max_batch_size]
+            self._last_batch_size = len(batch)
             for j in batch:
                 self._queue.remove(j)
             now = time.monotonic()
