@@ -154,7 +154,7 @@ def measure(pg: Cluster, db: str, n: int) -> None:
         print(f"# n={n}: lower bound: the information_schema reader was stopped after {joined_ms / 1000:.0f} s",
               flush=True)
     print(f"BENCH catalog_speedup_vs_information_schema_split_{n} {split / cold:.1f} x", flush=True)
-    print(f"# n={n}: cached prompt without the JSON reply envelope: {path_only:.2f} ms", flush=True)
+    print(f"# n={n}: cached prompt, Python path alone (no SQL wrappers): {path_only:.2f} ms", flush=True)
     print(f"# n={n}: information_schema {joined_ms:.0f} ms (joined), {split:.0f} ms (split); "
           f"prompt {len(ours) / 1e6:.2f} MB", flush=True)
 
