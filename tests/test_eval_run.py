@@ -209,3 +209,14 @@ def test_load_command_loads_the_named_databases(evalpg, capsys):
                  "--replace"]) == 0
     assert capsys.readouterr().out.startswith("library: loaded; comments: 13 columns described")
     assert pg.psql("SELECT count(*) FROM authors", dbname="library").strip() == "4"
+
+
+def test_a_bad_join_pair_is_reported_and_the_others_added(pg, new_db):
+    """Metadata can name a column the dump lacks (geography's mountain.state_nem): report it, keep the rest."""
+    db = new_db()
+    with pg.connect(db) as conn:
+        note = insert_join_hints(conn, [("orders.customer_id", "customers.id"),
+                                        ("orders.customer_nem", "customers.id"),
+                                        ("order_items.product_id", "products.id")])
+        assert note.startswith("join hints: 2 added; refused 1: orders.customer_nem = customers.id")
+        assert conn.execute("SELECT count(*) FROM sqlcoder.join_hints").fetchone()[0] == 2

@@ -36,10 +36,19 @@ def insert_join_hints(conn: psycopg.Connection, pairs: list[tuple[str, str]]) ->
         return "join hints: none in the metadata"
     if not _exists(conn, ADD_JOIN_HINT):
         return f"join hints: skipped, {ADD_JOIN_HINT} does not exist (extension not installed, or older than 0.2.0)"
-    with conn.cursor() as cur:
-        cur.executemany("SELECT sqlcoder.add_join_hint(%s::regclass, %s, %s::regclass, %s)",
-                        [(*_split(left), *_split(right)) for left, right in pairs])
-    return f"join hints: {len(pairs)} added"
+    # One at a time, each in its own savepoint: the metadata can name a column
+    # the dump does not have (geography's mountain.state_nem), and one bad
+    # pair must not lose the others.
+    refused = []
+    for left, right in pairs:
+        try:
+            with conn.transaction():
+                conn.execute("SELECT sqlcoder.add_join_hint(%s::regclass, %s, %s::regclass, %s)",
+                             (*_split(left), *_split(right)))
+        except psycopg.Error as exc:
+            refused.append(f"{left} = {right} ({exc.diag.message_primary})")
+    done = f"join hints: {len(pairs) - len(refused)} added"
+    return done + (f"; refused {len(refused)}: " + "; ".join(refused) if refused else "")
 
 
 def insert_glossary(conn: psycopg.Connection, glossary: str) -> str:
