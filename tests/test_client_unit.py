@@ -91,3 +91,14 @@ def test_an_interrupt_propagates_and_closes_the_connection(fake) -> None:
 def test_no_daemon(tmp_path) -> None:
     with pytest.raises(DaemonNotRunning):
         DaemonClient(str(tmp_path / "none.sock")).request("status", 1)
+
+
+@pytest.mark.parametrize("code, hint_part", [("bad_request", "num_beams"), ("too_large", "context_budget_tokens"),
+                                             ("internal", "daemon's log")])
+def test_the_daemons_refusals_carry_a_hint_a_user_can_act_on(fake, code, hint_part) -> None:
+    from sqlcoder.errors import DaemonRejected
+
+    fake.misbehave("error", code=code)
+    with pytest.raises(DaemonRejected) as err:
+        client(fake).request("generate", 5, prompt="p")
+    assert err.value.sqlstate == "58000" and hint_part in err.value.hint

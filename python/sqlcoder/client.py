@@ -27,6 +27,14 @@ PROTOCOL_VERSION = 1
 _POLL_SECONDS = 0.1
 _ids = itertools.count(1)
 
+# What a user can do about the daemon's refusals; other codes keep DaemonRejected's hint.
+_REJECTION_HINTS = {
+    "bad_request": ("The daemon refused the request's settings: check max_new_tokens and num_beams in "
+                    "sqlcoder.config against the daemon's limits (sqlcoder.status() shows them)."),
+    "too_large": ("The prompt does not fit the model's context: shorten the question or narrow your search_path; "
+                  "a superuser can check context_budget_tokens in sqlcoder.config (empty, or below the context)."),
+}
+
 
 def _no_interrupts() -> None:
     return None
@@ -179,4 +187,5 @@ class DaemonClient:
                                          hint="Start the daemon with --allow-user for the database server's OS user.")
         if code == "unsupported_version":
             raise DaemonVersionMismatch(f"the sqlcoder daemon does not speak protocol {PROTOCOL_VERSION}: {message}")
-        raise DaemonRejected(f"the sqlcoder daemon answered with an error ({code}): {message}")
+        raise DaemonRejected(f"the sqlcoder daemon answered with an error ({code}): {message}",
+                             hint=_REJECTION_HINTS.get(code))
