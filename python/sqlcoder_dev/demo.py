@@ -10,11 +10,13 @@ questions and nothing else, and the demo says so.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
 import tempfile
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Sequence
 
@@ -85,16 +87,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 with pg.connect("shop", user="analyst") as conn:
                     for item in shop.sample_questions()[: args.questions]:
                         question = item["question"]
-                        print(f"analyst=> SELECT sqlcoder.ask('{question}');")
+                        print(f"analyst=> SELECT sqlcoder.ask('{question}');  -- then sqlcoder.execute() of it")
                         started = time.monotonic()
                         sql = conn.execute("SELECT sqlcoder.ask(%s)", (question,)).fetchone()[0]
                         print(f"  SQL ({time.monotonic() - started:.2f} s): {sql}")
-                        # Run what came back read-only, as the analyst.
-                        with conn.transaction():
-                            conn.execute("SET TRANSACTION READ ONLY")
-                            cur = conn.execute(sql)
-                            columns = [d.name for d in cur.description]
-                            _print_rows(columns, cur.fetchall())
+                        # Run what came back through the extension's guard: one plain
+                        # query, read-only, as the analyst (one json object per row).
+                        rows = [json.loads(r[0], parse_float=Decimal)  # numbers as PostgreSQL printed them
+                                for r in conn.execute("SELECT r::text FROM sqlcoder.execute(%s) AS r", (sql,))]
+                        columns = list(rows[0]) if rows else []
+                        _print_rows(columns, [list(r.values()) for r in rows])
                         print()
             print("* daemon stopped")
         print("* cluster stopped and removed")
