@@ -10,7 +10,7 @@ EXTVERSION   = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" sqlcoder.co
 SCRIPT_SOURCES = $(wildcard sql/sqlcoder--*.sql.in)
 DATA_built     = $(patsubst sql/%.sql.in,build/%.sql,$(SCRIPT_SOURCES))
 
-REGRESS      = setup ask_errors
+REGRESS      = setup ask_errors config
 REGRESS_OPTS = --inputdir=test --outputdir=build/regress
 
 PG_CONFIG ?= pg_config
