@@ -134,3 +134,26 @@ def test_daemon_not_running(pg: Cluster, new_db) -> None:
         assert "sqlcoder-daemon" in err.value.diag.message_hint
         assert "Traceback" not in (err.value.diag.context or "")
         assert conn.execute("SELECT 1").fetchone() == (1,)  # the session is still usable
+
+
+@pytest.mark.parametrize("version", ["0.1.0", _version()])
+def test_functions_planted_in_the_creation_path_are_not_bound(pg: Cluster, version: str) -> None:
+    """A role that could create in public before CREATE EXTENSION plants better-matching functions;
+    nothing of the extension binds to them (every reference in the scripts is schema-qualified)."""
+    pg.createdb("planted")
+    try:
+        pg.psql("""
+            CREATE FUNCTION public.jsonb_build_object(text, text, text, text, text, name[]) RETURNS jsonb
+              LANGUAGE sql AS $$ SELECT '{"question": "planted"}'::jsonb $$;
+            CREATE FUNCTION public.current_schemas(boolean) RETURNS name[]
+              LANGUAGE sql AS $$ SELECT ARRAY['planted']::name[] $$;
+            """ + f"CREATE EXTENSION sqlcoder VERSION '{version}' CASCADE;", dbname="planted")
+        bound = pg.psql("""
+            SELECT DISTINCT d.objid::regprocedure || ' -> ' || d.refobjid::regprocedure
+            FROM pg_depend d JOIN pg_proc p ON p.oid = d.refobjid AND d.refclassid = 'pg_proc'::regclass
+            WHERE d.classid = 'pg_proc'::regclass AND p.pronamespace = 'public'::regnamespace""", dbname="planted")
+        assert bound.strip() == ""
+        if version == _version():
+            assert "planted" not in pg.psql("SELECT sqlcoder.prompt('how many?')", dbname="planted")
+    finally:
+        pg.psql('DROP DATABASE "planted" WITH (FORCE)')
