@@ -103,3 +103,17 @@ def test_vllm_backend_missing_says_how_to_install(capsys: pytest.CaptureFixture[
         pytest.skip("vllm is installed here, so the missing-package message cannot be shown")
     assert main(["--backend", "vllm", "--model", "x", "--socket", "/nonexistent/x.sock"]) == 1
     assert "pip install 'sqlcoder[vllm]'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("quantize, layer", [("nf4", "Linear4bit"), ("int8", "Linear8bitLt"), ("none", "Linear")])
+def test_the_daemons_loader_quantizes_the_weights(random_model, quantize: str, layer: str) -> None:
+    """The exact loader the 70B goes through: its linear layers are bitsandbytes' when quantized."""
+    from sqlcoder_daemon.backends.transformers_backend import TransformersBackend
+    from sqlcoder_daemon.settings import load_settings
+
+    backend = TransformersBackend(load_settings(["--model", str(random_model), "--quantize", quantize,
+                                                 "--device-map", "cpu"]))
+    backend.load()
+    q_proj = backend.model.model.layers[0].self_attn.q_proj
+    assert type(q_proj).__name__ == layer
+    assert backend.info()["quantization"] == quantize
