@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import psycopg
-import pytest
 
 from sqlcoder_dev.pgcluster import Cluster
 

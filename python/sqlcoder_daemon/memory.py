@@ -6,7 +6,7 @@ import logging
 import os
 from typing import Any
 
-__all__ = ["InsufficientMemory", "available_bytes", "check_fits", "estimate_weight_bytes", "format_bytes"]
+__all__ = ["InsufficientMemory", "available_bytes", "check_fits", "estimate_weight_bytes", "format_bytes", "proc_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -89,15 +89,23 @@ def _parse_size(text: str | int) -> int:
     return int(t)
 
 
-def _mem_available() -> int:
+def proc_bytes(path: str, key: str) -> int | None:
+    """A ``Key:   N kB`` line of a Linux /proc file (meminfo, PID/status) in bytes; None if absent."""
     try:
-        with open("/proc/meminfo") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    return None
+
+
+def _mem_available() -> int:
+    available = proc_bytes("/proc/meminfo", "MemAvailable")
+    if available is None:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    return available
 
 
 def check_fits(config: Any, *, quantize: str, dtype: str, device_map: Any, max_memory: dict | None,

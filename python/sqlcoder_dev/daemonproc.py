@@ -21,18 +21,25 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from sqlcoder_daemon.memory import proc_bytes
+
 __all__ = ["Connection", "DaemonProcess", "DaemonStartError", "SoakReport", "process_fds", "process_rss", "request",
-           "soak", "socket_path"]
+           "soak", "socket_dir", "socket_path"]
 
 _PYTHON_DIR = Path(__file__).resolve().parent.parent
 
 
+def socket_dir(prefix: str = "sqlcoder-sock-") -> Path:
+    """A fresh directory others (postgres, nobody) can traverse: pytest's and mkdtemp's are private to root."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(path, 0o755)
+    return path
+
+
 def socket_path(name: str = "sqlcoder.sock") -> Path:
-    """A socket path in a fresh directory others (postgres, nobody) can traverse; its parent is left for the
-    daemon to create, as it does under /run."""
-    base = Path(tempfile.mkdtemp(prefix="sqlcoder-sock-"))
-    os.chmod(base, 0o755)  # mkdtemp makes it private to its owner
-    return base / "run" / name
+    """A socket path in a fresh :func:`socket_dir`; its parent is left for the daemon to create, as it
+    does under /run."""
+    return socket_dir() / "run" / name
 
 
 class Connection:
@@ -196,11 +203,10 @@ class DaemonProcess:
 
 def process_rss(pid: int) -> int:
     """Resident set size of ``pid`` in bytes (Linux)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    rss = proc_bytes(f"/proc/{pid}/status", "VmRSS")
+    if rss is None:
+        raise RuntimeError(f"no VmRSS for pid {pid}")
+    return rss
 
 
 def process_fds(pid: int) -> int:

@@ -14,14 +14,12 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from decimal import Decimal
-from pathlib import Path
 from typing import Sequence
 
 from . import shop
-from .daemonproc import DaemonProcess
+from .daemonproc import DaemonProcess, socket_dir
 from .pgcluster import Cluster
 
 __all__ = ["main"]
@@ -49,8 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     real_model = os.environ.get("SQLCODER_MODEL")
-    sockdir = Path(tempfile.mkdtemp(prefix="sqlcoder-demo-"))
-    os.chmod(sockdir, 0o755)
+    sockdir = socket_dir(prefix="sqlcoder-demo-")
     try:
         with Cluster() as pg:
             print(f"* PostgreSQL cluster started (socket {pg.sockdir}, port {pg.port})")

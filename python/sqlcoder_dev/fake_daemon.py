@@ -19,12 +19,13 @@ import argparse
 import json
 import os
 import socket
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .daemonproc import socket_dir  # re-exported: the tests that use the stand-in import it from here
 
 __all__ = ["FakeDaemon", "MODES", "socket_dir", "setup_run_database", "drop_run_database"]
 
@@ -235,13 +236,6 @@ class FakeDaemon:
                     self.disconnects.append(time.monotonic())
                 return False
         return not self._stop.is_set()
-
-
-def socket_dir() -> Path:
-    """A fresh directory the postgres OS user can traverse (pytest's tmp dirs are private to root)."""
-    path = Path(tempfile.mkdtemp(prefix="sqlcoder-fake-"))
-    os.chmod(path, 0o755)
-    return path
 
 
 def setup_run_database(cluster: Any, dbname: str, template: str, socket_path: str | os.PathLike,

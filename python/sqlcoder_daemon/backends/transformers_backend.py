@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 from ..errors import DaemonError, TooLarge
 from ..jobs import GenerationResult, Job
-from ..memory import check_fits
+from ..memory import check_fits, proc_bytes
 from ..prefix_cache import PrefixCache, cache_layers, new_cache
 from ..settings import Settings, parse_max_memory
 from .base import Backend
@@ -304,11 +304,4 @@ def memory_stats() -> dict[str, Any]:
 
 
 def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return proc_bytes("/proc/self/status", "VmRSS") or 0
