@@ -175,7 +175,7 @@ def _max_rows(settings: config.Settings, requested: Any) -> int:
 
 def _run_recorded(plpy: Any, settings: config.Settings, entry: history.Entry, sql: Any, caller_path: Any,
                   max_rows: int) -> list[str]:
-    execute.refuse_superuser(plpy, settings.allow_superuser_run)
+    """Run guarded SQL read-only; callers have already refused a superuser (refuse_superuser)."""
     result = execute.run_query(plpy, sql, caller_path=caller_path, max_rows=max_rows,
                                max_cost=settings.max_query_cost, timeout_s=settings.query_timeout_ms / 1000)
     entry.sql, entry.query_ms = result.sql, result.query_ms
@@ -203,7 +203,9 @@ def op_execute(plpy: Any, sql: Any = None, caller_path: Any = None, max_rows: An
     settings = config.load(plpy)
     entry = history.Entry("execute", sql=sql)
     with history.recording(plpy, entry, settings.history_conninfo):
-        return _run_recorded(plpy, settings, entry, sql, caller_path, _max_rows(settings, max_rows))
+        limit = _max_rows(settings, max_rows)
+        execute.refuse_superuser(plpy, settings.allow_superuser_run)
+        return _run_recorded(plpy, settings, entry, sql, caller_path, limit)
 
 
 def op_feedback(plpy: Any, id: Any = None, correct: Any = None, corrected_sql: Any = None) -> None:
