@@ -140,6 +140,9 @@ def test_roles_granted_under_0_1_0_keep_working_after_update(pg: Cluster) -> Non
         pg.psql("ALTER EXTENSION sqlcoder UPDATE", dbname=db)
         with pg.connect(db, user="old_analyst") as conn:
             assert "CREATE TABLE notes (\n  body text\n);" in prompt(conn)
+            # and the 0.2.0 functions: run/execute, and the history of its own calls
+            assert conn.execute("SELECT * FROM sqlcoder.execute('SELECT 1 AS one')").fetchone()[0] == {"one": 1}
+            assert conn.execute("SELECT count(*) FROM sqlcoder.history").fetchone()[0] >= 1
     finally:
         pg.psql(f'DROP DATABASE "{db}" WITH (FORCE)')
         pg.psql("DROP ROLE IF EXISTS old_analyst")
