@@ -8,6 +8,8 @@ from typing import Iterator
 import psycopg
 import pytest
 
+import sqlcoder
+
 from sqlcoder_dev.fake_daemon import FakeDaemon, drop_run_database, setup_run_database, socket_dir
 from sqlcoder_dev.pgcluster import Cluster
 
@@ -236,7 +238,7 @@ def test_a_watchdog_firing_after_the_work_ended_is_absorbed(admin) -> None:
     admin.execute(f"""
         CREATE FUNCTION pg_temp.late_watchdog() RETURNS text LANGUAGE plpython3u AS $$
         import sys, time
-        sys.path.insert(0, "{sharedir}/extension/sqlcoder_python/0.2.0")
+        sys.path.insert(0, "{sharedir}/extension/sqlcoder_python/{sqlcoder.__version__}")
         from sqlcoder import execute
         # time.sleep checks no PostgreSQL interrupt: the SIGINT stays pending until absorbed
         return execute.in_caller_context(plpy, ["public"], 0.2, lambda: time.sleep(0.8) or "finished")

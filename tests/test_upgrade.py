@@ -18,8 +18,10 @@ from sqlcoder_dev.pgcluster import Cluster
 from fixtures.pg import ROOT
 
 NEWEST = (ROOT / "sqlcoder.control").read_text().split("default_version = '")[1].split("'")[0]
-VERSIONS = sorted({p.name.split("--")[1].removesuffix(".sql.in") for p in (ROOT / "sql").glob("sqlcoder--*.sql.in")
-                   if p.name.count("--") == 1} | {NEWEST})
+# Every version a shipped script names, as the source or target of an update or as a full install.
+VERSIONS = sorted({v for p in (ROOT / "sql").glob("sqlcoder--*.sql.in")
+                   for v in p.name.removesuffix(".sql.in").split("--")[1:]} | {NEWEST},
+                  key=lambda v: tuple(int(n) for n in v.split(".")))
 
 # One query per kind of object; each returns text rows that must match between installs.
 SNAPSHOT_QUERIES = {
