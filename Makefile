@@ -10,6 +10,18 @@ EXTVERSION   = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" sqlcoder.co
 SCRIPT_SOURCES = $(wildcard sql/sqlcoder--*.sql.in)
 DATA_built     = $(patsubst sql/%.sql.in,build/%.sql,$(SCRIPT_SOURCES))
 
+# A small C library for what only PostgreSQL's internals can answer: the
+# analyzed query's functions and relations (guard), whether the client is
+# still connected (abandoned calls), history rows written by a background worker.
+MODULE_big   = sqlcoder
+OBJS         = src/sqlcoder.o
+OBJS        += src/query_objects.o
+OBJS        += src/client_check.o
+OBJS        += src/history_worker.o
+# Debian's PGXS would also build LLVM bitcode for JIT inlining, which needs clang:
+# the library is small and never hot, so it is not worth a compiler more.
+with_llvm    = no
+
 REGRESS      = setup ask_errors config
 REGRESS_OPTS = --inputdir=test --outputdir=build/regress
 

@@ -22,11 +22,12 @@ ARG PG_MAJOR=16
 FROM postgres:${PG_MAJOR}-bookworm AS build
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends make "postgresql-server-dev-${PG_MAJOR}=${PG_VERSION}" \
+ && apt-get install -y --no-install-recommends make gcc libc6-dev "postgresql-server-dev-${PG_MAJOR}=${PG_VERSION}" \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Makefile sqlcoder.control ./
 COPY sql ./sql
+COPY src ./src
 COPY python/sqlcoder ./python/sqlcoder
 # DESTDIR keeps the build stage's own PostgreSQL untouched; the final stage
 # copies exactly the files `make install` wrote and nothing of the build tools.
