@@ -39,11 +39,13 @@ def resolve_allowlist(uids: Iterable[int], users: Iterable[str]) -> set[int]:
 
 
 class SocketAccess:
-    """The group the socket gets (None: the daemon's own, no chown) and warnings to log at start."""
+    """The group the socket gets (None: the daemon's own, no chown), a note on how it was chosen, and
+    warnings about allowlisted users who cannot open it, to log at start."""
 
-    def __init__(self, gid: int | None, notes: list[str]):
+    def __init__(self, gid: int | None, notes: list[str], warnings: list[str] | None = None):
         self.gid = gid
         self.notes = notes
+        self.warnings = warnings or []
 
 
 def _user(uid: int) -> str:
@@ -103,9 +105,9 @@ def socket_access(path: str | os.PathLike, group: str | None, allowed: set[int])
         except KeyError:
             raise ValueError(f"--socket-group {group}: no such group") from None
         outside = [u for u in others if _in_group(u, gid) is False]
-        notes = [f"allowlisted {', '.join(map(_user, outside))} not in --socket-group {group}: "
-                 "they cannot open the socket (mode 0660)"] if outside else []
-        return SocketAccess(gid, notes)
+        warnings = [f"allowlisted {', '.join(map(_user, outside))} not in --socket-group {group}: "
+                    "they cannot open the socket (mode 0660)"] if outside else []
+        return SocketAccess(gid, [], warnings)
     own = _default_gid(Path(path))
     if all(_in_group(u, own) is not False for u in others):
         return SocketAccess(None, [])

@@ -200,7 +200,9 @@ class Daemon:
         self.scheduler.start()
         self.start_side_listeners("ready")
         for note in self.access.notes:
-            log.warning("%s", note)
+            log.info("%s", note)
+        for warning in self.access.warnings:
+            log.warning("%s", warning)
         self._bound = bind_socket(self.settings.socket, self.access.gid)
         self.state = "ready"
         log.info("listening on %s (allowed uids: %s; at most %d connections)", self.settings.socket,
