@@ -135,14 +135,15 @@ class DaemonClient:
             except OSError as exc:
                 sock.close()
                 raise self._connect_error(exc) from None
-            if time.monotonic() + pause > deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise DaemonBusy(
                     f"the sqlcoder daemon at {self.socket_path} accepted no connection within "
                     f"{self.connect_timeout:g} s: its listen backlog is full",
                     hint=("The daemon is overloaded or not running its accept loop (stopped with SIGSTOP, or hung): "
                           "check its process and log. Raise connect_timeout_ms only if it is merely busy."))
             self.check_interrupts()
-            time.sleep(pause)
+            time.sleep(min(pause, left))
             pause = min(pause * 2, 0.1)
 
     def _connect_error(self, exc: OSError) -> Exception:

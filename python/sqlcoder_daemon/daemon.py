@@ -64,12 +64,11 @@ class Daemon:
         #: Requests read but not yet answered, across all connections.
         self.active_requests = 0
         soft, want = raise_fd_limit(settings.max_connections)
-        #: Connections the descriptor limit leaves room for.
-        self.fd_cap = max(1, soft - FD_RESERVE) if soft < want else settings.max_connections
-        if self.fd_cap < settings.max_connections:
-            log.warning("the descriptor limit (%d) leaves room for %d connections, not max_connections %d: "
-                        "raise LimitNOFILE (ulimit -n) to %d", soft, self.fd_cap, settings.max_connections, want)
-        self.slots = ConnectionSlots(min(settings.max_connections, self.fd_cap))
+        if soft < want:
+            log.warning("the descriptor limit (%d) leaves room for about %d connections, not max_connections %d: "
+                        "at the limit the daemon stops accepting until a connection closes; raise LimitNOFILE "
+                        "(ulimit -n) to %d", soft, max(0, soft - FD_RESERVE), settings.max_connections, want)
+        self.slots = ConnectionSlots(settings.max_connections)
         self.socket_lost = False
         self._reload_requested = False
         self._out_of_fds_since: float | None = None
@@ -327,7 +326,7 @@ class Daemon:
         self.limits = _limits(self.settings)
         self.scheduler.max_queue = self.settings.max_queue
         self.scheduler.batch_wait_s = self.settings.batch_wait_ms / 1000.0
-        self.slots.cap = min(self.settings.max_connections, self.fd_cap)
+        self.slots.cap = self.settings.max_connections
         logging.getLogger().setLevel(self.settings.log_level)
         log.info("SIGHUP: settings re-read; applied: %s (allowed uids: %s)", ", ".join(sorted(changed)) or "none",
                  ",".join(map(str, sorted(allowed))))
