@@ -7,12 +7,11 @@ package's own ``DaemonClient`` (and, for the frozen daemon, ``sqlcoder.ask`` in 
 
 from __future__ import annotations
 
-import errno
 import grp
 import http.client
 import json
 import os
-import pwd
+import re
 import signal
 import socket
 import stat
@@ -372,3 +371,11 @@ def test_openai_listener_validates_like_the_socket(d: DaemonProcess, fields: dic
     code, reply = _http(d, "POST", "/v1/completions", body,
                         {"Authorization": f"Bearer {KEY}", "Content-Length": str(len(body))})
     assert code == 400 and message in reply["error"]["message"], reply
+
+
+def test_every_case_in_the_security_note_has_its_test() -> None:
+    note = (Path(__file__).resolve().parents[1] / "docs" / "security.md").read_text()
+    section = note.split("### Local users and operators against the daemon", 1)[1].split("\n## ", 1)[0]
+    named = {name for row in section.splitlines() if row.startswith("| `")
+             for name in re.findall(r"`(test_\w+)`", row)}
+    assert len(named) >= 9 and named <= set(globals()), sorted(named - set(globals()))
