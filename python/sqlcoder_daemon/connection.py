@@ -6,16 +6,13 @@ import logging
 import select
 import socket
 import time
-from typing import TYPE_CHECKING
 
 from .errors import Cancelled, DaemonError, Forbidden, Internal
 from .jobs import Job
 from .protocol import (CountTokensRequest, GenerateRequest, StatusRequest, encode, error_reply, ok_reply,
                        parse_request)
+from .service import Service
 from .unixsocket import IdleTimeout, LineReader, peer_uid
-
-if TYPE_CHECKING:
-    from .daemon import Daemon
 
 __all__ = ["client_gone", "handle_connection", "refuse_connection"]
 
@@ -36,7 +33,7 @@ def client_gone(conn: socket.socket) -> bool:
         return True
 
 
-def handle_connection(daemon: "Daemon", conn: socket.socket) -> None:
+def handle_connection(daemon: Service, conn: socket.socket) -> None:
     """Serve one connection until it closes; no exception escapes (one top-level handler)."""
     uid = None
     try:
@@ -112,7 +109,7 @@ def _send(conn: socket.socket, reply: dict) -> bool:
         return False
 
 
-def _answer(daemon: "Daemon", conn: socket.socket, line: bytes, uid: int) -> tuple[dict | None, bool]:
+def _answer(daemon: Service, conn: socket.socket, line: bytes, uid: int) -> tuple[dict | None, bool]:
     """The reply to one request line, and whether to close the connection afterwards."""
     received = time.monotonic()
     try:

@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .accept import OUT_OF_DESCRIPTORS
 from .connection import client_gone
@@ -26,9 +26,7 @@ from .errors import BadRequest, Busy, Cancelled, DaemonError, ShuttingDown, Time
 from .jobs import Job
 from .metrics import prometheus_text
 from .protocol import CountTokensRequest, GenerateRequest, parse_message
-
-if TYPE_CHECKING:
-    from .daemon import Daemon
+from .service import Service
 
 __all__ = ["parse_listen", "start_metrics_server", "start_openai_server"]
 
@@ -56,7 +54,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, addr: tuple[str, int], handler: type, daemon: "Daemon"):
+    def __init__(self, addr: tuple[str, int], handler: type, daemon: Service):
         if ":" in addr[0]:
             self.address_family = socket.AF_INET6
         super().__init__(addr, handler)
@@ -130,18 +128,18 @@ class _MetricsHandler(_Handler):
             self._json(404, {"error": "not found; try /metrics, /status or /healthz"})
 
 
-def _start(addr_text: str, handler: type, daemon: "Daemon", name: str) -> _Server:
+def _start(addr_text: str, handler: type, daemon: Service, name: str) -> _Server:
     srv = _Server(parse_listen(addr_text), handler, daemon)
     threading.Thread(target=srv.serve_forever, name=name, daemon=True).start()
     log.info("%s listening on http://%s:%d", name, *srv.server_address[:2])
     return srv
 
 
-def start_metrics_server(daemon: "Daemon", listen: str) -> _Server:
+def start_metrics_server(daemon: Service, listen: str) -> _Server:
     return _start(listen, _MetricsHandler, daemon, "metrics")
 
 
-def start_openai_server(daemon: "Daemon", listen: str) -> _Server:
+def start_openai_server(daemon: Service, listen: str) -> _Server:
     return _start(listen, _OpenAIHandler, daemon, "openai-api")
 
 
