@@ -63,6 +63,18 @@ SNAPSHOT_QUERIES = {
         WHERE t.typnamespace = 'sqlcoder'::regnamespace AND t.typrelid = 0 AND t.typelem = 0 ORDER BY 1""",
     "schema": """
         SELECT nspname || ' ' || coalesce(nspacl::text, '') FROM pg_namespace WHERE nspname = 'sqlcoder'""",
+    "views": """
+        SELECT c.relname || ' ' || pg_get_viewdef(c.oid) FROM pg_class c
+        WHERE c.relnamespace = 'sqlcoder'::regnamespace AND c.relkind IN ('v', 'm') ORDER BY 1""",
+    "column_order": """
+        SELECT c.relname || ' ' || string_agg(a.attname, ',' ORDER BY a.attnum) FROM pg_class c
+        JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+        WHERE c.relnamespace = 'sqlcoder'::regnamespace GROUP BY c.relname ORDER BY 1""",
+    # (0.1.0 -> 0.2.0 left the dropped config_0_1_0's OID in extconfig; pg_dump skips OIDs of no table)
+    "dumped": """
+        SELECT t.oid::regclass::text || ' ' || coalesce(t.cond, '') FROM pg_extension e,
+               unnest(e.extconfig, e.extcondition) AS t(oid, cond)
+        WHERE e.extname = 'sqlcoder' AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = t.oid) ORDER BY 1""",
     "config": """
         SELECT key || '=' || value || ' ' || description FROM sqlcoder.config ORDER BY key""",
 }
