@@ -7,7 +7,6 @@ waits instead of spinning when the process runs out of file descriptors.
 
 from __future__ import annotations
 
-import json
 import logging
 import selectors
 import signal
@@ -26,6 +25,7 @@ from .jobs import GenerationResult, Job
 from .metrics import Metrics
 from .protocol import PROTOCOL_VERSION, Limits, ok_reply
 from .reload import reread_settings
+from .requestlog import log_request, timings
 from .scheduler import Scheduler
 from .settings import Settings
 from .unixsocket import BoundSocket, bind_socket
@@ -33,7 +33,6 @@ from .unixsocket import BoundSocket, bind_socket
 __all__ = ["EXIT_CUT_OFF", "EXIT_SOCKET_LOST", "Daemon"]
 
 log = logging.getLogger(__name__)
-request_log = logging.getLogger("sqlcoder_daemon.requests")
 
 #: Exit status when a stop's drain deadline cut requests off.
 EXIT_CUT_OFF = 4
@@ -117,27 +116,11 @@ class Daemon:
             finish_reason=result.finish_reason,
             usage={"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
                    "cached_prompt_tokens": result.cached_tokens},
-            timings=_timings(job),
+            timings=timings(job),
         )
 
     def _log_request(self, job: Job, outcome: str, peer_uid: int | None) -> None:
-        """One structured log line per generate request."""
-        res = job.future.result() if job.future.done() and not job.future.exception() else None
-        event: dict[str, Any] = {
-            "event": "request", "id": job.request.id, "source": job.source, "peer_uid": peer_uid,
-            "outcome": outcome, "prompt_chars": len(job.request.prompt),
-            "max_new_tokens": job.request.max_new_tokens, "num_beams": job.request.num_beams, **_timings(job),
-            # How long it ran, also for requests cancelled, timed out or cut off before the worker finished.
-            "total_ms": round((time.monotonic() - job.received) * 1000, 3),
-        }
-        if job.started is not None and job.finished is None:
-            event["generate_ms"] = round((time.monotonic() - job.started) * 1000, 3)
-        if res is not None:
-            event.update(prompt_tokens=res.prompt_tokens, completion_tokens=res.completion_tokens,
-                         cached_tokens=res.cached_tokens, finish_reason=res.finish_reason)
-        if self.settings.log_prompts:
-            event["prompt"] = job.request.prompt
-        request_log.info(json.dumps(event, ensure_ascii=False))
+        log_request(job, outcome, peer_uid, self.settings.log_prompts)
 
     def status(self) -> dict[str, Any]:
         """The ``status`` reply: fixed facts, live counters, then the settings in effect."""
@@ -248,10 +231,17 @@ class Daemon:
             self.socket_lost = True
             self.request_stop()
             return
-        sel.unregister(self._bound.sock)
-        self._bound.sock.close()  # its file is gone: nothing to unlink
-        self._bound = bound
+        old, self._bound = self._bound, bound
+        sel.unregister(old.sock)
         sel.register(bound.sock, selectors.EVENT_READ)
+        old.sock.setblocking(False)
+        while True:  # serve the clients that connected before the file went (they wait in its backlog)
+            try:
+                conn, _ = old.sock.accept()
+            except OSError:
+                break
+            self._start_connection(conn)
+        old.sock.close()  # its file is gone: nothing to unlink
         log.info("listening on %s again", path)
 
     def _accept_one(self) -> None:
@@ -275,6 +265,10 @@ class Daemon:
             log.info("accepting connections again after %.1f s without a free descriptor",
                      time.monotonic() - self._out_of_fds_since)
             self._out_of_fds_since = None
+        self._start_connection(conn)
+
+    def _start_connection(self, conn: socket.socket) -> None:
+        """A thread for ``conn``, or one ``busy`` line and close when max_connections are open."""
         if not self.slots.acquire():
             refuse_connection(conn, Busy(f"too many connections (max_connections {self.slots.cap}); try again"))
             return
@@ -363,10 +357,3 @@ class Daemon:
 def _limits(settings: Settings) -> Limits:
     return Limits(max_new_tokens=settings.max_new_tokens, num_beams=settings.num_beams,
                   max_num_beams=settings.max_num_beams, timeout_ms=settings.timeout_ms)
-
-
-def _timings(job: Job) -> dict[str, float | None]:
-    start = job.started if job.started is not None else job.finished
-    queue_ms = None if start is None else round((start - job.received) * 1000, 3)
-    gen_ms = None if job.started is None or job.finished is None else round((job.finished - job.started) * 1000, 3)
-    return {"queue_ms": queue_ms, "generate_ms": gen_ms}
