@@ -11,6 +11,7 @@ import grp
 import http.client
 import json
 import os
+import pwd
 import re
 import signal
 import socket
@@ -105,6 +106,25 @@ def test_socket_removed_is_bound_again_and_a_second_daemon_is_refused(random_mod
         b.stop()
         assert a.stop() == 0
     assert not path.exists(), "the first daemon removes its own socket when it stops"
+
+
+def test_without_socket_group_an_unreachable_allowlist_is_refused(monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    """The other half of row "no --socket-group": a daemon that may not give the socket group postgres
+    (running as nobody, not a member) refuses to start instead of admitting a user who cannot connect.
+    (The check runs before the model loads; here it is called directly, as the test cannot run the
+    daemon's virtual environment as another user.)"""
+    import sqlcoder_daemon.access as access
+
+    nobody, postgres = pwd.getpwnam("nobody"), pwd.getpwnam("postgres")
+    for name, value in (("getuid", nobody.pw_uid), ("geteuid", nobody.pw_uid), ("getegid", nobody.pw_gid)):
+        monkeypatch.setattr(access.os, name, lambda value=value: value)
+    monkeypatch.setattr(access.os, "getgroups", lambda: [nobody.pw_gid])
+    with pytest.raises(ValueError, match="postgres .uid \\d+. is not in, .* pass --socket-group"):
+        access.socket_access(tmp_path / "s.sock", None, {nobody.pw_uid, postgres.pw_uid})
+    chosen = access.socket_access(tmp_path / "s.sock", "postgres", {nobody.pw_uid, postgres.pw_uid})
+    assert chosen.gid == grp.getgrnam("postgres").gr_gid and not chosen.warnings
+    assert access.socket_access(tmp_path / "s.sock", None, {nobody.pw_uid}).gid is None  # only itself: fine
 
 
 def test_socket_replaced_by_another_daemon_is_left_alone_and_the_first_exits(random_model: Path,
