@@ -62,7 +62,7 @@ class DaemonClient:
     """One request at a time over a fresh connection to the daemon's Unix socket.
 
     With ``budget`` (seconds; model_timeout_ms), every request made through this client,
-    connecting included, ends within that time from the client's creation: the status
+    connecting included, ends within that time from its first request: the status
     probe and token counting come out of the same budget as the generate request.
     """
 
@@ -77,10 +77,6 @@ class DaemonClient:
         self.call_deadline: float | None = None
 
     # -- public ------------------------------------------------------------
-    def remaining(self) -> float | None:
-        """Seconds left of the budget (None without one)."""
-        return None if self.call_deadline is None else self.call_deadline - time.monotonic()
-
     def daemon_timeout_ms(self, timeout: float) -> int:
         """The ``timeout_ms`` to send: a little less than this client waits, so a daemon that is alive
         answers with its own ``timeout`` error before the client gives up on it."""
@@ -140,8 +136,9 @@ class DaemonClient:
                 raise DaemonBusy(
                     f"the sqlcoder daemon at {self.socket_path} accepted no connection within "
                     f"{self.connect_timeout:g} s: its listen backlog is full",
-                    hint=("The daemon is overloaded or not running its accept loop (stopped with SIGSTOP, or hung): "
-                          "check its process and log. Raise connect_timeout_ms only if it is merely busy."))
+                    hint=("The daemon is not accepting connections: stopped (SIGSTOP), hung, or out of file "
+                          "descriptors. Check its process and log; raise connect_timeout_ms only if it is merely "
+                          "busy."))
             self.check_interrupts()
             time.sleep(min(pause, left))
             pause = min(pause * 2, 0.1)
