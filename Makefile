@@ -18,6 +18,8 @@ OBJS         = src/sqlcoder.o
 OBJS        += src/query_objects.o
 OBJS        += src/client_check.o
 OBJS        += src/history_worker.o
+# Results kept in bytes-bounded tuplestores between the guard and the caller (issue #10).
+OBJS        += src/result_rows.o
 # Debian's PGXS would also build LLVM bitcode for JIT inlining, which needs clang:
 # the library is small and never hot, so it is not worth a compiler more.
 with_llvm    = no
