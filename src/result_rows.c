@@ -266,89 +266,78 @@ sqlcoder_run_readonly(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(result_desc, values, nulls)));
 }
 
-/* What _result_rows keeps between calls. */
-typedef struct Reader
-{
-	Stash	   *stash;
-	TupleTableSlot *slot;
-} Reader;
-
-static void
-result_rows_shutdown(Datum arg)
-{
-	stash_free((Stash *) DatumGetPointer(arg));
-}
-
 /*
  * sqlcoder._result_rows(token bigint) RETURNS SETOF json
  *
- * The rows _run_readonly kept under token, in order, each once: taking them
- * removes them, and they are freed when the scan ends.
+ * The rows _run_readonly kept under token, in order, each once: they are
+ * copied into the caller's own tuplestore (work_mem, then a temporary file)
+ * and the kept ones freed. One call, not one per row: the function's SET
+ * search_path clause would otherwise cost a GUC save and restore per row.
  */
 Datum
 sqlcoder_result_rows(PG_FUNCTION_ARGS)
 {
-	FuncCallContext *funcctx;
-	Stash	   *stash;
-	Reader	   *reader;
-	bool		found;
+	int64		token = PG_GETARG_INT64(0);
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Stash	   *stash = NULL;
+	ListCell   *lc;
+	MemoryContext old;
+	Tuplestorestate *out;
+	TupleDesc	desc;
+	TupleTableSlot *slot;
 
-	if (SRF_IS_FIRSTCALL())
+	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) || !(rsinfo->allowedModes & SFRM_Materialize))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("sqlcoder: _result_rows must be called where a set of rows is accepted")));
+	foreach(lc, stashes)
 	{
-		int64		token = PG_GETARG_INT64(0);
-		ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-		ListCell   *lc;
-		MemoryContext old;
+		Stash	   *candidate = (Stash *) lfirst(lc);
 
-		funcctx = SRF_FIRSTCALL_INIT();
-		stash = NULL;
-		foreach(lc, stashes)
+		if (candidate->token == token)
 		{
-			Stash	   *candidate = (Stash *) lfirst(lc);
-
-			if (candidate->token == token)
-			{
-				stash = candidate;
-				stashes = foreach_delete_current(stashes, lc);
-				break;
-			}
+			stash = candidate;
+			stashes = foreach_delete_current(stashes, lc);
+			break;
 		}
-		if (stash == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_OBJECT),
-					 errmsg("sqlcoder: no result %lld in this transaction", (long long) token),
-					 errhint("Call sqlcoder.run or sqlcoder.execute; this function only returns their rows.")));
-		/* Freed when the scan ends, even if the caller stops reading early. */
-		if (rsinfo != NULL && IsA(rsinfo, ReturnSetInfo) && rsinfo->econtext != NULL)
-			RegisterExprContextCallback(rsinfo->econtext, result_rows_shutdown, PointerGetDatum(stash));
-		old = MemoryContextSwitchTo(funcctx->multi_call_memory_ctx);
-		reader = palloc(sizeof(Reader));
-		reader->stash = stash;
-		reader->slot = MakeSingleTupleTableSlot(CreateTupleDescCopy(stash->desc), &TTSOpsMinimalTuple);
-		funcctx->user_fctx = reader;
-		MemoryContextSwitchTo(old);
 	}
-	funcctx = SRF_PERCALL_SETUP();
-	reader = (Reader *) funcctx->user_fctx;
-	stash = reader->stash;
-	found = false;
-	if (stash->store != NULL)
-	{
-		/* A row read back from the file is allocated here, and freed by the slot at the next read. */
-		MemoryContext old = MemoryContextSwitchTo(stash->cxt);
+	if (stash == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("sqlcoder: no result %lld in this transaction", (long long) token),
+				 errhint("Call sqlcoder.run or sqlcoder.execute; this function only returns their rows.")));
 
-		found = tuplestore_gettupleslot(stash->store, true, false, reader->slot);
-		MemoryContextSwitchTo(old);
-	}
-	if (found)
-	{
-		bool		isnull;
-		Datum		value = slot_getattr(reader->slot, 1, &isnull);
+	old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+	desc = CreateTupleDescCopy(stash->desc);
+	out = tuplestore_begin_heap((rsinfo->allowedModes & SFRM_Materialize_Random) != 0, false, work_mem);
+	MemoryContextSwitchTo(old);
 
-		if (isnull)
-			elog(ERROR, "sqlcoder: a kept row is NULL");
-		SRF_RETURN_NEXT(funcctx, value);
+	PG_TRY();
+	{
+		slot = MakeSingleTupleTableSlot(stash->desc, &TTSOpsMinimalTuple);
+		for (;;)
+		{
+			bool		found;
+
+			/* A row read back from the file is allocated here; the slot frees it at the next read. */
+			old = MemoryContextSwitchTo(stash->cxt);
+			found = tuplestore_gettupleslot(stash->store, true, false, slot);
+			MemoryContextSwitchTo(old);
+			if (!found)
+				break;
+			tuplestore_puttupleslot(out, slot);
+			CHECK_FOR_INTERRUPTS();
+		}
+		ExecDropSingleTupleTableSlot(slot);
 	}
-	stash_free(stash);
-	SRF_RETURN_DONE(funcctx);
+	PG_FINALLY();
+	{
+		stash_free(stash);
+	}
+	PG_END_TRY();
+
+	rsinfo->returnMode = SFRM_Materialize;
+	rsinfo->setResult = out;
+	rsinfo->setDesc = desc;
+	return (Datum) 0;
 }
