@@ -18,6 +18,7 @@ OBJS         = src/sqlcoder.o
 OBJS        += src/query_objects.o
 OBJS        += src/client_check.o
 OBJS        += src/history_worker.o
+OBJS        += src/raise_reply.o
 # Results kept in bytes-bounded tuplestores between the guard and the caller (issue #10).
 OBJS        += src/result_rows.o
 # Debian's PGXS would also build LLVM bitcode for JIT inlining, which needs clang:
