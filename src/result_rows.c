@@ -51,6 +51,13 @@ typedef struct Stash
 
 /* Results not yet taken, in TopTransactionContext; reset at transaction end. */
 static List *stashes = NIL;
+
+/*
+ * Each kept result may hold work_mem in memory until it is taken. The SQL
+ * wrappers take theirs at once, so more than a few waiting means someone
+ * calls the internals in a loop: refused, so memory stays bounded.
+ */
+#define MAX_WAITING_RESULTS 8
 static int64 next_token = 1;
 static bool callback_registered = false;
 
@@ -200,6 +207,12 @@ sqlcoder_run_readonly(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("sqlcoder: max_rows and max_bytes must not be negative")));
+
+	if (list_length(stashes) >= MAX_WAITING_RESULTS)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("sqlcoder: %d results of this transaction were never returned", list_length(stashes)),
+				 errhint("Call sqlcoder.run or sqlcoder.execute; each returns its rows at once.")));
 
 	/* Local to this call: the SET clause restores the path when it returns. */
 	(void) set_config_option("search_path", path, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);

@@ -171,6 +171,19 @@ def test_rows_not_taken_are_freed_at_commit_without_a_warning(analyst) -> None:
     assert "no result" in info.value.diag.message_primary and info.value.diag.message_hint
 
 
+def test_results_never_taken_are_capped(analyst) -> None:
+    # Each waiting result may hold work_mem: a loop over the internals must not pile them up.
+    analyst.autocommit = False
+    with pytest.raises(psycopg.errors.ProgramLimitExceeded) as info:
+        with analyst.transaction():
+            for _ in range(9):
+                analyst.execute("SELECT sqlcoder._result(sqlcoder._invoke('execute', jsonb_build_object("
+                                "'sql', 'SELECT 1', 'caller_path', current_schemas(true))))")
+    analyst.autocommit = True
+    assert "8 results of this transaction were never returned" in info.value.diag.message_primary
+    assert len(analyst.execute("SELECT * FROM sqlcoder.execute('SELECT 1')").fetchall()) == 1
+
+
 def test_rows_are_taken_once(analyst) -> None:
     analyst.autocommit = False
     with analyst.transaction():
