@@ -10,8 +10,9 @@
  * rest in a temporary file), counted as it arrives; past max_rows or
  * max_bytes the executor is told to stop at once. The tuplestore lives in
  * the top transaction's memory and resource owner, so the subtransaction's
- * rollback keeps it, and sqlcoder._result_rows(token) returns it row by row.
- * Whatever is not taken is freed when the transaction ends.
+ * rollback keeps it, and sqlcoder._result_rows(token) copies it into the
+ * caller's result and frees it. Whatever is not taken is freed when the
+ * transaction ends.
  *
  *   sqlcoder._run_readonly(query, caller_search_path, max_rows, max_bytes)
  *     -> (token, row_count, bytes, truncated, exceeded)
@@ -40,11 +41,11 @@
 PG_FUNCTION_INFO_V1(sqlcoder_run_readonly);
 PG_FUNCTION_INFO_V1(sqlcoder_result_rows);
 
-/* One kept result: its own memory context, so that taking it frees it all. */
+/* One kept result, allocated in its own memory context: freeing it frees it all. */
 typedef struct Stash
 {
 	int64		token;
-	MemoryContext cxt;			/* child of TopTransactionContext; NULL once freed */
+	MemoryContext cxt;			/* child of TopTransactionContext */
 	Tuplestorestate *store;
 	TupleDesc	desc;
 } Stash;
@@ -73,15 +74,14 @@ typedef struct StashReceiver
 	bool		exceeded;
 } StashReceiver;
 
+/* The stash is gone afterwards: its struct lived in its own context. */
 static void
 stash_free(Stash *stash)
 {
-	if (stash->cxt == NULL)
-		return;
+	MemoryContext cxt = stash->cxt;
+
 	tuplestore_end(stash->store);	/* closes its temporary file */
-	MemoryContextDelete(stash->cxt);
-	stash->cxt = NULL;
-	stash->store = NULL;
+	MemoryContextDelete(cxt);
 }
 
 static void
@@ -109,6 +109,7 @@ at_xact_end(XactEvent event, void *arg)
 static Stash *
 stash_create(TupleDesc desc)
 {
+	MemoryContext cxt;
 	MemoryContext old;
 	ResourceOwner old_owner = CurrentResourceOwner;
 	Stash	   *stash;
@@ -118,9 +119,10 @@ stash_create(TupleDesc desc)
 		RegisterXactCallback(at_xact_end, NULL);
 		callback_registered = true;
 	}
-	stash = MemoryContextAllocZero(TopTransactionContext, sizeof(Stash));
-	stash->cxt = AllocSetContextCreate(TopTransactionContext, "sqlcoder result", ALLOCSET_DEFAULT_SIZES);
-	old = MemoryContextSwitchTo(stash->cxt);
+	cxt = AllocSetContextCreate(TopTransactionContext, "sqlcoder result", ALLOCSET_DEFAULT_SIZES);
+	stash = MemoryContextAllocZero(cxt, sizeof(Stash));
+	stash->cxt = cxt;
+	old = MemoryContextSwitchTo(cxt);
 	/* The tuplestore's temporary file belongs to the owner current at its creation. */
 	CurrentResourceOwner = TopTransactionResourceOwner;
 	PG_TRY();
@@ -195,7 +197,7 @@ sqlcoder_run_readonly(PG_FUNCTION_ARGS)
 	TupleDesc	row_desc;
 	SPIPlanPtr	plan;
 	SPIExecuteOptions options;
-	StashReceiver *receiver;
+	StashReceiver receiver;		/* on the stack: read after SPI_finish freed SPI's memory */
 	Stash	   *stash;
 	Datum		values[5];
 	bool		nulls[5] = {false, false, false, false, false};
@@ -231,18 +233,18 @@ sqlcoder_run_readonly(PG_FUNCTION_ARGS)
 	TupleDescInitEntry(row_desc, (AttrNumber) 1, "row", JSONOID, -1, 0);
 	stash = stash_create(row_desc);
 
-	receiver = palloc0(sizeof(StashReceiver));
-	receiver->pub.receiveSlot = receiver_receive;
-	receiver->pub.rStartup = receiver_startup;
-	receiver->pub.rShutdown = receiver_noop;
-	receiver->pub.rDestroy = receiver_noop;
-	receiver->pub.mydest = DestNone;
-	receiver->stash = stash;
-	receiver->max_rows = max_rows;
-	receiver->max_bytes = max_bytes;
+	memset(&receiver, 0, sizeof(receiver));
+	receiver.pub.receiveSlot = receiver_receive;
+	receiver.pub.rStartup = receiver_startup;
+	receiver.pub.rShutdown = receiver_noop;
+	receiver.pub.rDestroy = receiver_noop;
+	receiver.pub.mydest = DestNone;
+	receiver.stash = stash;
+	receiver.max_rows = max_rows;
+	receiver.max_bytes = max_bytes;
 
 	memset(&options, 0, sizeof(options));
-	options.dest = (DestReceiver *) receiver;
+	options.dest = (DestReceiver *) &receiver;
 	PG_TRY();
 	{
 		int			rc = SPI_execute_plan_extended(plan, &options);
@@ -258,7 +260,7 @@ sqlcoder_run_readonly(PG_FUNCTION_ARGS)
 	PG_END_TRY();
 	SPI_finish();
 
-	if (receiver->exceeded)
+	if (receiver.exceeded)
 	{
 		stash_free(stash);
 		nulls[0] = true;
@@ -272,10 +274,10 @@ sqlcoder_run_readonly(PG_FUNCTION_ARGS)
 		MemoryContextSwitchTo(old);
 		values[0] = Int64GetDatum(stash->token);
 	}
-	values[1] = Int64GetDatum(receiver->rows);
-	values[2] = Int64GetDatum(receiver->bytes);
-	values[3] = BoolGetDatum(receiver->truncated);
-	values[4] = BoolGetDatum(receiver->exceeded);
+	values[1] = Int64GetDatum(receiver.rows);
+	values[2] = Int64GetDatum(receiver.bytes);
+	values[3] = BoolGetDatum(receiver.truncated);
+	values[4] = BoolGetDatum(receiver.exceeded);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(result_desc, values, nulls)));
 }
 
