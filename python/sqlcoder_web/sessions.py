@@ -1,0 +1,117 @@
+"""Server-side sessions: a random cookie names one logged-in role, its connection pool and CSRF token.
+
+The password is handed to the session's psycopg pool, which needs it to
+reconnect after a lost database, and lives only in this process's memory for
+the session's life: never in a cookie, on disk or in a log. A session ends at
+logout, after ``session_idle_minutes`` without a request, or
+``session_max_hours`` after login; its pool (and so the password) goes with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from .results import Result
+
+__all__ = ["Session", "SessionStore", "make_pool", "new_token", "same_token"]
+
+log = logging.getLogger(__name__)
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def same_token(a: str | None, b: str | None) -> bool:
+    """Constant-time comparison; an absent token never matches."""
+    return bool(a) and bool(b) and hmac.compare_digest(a.encode(), b.encode())  # type: ignore[union-attr]
+
+
+@dataclass
+class Session:
+    """One logged-in person."""
+
+    role: str
+    pool: AsyncConnectionPool
+    csrf: str = field(default_factory=new_token)
+    created: float = field(default_factory=time.monotonic)
+    last_seen: float = field(default_factory=time.monotonic)
+    result: Result | None = None  # the last result, for its CSV download
+    owns_pool: bool = True
+
+
+class SessionStore:
+    """Sessions by cookie value, with expiry and a ceiling on how many exist at once."""
+
+    def __init__(self, idle_s: float, max_age_s: float, max_sessions: int):
+        self.idle_s = idle_s
+        self.max_age_s = max_age_s
+        self.max_sessions = max_sessions
+        self._sessions: dict[str, Session] = {}
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def full(self) -> bool:
+        return len(self._sessions) >= self.max_sessions
+
+    def add(self, session: Session) -> str:
+        key = new_token()
+        self._sessions[key] = session
+        return key
+
+    def _expired(self, s: Session, now: float) -> bool:
+        return now - s.last_seen > self.idle_s or now - s.created > self.max_age_s
+
+    async def get(self, key: str | None) -> Session | None:
+        """The live session for a cookie value (touched), or None; an expired one is closed."""
+        s = self._sessions.get(key) if key else None
+        if s is None:
+            return None
+        now = time.monotonic()
+        if self._expired(s, now):
+            await self.remove(key)
+            return None
+        s.last_seen = now
+        return s
+
+    async def remove(self, key: str | None) -> None:
+        s = self._sessions.pop(key, None) if key else None
+        if s is not None and s.owns_pool:
+            await s.pool.close()
+
+    async def reap(self) -> int:
+        """Close every expired session; returns how many."""
+        now = time.monotonic()
+        stale = [k for k, s in self._sessions.items() if self._expired(s, now)]
+        for k in stale:
+            await self.remove(k)
+        return len(stale)
+
+    async def reap_forever(self, every_s: float = 30.0) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await self.reap()
+            except Exception:  # keep reaping; a pool that fails to close is logged
+                log.exception("closing expired sessions failed")
+
+    async def close_all(self) -> None:
+        for k in list(self._sessions):
+            await self.remove(k)
+
+
+def make_pool(conninfo: str, timeout_s: float, **kwargs: Any) -> AsyncConnectionPool:
+    """A small pool for one person (or the single user): autocommit, checked before each use."""
+    return AsyncConnectionPool(
+        conninfo, kwargs={"autocommit": True, "application_name": "sqlcoder-web", **kwargs},
+        min_size=1, max_size=2, timeout=timeout_s, open=False,
+        check=AsyncConnectionPool.check_connection, reconnect_timeout=timeout_s * 12)
