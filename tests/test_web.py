@@ -51,7 +51,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def web_db(pg: Cluster, tiny_daemon) -> Iterator[tuple[str, str]]:
     """A copy of the sample shop wired to the real daemon, and a role that must give its password."""
-    dbname, role = f"web_{os.getpid()}", f"web_user_{os.getpid()}"
+    dbname, role = f"web_{os.getpid()}", "web_analyst"
     pg.psql(f'CREATE DATABASE "{dbname}" TEMPLATE "{SHOP_TEMPLATE}"')
     configure_socket(pg, dbname, str(tiny_daemon.socket_path))
     grant_reader(pg, dbname, role)
@@ -301,3 +301,34 @@ def test_chart_choice_and_csv_defuses_formulas() -> None:
     assert r.chart["type"] == "bar"
     assert results.to_csv(r).splitlines() == ["name,n", '"\'=HYPERLINK(""x"")",-1']  # numbers keep their sign
     assert results.build([[("a", True), ("b", None)]], [], 10).chart is None  # nothing to draw
+
+
+def test_single_user_mode_names_a_lost_database_and_recovers() -> None:
+    """Its own cluster (the shared one must not stop): a token link opens the page, no password form;
+    with the server stopped the page says the database is unreachable, and works again once it is back."""
+    from starlette.testclient import TestClient
+
+    from sqlcoder_web.app import create_app
+
+    with Cluster() as solo:
+        solo.psql("CREATE EXTENSION sqlcoder CASCADE")
+        solo.psql("CREATE ROLE solo LOGIN")
+        solo.psql("SELECT sqlcoder.grant_access('solo')")
+        settings = parse_args(["--single-user", "--connect-timeout-s", "1", "--conninfo",
+                               f"host={solo.sockdir} port={solo.port} dbname=postgres user=solo"])
+        app = create_app(settings)
+        with TestClient(app, base_url="http://127.0.0.1:8765", follow_redirects=False) as client:
+            assert "printed when it started" in client.get("/login").text
+            assert client.get("/login?token=wrong").status_code == 200 and client.get("/").status_code == 303
+            assert client.get(f"/login?token={app.state.single_user_token}").status_code == 303
+            csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/").text).group(1)
+
+            def run_one() -> str:
+                return client.post("/run", data={"csrf": csrf, "sql": "SELECT 41 + 1 AS answer"}).text
+
+            assert "<td class=\"number\">42</td>" in run_one()
+            solo.psql("CHECKPOINT")  # the cluster runs without synchronous commit and stops immediately
+            solo.stop(remove=False)
+            assert "The database cannot be reached" in run_one()
+            solo.start()
+            assert "<td class=\"number\">42</td>" in run_one()

@@ -29,7 +29,7 @@ from starlette.templating import Jinja2Templates
 
 from . import auth, db, results
 from .security import SecurityMiddleware, origin_ok
-from .sessions import Session, SessionStore, make_pool, new_token, same_token
+from .sessions import Lease, Session, SessionStore, make_pool, new_token, same_token
 from .settings import WebSettings
 
 __all__ = ["create_app", "COOKIE", "LOGIN_COOKIE", "MAX_QUESTION_CHARS", "MAX_SQL_CHARS"]
@@ -43,7 +43,7 @@ MAX_QUESTION_CHARS = 4000
 MAX_SQL_CHARS = 100_000
 DB_ERRORS = (psycopg.Error, PoolTimeout, OSError)
 
-Handler = Callable[[Request, Session, FormData], Awaitable[Response]]
+Handler = Callable[[Request, Session, Lease, FormData], Awaitable[Response]]
 
 
 def format_sql(sql: str) -> str:
@@ -75,17 +75,17 @@ def create_app(settings: WebSettings) -> Starlette:
         return RedirectResponse(request.url_for("login"), status_code=303)
 
     # -- page ------------------------------------------------------------------
-    async def page(request: Request, s: Session, status: int = 200, **state: Any) -> Response:
+    async def page(request: Request, s: Session, lease: Lease, status: int = 200, **state: Any) -> Response:
         """The main page with the side list of your questions; a failure shows the daemon's status."""
         problem: db.Problem | None = state.get("problem")
         history: list[db.HistoryItem] = []
         daemon = None
         if not (problem and problem.kind == "database"):
             try:
-                async with s.pool.connection() as conn:
-                    history = await db.history(conn, settings.history_limit)
-                    if problem is not None:
-                        daemon = await db.status(conn)
+                conn = await lease.conn()
+                history = await db.history(conn, settings.history_limit)
+                if problem is not None:
+                    daemon = await db.status(conn)
             except DB_ERRORS as exc:
                 state.setdefault("problem", db.problem_from(exc))
         return render(request, "index.html", status, s=s, history=history, daemon=daemon,
@@ -97,16 +97,16 @@ def create_app(settings: WebSettings) -> Starlette:
             return to_login(request)
         state: dict[str, Any] = {}
         h = request.query_params.get("h", "")
-        if h.isdigit() and len(h) < 19:
-            try:
-                async with s.pool.connection() as conn:
-                    item = await db.history_item(conn, int(h))
-            except DB_ERRORS as exc:
-                return await page(request, s, problem=db.problem_from(exc))
-            if item is not None:
-                state.update(question=item.question or "", sql=format_sql(item.sql or ""), ask_id=item.id,
-                             item=item, thanks=request.query_params.get("thanks") == "1")
-        return await page(request, s, **state)
+        async with Lease(s.pool) as lease:
+            if h.isdigit() and len(h) < 19:
+                try:
+                    item = await db.history_item(await lease.conn(), int(h))
+                except DB_ERRORS as exc:
+                    return await page(request, s, lease, problem=db.problem_from(exc))
+                if item is not None:
+                    state.update(question=item.question or "", sql=format_sql(item.sql or ""), ask_id=item.id,
+                                 item=item, thanks=request.query_params.get("thanks") == "1")
+            return await page(request, s, lease, **state)
 
     # -- POST: every one goes through this check --------------------------------
     def post(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
@@ -118,47 +118,46 @@ def create_app(settings: WebSettings) -> Starlette:
             if not origin_ok(request) or not same_token(str(form.get("csrf", "")), s.csrf):
                 return PlainTextResponse("Forbidden: the form's CSRF token is missing or wrong; reload the page.",
                                          status_code=403)
-            return await handler(request, s, form)
+            async with Lease(s.pool) as lease:
+                return await handler(request, s, lease, form)
         endpoint.__name__ = handler.__name__
         return endpoint
 
-    async def run_sql(s: Session, sql: str) -> tuple[results.Result | None, db.Problem | None]:
+    async def run_sql(s: Session, lease: Lease, sql: str) -> tuple[results.Result | None, db.Problem | None]:
         try:
-            async with s.pool.connection() as conn:
-                rows, notices = await db.execute(conn, sql)
+            rows, notices = await db.execute(await lease.conn(), sql)
         except DB_ERRORS as exc:
             return None, db.problem_from(exc)
         result = results.build(rows, notices, settings.max_table_rows)
         s.result = result
         return result, None
 
-    async def ask(request: Request, s: Session, form: FormData) -> Response:
+    async def ask(request: Request, s: Session, lease: Lease, form: FormData) -> Response:
         question = str(form.get("question", "")).strip()
         if not question or len(question) > MAX_QUESTION_CHARS:
-            return await page(request, s, 400, question=question[:MAX_QUESTION_CHARS], problem=db.Problem(
+            return await page(request, s, lease, 400, question=question[:MAX_QUESTION_CHARS], problem=db.Problem(
                 "query", f"Ask a question of 1 to {MAX_QUESTION_CHARS} characters."))
         try:
-            async with s.pool.connection() as conn:
-                sql, ask_id, notices = await db.ask(conn, question)
+            sql, ask_id, notices = await db.ask(await lease.conn(), question)
         except DB_ERRORS as exc:
-            return await page(request, s, question=question, problem=db.problem_from(exc))
-        result, problem = await run_sql(s, sql)
-        return await page(request, s, question=question, sql=format_sql(sql), ask_id=ask_id,
+            return await page(request, s, lease, question=question, problem=db.problem_from(exc))
+        result, problem = await run_sql(s, lease, sql)
+        return await page(request, s, lease, question=question, sql=format_sql(sql), ask_id=ask_id,
                           ask_notices=notices, result=result, problem=problem)
 
-    async def run(request: Request, s: Session, form: FormData) -> Response:
+    async def run(request: Request, s: Session, lease: Lease, form: FormData) -> Response:
         sql = str(form.get("sql", ""))
         question = str(form.get("question", ""))[:MAX_QUESTION_CHARS]
         ask_id = str(form.get("ask_id", ""))
         if len(sql) > MAX_SQL_CHARS:
-            return await page(request, s, 400, question=question, sql=sql[:MAX_SQL_CHARS], problem=db.Problem(
-                "query", f"The SQL is longer than {MAX_SQL_CHARS} characters."))
-        result, problem = await run_sql(s, sql)
-        return await page(request, s, question=question, sql=sql,
+            return await page(request, s, lease, 400, question=question, sql=sql[:MAX_SQL_CHARS],
+                              problem=db.Problem("query", f"The SQL is longer than {MAX_SQL_CHARS} characters."))
+        result, problem = await run_sql(s, lease, sql)
+        return await page(request, s, lease, question=question, sql=sql,
                           ask_id=int(ask_id) if ask_id.isdigit() and len(ask_id) < 19 else None,
                           result=result, problem=problem)
 
-    async def feedback(request: Request, s: Session, form: FormData) -> Response:
+    async def feedback(request: Request, s: Session, lease: Lease, form: FormData) -> Response:
         ask_id = str(form.get("ask_id", ""))
         verdict = str(form.get("verdict", ""))
         corrected = str(form.get("corrected_sql", "")).strip() or None
@@ -167,14 +166,14 @@ def create_app(settings: WebSettings) -> Starlette:
         if corrected is not None and len(corrected) > MAX_SQL_CHARS:
             raise HTTPException(400, "corrected SQL too long")
         try:
-            async with s.pool.connection() as conn:
-                await db.feedback(conn, int(ask_id), verdict == "up", corrected if verdict == "fix" else None)
+            await db.feedback(await lease.conn(), int(ask_id), verdict == "up",
+                              corrected if verdict == "fix" else None)
         except DB_ERRORS as exc:
-            return await page(request, s, problem=db.problem_from(exc))
+            return await page(request, s, lease, problem=db.problem_from(exc))
         return RedirectResponse(str(request.url_for("index").include_query_params(h=ask_id, thanks=1)),
                                 status_code=303)
 
-    async def logout(request: Request, s: Session, form: FormData) -> Response:
+    async def logout(request: Request, s: Session, lease: Lease, form: FormData) -> Response:
         await store.remove(request.cookies.get(COOKIE))
         response = to_login(request)
         response.delete_cookie(COOKIE, path=request.scope.get("root_path") or "/")
@@ -188,8 +187,8 @@ def create_app(settings: WebSettings) -> Starlette:
         question = request.query_params.get("q", "")[:MAX_QUESTION_CHARS]
         text, problem = None, None
         try:
-            async with s.pool.connection() as conn:
-                text = await db.prompt(conn, question)
+            async with Lease(s.pool) as lease:
+                text = await db.prompt(await lease.conn(), question)
         except DB_ERRORS as exc:
             problem = db.problem_from(exc)
         return render(request, "prompt.html", s=s, question=question, prompt=text, problem=problem)
@@ -200,8 +199,8 @@ def create_app(settings: WebSettings) -> Starlette:
             return to_login(request)
         daemon, problem = None, None
         try:
-            async with s.pool.connection() as conn:
-                daemon = await db.status(conn)
+            async with Lease(s.pool) as lease:
+                daemon = await db.status(await lease.conn())
         except DB_ERRORS as exc:
             problem = db.problem_from(exc)
         return render(request, "status.html", s=s, daemon=daemon, problem=problem)
@@ -234,8 +233,11 @@ def create_app(settings: WebSettings) -> Starlette:
             token = request.query_params.get("token")
             if settings.single_user and same_token(token, app.state.single_user_token):
                 session = Session(role="", pool=shared["pool"], owns_pool=False)
-                async with shared["pool"].connection() as conn:
-                    session.role = (await db.whoami(conn)).role
+                try:
+                    async with Lease(shared["pool"]) as lease:
+                        session.role = (await db.whoami(await lease.conn())).role
+                except DB_ERRORS as exc:
+                    return await login_page(request, db.problem_from(exc).message, 503)
                 await store.remove(request.cookies.get(COOKIE))
                 return start_session(request, store.add(session))
             return await login_page(request)

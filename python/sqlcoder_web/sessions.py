@@ -17,11 +17,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from psycopg_pool import AsyncConnectionPool
+import psycopg
+from psycopg_pool import AsyncNullConnectionPool
 
 from .results import Result
 
-__all__ = ["Session", "SessionStore", "make_pool", "new_token", "same_token"]
+__all__ = ["Lease", "Session", "SessionStore", "make_pool", "new_token", "same_token"]
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class Session:
     """One logged-in person."""
 
     role: str
-    pool: AsyncConnectionPool
+    pool: AsyncNullConnectionPool
     csrf: str = field(default_factory=new_token)
     created: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
@@ -109,9 +110,41 @@ class SessionStore:
             await self.remove(k)
 
 
-def make_pool(conninfo: str, timeout_s: float, **kwargs: Any) -> AsyncConnectionPool:
-    """A small pool for one person (or the single user): autocommit, checked before each use."""
-    return AsyncConnectionPool(
-        conninfo, kwargs={"autocommit": True, "application_name": "sqlcoder-web", **kwargs},
-        min_size=1, max_size=2, timeout=timeout_s, open=False,
-        check=AsyncConnectionPool.check_connection, reconnect_timeout=timeout_s * 12)
+def make_pool(conninfo: str, timeout_s: float, **kwargs: Any) -> AsyncNullConnectionPool:
+    """One person's pool: at most two connections at once, none kept between requests.
+
+    A null pool connects afresh for each request, so an idle session holds no
+    server connection and a database that comes back is used at the very next
+    request (a pool keeping connections would first wait out its reconnect backoff).
+    """
+    return AsyncNullConnectionPool(
+        conninfo, kwargs={"autocommit": True, "application_name": "sqlcoder-web",
+                          "connect_timeout": max(1, int(timeout_s)), **kwargs},
+        max_size=2, timeout=timeout_s, open=False)
+
+
+class Lease:
+    """At most one connection for one request, taken from the pool at first use and returned at the end."""
+
+    def __init__(self, pool: AsyncNullConnectionPool):
+        self._pool = pool
+        self._cm: Any = None
+        self._conn: psycopg.AsyncConnection | None = None
+
+    async def conn(self) -> psycopg.AsyncConnection:
+        if self._conn is None or self._conn.closed:
+            await self._release()
+            self._cm = self._pool.connection()
+            self._conn = await self._cm.__aenter__()
+        return self._conn
+
+    async def _release(self) -> None:
+        cm, self._cm, self._conn = self._cm, None, None
+        if cm is not None:
+            await cm.__aexit__(None, None, None)
+
+    async def __aenter__(self) -> "Lease":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._release()
