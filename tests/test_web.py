@@ -251,7 +251,7 @@ def test_the_page_makes_no_third_party_request(browser, server) -> None:
 
 # -- HTTP: cookies, headers, CSRF -------------------------------------------------------------
 
-def test_every_post_needs_the_csrf_token_and_cookies_are_httponly_samesite(server, web_db) -> None:
+def test_every_post_needs_the_csrf_token_and_cookies_are_httponly_samesite(server, web_db, pg) -> None:
     with httpx.Client(base_url=server) as client:
         page = client.get("/login")
         assert "default-src 'none'" in page.headers["content-security-policy"]
@@ -273,6 +273,12 @@ def test_every_post_needs_the_csrf_token_and_cookies_are_httponly_samesite(serve
         assert client.post("/run", data={"csrf": csrf, "sql": "SELECT 1 AS one"}).status_code == 200
         assert client.post("/ask", content=b"x" * 400_000,
                            headers={"content-type": "application/x-www-form-urlencoded"}).status_code == 413
+        # Another role's history row: row-level security hides it from the page.
+        with pg.connect(web_db[0]) as conn:
+            other = conn.execute("INSERT INTO sqlcoder.history (role, operation, question, sql, outcome) "
+                                 "VALUES ('someone_else', 'ask', 'secret question', 'SELECT 42', 'ok') "
+                                 "RETURNING id").fetchone()[0]
+        assert "secret question" not in client.get(f"/?h={other}").text
         assert client.post("/logout", data={"csrf": csrf}).status_code == 303
         assert client.get("/").status_code == 303  # the session is gone
 
@@ -286,8 +292,17 @@ def test_login_to_a_lost_database_says_so() -> None:
     assert len(store) == 0
 
 
-def test_binds_to_localhost_by_default() -> None:
+def test_binds_to_localhost_by_default_and_every_flag_and_login_message_is_documented() -> None:
+    import dataclasses
+
+    from sqlcoder_web.settings import WebSettings
+
     assert parse_args(["--conninfo", "dbname=x"]).host == "127.0.0.1"
+    doc = (ROOT / "docs" / "web.md").read_text()
+    for f in dataclasses.fields(WebSettings):
+        assert f"| `--{f.name.replace('_', '-')}` |" in doc, f.name
+    for message in (auth.LOGIN_FAILED, auth.NO_PASSWORD_ASKED.split(",")[0], "The database cannot be reached"):
+        assert " ".join(message.split()) in " ".join(doc.split()), message
 
 
 def test_chart_choice_and_csv_defuses_formulas() -> None:
