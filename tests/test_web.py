@@ -221,6 +221,9 @@ def test_a_refusal_shows_postgresqls_message_hint_and_the_daemon(browser, server
 def test_a_time_column_gives_a_line_chart_and_hostile_text_stays_text(browser, server) -> None:
     run_sql(browser, "SELECT ordered_at::date AS day, count(*) AS orders FROM orders GROUP BY 1 ORDER BY 1")
     assert wait(browser, "canvas#chart[data-chart-type]").get_attribute("data-chart-type") == "line"
+    run_sql(browser, """SELECT 'a' AS k, '{"x": [1, {"y": 2}]}'::json AS j, 1 AS k""")
+    assert [td.text for td in browser.find_elements(By.CSS_SELECTOR, "#result-table td")] == \
+        ["a", '{"x": [1, {"y": 2}]}', "1"]  # a json cell as JSON; a repeated column name kept
     hostile = "<img src=x onerror=\"document.title='pwned'\"></td><script>document.title='pwned'</script>"
     run_sql(browser, "SELECT " + "'" + hostile.replace("'", "''") + "' AS name, 1 AS n")
     assert browser.find_element(By.CSS_SELECTOR, "#result-table td").text == hostile
@@ -316,6 +319,8 @@ def test_chart_choice_and_csv_defuses_formulas() -> None:
     assert r.chart["type"] == "bar"
     assert results.to_csv(r).splitlines() == ["name,n", '"\'=HYPERLINK(""x"")",-1']  # numbers keep their sign
     assert results.build([[("a", True), ("b", None)]], [], 10).chart is None  # nothing to draw
+    r = results.build([[("k", "x"), ("v", float("nan"))], [("k", "y"), ("v", Decimal("Infinity"))]], [], 10)
+    assert r.chart["series"][0]["data"] == [None, None]  # JSON has no NaN: gaps, not a broken chart
 
 
 def test_single_user_mode_names_a_lost_database_and_recovers() -> None:

@@ -232,6 +232,9 @@ def create_app(settings: WebSettings) -> Starlette:
         if request.method == "GET":
             token = request.query_params.get("token")
             if settings.single_user and same_token(token, app.state.single_user_token):
+                await store.reap()
+                if store.full():
+                    return await login_page(request, auth.TOO_MANY, 503)
                 session = Session(role="", pool=shared["pool"], owns_pool=False)
                 try:
                     async with Lease(shared["pool"]) as lease:

@@ -139,8 +139,22 @@ async def execute(conn: psycopg.AsyncConnection, sql: str) -> tuple[list[list[tu
     async with notices(conn) as seen:
         cur = await conn.execute("SELECT r::text FROM sqlcoder.execute(%s) AS r", (sql,))
         texts = await cur.fetchall()
-    rows = [json.loads(t[0], object_pairs_hook=list, parse_float=Decimal) for t in texts]
+    rows = [[(name, _plain(value)) for name, value in json.loads(t[0], object_pairs_hook=_Pairs,
+                                                                parse_float=Decimal)] for t in texts]
     return rows, seen
+
+
+class _Pairs(list):
+    """A JSON object as its (key, value) pairs: a row keeps duplicate column names and their order."""
+
+
+def _plain(value: Any) -> Any:
+    """Objects inside a cell (json columns) back to dicts."""
+    if isinstance(value, _Pairs):
+        return {k: _plain(v) for k, v in value}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 async def feedback(conn: psycopg.AsyncConnection, history_id: int, correct: bool,

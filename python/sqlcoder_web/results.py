@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -71,6 +72,14 @@ def _cell(v: Any) -> str:
     return json.dumps(v, ensure_ascii=False, default=str)
 
 
+def _point(v: Any) -> float | None:
+    """A chart value; NaN and infinities (PostgreSQL's numeric has them) become gaps, as JSON has no such number."""
+    if v is None:
+        return None
+    f = float(v)
+    return f if math.isfinite(f) else None
+
+
 def chart_spec(columns: Sequence[str], kinds: Sequence[str], raw: Sequence[Sequence[Any]]) -> dict[str, Any] | None:
     """``{"type": "line"|"bar", "x": ..., "labels": [...], "series": [{"label", "data"}]}`` or None."""
     if not raw or len(raw) > MAX_CHART_POINTS:
@@ -90,8 +99,7 @@ def chart_spec(columns: Sequence[str], kinds: Sequence[str], raw: Sequence[Seque
         "type": chart_type,
         "x": columns[x],
         "labels": [_cell(raw[r][x]) for r in order],
-        "series": [{"label": columns[i], "data": [None if raw[r][i] is None else float(raw[r][i]) for r in order]}
-                   for i in numeric[:MAX_SERIES]],
+        "series": [{"label": columns[i], "data": [_point(raw[r][i]) for r in order]} for i in numeric[:MAX_SERIES]],
     }
 
 
