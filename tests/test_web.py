@@ -341,12 +341,20 @@ def test_single_user_mode_names_a_lost_database_and_recovers() -> None:
             assert "printed when it started" in client.get("/login").text
             assert client.get("/login?token=wrong").status_code == 200 and client.get("/").status_code == 303
             assert client.get(f"/login?token={app.state.single_user_token}").status_code == 303
-            csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/").text).group(1)
+            index = client.get("/").text
+            assert "signed in as <strong id=\"who\">solo</strong>" in index and "role-note" not in index
+            csrf = re.search(r'name="csrf" value="([^"]+)"', index).group(1)
 
             def run_one() -> str:
                 return client.post("/run", data={"csrf": csrf, "sql": "SELECT 41 + 1 AS answer"}).text
 
             assert "<td class=\"number\">42</td>" in run_one()
+            solo.psql("SELECT sqlcoder.revoke_access('solo')")
+            client.get(f"/login?token={app.state.single_user_token}")
+            assert "may not use sqlcoder yet" in client.get("/").text  # told, before asking anything
+            solo.psql("SELECT sqlcoder.grant_access('solo')")
+            client.get(f"/login?token={app.state.single_user_token}")
+            csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/").text).group(1)
             solo.psql("CHECKPOINT")  # the cluster runs without synchronous commit and stops immediately
             solo.stop(remove=False)
             assert "The database cannot be reached" in run_one()

@@ -238,9 +238,10 @@ def create_app(settings: WebSettings) -> Starlette:
                 session = Session(role="", pool=shared["pool"], owns_pool=False)
                 try:
                     async with Lease(shared["pool"]) as lease:
-                        session.role = (await db.whoami(await lease.conn())).role
+                        who = await db.whoami(await lease.conn())
                 except DB_ERRORS as exc:
                     return await login_page(request, db.problem_from(exc).message, 503)
+                session.role, session.note = who.role, auth.role_note(who)
                 await store.remove(request.cookies.get(COOKIE))
                 return start_session(request, store.add(session))
             return await login_page(request)

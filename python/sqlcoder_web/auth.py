@@ -17,7 +17,7 @@ import psycopg
 from . import db
 from .sessions import Session, SessionStore, make_pool
 
-__all__ = ["LoginFailed", "login", "LOGIN_FAILED", "MAX_ROLE_CHARS", "MAX_PASSWORD_CHARS"]
+__all__ = ["LoginFailed", "login", "role_note", "LOGIN_FAILED", "MAX_ROLE_CHARS", "MAX_PASSWORD_CHARS"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,17 @@ _UNREACHABLE_WORDS = ("Is the server running", "Connection refused", "No such fi
 def _is_auth_failure(exc: psycopg.Error) -> bool:
     text = str(exc)
     return not any(w in text for w in _UNREACHABLE_WORDS)
+
+
+def role_note(who: db.Who) -> str | None:
+    """What the page tells a role that may log in but will not get answers."""
+    if not who.granted:
+        return (f"Your role {who.role} may not use sqlcoder yet: ask a DBA to run "
+                f"SELECT sqlcoder.grant_access('{who.role}');")
+    if who.superuser:
+        return ("You are logged in as a superuser: sqlcoder refuses to run generated SQL for superusers unless a "
+                "DBA sets allow_superuser_run. Log in as an ordinary role.")
+    return None
 
 
 def _last_line(exc: BaseException) -> str:
@@ -90,5 +101,5 @@ async def login(store: SessionStore, conninfo: str, role: str, password: str, ti
         await conn.close()
     pool = make_pool(conninfo, timeout_s, user=role, password=password)
     await pool.open(wait=False)
-    session = Session(role=who.role, pool=pool)
+    session = Session(role=who.role, pool=pool, note=role_note(who))
     return LoggedIn(store.add(session), session, who)

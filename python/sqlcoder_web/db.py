@@ -94,9 +94,12 @@ async def notices(conn: psycopg.AsyncConnection) -> AsyncIterator[list[str]]:
 
 async def whoami(conn: psycopg.AsyncConnection) -> Who:
     cur = await conn.execute(
+        # From the catalogs, not to_regprocedure: naming a function in a schema without USAGE raises.
         "SELECT current_user::text, "
-        "coalesce(pg_catalog.has_function_privilege("
-        "  pg_catalog.to_regprocedure('sqlcoder.ask(text,text)'), 'EXECUTE'), false), "
+        "coalesce((SELECT pg_catalog.has_schema_privilege(n.oid, 'USAGE') "
+        "                 AND pg_catalog.has_function_privilege(p.oid, 'EXECUTE') "
+        "          FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
+        "          WHERE n.nspname = 'sqlcoder' AND p.proname = 'ask' LIMIT 1), false), "
         "(SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)")
     role, granted, superuser = await cur.fetchone()
     return Who(role, bool(granted), bool(superuser))

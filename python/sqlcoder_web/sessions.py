@@ -47,6 +47,7 @@ class Session:
     last_seen: float = field(default_factory=time.monotonic)
     result: Result | None = None  # the last result, for its CSV download
     owns_pool: bool = True
+    note: str | None = None  # shown on every page: why this role will not get far
 
 
 class SessionStore:
