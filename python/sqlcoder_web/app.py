@@ -97,7 +97,7 @@ def create_app(settings: WebSettings) -> Starlette:
             return to_login(request)
         state: dict[str, Any] = {}
         h = request.query_params.get("h", "")
-        async with Lease(s.pool) as lease:
+        async with Lease(s) as lease:
             if h.isdigit() and len(h) < 19:
                 try:
                     item = await db.history_item(await lease.conn(), int(h))
@@ -118,7 +118,7 @@ def create_app(settings: WebSettings) -> Starlette:
             if not origin_ok(request) or not same_token(str(form.get("csrf", "")), s.csrf):
                 return PlainTextResponse("Forbidden: the form's CSRF token is missing or wrong; reload the page.",
                                          status_code=403)
-            async with Lease(s.pool) as lease:
+            async with Lease(s) as lease:
                 return await handler(request, s, lease, form)
         endpoint.__name__ = handler.__name__
         return endpoint
@@ -187,7 +187,7 @@ def create_app(settings: WebSettings) -> Starlette:
         question = request.query_params.get("q", "")[:MAX_QUESTION_CHARS]
         text, problem = None, None
         try:
-            async with Lease(s.pool) as lease:
+            async with Lease(s) as lease:
                 text = await db.prompt(await lease.conn(), question)
         except DB_ERRORS as exc:
             problem = db.problem_from(exc)
@@ -199,7 +199,7 @@ def create_app(settings: WebSettings) -> Starlette:
             return to_login(request)
         daemon, problem = None, None
         try:
-            async with Lease(s.pool) as lease:
+            async with Lease(s) as lease:
                 daemon = await db.status(await lease.conn())
         except DB_ERRORS as exc:
             problem = db.problem_from(exc)
@@ -237,7 +237,7 @@ def create_app(settings: WebSettings) -> Starlette:
                     return await login_page(request, auth.TOO_MANY, 503)
                 session = Session(role="", pool=shared["pool"], owns_pool=False)
                 try:
-                    async with Lease(shared["pool"]) as lease:
+                    async with Lease(session) as lease:
                         who = await db.whoami(await lease.conn())
                 except DB_ERRORS as exc:
                     return await login_page(request, db.problem_from(exc).message, 503)

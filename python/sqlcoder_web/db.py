@@ -66,11 +66,12 @@ _DAEMON_STATES = {"08000", "08001", "08004", "08006", "08P01", "53000", "57014",
 
 def problem_from(exc: BaseException) -> Problem:
     """An exception from psycopg or its pool as a :class:`Problem` (never a traceback)."""
-    if isinstance(exc, psycopg.Error) and exc.sqlstate:
+    if isinstance(exc, psycopg.Error) and exc.sqlstate and not exc.sqlstate.startswith("57P"):
         diag = exc.diag
         kind = "daemon" if exc.sqlstate in _DAEMON_STATES else "query"
         return Problem(kind, diag.message_primary or str(exc), diag.message_hint, diag.message_detail, exc.sqlstate)
-    # No SQLSTATE: the connection itself failed or was lost, or the pool gave up waiting for one.
+    # No SQLSTATE: the connection itself failed or was lost, or the pool gave up waiting for one;
+    # 57P01-57P05: the server is shutting down, restarting or not yet accepting connections.
     return Problem("database", "The database cannot be reached right now.",
                    "The page reconnects by itself: try again in a moment, or ask the DBA whether the server is up.")
 

@@ -18,13 +18,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg_pool import AsyncNullConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .results import Result
 
 __all__ = ["Lease", "Session", "SessionStore", "make_pool", "new_token", "same_token"]
 
 log = logging.getLogger(__name__)
+
+IDLE_CONNECTION_S = 120.0
 
 
 def new_token() -> str:
@@ -41,13 +43,22 @@ class Session:
     """One logged-in person."""
 
     role: str
-    pool: AsyncNullConnectionPool
+    pool: AsyncConnectionPool
     csrf: str = field(default_factory=new_token)
     created: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
     result: Result | None = None  # the last result, for its CSV download
     owns_pool: bool = True
     note: str | None = None  # shown on every page: why this role will not get far
+
+    async def renew_pool(self) -> None:
+        """Swap in a fresh pool with the same connection parameters (see :class:`Lease`)."""
+        old, owned = self.pool, self.owns_pool
+        self.pool = make_pool(old.conninfo, old.timeout, **(old.kwargs or {}))  # type: ignore[arg-type]
+        self.owns_pool = True
+        await self.pool.open(wait=False)
+        if owned:
+            await old.close(timeout=0)
 
 
 class SessionStore:
@@ -111,32 +122,44 @@ class SessionStore:
             await self.remove(k)
 
 
-def make_pool(conninfo: str, timeout_s: float, **kwargs: Any) -> AsyncNullConnectionPool:
-    """One person's pool: at most two connections at once, none kept between requests.
+def make_pool(conninfo: str, timeout_s: float, **kwargs: Any) -> AsyncConnectionPool:
+    """One person's pool: at most two connections, kept while in use and closed after two idle minutes.
 
-    A null pool connects afresh for each request, so an idle session holds no
-    server connection and a database that comes back is used at the very next
-    request (a pool keeping connections would first wait out its reconnect backoff).
+    Kept connections keep the extension's per-backend caches (the schema
+    catalog) warm between questions; none is opened before the first request
+    (``min_size=0``), and each is checked before use, so one the server
+    dropped is replaced at once.
     """
-    return AsyncNullConnectionPool(
+    return AsyncConnectionPool(
         conninfo, kwargs={"autocommit": True, "application_name": "sqlcoder-web",
                           "connect_timeout": max(1, int(timeout_s)), **kwargs},
-        max_size=2, timeout=timeout_s, open=False)
+        min_size=0, max_size=2, max_idle=IDLE_CONNECTION_S, timeout=timeout_s, open=False,
+        check=AsyncConnectionPool.check_connection, num_workers=1)
 
 
 class Lease:
-    """At most one connection for one request, taken from the pool at first use and returned at the end."""
+    """At most one connection for one request, taken from the session's pool at first use.
 
-    def __init__(self, pool: AsyncNullConnectionPool):
-        self._pool = pool
+    A pool that could not connect waits out a growing backoff before it tries
+    again, so after such a failure the session gets a fresh pool: the first
+    request after the database is back connects at once.
+    """
+
+    def __init__(self, session: "Session"):
+        self._session = session
         self._cm: Any = None
         self._conn: psycopg.AsyncConnection | None = None
 
     async def conn(self) -> psycopg.AsyncConnection:
         if self._conn is None or self._conn.closed:
             await self._release()
-            self._cm = self._pool.connection()
-            self._conn = await self._cm.__aenter__()
+            self._cm = self._session.pool.connection()
+            try:
+                self._conn = await self._cm.__aenter__()
+            except PoolTimeout:
+                self._cm = None
+                await self._session.renew_pool()
+                raise
         return self._conn
 
     async def _release(self) -> None:
