@@ -372,3 +372,22 @@ def test_single_user_mode_names_a_lost_database_and_recovers() -> None:
             assert "The database cannot be reached" in run_one()
             solo.start()
             assert "<td class=\"number\">42</td>" in run_one()
+
+
+def test_sessions_expire_when_idle_or_old_and_take_their_pool_with_them() -> None:
+    from sqlcoder_web.sessions import Session, make_pool
+
+    async def scenario() -> None:
+        store = SessionStore(idle_s=60, max_age_s=3600, max_sessions=2)
+        idle = Session(role="a", pool=make_pool("dbname=x", 1, password="pw"))
+        old = Session(role="b", pool=make_pool("dbname=x", 1, password="pw"))
+        await idle.pool.open(wait=False)
+        await old.pool.open(wait=False)
+        k1, k2 = store.add(idle), store.add(old)
+        assert store.full() and await store.get(k1) is idle and k1 != k2
+        idle.last_seen -= 61
+        old.created -= 3601
+        assert await store.get(k1) is None and idle.pool.closed  # the password goes with the pool
+        assert await store.reap() == 1 and old.pool.closed and len(store) == 0
+
+    asyncio.run(scenario())
