@@ -115,7 +115,9 @@ def submit(driver: webdriver.Chrome, button_id: str, timeout: float = 90) -> Non
 
 def login(driver: webdriver.Chrome, base: str, role: str, password: str) -> None:
     driver.get(base + "/login")
-    wait(driver, "#role").send_keys(role)
+    box = wait(driver, "#role")
+    box.clear()
+    box.send_keys(role)
     driver.find_element(By.ID, "password").send_keys(password)
     submit(driver, "login")
 

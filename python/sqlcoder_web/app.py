@@ -215,9 +215,10 @@ def create_app(settings: WebSettings) -> Starlette:
                         headers={"content-disposition": 'attachment; filename="sqlcoder-result.csv"'})
 
     # -- login --------------------------------------------------------------------
-    async def login_page(request: Request, message: str | None = None, status: int = 200) -> Response:
+    async def login_page(request: Request, message: str | None = None, status: int = 200,
+                         role: str = "") -> Response:
         token = new_token()
-        response = render(request, "login.html", status, csrf=token, message=message,
+        response = render(request, "login.html", status, csrf=token, message=message, role=role[:63],
                           single_user=settings.single_user)
         response.set_cookie(LOGIN_COOKIE, token, max_age=3600, **cookie_args(request))
         return response
@@ -254,7 +255,7 @@ def create_app(settings: WebSettings) -> Starlette:
             done = await auth.login(store, settings.conninfo, str(form.get("role", "")).strip(),
                                     str(form.get("password", "")), settings.connect_timeout_s)
         except auth.LoginFailed as exc:
-            return await login_page(request, str(exc), 401)
+            return await login_page(request, str(exc), 401, role=str(form.get("role", "")).strip())
         await store.remove(request.cookies.get(COOKIE))  # a fresh cookie value at every login
         return start_session(request, done.key)
 
