@@ -232,7 +232,7 @@ def test_a_time_column_gives_a_line_chart_and_hostile_text_stays_text(browser, s
     assert browser.title != "pwned" and not browser.find_elements(By.CSS_SELECTOR, "#result-table img")
 
 
-def test_the_row_cap_notice_is_shown_above_the_table(browser, server, web_db, pg) -> None:
+def test_the_row_and_byte_caps_are_shown(browser, server, web_db, pg) -> None:
     with pg.connect(web_db[0]) as conn:
         conn.execute("UPDATE sqlcoder.config SET value = '2' WHERE key = 'max_rows'")
     try:
@@ -242,6 +242,16 @@ def test_the_row_cap_notice_is_shown_above_the_table(browser, server, web_db, pg
             conn.execute("DELETE FROM sqlcoder.config WHERE key = 'max_rows'")
     assert "first 2 rows" in wait(browser, "#result .notice.cap").text
     assert len(browser.find_elements(By.CSS_SELECTOR, "#result-table tbody tr")) == 2
+    with pg.connect(web_db[0]) as conn:  # the byte cap stops the query: its error, with the HINT
+        conn.execute("UPDATE sqlcoder.config SET value = '64' WHERE key = 'max_result_bytes'")
+    try:
+        run_sql(browser, "SELECT name, email FROM customers")
+    finally:
+        with pg.connect(web_db[0]) as conn:
+            conn.execute("DELETE FROM sqlcoder.config WHERE key = 'max_result_bytes'")
+    assert "max_result_bytes" in wait(browser, "#problem-message").text
+    assert "SQLSTATE 54000" in browser.find_element(By.ID, "problem").text
+    assert browser.find_elements(By.ID, "problem-hint")
 
 
 def test_a_lost_daemon_is_named_and_the_page_recovers(browser, server, web_db, pg, tiny_daemon) -> None:
