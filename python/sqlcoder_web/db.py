@@ -106,14 +106,18 @@ async def whoami(conn: psycopg.AsyncConnection) -> Who:
     return Who(role, bool(granted), bool(superuser))
 
 
-async def _latest_ask_id(conn: psycopg.AsyncConnection, question: str, after: int | None) -> int | None:
-    """The history row of the ask just made (rows are written in their own transaction: visible at once,
-    or a moment later where a background writer records them)."""
+async def _latest_ask_id(conn: psycopg.AsyncConnection, after: int | None) -> int | None:
+    """The history row of the ask just made: the caller's newest ask row after ``after``.
+
+    Not matched by question text: history may keep a shortened copy of a long
+    question. Rows are written in their own transaction, so visible at once, or
+    a moment later where a background writer records them.
+    """
     for delay in (0, 0.05, 0.1, 0.2, 0.4, 0.8):
         await asyncio.sleep(delay)
         cur = await conn.execute(
-            "SELECT max(id) FROM sqlcoder.history WHERE operation = 'ask' AND role = current_user "
-            "AND question = %s AND id > %s", (question, after or 0))
+            "SELECT max(id) FROM sqlcoder.history WHERE operation = 'ask' AND role = current_user AND id > %s",
+            (after or 0,))
         row = await cur.fetchone()
         if row and row[0] is not None:
             return int(row[0])
@@ -135,7 +139,7 @@ async def ask(conn: psycopg.AsyncConnection, question: str) -> tuple[str, int | 
     async with notices(conn) as seen:
         cur = await conn.execute("SELECT sqlcoder.ask(%s)", (question,))
         sql = (await cur.fetchone())[0]
-    return sql, await _latest_ask_id(conn, question, before), seen
+    return sql, await _latest_ask_id(conn, before), seen
 
 
 async def execute(conn: psycopg.AsyncConnection, sql: str) -> tuple[list[list[tuple[str, Any]]], list[str]]:
