@@ -297,8 +297,10 @@ def test_every_post_needs_the_csrf_token_and_cookies_are_httponly_samesite(serve
             assert client.post(path, data={"csrf": csrf, "sql": "SELECT 1"},
                                headers={"origin": "http://evil.example"}).status_code == 403, path
         assert client.post("/run", data={"csrf": csrf, "sql": "SELECT 1 AS one"}).status_code == 200
-        assert client.post("/ask", content=b"x" * 400_000,
-                           headers={"content-type": "application/x-www-form-urlencoded"}).status_code == 413
+        form = {"content-type": "application/x-www-form-urlencoded"}
+        assert client.post("/ask", content=b"x" * 400_000, headers=form).status_code == 413
+        chunked = (b"question=" + b"x" * 65536 for _ in range(5))  # no Content-Length
+        assert client.post("/ask", content=chunked, headers=form).status_code == 413
         # Another role's history row: row-level security hides it from the page.
         with pg.connect(web_db[0]) as conn:
             other = conn.execute("INSERT INTO sqlcoder.history (role, operation, question, sql, outcome) "

@@ -14,6 +14,7 @@ import time
 from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 __all__ = ["SecurityMiddleware", "origin_ok", "MAX_BODY_BYTES", "CSP"]
@@ -67,8 +68,8 @@ class SecurityMiddleware:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > MAX_BODY_BYTES:
-                raise ValueError("request body too large")
+            if received > MAX_BODY_BYTES:  # a chunked body without Content-Length: the handler answers 413
+                raise HTTPException(413, "request body too large")
             return message
 
         async def send_with_headers(message: dict[str, Any]) -> None:
