@@ -4,7 +4,9 @@ its results, settings and sessions. tests/test_web.py drives it in a real browse
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import re
+import time
 from decimal import Decimal
 
 import pytest
@@ -76,6 +78,14 @@ def test_single_user_mode_names_a_lost_database_and_recovers() -> None:
                 return client.post("/run", data={"csrf": csrf, "sql": "SELECT 41 + 1 AS answer"}).text
 
             assert "<td class=\"number\">42</td>" in run_one()
+            # Two long requests hold both of the session's connections: a third is told so (not "unreachable").
+            with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                slow = [pool.submit(client.post, "/run", data={"csrf": csrf, "sql": "SELECT pg_sleep(2.5) AS slept"})
+                        for _ in range(2)]
+                time.sleep(0.5)
+                assert "Your other questions are still running" in client.get("/").text
+                assert all("slept" in f.result().text for f in slow)
+            assert "<td class=\"number\">42</td>" in run_one()  # the same pool, not renewed
             solo.psql("SELECT sqlcoder.revoke_access('solo')")
             client.get(f"/login?token={app.state.single_user_token}")
             assert "may not use sqlcoder yet" in client.get("/").text  # told, before asking anything

@@ -29,7 +29,7 @@ from starlette.templating import Jinja2Templates
 
 from . import auth, db, results
 from .security import SecurityMiddleware, origin_ok
-from .sessions import Lease, Session, SessionStore, make_pool, new_token, same_token
+from .sessions import Lease, Session, SessionBusy, SessionStore, make_pool, new_token, same_token
 from .settings import WebSettings
 
 __all__ = ["create_app", "COOKIE", "LOGIN_COOKIE", "MAX_QUESTION_CHARS", "MAX_SQL_CHARS"]
@@ -41,7 +41,7 @@ COOKIE = "sqlcoder_session"
 LOGIN_COOKIE = "sqlcoder_login_csrf"
 MAX_QUESTION_CHARS = 4000
 MAX_SQL_CHARS = 100_000
-DB_ERRORS = (psycopg.Error, PoolTimeout, OSError)
+DB_ERRORS = (psycopg.Error, PoolTimeout, SessionBusy, OSError)
 
 Handler = Callable[[Request, Session, Lease, FormData], Awaitable[Response]]
 
@@ -80,7 +80,7 @@ def create_app(settings: WebSettings) -> Starlette:
         problem: db.Problem | None = state.get("problem")
         history: list[db.HistoryItem] = []
         daemon = None
-        if not (problem and problem.kind == "database"):
+        if not (problem and problem.kind in ("database", "busy")):
             try:
                 conn = await lease.conn()
                 history = await db.history(conn, settings.history_limit)

@@ -19,6 +19,8 @@ from typing import Any, AsyncIterator
 import psycopg
 from psycopg.rows import dict_row
 
+from .sessions import SessionBusy
+
 __all__ = ["Problem", "HistoryItem", "Who", "problem_from", "whoami", "ask", "execute", "feedback",
            "history", "history_item", "prompt", "status"]
 
@@ -29,7 +31,8 @@ class Problem:
 
     ``kind``: ``query`` (PostgreSQL or the extension refused or failed the
     question or SQL), ``daemon`` (the model daemon is the cause), ``database``
-    (the database cannot be reached).
+    (the database cannot be reached), ``busy`` (the session's own other requests
+    hold its connections).
     """
 
     kind: str
@@ -70,6 +73,9 @@ def problem_from(exc: BaseException) -> Problem:
         diag = exc.diag
         kind = "daemon" if exc.sqlstate in _DAEMON_STATES else "query"
         return Problem(kind, diag.message_primary or str(exc), diag.message_hint, diag.message_detail, exc.sqlstate)
+    if isinstance(exc, SessionBusy):
+        return Problem("busy", "Your other questions are still running (in other tabs or windows).",
+                       "Try again when one of them has finished.")
     # No SQLSTATE: the connection itself failed or was lost, or the pool gave up waiting for one;
     # 57P01-57P05: the server is shutting down, restarting or not yet accepting connections.
     return Problem("database", "The database cannot be reached right now.",

@@ -22,11 +22,16 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .results import Result
 
-__all__ = ["Lease", "Session", "SessionStore", "make_pool", "new_token", "same_token"]
+__all__ = ["Lease", "Session", "SessionBusy", "SessionStore", "make_pool", "new_token", "same_token"]
 
 log = logging.getLogger(__name__)
 
 IDLE_CONNECTION_S = 120.0
+MAX_CONNECTIONS = 2  # per session: a question and, beside it, a click in another tab
+
+
+class SessionBusy(Exception):
+    """Every connection of the session is in use by its other requests (long questions in other tabs)."""
 
 
 def new_token() -> str:
@@ -50,6 +55,7 @@ class Session:
     result: Result | None = None  # the last result, for its CSV download
     owns_pool: bool = True
     note: str | None = None  # shown on every page: why this role will not get far
+    in_use: int = 0  # connections its requests hold right now
 
     async def renew_pool(self) -> None:
         """Swap in a fresh pool with the same connection parameters (see :class:`Lease`)."""
@@ -133,7 +139,7 @@ def make_pool(conninfo: str, timeout_s: float, **kwargs: Any) -> AsyncConnection
     return AsyncConnectionPool(
         conninfo, kwargs={"autocommit": True, "application_name": "sqlcoder-web",
                           "connect_timeout": max(1, int(timeout_s)), **kwargs},
-        min_size=0, max_size=2, max_idle=IDLE_CONNECTION_S, timeout=timeout_s, open=False,
+        min_size=0, max_size=MAX_CONNECTIONS, max_idle=IDLE_CONNECTION_S, timeout=timeout_s, open=False,
         check=AsyncConnectionPool.check_connection, num_workers=1)
 
 
@@ -158,13 +164,17 @@ class Lease:
                 self._conn = await self._cm.__aenter__()
             except PoolTimeout:
                 self._cm = None
+                if self._session.in_use >= MAX_CONNECTIONS:
+                    raise SessionBusy() from None  # this person's own requests hold every connection
                 await self._session.renew_pool()
                 raise
+            self._session.in_use += 1
         return self._conn
 
     async def _release(self) -> None:
         cm, self._cm, self._conn = self._cm, None, None
         if cm is not None:
+            self._session.in_use -= 1
             await cm.__aexit__(None, None, None)
 
     async def __aenter__(self) -> "Lease":
