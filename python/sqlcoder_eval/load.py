@@ -62,7 +62,7 @@ def _configure(conn: psycopg.Connection, settings: dict[str, str]) -> list[str]:
 
 
 def load_database(conninfo: str, db: Database, extension: bool = True, replace: bool = False,
-                  settings: dict[str, str] | None = None) -> LoadResult:
+                  settings: dict[str, str] | None = None, glossary: bool = False) -> LoadResult:
     """Create database ``db.name`` on the server ``conninfo`` names (its dbname is the maintenance
     database), load the dump, comment the columns and, with ``extension``, install the extension,
     apply ``settings`` to ``sqlcoder.config`` and fill its join hints and instructions."""
@@ -76,7 +76,8 @@ def load_database(conninfo: str, db: Database, extension: bool = True, replace: 
             conn.execute("CREATE EXTENSION IF NOT EXISTS sqlcoder CASCADE")
             result.notes += _configure(conn, settings or {})
             result.notes.append(insert_join_hints(conn, db.join_hints))
-            result.notes.append(insert_glossary(conn, db.glossary))
+            result.notes.append(insert_glossary(conn, db.glossary) if glossary else
+                                "glossary: left out (sql-eval's prompt had none; --glossary adds it)")
         else:
             result.notes.append("extension: not installed (--no-extension); join hints and glossary skipped")
     return result
