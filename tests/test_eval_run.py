@@ -153,18 +153,27 @@ def test_ask_predictions_are_executed_and_judged(evalpg, questions, fake_shop, t
         revenue.question: "SELECT pg_sleep(2)",
         by_text["Which customers signed up first? Order them by signup date."].question:
             "COMMIT; DELETE FROM customers RETURNING name",
+        # sql-eval's harness runs every statement of an answer: here, each in the read-only transaction.
+        by_text["Which 2 product categories sold the most units, and how many?"].question:
+            "SELECT 1; DELETE FROM orders RETURNING order_id",
     })
     del answers[by_text["What is the ratio of delivered orders to all orders?"].question]
     set_answers(pg, fake_shop, answers)
+    orders_before = pg.psql("SELECT count(*) FROM orders", dbname=fake_shop).strip()
 
-    records = {r["id"]: r for r in run(qs, AskPredictor(), tmp_path / "ask.jsonl", opts(pg, timeout_s=0.2))}
+    records = {r["id"]: r for r in run(qs, AskPredictor(), tmp_path / "ask.jsonl",
+                                       opts(pg, timeout_s=0.2, judges=("sql-eval", "strict")))}
     assert records[march.id]["correct"] and records[march.id]["exact"]
     assert records[paris.id]["correct"] and not records[paris.id]["exact"]  # extra columns: the subset rule
     assert "read-only transaction" in records[products.id]["error"]
     assert pg.psql("SELECT count(*) FROM products", dbname=fake_shop).strip() == "6"
     assert records[revenue.id]["error"].startswith("timeout")
     signup = records[by_text["Which customers signed up first? Order them by signup date."].id]
-    assert signup["error"] == "2 statements; only one query is judged"
+    assert signup["judge"] == "sql-eval" and signup["error"] == "transaction control (COMMIT) is not run"
+    assert signup["verdicts"]["strict"]["error"] == "2 statements; only one query is judged"
+    units = records[by_text["Which 2 product categories sold the most units, and how many?"].id]
+    assert "read-only transaction" in units["error"]
+    assert pg.psql("SELECT count(*) FROM orders", dbname=fake_shop).strip() == orders_before
     assert pg.psql("SELECT count(*) FROM customers", dbname=fake_shop).strip() == "6"
     ratio = records[by_text["What is the ratio of delivered orders to all orders?"].id]
     assert ratio["error"].startswith("ask failed") and "no answer for" in ratio["error"]
