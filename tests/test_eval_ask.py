@@ -24,10 +24,10 @@ def test_load_with_the_extension_adds_join_hints_and_glossary(pg: Cluster):
     db = dataclasses.replace(Dataset(SMALL).database("shop"), name=f"eval_shop_{os.getpid()}")
     try:
         notes = load_database(pg.conninfo(), db, extension=True, replace=True,
-                              settings={"num_beams": "1", "no_such_key": "x"}).notes
-        assert notes == ["comments: 15 columns described", "config: num_beams = 1",
-                         "config: unknown setting 'no_such_key', ignored", "join hints: 3 added",
-                         "glossary: 2 lines added"]
+                              settings={"num_beams": "1", "no_such_key": "x"}, glossary=True).notes
+        assert notes == ["comments: 15 of 15 described", "config: num_beams = 1",
+                         "config: unknown setting 'no_such_key', ignored", "join hints: 3 of 3 added",
+                         "glossary: 2 entries added"]
         assert pg.psql("SELECT value FROM sqlcoder.config WHERE key = 'num_beams'", dbname=db.name).strip() == "1"
         hints = pg.psql("SELECT left_table, left_column, right_table, right_column FROM sqlcoder.join_hints"
                         " ORDER BY id", dbname=db.name).split()

@@ -65,16 +65,16 @@ def test_load_describes_columns_and_says_what_it_skipped(evalpg):
     assert pg.psql("SELECT col_description('customers'::regclass, 3)", dbname="shop").strip() == \
         "City the customer lives in, as typed at signup"
     assert pg.psql("SELECT count(*) FROM books", dbname="library").strip() == "7"
-    assert "comments: 15 columns described" in notes["shop"]
+    assert "comments: 15 of 15 described" in notes["shop"]
     assert any("--no-extension" in n for n in notes["shop"])
 
 
 def test_hints_are_skipped_with_a_reason_without_the_extension(evalpg):
     pg, _ = evalpg
     with pg.connect("shop") as conn:
-        assert "does not exist" in insert_join_hints(conn, [("customers.customer_id", "orders.customer_id")])
+        assert "does not exist" in insert_join_hints(conn, [("customers.customer_id", "orders.customer_id")])[0]
         assert "does not exist" in insert_glossary(conn, "a rule")
-        assert insert_join_hints(conn, []) == "join hints: none in the metadata"
+        assert insert_join_hints(conn, []) == ("join hints: none in the metadata", [])
         assert insert_glossary(conn, "\n \n") == "glossary: empty"
 
 
@@ -216,7 +216,7 @@ def test_load_command_loads_the_named_databases(evalpg, capsys):
 
     assert main(["load", "--data", str(SMALL), "--dsn", pg.conninfo(), "--db", "library", "--no-extension",
                  "--replace"]) == 0
-    assert capsys.readouterr().out.startswith("library: loaded; comments: 13 columns described")
+    assert capsys.readouterr().out.startswith("library: loaded; comments: 13 of 13 described")
     assert pg.psql("SELECT count(*) FROM authors", dbname="library").strip() == "4"
 
 
@@ -224,8 +224,9 @@ def test_a_bad_join_pair_is_reported_and_the_others_added(pg, new_db):
     """Metadata can name a column the dump lacks (geography's mountain.state_nem): report it, keep the rest."""
     db = new_db()
     with pg.connect(db) as conn:
-        note = insert_join_hints(conn, [("orders.customer_id", "customers.id"),
-                                        ("orders.customer_nem", "customers.id"),
-                                        ("order_items.product_id", "products.id")])
-        assert note.startswith("join hints: 2 added; refused 1: orders.customer_nem = customers.id")
+        note, refused = insert_join_hints(conn, [("orders.customer_id", "customers.id"),
+                                                 ("orders.customer_nem", "customers.id"),
+                                                 ("order_items.product_id", "products.id")])
+        assert note.startswith("join hints: 2 of 3 added; refused 1: orders.customer_nem = customers.id")
+        assert refused == ["orders.customer_nem = customers.id (no column customer_nem in public.orders)"]
         assert conn.execute("SELECT count(*) FROM sqlcoder.join_hints").fetchone()[0] == 2
