@@ -77,7 +77,8 @@ def run_checks(data: Path, out_dir: Path | None = None, parallel: int = 2, timeo
                     if wrongly_right and judge == "sql-eval":
                         notes.append(f"NOTE sql-eval/perturbed #{r['id']} {r['db_name']}/{r['category']} scored "
                                      f"correct by sql-eval's rules: {r['note']}")
-                    elif r["error"] or (predictor.name == "gold" and not r["correct"]) or wrongly_right:
+                    elif ((r["error"] and (predictor.name == "gold" or judge == "strict"))
+                          or (predictor.name == "gold" and not r["correct"]) or wrongly_right):
                         print(f"FAIL {r['run']} #{r['id']} {r['db_name']}/{r['category']}: "
                               f"{r['error'] or r['note'] or 'wrong verdict'}", file=stdout)
     for line in eval_lines(*(summaries[f"{j}/{r}"] for j in JUDGE_ORDER for r in ("gold", "perturbed"))):
