@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", action="append", help="only questions on this database (repeatable)")
     p.add_argument("--limit", type=int, help="only the first N questions (after filtering)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--prompt-profile", choices=("sql-eval", "default"),
+                   help="set each database's template first: sql-eval = what sql-eval rendered for the served "
+                        "model (the card's prompt); default = what ask sends in production (default: leave the "
+                        "databases' setting as it is)")
     _add_judge(p)
     _add_policy(p)
 
@@ -132,7 +136,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     questions = [q for q in dataset.questions()
                  if (not args.category or q.category in args.category) and (not args.db or q.db_name in args.db)]
     questions = questions[: args.limit] if args.limit else questions
-    opts = RunOptions(conninfo=args.dsn, run_name=args.run_name or args.predictions, parallel=args.parallel,
+    if args.prompt_profile:
+        from .profiles import ProfileError, apply_profile
+
+        try:
+            print(apply_profile(args.dsn, sorted({q.db_name for q in questions}), args.prompt_profile),
+                  file=sys.stderr)
+        except ProfileError as e:
+            print(f"sqlcoder-eval run: {e}", file=sys.stderr)
+            return 2
+    opts = RunOptions(prompt_profile=args.prompt_profile or "", conninfo=args.dsn, run_name=args.run_name or args.predictions, parallel=args.parallel,
                       timeout_s=args.timeout, max_rows=args.max_rows, policy=args.order_policy,
                       judges=(args.judge,), resume=args.resume, progress=not args.no_progress)
     records = run(questions, make_predictor(args.predictions, args.ask_timeout), args.out, opts)

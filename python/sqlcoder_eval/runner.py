@@ -40,6 +40,7 @@ class RunOptions:
     max_rows: int = 100_000
     policy: str = "sql-eval"
     judges: tuple[str, ...] = (DEFAULT_JUDGE,)
+    prompt_profile: str = ""  # as set by --prompt-profile ('' = the databases' own setting)
     resume: bool = False
     progress: bool = True
 
@@ -67,7 +68,8 @@ def evaluate_question(conn: psycopg.Connection, q: Question, predictor: Predicto
                       session: dict[str, Any] | None = None) -> dict[str, Any]:
     """Execute the gold variants, get a prediction, execute it and judge it: one results record."""
     record: dict[str, Any] = {
-        "run": opts.run_name, "predictions": predictor.name, "judge": opts.judges[0], "id": q.id,
+        "run": opts.run_name, "predictions": predictor.name, "judge": opts.judges[0],
+        "prompt_profile": opts.prompt_profile, "id": q.id,
         "db_name": q.db_name, "source": q.source, "category": q.category, "question": q.question,
         "instructions": q.instructions, "gold": q.gold, "generated": None, "exact": False, "correct": False,
         "skipped": None, "error": None, "latency_ms": None, "exec_ms": None, "note": "", "verdicts": {},
