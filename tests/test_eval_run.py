@@ -230,3 +230,52 @@ def test_a_bad_join_pair_is_reported_and_the_others_added(pg, new_db):
         assert note.startswith("join hints: 2 of 3 added; refused 1: orders.customer_nem = customers.id")
         assert refused == ["orders.customer_nem = customers.id (no column customer_nem in public.orders)"]
         assert conn.execute("SELECT count(*) FROM sqlcoder.join_hints").fetchone()[0] == 2
+
+
+def test_metadata_names_resolve_as_postgresql_reads_them(evalpg):
+    """retail's metadata names Customer (created unquoted: customer), sales.OrderHeader and
+    hr.StaffMember (created quoted); its schemas go on the search_path; the one description the
+    dump has no column for is named and counted."""
+    from sqlcoder_eval.names import split_name
+
+    pg, notes = evalpg
+    assert notes["retail"][:2] == [
+        'search_path: "$user", public, hr, sales',
+        "comments: 16 of 17 described; not placed 1: sales.OrderHeader.Discount (no column Discount)"]
+    assert pg.psql("SELECT col_description('sales.orderheader'::regclass, 6)", dbname="retail").strip() == \
+        "Order total in euros"
+    assert pg.psql("""SELECT col_description('hr."StaffMember"'::regclass, 2)""", dbname="retail").strip() == \
+        "First and last name"
+    assert pg.psql("SHOW search_path", dbname="retail").strip() == '"$user", public, hr, sales'
+    assert split_name('a."B.c"."d""e"') == [("a", False), ("B.c", True), ('d"e', True)]
+
+
+def test_glossary_keeps_nested_bullets_under_their_item():
+    from sqlcoder_eval.hints import glossary_entries
+
+    assert glossary_entries("- One rule.\n- Codes:\n  - N: new\n\t- S: shipped\n* Last\nplain line") == [
+        "One rule.", "Codes:\n  - N: new\n    - S: shipped", "Last", "plain line"]
+
+
+def test_run_reads_several_question_files_and_reports_each(evalpg, tmp_path, capsys):
+    from sqlcoder_eval.cli import main
+
+    pg, _ = evalpg
+    basic = tmp_path / "instruct_basic_postgres.csv"
+    basic.write_text("db_name,query_category,question,query\n"
+                     "shop,basic_group,How many customers?,SELECT COUNT(*) FROM customers;\n"
+                     "broker,basic_group,How many tickers?,SELECT COUNT(*) FROM sbTicker;\n")
+    advanced = tmp_path / "instruct_advanced_postgres.csv"
+    advanced.write_text("db_name,query_category,question,instructions,query,full_instructions\n"
+                        "library,keywords_ratio,How many books?,Count rows.,SELECT COUNT(*) FROM books;,x\n")
+    out = tmp_path / "gold.jsonl"
+    assert main(["run", "--data", str(SMALL), "--questions", str(basic), "--questions", str(advanced),
+                 "--dsn", pg.conninfo(), "--out", str(out), "--predictions", "gold", "--no-progress"]) == 0
+    cap = capsys.readouterr()
+    assert "1 questions left out, their databases are not in" in cap.err and "broker" in cap.err
+    assert "file instruct_basic_postgres.csv: 1 questions" in cap.out
+    assert "file instruct_advanced_postgres.csv: 1 questions" in cap.out
+    records = read_records(out)
+    assert sorted((r["source"], r["id"], r["correct"]) for r in records) == [
+        ("instruct_advanced_postgres.csv", 2, True), ("instruct_basic_postgres.csv", 0, True)]
+    assert next(r for r in records if r["id"] == 2)["instructions"] == "Count rows."
