@@ -78,8 +78,8 @@ def test_sql_eval_70b_template_is_sql_eval_s_prompt_of_february_2024() -> None:
     assert text == (
         "### Task\nGenerate a SQL query to answer [QUESTION]how many?[/QUESTION]\n\n"
         "### Database Schema\nThe query will run on a database with the following schema:\n"
-        "```\nCREATE TABLE customer (\n  custid integer PRIMARY KEY, --Unique id\n  city text, \n);\n"
-        "CREATE TABLE orderheader (\n  orderid integer, --Order\n  customerref integer, \n);\n```\n\n"
+        "```\nCREATE TABLE customer (\n  custid integer PRIMARY KEY, --Unique id\n  city text, --\n);\n"
+        "CREATE TABLE orderheader (\n  orderid integer, --Order\n  customerref integer, --\n);\n```\n\n"
         "Additionally, the following are tables/column pairs that can be joined in this database:\n"
         "```\norderheader.customerref can be joined with customer.custid\n```\n\n"
         "### Answer\nGiven the database schema, here is the SQL query that answers "

@@ -11,7 +11,8 @@ with each sentence on its own line.
 sql-eval printed the schema in its own layout, with no blank line between
 tables. In February 2024 (``format_topk_sql`` and the join list of
 ``utils/pruning.py``) the tables sat in a code fence, every column line ending in
-a comma, and the join pairs followed in a second fence; in May 2024 the full
+a comma and a comment marker (``--``, empty without a description), and the
+join pairs followed in a second fence; in May 2024 the full
 schema came from ``to_prompt_schema`` (the catalog's own column layout) with the
 pairs after ``Here is a list of joinable columns:``. :func:`schema_as_sql_eval`
 turns the catalog's rendering into the layout of the template's date; what the
@@ -79,8 +80,9 @@ def schema_as_sql_eval(schema: str, template: str) -> str:
         elif line == ");":
             inside = False
         elif inside and fenced and (m := _COLUMN.match(line)):
-            comment = m["comment"]
-            line = f"{m['body']}, --{comment}" if comment is not None else f"{m['body']}, "
+            # Every column came from a "table.column,type,description" row, so even one without a
+            # description got the comment marker.
+            line = f"{m['body']}, --{m['comment'] or ''}"
         tables.append(line)
     if not fenced:
         text = "\n".join(tables) + "\n" if tables else ""
