@@ -33,6 +33,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Callable, Sequence
 
+from ._sqltokens import tokenize
 from .compare import ResultSet, Verdict, asks_for_order
 from .goldsql import expand_gold
 
@@ -172,6 +173,8 @@ def order_key(sql: str) -> tuple[list[str], bool] | None:
     starts = [m.end() for m in _ORDER_BY.finditer(sql)]
     if not starts:
         return None
+    # The first ORDER BY whose key text reaches a stop without crossing a newline ("$" matches
+    # only at the very end, or before a final newline); none: no key words at all.
     text = ""
     for start in starts:
         rest = sql[start:]
@@ -182,8 +185,6 @@ def order_key(sql: str) -> tuple[list[str], bool] | None:
         if stop.group() != "\n" or stop.start() == len(rest) - 1:
             text = rest[:stop.start()]
             break
-    else:
-        text = ""
     words = [w.rsplit(".", 1)[-1] for w in text.split()]
     upper = [w.upper() for w in words]
     ascending = "DESC" not in upper and "ASC" in upper
@@ -279,8 +280,6 @@ def query_text(sql: str) -> list[str]:
     sql-eval doubles every ``%`` from the first ``LIKE`` to the last quote; psycopg2
     then reads the text as a template: ``%%`` becomes ``%`` and any other ``%`` fails.
     psycopg2 sends all statements at once and returns the last result."""
-    from ._sqltokens import tokenize
-
     span = _LIKE_SPAN.search(sql)
     lo, hi = (span.start(), span.end()) if span else (len(sql), len(sql))
     out, i = [], 0
