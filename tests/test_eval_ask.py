@@ -56,7 +56,8 @@ def test_run_asks_the_tiny_model_end_to_end(pg: Cluster, new_db, tiny_daemon, tm
     assert len(records) == len(shop.sample_questions())
     assert all(r["error"] is None and r["correct"] and r["latency_ms"] > 0 for r in records), records
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split()[:3] == ["run", "demo", "overall"] and table[1].split()[:3] == ["tiny", "100.0", "100.0"]
+    assert table[0].split()[:4] == ["run", "judge", "demo", "overall"]
+    assert table[1].split()[:4] == ["tiny", "sql-eval", "100.0", "100.0"]
 
 
 def test_prompt_profiles_render_through_the_extension(pg: Cluster, tmp_path, capsys):
