@@ -75,6 +75,8 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], str]] = {
     "allow_superuser_run": (_on_off, "off"),
     "guard_ask": (_on_off, "on"),
     "history_conninfo": (str, ""),
+    # Results bounded in bytes (issue #10).
+    "max_result_bytes": (_positive_int, "67108864"),
 }
 
 
@@ -95,6 +97,7 @@ class Settings:
     allow_superuser_run: bool
     guard_ask: bool
     history_conninfo: str
+    max_result_bytes: int
 
 
 def parse_settings(rows: Mapping[str, str]) -> Settings:
