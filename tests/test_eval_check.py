@@ -34,6 +34,7 @@ def test_check_prints_eval_lines_and_passes(data, tmp_path, capsys):
     assert "FAIL" not in out
     assert (tmp_path / "gold.jsonl").exists() and (tmp_path / "perturbed.jsonl").exists()
     if data == SMALL:
+        assert "NOTE load retail: description not placed: sales.OrderHeader.Discount (no column Discount)" in out
         assert "NOTE perturbed: 1 questions have no result-changing perturbation and are not counted: #18" in out
 
 

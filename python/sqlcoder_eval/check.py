@@ -62,7 +62,8 @@ def run_checks(data: Path, out_dir: Path | None = None, parallel: int = 2, timeo
     with Cluster() as pg:
         conninfo = pg.conninfo("postgres")
         for db in dataset.databases(sorted({q.db_name for q in questions})):
-            load_database(conninfo, db, extension=False)
+            for unplaced in load_database(conninfo, db, extension=False).unplaced:
+                print(f"NOTE load {db.name}: description not placed: {unplaced}", file=stdout)
         summaries: dict[str, Summary] = {}
         notes: list[str] = []
         for predictor in (GoldPredictor(), PerturbedPredictor()):
