@@ -199,3 +199,23 @@ def test_judge_command_refuses_a_cases_file_without_its_columns(tmp_path, capsys
     bad.write_text("db_name,question,query\nshop,q,SELECT 1\n")
     assert main(["judge", "--dsn", "", "--cases", str(bad), "--judge", "strict"]) == 2
     assert "needs the columns db_name, question, gold, answer" in capsys.readouterr().err
+
+
+def test_cases_script_writes_gold_variants_and_perturbations_or_rewrites():
+    import subprocess
+    import sys
+
+    script = Path(__file__).parents[1] / "scripts" / "sql_eval_cases.py"
+    questions = SMALL / "questions_gen_postgres.csv"
+    for extra in ([], ["--rewrites"]):
+        out = subprocess.run([sys.executable, str(script), *extra, str(questions)], check=True,
+                             capture_output=True, text=True).stdout
+        rows = list(csv.DictReader(out.splitlines(keepends=True)))
+        assert list(rows[0]) == ["db_name", "question", "gold", "answer", "query_category"]
+        assert {r["question"] for r in rows} == {q["question"] for q in csv.DictReader(open(questions))}
+        if not extra:  # each question's gold answer, then its perturbations
+            assert all(any(r["answer"] == r["gold"].split(";")[0].strip() for r in rows if r["question"] == q)
+                       for q in {r["question"] for r in rows})
+            assert len(rows) > 3 * len({r["question"] for r in rows})
+        else:
+            assert sum(" UNION ALL " in r["answer"] for r in rows) >= len({r["question"] for r in rows})
