@@ -27,9 +27,8 @@ from __future__ import annotations
 
 import math
 import re
-import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Callable, Sequence
 
@@ -89,9 +88,9 @@ def _coerce(values: list[Any]) -> tuple[str, list[Any]]:
         return "float", [nan if v is None else float(v) for v in values]
     if present and all(isinstance(v, bool) for v in present) and len(present) == len(values):
         return "bool", values
-    if present and all(isinstance(v, datetime) for v in present):
+    if present and all(isinstance(v, (datetime, timedelta)) for v in present):
         return "datetime", [nan if v is None else v for v in values]  # NaT: unequal to itself, sorts last
-    return "object", [str(v) if isinstance(v, uuid.UUID) else v for v in values]  # psycopg2: uuid as text
+    return "object", values  # uuid stays a UUID: SQLAlchemy registers psycopg2's uuid type
 
 
 def frame_of(result: ResultSet) -> Frame:
