@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -212,7 +213,14 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"load": _cmd_load, "run": _cmd_run, "report": _cmd_report, "check": _cmd_check,
                 "judge": _cmd_judge}
     try:
-        return commands[args.command](args)
+        status = commands[args.command](args)
+        sys.stdout.flush()  # inside the try: a reader that left (`| head`) is noticed here at the latest
+        return status
+    except BrokenPipeError:
+        # The reader of stdout has gone (`sqlcoder-eval report ... | head`): stop quietly, as
+        # cat or grep do. Point stdout at /dev/null so the interpreter's last flush cannot fail too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a command the signal ended
     except (FileNotFoundError, ValueError) as e:  # a missing folder, a file without the expected columns
         print(f"sqlcoder-eval: {e}", file=sys.stderr)
         return 2
