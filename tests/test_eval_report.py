@@ -3,11 +3,19 @@
 import csv
 import json
 
-from sqlcoder_eval.cli import main
 import pytest
 
-from sqlcoder_eval.report import (MixedJudges, compare_runs, format_by_file, format_table, percentile, summarize,
-                                  write_csv, write_json)
+from sqlcoder_eval.cli import main
+from sqlcoder_eval.report import (
+    MixedJudges,
+    compare_runs,
+    format_by_file,
+    format_table,
+    percentile,
+    summarize,
+    write_csv,
+    write_json,
+)
 
 
 def rec(run, id, category, correct, latency=None, skipped=None, error=None, judge="sql-eval",

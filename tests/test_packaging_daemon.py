@@ -4,7 +4,6 @@ systemd unit, checked with `systemd-analyze` (docker/). The images: tests/test_p
 
 from __future__ import annotations
 
-import fnmatch
 import importlib.util
 import json
 import os
@@ -18,7 +17,6 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"

@@ -11,17 +11,13 @@ The daemon image's scripts and the systemd unit: tests/test_packaging_daemon.py.
 from __future__ import annotations
 
 import fnmatch
-import importlib.util
 import json
 import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
-import threading
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import yaml

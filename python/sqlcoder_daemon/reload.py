@@ -8,7 +8,8 @@ warning and left as it was; a config file that no longer parses is reported and 
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .settings import Settings, SettingsError, load_settings
 

@@ -160,7 +160,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         except ProfileError as e:
             print(f"sqlcoder-eval run: {e}", file=sys.stderr)
             return 2
-    opts = RunOptions(prompt_profile=args.prompt_profile or "", conninfo=args.dsn, run_name=args.run_name or args.predictions, parallel=args.parallel,
+    opts = RunOptions(prompt_profile=args.prompt_profile or "", conninfo=args.dsn,
+                      run_name=args.run_name or args.predictions, parallel=args.parallel,
                       timeout_s=args.timeout, max_rows=args.max_rows, policy=args.order_policy,
                       judges=(args.judge,), resume=args.resume, progress=not args.no_progress)
     records = run(questions, make_predictor(args.predictions, args.ask_timeout), args.out, opts)

@@ -12,8 +12,9 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import DaemonError, TooLarge
 from ..jobs import GenerationResult, Job
@@ -74,8 +75,8 @@ class TransformersBackend(Backend):
 
     def __init__(self, settings: Settings):
         super().__init__(settings)
-        self.model = None
-        self.tokenizer = None
+        self.model: Any = None  # transformers' model and tokenizer, set by load()
+        self.tokenizer: Any = None
         self._tok_lock = threading.Lock()  # fast tokenizers are not safe to share across threads
         self.prefix_cache = PrefixCache(settings.get("prefix_cache_bytes", 0),
                                         settings.get("prefix_cache_min_tokens", 32))

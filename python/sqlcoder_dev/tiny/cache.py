@@ -10,14 +10,14 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 from .training import MANIFEST_NAME, TrainConfig, _train, _versions
 
-
 # Bump when the training code changes in a way that changes the model it produces.
 _FORMAT_VERSION = 1
+_DEFAULT_CONFIG = TrainConfig()
 _REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -81,7 +81,7 @@ def train_tiny_sqlcoder(
     cache_dir: str | os.PathLike | None = None,
     max_seconds: float = 120,
     seed: int = 0,
-    config: TrainConfig = TrainConfig(),
+    config: TrainConfig = _DEFAULT_CONFIG,
 ) -> Path:
     """A tiny Llama that answers each prompt with exactly its completion; return its directory.
 

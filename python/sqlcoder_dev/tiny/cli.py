@@ -7,13 +7,12 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .cache import default_cache_dir, train_tiny_sqlcoder
 from .model import build_random_llama
 from .training import TrainingFailed
-
 
 
 def load_pairs(path: str | os.PathLike) -> list[tuple[str, str]]:
@@ -26,7 +25,9 @@ def load_pairs(path: str | os.PathLike) -> list[tuple[str, str]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m sqlcoder_dev.tiny {random,train} ...``: build a tiny model, print its directory."""
-    parser = argparse.ArgumentParser(prog="python -m sqlcoder_dev.tiny", description="Tiny Llama models that stand in for SQLCoder in tests, the demo and benchmarks.")
+    parser = argparse.ArgumentParser(prog="python -m sqlcoder_dev.tiny",
+                                     description="Tiny Llama models that stand in for SQLCoder in tests, the demo "
+                                                 "and benchmarks.")
     sub = parser.add_subparsers(dest="command", required=True)
     rnd = sub.add_parser("random", help="write a random-weight Llama and tokenizer")
     rnd.add_argument("out_dir", type=Path)

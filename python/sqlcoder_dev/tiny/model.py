@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
 
 from .tokenizer import BOS_ID, DEFAULT_CORPUS, EOS_ID, build_tokenizer
-
 
 
 def _llama_config(vocab_size: int, *, hidden_size: int, intermediate_size: int, num_layers: int,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
 
 # Token ids fixed by the order of the special tokens given to the BPE trainer,
 # matching Llama's: <unk> = 0, <s> = 1, </s> = 2.

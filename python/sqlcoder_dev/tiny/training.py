@@ -6,8 +6,8 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
 
 from .model import _generation_config, _llama_config, _save, _seeded
 from .tokenizer import DEFAULT_CORPUS, EOS_ID, build_tokenizer
@@ -176,7 +176,8 @@ def _train(pairs, out_dir: Path, *, config: TrainConfig, seed: int, max_seconds:
             if time.monotonic() - started > max_seconds or step >= config.max_steps:
                 raise TrainingFailed(
                     f"the tiny model did not learn all {len(pairs)} pairs within {max_seconds:.0f} s "
-                    f"and {config.max_steps} steps ({step} steps, loss {loss.item():.4f}, lowest completion-token probability "
+                    f"and {config.max_steps} steps ({step} steps, loss {loss.item():.4f}, "
+                    f"lowest completion-token probability "
                     f"{min_prob:.3f}); raise max_seconds or use fewer/shorter pairs. "
                     + ("Wrong outputs: " + "; ".join(problems[:4]) if checks else "")
                 )
