@@ -41,9 +41,9 @@ class _OpenAIHandler(JsonHandler):
     def _authorized(self) -> bool:
         """The bearer key, compared in constant time; no key only with --openai-listen-insecure."""
         settings = self.server.sqlcoder.settings
-        key = settings.get("openai_listen_api_key")
+        key = settings.openai_listen_api_key
         if not key:
-            if settings.get("openai_listen_insecure"):
+            if settings.openai_listen_insecure:
                 return True
             self.close_connection = True
             self._error(401, "this listener has no API key configured", "invalid_api_key")

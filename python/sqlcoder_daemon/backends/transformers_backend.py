@@ -78,8 +78,7 @@ class TransformersBackend(Backend):
         self.model: Any = None  # transformers' model and tokenizer, set by load()
         self.tokenizer: Any = None
         self._tok_lock = threading.Lock()  # fast tokenizers are not safe to share across threads
-        self.prefix_cache = PrefixCache(settings.get("prefix_cache_bytes", 0),
-                                        settings.get("prefix_cache_min_tokens", 32))
+        self.prefix_cache = PrefixCache(settings.prefix_cache_bytes, settings.prefix_cache_min_tokens)
         self._info: dict[str, Any] = {}
         self.memory_estimate: dict[str, Any] | None = None
 
@@ -109,14 +108,17 @@ class TransformersBackend(Backend):
         dtype_name = resolve_dtype(s.dtype, device_map)
         dtype = getattr(torch, dtype_name)
         max_memory = parse_max_memory(s.max_memory)
-        trust = bool(s.get("trust_remote_code"))
-        if s.model.startswith(("/", ".", "~")) and not Path(s.model).expanduser().is_dir():
+        trust = s.trust_remote_code
+        model = s.model
+        if model is None:  # settings refuse this before a backend is made; a backend made directly says so too
+            raise ValueError("--model is required (a local directory or a hub id)")
+        if model.startswith(("/", ".", "~")) and not Path(model).expanduser().is_dir():
             # Otherwise the hub client reports it as a malformed repository id.
-            raise OSError(f"--model {s.model}: no such directory")
-        config = AutoConfig.from_pretrained(s.model, trust_remote_code=trust)
-        if s.get("check_memory", True):
+            raise OSError(f"--model {model}: no such directory")
+        config = AutoConfig.from_pretrained(model, trust_remote_code=trust)
+        if s.check_memory:
             self.memory_estimate = check_fits(config, quantize=s.quantize, dtype=dtype_name, device_map=device_map,
-                                              max_memory=max_memory, model_name=s.model,
+                                              max_memory=max_memory, model_name=model,
                                               extra_bytes=self.prefix_cache.max_bytes)
         kwargs: dict[str, Any] = {"device_map": device_map, "trust_remote_code": trust}
         dtype_kw = "dtype" if "dtype" in inspect.signature(AutoModelForCausalLM.from_pretrained).parameters or \
@@ -128,8 +130,8 @@ class TransformersBackend(Backend):
         if qc is not None:
             kwargs["quantization_config"] = qc
         t0 = time.monotonic()
-        self.tokenizer = AutoTokenizer.from_pretrained(s.model, trust_remote_code=trust)
-        self.model = AutoModelForCausalLM.from_pretrained(s.model, **kwargs).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust)
+        self.model = AutoModelForCausalLM.from_pretrained(model, **kwargs).eval()
         log.info("loaded %s in %.1f s (%s, %s, device map %s)", s.model, time.monotonic() - t0, s.quantize,
                  dtype_name, device_map)
         tok = self.tokenizer

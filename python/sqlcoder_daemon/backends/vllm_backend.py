@@ -48,7 +48,7 @@ class VLLMBackend(Backend):
 
         s = self.settings
         kwargs: dict[str, Any] = {"model": s.model, "tensor_parallel_size": max(1, torch.cuda.device_count()),
-                                  "trust_remote_code": bool(s.get("trust_remote_code"))}
+                                  "trust_remote_code": s.trust_remote_code}
         if s.dtype != "auto":
             kwargs["dtype"] = s.dtype
         # nf4 / int8 are bitsandbytes formats; vLLM reads AWQ/GPTQ from the checkpoint's own config.
