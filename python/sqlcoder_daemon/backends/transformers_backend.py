@@ -57,7 +57,7 @@ class _StopWhenUnwanted:
         self.jobs = jobs
         self.stopped = False
 
-    def __call__(self, input_ids, scores, **kwargs):
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch
 
         flags = [j.should_stop() for j in self.jobs]
@@ -83,7 +83,7 @@ class TransformersBackend(Backend):
         self.memory_estimate: dict[str, Any] | None = None
 
     # -- loading -------------------------------------------------------------
-    def quantization_config(self, compute_dtype: Any):
+    def quantization_config(self, compute_dtype: Any) -> Any:
         from transformers import BitsAndBytesConfig
 
         q = self.settings.quantize
@@ -153,7 +153,7 @@ class TransformersBackend(Backend):
             self._info["memory_estimate"] = self.memory_estimate
 
     @property
-    def input_device(self):
+    def input_device(self) -> Any:
         return self.model.get_input_embeddings().weight.device
 
     def info(self) -> dict[str, Any]:
@@ -240,7 +240,7 @@ class TransformersBackend(Backend):
                                             completion_tokens=len(completion), cached_tokens=n_cached))
         return results
 
-    def _with_prefix_cache(self, prompts: list[list[int]], num_beams: int):
+    def _with_prefix_cache(self, prompts: list[list[int]], num_beams: int) -> tuple[Any, Any, Any, int] | None:
         """Inputs plus a KV cache of the prefix the batch's prompts share, reusing a cached one; None if too short.
 
         For one prompt the shared prefix is all but its last token (``generate``
