@@ -29,7 +29,7 @@ from typing import Any
 
 from .errors import EmptySql, InvalidSql, MultipleStatements, NotAPlainQuery, QueryTooExpensive
 
-__all__ = ["CheckedQuery", "check", "strip_sql", "detail_for", "is_interrupt"]
+__all__ = ["CheckedQuery", "QueryObjects", "query_objects", "check", "strip_sql", "detail_for", "is_interrupt"]
 
 _ALIAS = "sqlcoder_q"
 _MAX_DETAIL_CHARS = 4000
@@ -42,6 +42,41 @@ class CheckedQuery:
     sql: str
     runnable: str
     cost: float
+
+
+@dataclass(frozen=True)
+class QueryObjects:
+    """What one statement uses, as PostgreSQL's parse analysis resolved it (OIDs).
+
+    ``functions``: every pg_proc OID it can call (see src/query_objects.c);
+    ``relations``: every pg_class OID in its range tables (views as named and
+    what they read); ``opaque``: the functions among ``functions`` whose body
+    could not be read (procedural languages), whose volatility is only a label.
+    """
+
+    functions: frozenset[int]
+    relations: frozenset[int]
+    opaque: frozenset[int] = frozenset()
+
+
+_objects_plan: Any = None  # prepared once per backend; the name is schema-qualified
+
+
+def query_objects(plpy: Any, sql: str) -> QueryObjects:
+    """Functions and relations of one plain query, analyzed as the current role with its search_path.
+
+    Nothing is planned or executed. Raises ``plpy.SPIError``: 42601 for not
+    exactly one statement, 25006 for anything but a plain query, or
+    PostgreSQL's own error when the text does not parse or analyze.
+    """
+    global _objects_plan
+    if _objects_plan is None:
+        _objects_plan = plpy.prepare("SELECT kind, objid FROM sqlcoder._query_objects($1)", ["text"])
+    found: dict[str, set[int]] = {"function": set(), "relation": set(), "opaque": set()}
+    for row in plpy.execute(_objects_plan, [sql]):
+        found[row["kind"]].add(int(row["objid"]))
+    return QueryObjects(functions=frozenset(found["function"]), relations=frozenset(found["relation"]),
+                        opaque=frozenset(found["opaque"]))
 
 
 def detail_for(sql: str, extra: str | None = None) -> str:
