@@ -456,6 +456,21 @@ add_output_functions(Collector *c, Query *q)
 	}
 }
 
+/* Syntax error positions point into the analyzed text, as SPI reports them. */
+static void
+query_error_callback(void *arg)
+{
+	const char *sql = (const char *) arg;
+	int			position = geterrposition();
+
+	if (position > 0)
+	{
+		errposition(0);
+		internalerrposition(position);
+		internalerrquery(sql);
+	}
+}
+
 static Query *
 analyze_one_plain_query(const char *sql)
 {
@@ -506,6 +521,8 @@ sqlcoder_query_objects(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	Collector	c = {NIL, NIL, NIL, NIL};
+	ErrorContextCallback errcallback;
+	char	   *sql;
 	Query	   *q;
 
 	if (PG_ARGISNULL(0))
@@ -513,9 +530,15 @@ sqlcoder_query_objects(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("the SQL must not be NULL")));
 	InitMaterializedSRF(fcinfo, 0);
-	q = analyze_one_plain_query(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	sql = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	errcallback.callback = query_error_callback;
+	errcallback.arg = sql;
+	errcallback.previous = error_context_stack;
+	error_context_stack = &errcallback;
+	q = analyze_one_plain_query(sql);
 	add_output_functions(&c, q);
 	collect_walker((Node *) q, &c);
+	error_context_stack = errcallback.previous;
 
 	emit(rsinfo, "function", c.functions);
 	emit(rsinfo, "opaque", c.opaque);
