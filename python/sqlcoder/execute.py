@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypeVar
 
-from . import guard
+from . import guard, policy
 from .errors import QueryFailed, SuperuserRefused, TimeLimitExceeded
 from .watchdog import Watchdog, absorb_pending_cancel
 
@@ -128,7 +128,8 @@ def _release_advisory(plpy: Any, locks: set[tuple[int, int, int, str]]) -> None:
 
 
 def run_query(plpy: Any, sql: Any, *, caller_path: Sequence[str] | None, max_rows: int,
-              max_cost: float | None, timeout_s: float) -> QueryResult:
+              max_cost: float | None, timeout_s: float,
+              functions: policy.FunctionLists = policy.FunctionLists()) -> QueryResult:
     """Guard ``sql``, run it read-only with at most ``max_rows`` rows, and undo its effects."""
     locks_before = _advisory_locks(plpy)
     helper = plpy.prepare("SELECT sqlcoder._readonly_rows($1, $2) AS row", ["text", "text"])
@@ -136,7 +137,8 @@ def run_query(plpy: Any, sql: Any, *, caller_path: Sequence[str] | None, max_row
     checked_sql: list[str] = []
 
     def work() -> tuple[guard.CheckedQuery, list[str]]:
-        checked = guard.check(plpy, sql, max_rows=max_rows, max_cost=max_cost)
+        checked = guard.check(plpy, sql, max_rows=max_rows, max_cost=max_cost,
+                              search_path=search_path_of(caller_path), functions=functions)
         checked_sql.append(checked.sql)
         try:
             rows = [r["row"] for r in plpy.execute(helper, [checked.runnable, search_path_of(caller_path)])]
@@ -161,10 +163,11 @@ def run_query(plpy: Any, sql: Any, *, caller_path: Sequence[str] | None, max_row
 
 
 def guard_only(plpy: Any, sql: str, *, caller_path: Sequence[str] | None, max_cost: float | None,
-               timeout_s: float) -> guard.CheckedQuery:
+               timeout_s: float, functions: policy.FunctionLists = policy.FunctionLists()) -> guard.CheckedQuery:
     """The guard's verdict on ``sql`` as the caller would run it; nothing is executed."""
     return in_caller_context(plpy, caller_path, timeout_s,
-                             lambda: guard.check(plpy, sql, max_rows=1, max_cost=max_cost))
+                             lambda: guard.check(plpy, sql, max_rows=1, max_cost=max_cost,
+                                                 search_path=search_path_of(caller_path), functions=functions))
 
 
 def refuse_superuser(plpy: Any, allowed: bool) -> None:
