@@ -90,6 +90,7 @@ ALLOWED: frozenset[str] = frozenset({
     "clock_timestamp",     # reads the clock
     "timeofday",           # reads the clock, as text
     "gen_random_uuid",     # random bytes from the OS
+    "bernoulli", "system",  # TABLESAMPLE methods' handlers: they pick which rows or pages a scan reads
     "pg_lock_status",      # the pg_locks view: reads shared lock tables
     "pg_prepared_xact",    # the pg_prepared_xacts view: reads the two-phase state
     "pg_sequence_last_value",  # the pg_sequences view: reads a sequence (SELECT/USAGE checked), moves nothing
