@@ -101,25 +101,8 @@ ALLOWED: frozenset[str] = frozenset({
     # the pg_stat_xact_* views: this transaction's own counters
 })
 
-_FACTS_SQL = """
-SELECT p.oid::pg_catalog.int8 AS oid, n.nspname::pg_catalog.text AS schema, p.proname::pg_catalog.text AS name,
-       pg_catalog.quote_ident(n.nspname) OPERATOR(pg_catalog.||) '.'
-         OPERATOR(pg_catalog.||) pg_catalog.quote_ident(p.proname) AS qualified,
-       p.provolatile::pg_catalog.text AS volatility, l.lanname::pg_catalog.text AS language,
-       r.rolsuper AS owner_superuser,
-       pg_catalog.oidvectortypes(p.proargtypes) AS args,
-       (SELECT e.extname::pg_catalog.text FROM pg_catalog.pg_depend d
-          JOIN pg_catalog.pg_extension e ON e.oid OPERATOR(pg_catalog.=) d.refobjid
-         WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
-           AND d.objid OPERATOR(pg_catalog.=) p.oid
-           AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass
-           AND d.deptype OPERATOR(pg_catalog.=) 'e' LIMIT 1) AS extension
-FROM pg_catalog.pg_proc p
-JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace
-JOIN pg_catalog.pg_language l ON l.oid OPERATOR(pg_catalog.=) p.prolang
-JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) p.proowner
-WHERE p.oid OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.oid[])
-"""
+_FACTS_SQL = ("SELECT oid::pg_catalog.int8 AS oid, qualified, arguments AS args, schema, name, volatility, language, "
+              "owner_superuser, extension FROM sqlcoder._function_facts($1)")
 
 _plans: dict[str, Any] = {}
 
