@@ -38,13 +38,24 @@
  * Errors: more or fewer than one statement -> 42601; anything but a plain
  * query (SELECT, VALUES, TABLE, WITH without data-modifying parts, and no
  * SELECT INTO) -> 25006.
+ *
+ * One thing can run during parse analysis: a literal of an array, composite
+ * or range type whose elements are a domain is built by array_in, record_in
+ * or range_in, which evaluate the domain's CHECK constraints, and a CHECK can
+ * call any function. While analyzing, an object-access hook sees every
+ * function the executor's expression machinery is about to call
+ * (OAT_FUNCTION_EXECUTE, from ExecInitFunc) and lets only immutable
+ * pg_catalog functions through; anything else is refused (42501) before it
+ * runs.
  */
 #include "postgres.h"
 
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "catalog/objectaccess.h"
 #include "catalog/pg_aggregate.h"
+#include "catalog/pg_namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_constraint.h"
 #include "catalog/pg_language.h"
@@ -68,6 +79,7 @@
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/regproc.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
 #include "utils/typcache.h"
@@ -84,6 +96,36 @@ typedef struct Collector
 } Collector;
 
 static bool collect_walker(Node *node, Collector *c);
+static object_access_hook_type prev_object_access_hook = NULL;
+
+/* While analyzing: only immutable pg_catalog functions may be evaluated (domain CHECKs of literals). */
+static void
+analysis_access_hook(ObjectAccessType access, Oid classId, Oid objectId, int subId, void *arg)
+{
+	bool		harmless = false;
+	HeapTuple	tup;
+
+	if (prev_object_access_hook)
+		prev_object_access_hook(access, classId, objectId, subId, arg);
+	if (access != OAT_FUNCTION_EXECUTE)
+		return;
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(objectId));
+	if (HeapTupleIsValid(tup))
+	{
+		Form_pg_proc proc = (Form_pg_proc) GETSTRUCT(tup);
+
+		harmless = proc->pronamespace == PG_CATALOG_NAMESPACE && proc->provolatile == PROVOLATILE_IMMUTABLE;
+		ReleaseSysCache(tup);
+	}
+	if (!harmless)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("sqlcoder refused the query: building one of its literals would call %s "
+						"(a domain CHECK constraint) while the query is analyzed",
+						format_procedure_qualified(objectId)),
+				 errhint("Only immutable pg_catalog functions may run before the function policy; "
+						 "write the value without a cast to that type.")));
+}
 static void add_function(Collector *c, Oid funcid, Node *call);
 static void add_type(Collector *c, Oid typid);
 
@@ -527,7 +569,7 @@ sqlcoder_query_objects(PG_FUNCTION_ARGS)
 	Collector	c = {NIL, NIL, NIL, NIL};
 	ErrorContextCallback errcallback;
 	char	   *sql;
-	Query	   *q;
+	Query	   *volatile q = NULL;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -539,9 +581,19 @@ sqlcoder_query_objects(PG_FUNCTION_ARGS)
 	errcallback.arg = sql;
 	errcallback.previous = error_context_stack;
 	error_context_stack = &errcallback;
-	q = analyze_one_plain_query(sql);
-	add_output_functions(&c, q);
-	collect_walker((Node *) q, &c);
+	prev_object_access_hook = object_access_hook;
+	object_access_hook = analysis_access_hook;
+	PG_TRY();
+	{
+		q = analyze_one_plain_query(sql);
+		add_output_functions(&c, q);
+		collect_walker((Node *) q, &c);
+	}
+	PG_FINALLY();
+	{
+		object_access_hook = prev_object_access_hook;
+	}
+	PG_END_TRY();
 	error_context_stack = errcallback.previous;
 
 	emit(rsinfo, "function", c.functions);

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import policy
-from .errors import EmptySql, InvalidSql, MultipleStatements, NotAPlainQuery, QueryTooExpensive
+from .errors import EmptySql, FunctionRefused, InvalidSql, MultipleStatements, NotAPlainQuery, QueryTooExpensive
 
 __all__ = ["CheckedQuery", "QueryObjects", "query_objects", "check", "strip_sql", "detail_for", "is_interrupt"]
 
@@ -141,6 +141,10 @@ def _analyze(plpy: Any, text: str) -> QueryObjects:
         if message.startswith("sqlcoder runs exactly one SQL statement"):
             raise MultipleStatements("sqlcoder runs exactly one SQL statement; this text holds several (or none)",
                                      detail=detail_for(text, f"PostgreSQL: {message}")) from None
+        if message.startswith("sqlcoder refused the query"):  # a literal's domain CHECK, refused before it ran
+            raise FunctionRefused(message, detail=detail_for(text), hint=(
+                "Only immutable pg_catalog functions may run while a query is analyzed, whatever "
+                "allowed_functions says: write the value without a cast to that type.")) from None
         if message.startswith("sqlcoder runs only a plain query"):
             raise NotAPlainQuery("sqlcoder runs only a plain query (SELECT, VALUES, TABLE, or WITH without "
                                  "INSERT/UPDATE/DELETE)", detail=detail_for(text)) from None
