@@ -53,6 +53,7 @@
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "access/xact.h"
 #include "catalog/objectaccess.h"
 #include "catalog/pg_aggregate.h"
 #include "catalog/pg_namespace.h"
@@ -80,6 +81,7 @@
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/regproc.h"
+#include "utils/resowner.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
 #include "utils/typcache.h"
@@ -251,6 +253,49 @@ walk_sql_body(Collector *c, HeapTuple proctup, Node *call)
 	return true;
 }
 
+/*
+ * walk_sql_body in a subtransaction: a body that does not analyze here (it
+ * creates a table it then reads, say) makes the function opaque instead of
+ * failing the whole check. A cancel, or a refusal of the analysis hook,
+ * still ends the call.
+ */
+static bool
+try_walk_sql_body(Collector *c, HeapTuple proctup, Node *call)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	volatile bool walked = false;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+	PG_TRY();
+	{
+		walked = walk_sql_body(c, proctup, call);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcontext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED || edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN ||
+			edata->sqlerrcode == ERRCODE_INSUFFICIENT_PRIVILEGE ||
+			edata->sqlerrcode == ERRCODE_STATEMENT_TOO_COMPLEX || edata->sqlerrcode == ERRCODE_OUT_OF_MEMORY)
+			ReThrowError(edata);
+		FreeErrorData(edata);
+		walked = false;
+	}
+	PG_END_TRY();
+	return walked;
+}
+
 static void
 add_function(Collector *c, Oid funcid, Node *call)
 {
@@ -272,7 +317,7 @@ add_function(Collector *c, Oid funcid, Node *call)
 	if (proc->prokind == PROKIND_AGGREGATE)
 		add_aggregate_support(c, funcid);
 	else if (proc->prolang == SQLlanguageId)
-		opaque = !walk_sql_body(c, tup, call);
+		opaque = !try_walk_sql_body(c, tup, call);
 	else if (proc->prolang != INTERNALlanguageId && proc->prolang != ClanguageId)
 		opaque = true;			/* a procedural language: the body is code */
 	add_type(c, proc->prorettype);

@@ -240,6 +240,13 @@ def test_function_policy_via_run(pg, fake, analyst, sibling, baseline, case, sql
     assert sibling.execute("SELECT 1").fetchone()[0] == 1, "the caller's other session survives"
 
 
+def test_ask_refuses_what_the_policy_refuses_so_gexec_never_sees_it(pg, fake, analyst, sibling, baseline) -> None:
+    fake.reply(f" {POLICY_CASES[0][1]};")  # terminate the caller's other sessions
+    assert outcome_of(analyst, "SELECT sqlcoder.ask('how many sessions do I have?')") == "42501"
+    assert_unharmed(pg, analyst, baseline)
+    assert sibling.execute("SELECT 1").fetchone()[0] == 1
+
+
 def test_a_refusal_names_the_function_and_a_dba_can_allow_it(pg, analyst, baseline) -> None:
     with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
         analyst.execute("SELECT * FROM sqlcoder.execute('SELECT pg_sleep(0)')")
