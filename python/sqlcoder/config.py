@@ -92,6 +92,8 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], str]] = {
     # The guard's function policy (issue #10): ';'-separated function signatures.
     "allowed_functions": (split_signatures, ""),
     "denied_functions": (split_signatures, ""),
+    # Results bounded in bytes (issue #10).
+    "max_result_bytes": (_positive_int, "67108864"),
 }
 
 
@@ -114,6 +116,7 @@ class Settings:
     history_conninfo: str
     allowed_functions: tuple[str, ...]
     denied_functions: tuple[str, ...]
+    max_result_bytes: int
 
 
 def parse_settings(rows: Mapping[str, str]) -> Settings:
