@@ -59,6 +59,7 @@
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_constraint.h"
+#include "catalog/pg_inherits.h"
 #include "catalog/pg_language.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
@@ -422,6 +423,15 @@ add_sort_group(Collector *c, List *clauses)
 	}
 }
 
+/* Reading a foreign table runs its wrapper's handler: a connection, a file. */
+static void
+add_fdw_handler(Collector *c, Oid relid)
+{
+	ForeignServer *server = GetForeignServer(GetForeignServerIdByRelId(relid));
+
+	add_function(c, GetForeignDataWrapper(server->fdwid)->fdwhandler, NULL);
+}
+
 static void
 add_relation(Collector *c, RangeTblEntry *rte)
 {
@@ -429,11 +439,15 @@ add_relation(Collector *c, RangeTblEntry *rte)
 		return;
 	c->relations = list_append_unique_oid(c->relations, rte->relid);
 	if (rte->relkind == RELKIND_FOREIGN_TABLE)
+		add_fdw_handler(c, rte->relid);
+	if (rte->inh && (rte->relkind == RELKIND_RELATION || rte->relkind == RELKIND_PARTITIONED_TABLE))
 	{
-		/* reading a foreign table runs its wrapper: a connection, a file */
-		ForeignServer *server = GetForeignServer(GetForeignServerIdByRelId(rte->relid));
+		/* partitions and inheritance children are read too; the planner adds them later */
+		ListCell   *lc;
 
-		add_function(c, GetForeignDataWrapper(server->fdwid)->fdwhandler, NULL);
+		foreach(lc, find_all_inheritors(rte->relid, AccessShareLock, NULL))
+			if (lfirst_oid(lc) != rte->relid && get_rel_relkind(lfirst_oid(lc)) == RELKIND_FOREIGN_TABLE)
+				add_fdw_handler(c, lfirst_oid(lc));
 	}
 	if (rte->tablesample)
 		add_function(c, rte->tablesample->tsmhandler, NULL);

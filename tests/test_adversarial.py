@@ -109,6 +109,7 @@ def fake(pg: Cluster) -> Iterator[FakeDaemon]:
             with pg.connect(DB, user=ROLE) as conn:  # the remote cases are real: without sqlcoder they work
                 assert conn.execute("SELECT x FROM dblink('loopback', 'SELECT 7') AS t(x int)").fetchone()[0] == 7
                 assert conn.execute("SELECT count(*) FROM remote_orders").fetchone()[0] > 0
+                assert conn.execute("SELECT count(*) FROM order_archive").fetchone()[0] > 0
             yield daemon
         finally:
             drop_run_database(pg, DB, ROLE)

@@ -4,8 +4,8 @@ The facts come from ``sqlcoder._query_objects`` (every function the query,
 the views and policies it reads and the SQL functions it calls can run);
 this module looks each one up in ``pg_proc`` and applies, in this order:
 
-1. a function in the ``sqlcoder`` schema: refused, always (recursion: a
-   query that asks the model again);
+1. a function in the ``sqlcoder`` schema or of the sqlcoder extension:
+   refused, always (recursion: a query that asks the model again);
 2. the DBA's ``denied_functions``: refused;
 3. the DBA's ``allowed_functions``: allowed;
 4. the shipped deny list (:data:`DENIED`): refused whatever its volatility;
@@ -159,7 +159,7 @@ def _shipped_denial(schema: str, name: str, extension: str | None) -> str | None
 def verdict(facts: dict[str, Any], opaque: bool, lists: FunctionLists) -> str | None:
     """Why the function is refused, or None when it is allowed (the order in the module docstring)."""
     oid, schema, name = int(facts["oid"]), facts["schema"], facts["name"]
-    if schema == "sqlcoder":
+    if schema == "sqlcoder" or facts["extension"] == "sqlcoder":
         return "sqlcoder does not call itself from generated SQL"
     if oid in lists.denied:
         return "a superuser denied it (denied_functions)"
@@ -189,7 +189,7 @@ def check_functions(plpy: Any, functions: frozenset[int], opaque: frozenset[int]
         if reason is None:
             continue
         signature = f'{facts["qualified"]}({facts["args"]})'
-        if facts["schema"] == "sqlcoder":
+        if facts["schema"] == "sqlcoder" or facts["extension"] == "sqlcoder":
             hint = "Calls into the sqlcoder schema are always refused; run sqlcoder functions yourself."
         else:
             literal = signature.replace("'", "''")
