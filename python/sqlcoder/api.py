@@ -16,7 +16,7 @@ import time
 import traceback
 from typing import Any, Callable
 
-from . import __version__, assemble, config, execute, guard, history
+from . import __version__, assemble, config, execute, guard, history, policy
 from .client import DaemonClient
 from .errors import (ClientGone, DaemonError, DaemonProtocolError, InvalidQuestion, NullQuestion, SqlcoderError,
                      VersionMismatch)
@@ -134,7 +134,7 @@ def op_ask(plpy: Any, question: Any = None, instructions: Any = None, caller_pat
         sql = _timed_generate(plpy, settings, question, instructions, caller_path, entry)
         if settings.guard_ask:
             execute.guard_only(plpy, sql, caller_path=caller_path, max_cost=settings.max_query_cost,
-                               timeout_s=settings.query_timeout_ms / 1000)
+                               timeout_s=settings.query_timeout_ms / 1000, functions=_function_lists(plpy, settings))
         entry.outcome = "ok"
         return sql
 
@@ -174,6 +174,11 @@ def _generate(plpy: Any, settings: config.Settings, question: Any, instructions:
 
 # -- Running SQL read-only, history, feedback (issue #5) ------------------------
 
+def _function_lists(plpy: Any, settings: config.Settings) -> policy.FunctionLists:
+    """The DBA's allowed/denied functions, resolved here, in sqlcoder's pinned search_path."""
+    return policy.load_lists(plpy, settings.allowed_functions, settings.denied_functions)
+
+
 def _max_rows(settings: config.Settings, requested: Any) -> int:
     if requested is None:
         return settings.max_rows
@@ -190,7 +195,7 @@ def _run_recorded(plpy: Any, settings: config.Settings, entry: history.Entry, sq
     """
     result = execute.run_query(plpy, sql, caller_path=caller_path, max_rows=max_rows,
                                max_cost=settings.max_query_cost, timeout_s=settings.query_timeout_ms / 1000,
-                               max_bytes=settings.max_result_bytes)
+                               max_bytes=settings.max_result_bytes, functions=_function_lists(plpy, settings))
     entry.sql, entry.query_ms = result.sql, result.query_ms
     entry.row_count, entry.truncated, entry.outcome = result.row_count, result.truncated, "ok"
     if result.truncated:

@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping
 
 from .errors import ConfigError
 
-__all__ = ["Settings", "SETTINGS", "parse_settings", "load"]
+__all__ = ["Settings", "SETTINGS", "parse_settings", "load", "split_signatures"]
 
 
 def _positive_int(raw: str) -> int:
@@ -56,6 +56,21 @@ def _template(raw: str) -> str:
     return raw.strip()
 
 
+def split_signatures(raw: str) -> tuple[str, ...]:
+    """``a(integer); b(text)`` -> its function signatures; a ``;`` inside double quotes belongs to a name."""
+    parts, current, quoted = [], [], False
+    for char in raw:
+        if char == '"':
+            quoted = not quoted
+        if char == ";" and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return tuple(p.strip() for p in parts if p.strip())
+
+
 # key -> (parser, default). Defaults match the rows the extension script inserts,
 # so a row a DBA deleted falls back to them.
 SETTINGS: dict[str, tuple[Callable[[str], Any], str]] = {
@@ -75,6 +90,9 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], str]] = {
     "allow_superuser_run": (_on_off, "off"),
     "guard_ask": (_on_off, "on"),
     "history_conninfo": (str, ""),
+    # The guard's function policy (issue #10): ';'-separated function signatures.
+    "allowed_functions": (split_signatures, ""),
+    "denied_functions": (split_signatures, ""),
     # Results bounded in bytes (issue #10).
     "max_result_bytes": (_positive_int, "67108864"),
 }
@@ -97,6 +115,8 @@ class Settings:
     allow_superuser_run: bool
     guard_ask: bool
     history_conninfo: str
+    allowed_functions: tuple[str, ...]
+    denied_functions: tuple[str, ...]
     max_result_bytes: int
 
 

@@ -26,6 +26,7 @@ Exception tree::
     │   ├── MultipleStatements        42601  not exactly one statement
     │   ├── NotAPlainQuery            25006  DML, DDL, utility, data-modifying WITH, SELECT INTO
     │   ├── QueryTooExpensive         54000  planner cost over max_query_cost
+    │   ├── FunctionRefused           42501  the query calls a function the policy refuses
     │   ├── ResultTooLarge            54000  the result passed max_result_bytes while it was fetched
     │   └── SuperuserRefused          42501  a superuser may not run generated SQL
     ├── TimeLimitExceeded             57014  query_timeout_ms passed (the watchdog cancelled it)
@@ -45,8 +46,8 @@ __all__ = [
     "DaemonProtocolError", "DaemonBusy", "DaemonShuttingDown", "ModelTimeout", "DaemonNotResponding",
     "DaemonRejected", "NoSQLGenerated",
     "DaemonReplyTooLarge", "DaemonVersionMismatch", "SqlRefused", "InvalidSql", "EmptySql",
-    "MultipleStatements", "NotAPlainQuery", "QueryTooExpensive", "SuperuserRefused", "TimeLimitExceeded",
-    "FeedbackError", "QueryFailed", "ResultTooLarge", "ClientGone",
+    "MultipleStatements", "NotAPlainQuery", "QueryTooExpensive", "FunctionRefused", "SuperuserRefused",
+    "TimeLimitExceeded", "FeedbackError", "QueryFailed", "ResultTooLarge", "ClientGone",
 ]
 
 
@@ -193,6 +194,14 @@ class QueryTooExpensive(SqlRefused):
     sqlstate = "54000"
     hint = ("The planner's cost estimate is over max_query_cost in sqlcoder.config: narrow the question (filters, "
             "LIMIT), or ask a superuser to raise the ceiling.")
+
+
+class FunctionRefused(SqlRefused):
+    """The function policy (sqlcoder.policy) refused a function the analyzed query calls."""
+
+    sqlstate = "42501"
+    hint = ("A superuser can allow a function with SELECT sqlcoder.allow_function('schema.name(argument types)'); "
+            "see docs/security.md.")
 
 
 class SuperuserRefused(SqlRefused):
