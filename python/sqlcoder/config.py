@@ -41,6 +41,13 @@ def _on_off(raw: str) -> bool:
     return value in ("on", "true")
 
 
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("must be zero or a positive integer")
+    return value
+
+
 def _socket_path(raw: str) -> str:
     if not raw.startswith("/"):
         raise ValueError("must be an absolute path")
@@ -74,6 +81,13 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], str]] = {
     "allow_superuser_run": (_on_off, "off"),
     "guard_ask": (_on_off, "on"),
     "history_conninfo": (str, ""),
+    # Golden examples, self-correction, value hints (issue #14).
+    "max_examples": (_non_negative_int, "3"),
+    "self_correct": (_on_off, "on"),
+    "max_corrections": (_non_negative_int, "1"),
+    "value_hints": (_on_off, "on"),
+    "value_hints_max_values": (_positive_int, "10"),
+    "value_hints_max_distinct": (_positive_int, "50"),
 }
 
 
@@ -94,6 +108,12 @@ class Settings:
     allow_superuser_run: bool
     guard_ask: bool
     history_conninfo: str
+    max_examples: int
+    self_correct: bool
+    max_corrections: int
+    value_hints: bool
+    value_hints_max_values: int
+    value_hints_max_distinct: int
 
 
 def parse_settings(rows: Mapping[str, str]) -> Settings:

@@ -27,7 +27,9 @@ Exception tree::
     │   └── SuperuserRefused          42501  a superuser may not run generated SQL
     ├── TimeLimitExceeded             57014  query_timeout_ms passed (the watchdog cancelled it)
     ├── QueryFailed                   (PostgreSQL's own) the query failed while running; DETAIL adds the SQL
-    └── FeedbackError                 02000  no history entry of yours with that id
+    ├── FeedbackError                 02000  no history entry of yours with that id
+    └── InvalidExample                22023  a golden example without a question, or reading no table
+        └── ExampleNotOwner           42501  the adder does not own every table the example reads
 
 They are plain Python exceptions so the package can be tested without a
 server; :mod:`sqlcoder.api` turns them into PostgreSQL errors.
@@ -41,7 +43,7 @@ __all__ = [
     "DaemonProtocolError", "DaemonBusy", "ModelTimeout", "DaemonRejected", "NoSQLGenerated",
     "DaemonReplyTooLarge", "DaemonVersionMismatch", "SqlRefused", "InvalidSql", "EmptySql",
     "MultipleStatements", "NotAPlainQuery", "QueryTooExpensive", "SuperuserRefused", "TimeLimitExceeded",
-    "FeedbackError", "QueryFailed",
+    "FeedbackError", "QueryFailed", "InvalidExample", "ExampleNotOwner",
 ]
 
 
@@ -201,3 +203,17 @@ class QueryFailed(SqlcoderError):
                  hint: str | None = None):
         super().__init__(message, detail=detail, hint=hint)
         self.sqlstate = sqlstate or "XX000"
+
+
+# -- Golden examples (issue #14) -------------------------------------------------
+
+class InvalidExample(SqlcoderError):
+    sqlstate = "22023"
+    hint = ("A golden example is a non-empty question and one plain query (SELECT, WITH, VALUES or TABLE) "
+            "that reads at least one table: sqlcoder.add_example('how many orders?', 'SELECT count(*) FROM orders').")
+
+
+class ExampleNotOwner(InvalidExample):
+    sqlstate = "42501"
+    hint = ("Only a superuser or the owner of every table the SQL reads can add it as an example: ask them to run "
+            "sqlcoder.add_example.")
