@@ -65,10 +65,10 @@ def documented_defaults() -> dict[str, str]:
 
 
 def script_rows() -> dict[str, str]:
-    """``key -> value`` the extension scripts insert into sqlcoder.config."""
+    """``key -> value`` the extension scripts insert into sqlcoder.config (0.2.0 on: config_default)."""
     rows = {}
     for script in sorted((ROOT / "sql").glob("*.sql.in")):
-        for block in re.findall(r"INSERT INTO sqlcoder\.config .*?;\n", script.read_text(), re.S):
+        for block in re.findall(r"INSERT INTO sqlcoder\.config(?:_default)? .*?;\n", script.read_text(), re.S):
             for key, value in re.findall(r"\(\s*'([a-z_]+)',\s*'((?:[^']|'')*)'", block):
                 rows[key] = value.replace("''", "'")
     return rows
