@@ -123,7 +123,7 @@ def measure_selection(pg: Cluster) -> None:
     pg.psql(f"DROP ROLE {role}")
 
 
-def measure_correction(pg: Cluster, runs: int = 30) -> None:
+def measure_correction(pg: Cluster, runs: int = 60) -> None:
     db = "bench_correction"
     pg.createdb(db)
     pg.psql("CREATE EXTENSION sqlcoder CASCADE", dbname=db)
@@ -132,20 +132,23 @@ def measure_correction(pg: Cluster, runs: int = 30) -> None:
         conn.execute("UPDATE sqlcoder.config SET value = %s WHERE key = 'socket_path'", (str(fake.path),))
         right = " SELECT name FROM customers;\n[/SQL]"
 
-        def median_ask() -> float:
-            conn.execute("SELECT sqlcoder.ask('customer names')").fetchone()
-            samples = []
-            for _ in range(runs):
-                started = time.perf_counter()
-                sql = conn.execute("SELECT sqlcoder.ask('customer names')").fetchone()[0]
-                samples.append((time.perf_counter() - started) * 1000)
-                assert sql == "SELECT name FROM customers;", sql
-            return statistics.median(samples)
+        def ask() -> float:
+            started = time.perf_counter()
+            sql = conn.execute("SELECT sqlcoder.ask('customer names')").fetchone()[0]
+            assert sql == "SELECT name FROM customers;", sql
+            return (time.perf_counter() - started) * 1000
 
-        fake.reply(right)
-        direct = median_ask()
-        fake.reply(" SELECT nme FROM customers;\n[/SQL]").reply_when('column "nme" does not exist', right)
-        corrected = median_ask()
+        # Interleaved, so that both medians see the same load on the machine.
+        direct_ms, corrected_ms = [], []
+        for i in range(runs + 1):
+            fake.reply(right)
+            direct = ask()
+            fake.reply(" SELECT nme FROM customers;\n[/SQL]").reply_when('column "nme" does not exist', right)
+            corrected = ask()
+            if i:  # the first pair warms the caches
+                direct_ms.append(direct)
+                corrected_ms.append(corrected)
+        direct, corrected = statistics.median(direct_ms), statistics.median(corrected_ms)
     print(f"BENCH correction_round_ms {corrected - direct:.1f} ms", flush=True)
     print(f"# ask answered at once {direct:.1f} ms, after one correction {corrected:.1f} ms (stand-in daemon)",
           flush=True)

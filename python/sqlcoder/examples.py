@@ -30,7 +30,8 @@ __all__ = ["Example", "ExampleIndex", "check_new", "readable", "select", "render
 
 MAX_SQL_CHARS = 20_000  # an example is a single query a person wrote, not a dump
 _CACHE_KEY = "examples"
-_CANDIDATES = 4  # candidates checked per example wanted (privileges can change before the cache notices)
+_CANDIDATES = 8  # candidates re-ranked and checked per example wanted
+TABLE_WEIGHT = 0.5  # how much the relevance of an example's tables to the question adds to its similarity
 
 _READ_SQL = """
 SELECT e.id, e.question, e.sql, e.tables::pg_catalog.oid[]::pg_catalog.int8[] AS tables
@@ -179,18 +180,55 @@ def readable(plpy: Any, relations: set[int]) -> set[int]:
     return {int(r["oid"]) for r in rows}
 
 
+def _table_relevance(cached: Any, question: str, oids: set[int]) -> dict[int, float]:
+    """Relevance of the tables ``oids`` to the question (pruning's lexical score without neighbours),
+    scaled so that the most relevant of them is 1; only their postings are read."""
+    positions = cached.derived.get("positions")
+    if positions is None:
+        positions = cached.derived["positions"] = {t.oid: i for i, t in enumerate(cached.schema.tables)}
+    wanted = {positions[o]: o for o in oids if o in positions}
+    if not wanted:
+        return {}
+    index = cached.index
+    n = len(cached.schema.tables)
+    own: dict[int, float] = {}
+    for term in terms(question):
+        posting = index.postings.get(term)
+        if not posting:
+            continue
+        idf = math.log(1.0 + n / len(posting))
+        for position, oid in wanted.items():
+            weight = posting.get(position)
+            if weight:
+                own[oid] = own.get(oid, 0.0) + weight * idf
+    top = max(own.values(), default=0.0)
+    return {oid: score / top for oid, score in own.items()} if top > 0 else {}
+
+
 def select(plpy: Any, cached: Any, question: str, k: int, exclude: Sequence[int] = ()) -> list[Example]:
-    """Up to ``k`` examples most similar to ``question`` whose every relation the caller may read."""
+    """Up to ``k`` examples most similar to ``question`` whose every relation the caller may read.
+
+    The candidates most similar by question text are re-ranked with how
+    relevant their tables are to the question (``TABLE_WEIGHT``).
+    """
     if k <= 0:
         return []
     index = _index(plpy, cached)
     if not index.examples:
         return []
     skip = set(exclude)
-    ranked = [index.examples[i] for _, i in index.ranked(question, (k + len(skip)) * _CANDIDATES)]
-    ranked = [e for e in ranked if e.id not in skip]
-    allowed = readable(plpy, {t for e in ranked for t in e.tables})
-    return [e for e in ranked if e.tables and all(t in allowed for t in e.tables)][:k]
+    pool = [(score, i, index.examples[i]) for score, i in index.ranked(question, (k + len(skip)) * _CANDIDATES)
+            if index.examples[i].id not in skip]
+    relevance = _table_relevance(cached, question, {t for _, _, e in pool for t in e.tables})
+    ranked = []
+    for score, i, example in pool:
+        tables = [relevance.get(t, 0.0) for t in example.tables]
+        bonus = TABLE_WEIGHT * sum(tables) / len(tables) if tables else 0.0
+        ranked.append((-(score + bonus), i, example))
+    ranked.sort(key=lambda r: (r[0], r[1]))
+    candidates = [e for _, _, e in ranked]
+    allowed = readable(plpy, {t for e in candidates for t in e.tables})
+    return [e for e in candidates if e.tables and all(t in allowed for t in e.tables)][:k]
 
 
 def render(examples: Sequence[Example]) -> str:
