@@ -240,5 +240,5 @@ def render(examples: Sequence[Example]) -> str:
         if n > 1:
             lines.append("")
         lines.append(f"EXAMPLE QUESTION {n}: {_one_line(example.question)}")
-        lines.append(f"EXAMPLE QUERY {n}: {_one_line(example.sql)};")
+        lines.append(f"EXAMPLE QUERY {n}: {_one_line(example.sql)}")
     return "\n".join(lines)
