@@ -128,7 +128,7 @@ def get(plpy: Any, caller_path: Sequence[str], hints: value_hints.HintSettings |
     """The caller's schema: from the cache when still current, else read and (usually) cached.
 
     ``hints``: show value hints with these settings (None: none). A newer
-    ANALYZE of a table with hint candidates renews the hints, not the schema.
+    ANALYZE of one of its tables renews the hints, not the schema.
     """
     probe = plpy.execute(_plan(plpy, "probe", _PROBE_SQL))[0]
     if probe["own_change"]:
