@@ -81,6 +81,8 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], str]] = {
     "allow_superuser_run": (_on_off, "off"),
     "guard_ask": (_on_off, "on"),
     "history_conninfo": (str, ""),
+    # Results bounded in bytes (issue #10).
+    "max_result_bytes": (_positive_int, "67108864"),
     # Golden examples, self-correction, value hints (issue #14).
     "max_examples": (_non_negative_int, "3"),
     "self_correct": (_on_off, "on"),
@@ -108,6 +110,7 @@ class Settings:
     allow_superuser_run: bool
     guard_ask: bool
     history_conninfo: str
+    max_result_bytes: int
     max_examples: int
     self_correct: bool
     max_corrections: int

@@ -27,7 +27,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from .errors import DaemonError, FeedbackError, ModelTimeout, SqlcoderError, SqlRefused, TimeLimitExceeded
+from .errors import (ClientGone, DaemonError, FeedbackError, ModelTimeout, SqlcoderError, SqlRefused,
+                     TimeLimitExceeded)
 
 __all__ = ["Entry", "record", "recording", "feedback", "COLUMNS"]
 
@@ -186,6 +187,8 @@ def record(plpy: Any, entry: Entry, conninfo: str = "") -> int | None:
 
 
 def _outcome(exc: BaseException) -> str:
+    if isinstance(exc, ClientGone):
+        return "abandoned"
     if isinstance(exc, SqlRefused):
         return "refused"
     if isinstance(exc, (TimeLimitExceeded, ModelTimeout)):
