@@ -91,11 +91,9 @@ def _check_texts(question: Any, sql: Any, settings: config.Settings) -> tuple[st
 
 def relations_of(plpy: Any, sql: str, search_path: Sequence[str], settings: config.Settings) -> frozenset[int]:
     """The guard's verdict on ``sql`` as the current role, then the relations it reads (nothing runs)."""
-    def work() -> frozenset[int]:
-        guard.check(plpy, sql, max_rows=1, max_cost=None)
-        return guard.query_objects(plpy, sql).relations
-
-    return execute.in_caller_context(plpy, list(search_path), settings.query_timeout_ms / 1000, work)
+    path, timeout_s = list(search_path), settings.query_timeout_ms / 1000
+    execute.guard_only(plpy, sql, caller_path=path, max_cost=None, timeout_s=timeout_s)
+    return execute.in_caller_context(plpy, path, timeout_s, lambda: guard.query_objects(plpy, sql).relations)
 
 
 def _check_owner(plpy: Any, relations: frozenset[int], sql: str) -> None:
