@@ -178,12 +178,18 @@ def readable(plpy: Any, relations: set[int]) -> set[int]:
     return {int(r["oid"]) for r in rows}
 
 
-def _table_relevance(cached: Any, question: str, oids: set[int]) -> dict[int, float]:
-    """Relevance of the tables ``oids`` to the question (pruning's lexical score without neighbours),
-    scaled so that the most relevant of them is 1; only their postings are read."""
+def _positions(cached: Any) -> dict[int, int]:
+    """OID -> position of every table the caller is shown (cached with the schema)."""
     positions = cached.derived.get("positions")
     if positions is None:
         positions = cached.derived["positions"] = {t.oid: i for i, t in enumerate(cached.schema.tables)}
+    return positions
+
+
+def _table_relevance(cached: Any, question: str, oids: set[int]) -> dict[int, float]:
+    """Relevance of the tables ``oids`` to the question (pruning's lexical score without neighbours),
+    scaled so that the most relevant of them is 1; only their postings are read."""
+    positions = _positions(cached)
     wanted = {positions[o]: o for o in oids if o in positions}
     if not wanted:
         return {}
@@ -204,7 +210,8 @@ def _table_relevance(cached: Any, question: str, oids: set[int]) -> dict[int, fl
 
 
 def select(plpy: Any, cached: Any, question: str, k: int, exclude: Sequence[int] = ()) -> list[Example]:
-    """Up to ``k`` examples most similar to ``question`` whose every relation the caller may read.
+    """Up to ``k`` examples most similar to ``question`` whose every relation the caller may read and is
+    shown in the prompt's schema.
 
     The candidates most similar by question text are re-ranked with how
     relevant their tables are to the question (``TABLE_WEIGHT``).
@@ -215,8 +222,11 @@ def select(plpy: Any, cached: Any, question: str, k: int, exclude: Sequence[int]
     if not index.examples:
         return []
     skip = set(exclude)
+    shown = _positions(cached)
+    # Only examples about tables the model is shown: one reading a table off the caller's path (another
+    # role's schema, granted to PUBLIC) would be text that role plants in every reader's prompt.
     pool = [(score, i, index.examples[i]) for score, i in index.ranked(question, (k + len(skip)) * _CANDIDATES)
-            if index.examples[i].id not in skip]
+            if index.examples[i].id not in skip and all(t in shown for t in index.examples[i].tables)]
     relevance = _table_relevance(cached, question, {t for _, _, e in pool for t in e.tables})
     ranked = []
     for score, i, example in pool:
