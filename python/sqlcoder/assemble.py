@@ -1,4 +1,4 @@
-"""Put the prompt together: cached schema, instructions, the model's template, its context budget.
+"""Put the prompt together: cached schema, golden examples, instructions, the model's template, its budget.
 
 ``sqlcoder.prompt()`` and ``sqlcoder.ask()`` both come here, so prompt() shows
 exactly what ask sends. The daemon is asked (once a minute per backend) which
