@@ -95,10 +95,10 @@ def _instructions(instructions: Any) -> list[str]:
 
 
 def _build_prompt(plpy: Any, settings: config.Settings, question: Any, instructions: Any,
-                  caller_path: list[str], correction_block: str = "") -> str:
+                  caller_path: list[str], client: DaemonClient | None = None, correction_block: str = "") -> str:
     text = _check_question(question, settings)
     return assemble.build_prompt(plpy, settings, text, _instructions(instructions), caller_path or [],
-                                 _client(plpy, settings), correction_block)
+                                 client or _client(plpy, settings), correction_block)
 
 
 def _checker(plpy: Any) -> Callable[[], None]:
@@ -116,9 +116,9 @@ def _checker(plpy: Any) -> Callable[[], None]:
     return check
 
 
-def _client(plpy: Any, settings: config.Settings) -> DaemonClient:
+def _client(plpy: Any, settings: config.Settings, budget: float | None = None) -> DaemonClient:
     return DaemonClient(settings.socket_path, connect_timeout=settings.connect_timeout_ms / 1000,
-                        max_reply_bytes=settings.max_reply_bytes, check_interrupts=_checker(plpy))
+                        max_reply_bytes=settings.max_reply_bytes, check_interrupts=_checker(plpy), budget=budget)
 
 
 def op_prompt(plpy: Any, question: Any = None, instructions: Any = None, caller_path: Any = None) -> str:
@@ -199,13 +199,16 @@ def _timed_generate(plpy: Any, settings: config.Settings, question: Any, instruc
 
 def _generate(plpy: Any, settings: config.Settings, question: Any, instructions: Any, caller_path: Any,
               entry: history.Entry, correction_block: str = "") -> str:
-    prompt = _build_prompt(plpy, settings, question, instructions, caller_path, correction_block)
-    fields: dict[str, Any] = {"prompt": prompt, "timeout_ms": settings.model_timeout_ms}
+    # One budget, model_timeout_ms, for every daemon request of the call: status probe, token counts, generate.
+    limit = settings.model_timeout_ms / 1000
+    client = _client(plpy, settings, budget=limit)
+    prompt = _build_prompt(plpy, settings, question, instructions, caller_path, client, correction_block)
+    fields: dict[str, Any] = {"prompt": prompt, "timeout_ms": client.daemon_timeout_ms(limit)}
     if settings.max_new_tokens:
         fields["max_new_tokens"] = settings.max_new_tokens
     if settings.num_beams:
         fields["num_beams"] = settings.num_beams
-    reply = _client(plpy, settings).request("generate", settings.model_timeout_ms / 1000, **fields)
+    reply = client.request("generate", limit, **fields)
     assemble.forget_model(settings.socket_path, reply.get("model"))  # a new model may want another template
     if isinstance(reply.get("model"), str):
         entry.model = reply["model"]

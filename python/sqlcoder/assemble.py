@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 from . import examples, schema_cache, value_hints
 from .client import DaemonClient
 from .config import Settings
-from .errors import DaemonError
+from .errors import DaemonError, DaemonNotResponding
 from .prompt import DEFAULT_TEMPLATE, render_prompt, template_for_model
 from .pruning import select_tables
 
@@ -69,6 +69,10 @@ def model_info(settings: Settings, client: DaemonClient) -> ModelInfo | None:
         return cached[1]
     try:
         reply = client.request("status", min(_STATUS_TIMEOUT_S, settings.model_timeout_ms / 1000))
+    except DaemonNotResponding:
+        if client.budget is not None:
+            raise  # asking for SQL: a daemon that does not answer status will not answer generate either
+        return None
     except DaemonError:
         return None
     status = reply.get("status") if isinstance(reply.get("status"), dict) else {}
@@ -167,6 +171,10 @@ def build_prompt(plpy: Any, settings: Settings, question: str, instructions: Seq
         tail = examples.render(chosen) + correction
         full = render_prompt(question, cached.text + tail, lines, template)
         return _pruned(plpy, cached, question, lines, template, budget, info.model, count, full, tail)
+    except DaemonNotResponding:
+        if client.budget is not None:
+            raise
+        return full
     except DaemonError:
         return full  # counting failed: send everything and let the daemon judge
 
