@@ -266,6 +266,13 @@ def test_a_correction_the_model_cannot_make_ends_in_the_first_error(analyst, fak
     assert row == ("refused", "42703", 2)
 
 
+def test_a_correction_without_sql_ends_in_the_first_error(analyst, fake) -> None:
+    fake.reply(WRONG).reply_when("### Previous attempt", " I do not know")
+    with pytest.raises(psycopg.errors.UndefinedColumn) as info:
+        analyst.execute("SELECT sqlcoder.ask('customer names')")
+    assert "attempt 2: error: the model could not answer" in info.value.diag.message_detail
+
+
 def test_self_correct_off_sends_one_request(analyst, admin, fake) -> None:
     admin.execute("UPDATE sqlcoder.config SET value = 'off' WHERE key = 'self_correct'")
     try:

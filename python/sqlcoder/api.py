@@ -150,7 +150,9 @@ def _generate_checked(plpy: Any, settings: config.Settings, question: Any, instr
     """Generate SQL and pass it to ``check`` (the guard, or guard and run); on a refusal the model
     can fix, ask again with the SQL and PostgreSQL's error, up to ``max_corrections`` times."""
     rounds = settings.max_corrections if settings.self_correct else 0
-    sql, ms = _timed_generate(plpy, settings, question, instructions, caller_path, entry)
+    # One budget, model_timeout_ms, for every daemon request of the call, corrections included.
+    client = _client(plpy, settings, budget=settings.model_timeout_ms / 1000)
+    sql, ms = _timed_generate(plpy, settings, question, instructions, caller_path, entry, client)
     attempts: list[correction.Attempt] = []
     first: SqlcoderError | None = None
     while True:
@@ -163,9 +165,9 @@ def _generate_checked(plpy: Any, settings: config.Settings, question: Any, instr
             if len(attempts) > rounds or not correction.fixable(exc):
                 _give_up(entry, attempts, first)
             try:
-                sql, ms = _timed_generate(plpy, settings, question, instructions, caller_path, entry,
+                sql, ms = _timed_generate(plpy, settings, question, instructions, caller_path, entry, client,
                                           correction.render(sql, message))
-            except (NoSQLGenerated, SqlRefused) as again:
+            except (NoSQLGenerated, SqlRefused, DaemonError) as again:  # e.g. the call's budget ran out
                 attempts.append(correction.Attempt("", again.sqlstate, again.message, None))
                 _give_up(entry, attempts, first)
             continue
@@ -185,10 +187,10 @@ def _give_up(entry: history.Entry, attempts: list[correction.Attempt], first: Sq
 
 
 def _timed_generate(plpy: Any, settings: config.Settings, question: Any, instructions: Any, caller_path: Any,
-                    entry: history.Entry, correction_block: str = "") -> tuple[str, float]:
+                    entry: history.Entry, client: DaemonClient, correction_block: str = "") -> tuple[str, float]:
     started = time.monotonic()
     try:
-        sql = _generate(plpy, settings, question, instructions, caller_path, entry, correction_block)
+        sql = _generate(plpy, settings, question, instructions, caller_path, entry, client, correction_block)
     finally:
         elapsed = (time.monotonic() - started) * 1000
         entry.model_ms = (entry.model_ms or 0.0) + elapsed
@@ -198,10 +200,10 @@ def _timed_generate(plpy: Any, settings: config.Settings, question: Any, instruc
 
 
 def _generate(plpy: Any, settings: config.Settings, question: Any, instructions: Any, caller_path: Any,
-              entry: history.Entry, correction_block: str = "") -> str:
-    # One budget, model_timeout_ms, for every daemon request of the call: status probe, token counts, generate.
+              entry: history.Entry, client: DaemonClient, correction_block: str = "") -> str:
+    """One generate request through ``client``, whose budget (model_timeout_ms) covers the whole call:
+    status probe, token counts, generate, and any correction's requests."""
     limit = settings.model_timeout_ms / 1000
-    client = _client(plpy, settings, budget=limit)
     prompt = _build_prompt(plpy, settings, question, instructions, caller_path, client, correction_block)
     fields: dict[str, Any] = {"prompt": prompt, "timeout_ms": client.daemon_timeout_ms(limit)}
     if settings.max_new_tokens:
