@@ -19,7 +19,7 @@ from . import examples, schema_cache, value_hints
 from .client import DaemonClient
 from .config import Settings
 from .errors import DaemonError, DaemonNotResponding
-from .prompt import DEFAULT_TEMPLATE, render_prompt, template_for_model
+from .prompt import choose_template, render_prompt
 from .pruning import select_tables
 
 __all__ = ["ModelInfo", "model_info", "forget_model", "dba_instructions", "context_budget", "build_prompt",
@@ -156,8 +156,7 @@ def build_prompt(plpy: Any, settings: Settings, question: str, instructions: Seq
     chosen = examples.select(plpy, cached, question, settings.max_examples)
     lines = dba_instructions(plpy, caller_path) + list(instructions)
     info = model_info(settings, client)
-    template = settings.template if settings.template != "auto" else (
-        template_for_model(info.model) if info else DEFAULT_TEMPLATE)
+    template = choose_template(settings.template, info.model if info else None)
     tail = examples.render(chosen) + correction
     full = render_prompt(question, cached.text + tail, lines, template)
     budget = context_budget(settings, info)
