@@ -70,3 +70,12 @@ def test_values_render_in_the_column_comment_quoted() -> None:
     table = Table(1, "public", "orders", columns=[Column("status", "text", comment="order state",
                                                          values=["shipped", "o'neil"])])
     assert "status text --order state; e.g. 'shipped', 'o''neil'" in render_table(table)
+
+
+@pytest.mark.parametrize("template", ["sqlcoder-70b", "sql-eval-sqlcoder-70b", "sql-eval-llama-3-sqlcoder-8b"])
+def test_examples_follow_the_schema_untouched_in_every_template(template) -> None:
+    from sqlcoder.prompt import render_prompt
+    block = examples.render([E(1, "how many?", "SELECT count(*) FROM t", (1,))])
+    text = render_prompt("q", "CREATE TABLE t (\n  id integer\n);", [], template, block)
+    assert block.strip() in text  # the blank line and the EXAMPLE lines as rendered, not re-laid out
+    assert text.index("CREATE TABLE t") < text.index("EXAMPLE QUESTION 1")

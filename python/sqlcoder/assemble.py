@@ -158,7 +158,7 @@ def build_prompt(plpy: Any, settings: Settings, question: str, instructions: Seq
     info = model_info(settings, client)
     template = choose_template(settings.template, info.model if info else None)
     tail = examples.render(chosen) + correction
-    full = render_prompt(question, cached.text + tail, lines, template)
+    full = render_prompt(question, cached.text, lines, template, tail)
     budget = context_budget(settings, info)
     if info is None or budget is None or len(full.encode("utf-8")) + _BYTES_SLACK <= budget:
         return full
@@ -168,7 +168,7 @@ def build_prompt(plpy: Any, settings: Settings, question: str, instructions: Seq
         while chosen and count([examples.render(chosen)])[0] > budget // _EXAMPLES_SHARE:
             chosen.pop()
         tail = examples.render(chosen) + correction
-        full = render_prompt(question, cached.text + tail, lines, template)
+        full = render_prompt(question, cached.text, lines, template, tail)
         return _pruned(plpy, cached, question, lines, template, budget, info.model, count, full, tail)
     except DaemonNotResponding:
         if client.budget is not None:
@@ -186,7 +186,7 @@ def _pruned(plpy: Any, cached: schema_cache.CachedSchema, question: str, lines: 
         half = math.ceil((tokens + 1) / 2)
         costs[left] += half
         costs[right] += half
-    base = count([render_prompt(question, tail, lines, template)])[0]
+    base = count([render_prompt(question, "", lines, template, tail)])[0]
     # Count the whole prompt only when the estimate says it may fit: then it is
     # small, while a huge schema could exceed the daemon's request size limit.
     if base + sum(costs) <= budget + _ESTIMATE_SLACK and count([full])[0] <= budget:
@@ -197,7 +197,7 @@ def _pruned(plpy: Any, cached: schema_cache.CachedSchema, question: str, lines: 
     # than estimated; drop the least relevant tables until it fits.
     drop_order = sorted(kept, key=lambda i: (scores[i], -i))
     while True:
-        prompt = render_prompt(question, cached.render(kept) + tail, lines, template)
+        prompt = render_prompt(question, cached.render(kept), lines, template, tail)
         over = count([prompt])[0] - budget
         if over <= 0 or not kept:
             break
