@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 import time
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
-from . import __version__, assemble, config, execute, guard, history, policy
+from . import __version__, assemble, config, correction, examples, execute, guard, history, policy
 from .client import DaemonClient
-from .errors import (ClientGone, DaemonError, DaemonProtocolError, InvalidQuestion, NullQuestion, SqlcoderError,
-                     VersionMismatch)
+from .errors import (ClientGone, DaemonError, DaemonProtocolError, InvalidQuestion, NoSQLGenerated, NullQuestion,
+                     SqlcoderError, SqlRefused, VersionMismatch)
 from .prompt import extract_sql
 
 __all__ = ["entry"]
@@ -95,10 +95,10 @@ def _instructions(instructions: Any) -> list[str]:
 
 
 def _build_prompt(plpy: Any, settings: config.Settings, question: Any, instructions: Any,
-                  caller_path: list[str], client: DaemonClient | None = None) -> str:
+                  caller_path: list[str], client: DaemonClient | None = None, correction_block: str = "") -> str:
     text = _check_question(question, settings)
     return assemble.build_prompt(plpy, settings, text, _instructions(instructions), caller_path or [],
-                                 client or _client(plpy, settings))
+                                 client or _client(plpy, settings), correction_block)
 
 
 def _checker(plpy: Any) -> Callable[[], None]:
@@ -131,32 +131,81 @@ def op_ask(plpy: Any, question: Any = None, instructions: Any = None, caller_pat
     settings = config.load(plpy)
     entry = history.Entry("ask", question=question)
     with history.recording(plpy, entry, settings.history_conninfo):
-        sql = _timed_generate(plpy, settings, question, instructions, caller_path, entry)
-        if settings.guard_ask:
-            execute.guard_only(plpy, sql, caller_path=caller_path, max_cost=settings.max_query_cost,
-                               timeout_s=settings.query_timeout_ms / 1000, functions=_function_lists(plpy, settings))
+        def check(sql: str) -> str:
+            if settings.guard_ask:
+                execute.guard_only(plpy, sql, caller_path=caller_path, max_cost=settings.max_query_cost,
+                                   timeout_s=settings.query_timeout_ms / 1000,
+                                   functions=_function_lists(plpy, settings))
+            return sql
+
+        sql = _generate_checked(plpy, settings, question, instructions, caller_path, entry, check)
         entry.outcome = "ok"
         return sql
 
 
+T = TypeVar("T")
+
+
+def _generate_checked(plpy: Any, settings: config.Settings, question: Any, instructions: Any, caller_path: Any,
+                      entry: history.Entry, check: Callable[[str], T]) -> T:
+    """Generate SQL and pass it to ``check`` (the guard, or guard and run); on a refusal the model
+    can fix, ask again with the SQL and PostgreSQL's error, up to ``max_corrections`` times."""
+    rounds = settings.max_corrections if settings.self_correct else 0
+    # One budget, model_timeout_ms, for every daemon request of the call, corrections included.
+    client = _client(plpy, settings, budget=settings.model_timeout_ms / 1000)
+    sql, ms = _timed_generate(plpy, settings, question, instructions, caller_path, entry, client)
+    attempts: list[correction.Attempt] = []
+    first: SqlcoderError | None = None
+    while True:
+        try:
+            result = check(sql)
+        except SqlRefused as exc:
+            message = correction.postgres_message(exc)
+            attempts.append(correction.Attempt(sql, exc.sqlstate, message, ms))
+            first = first or exc
+            if len(attempts) > rounds or not correction.fixable(exc):
+                _give_up(entry, attempts, first)
+            try:
+                sql, ms = _timed_generate(plpy, settings, question, instructions, caller_path, entry, client,
+                                          correction.render(sql, message))
+            except (NoSQLGenerated, SqlRefused, DaemonError) as again:  # e.g. the call's budget ran out
+                attempts.append(correction.Attempt("", again.sqlstate, again.message, None))
+                _give_up(entry, attempts, first)
+            continue
+        if attempts:
+            attempts.append(correction.Attempt(sql, None, None, ms))
+            entry.attempts = correction.as_json(attempts)
+        return result
+
+
+def _give_up(entry: history.Entry, attempts: list[correction.Attempt], first: SqlcoderError) -> None:
+    """End with the first attempt's error; after a correction, DETAIL and history hold every attempt."""
+    if len(attempts) == 1:
+        raise first
+    entry.sql = attempts[0].sql
+    entry.attempts = correction.as_json(attempts)
+    raise correction.failure(first, attempts)
+
+
 def _timed_generate(plpy: Any, settings: config.Settings, question: Any, instructions: Any, caller_path: Any,
-                    entry: history.Entry) -> str:
+                    entry: history.Entry, client: DaemonClient, correction_block: str = "") -> tuple[str, float]:
     started = time.monotonic()
     try:
-        sql = _generate(plpy, settings, question, instructions, caller_path, entry)
+        sql = _generate(plpy, settings, question, instructions, caller_path, entry, client, correction_block)
     finally:
-        entry.model_ms = (time.monotonic() - started) * 1000
+        elapsed = (time.monotonic() - started) * 1000
+        entry.model_ms = (entry.model_ms or 0.0) + elapsed
     entry.sql = sql
     guard.strip_sql(sql)  # NUL bytes in model output: refused here, whatever guard_ask says
-    return sql
+    return sql, elapsed
 
 
 def _generate(plpy: Any, settings: config.Settings, question: Any, instructions: Any, caller_path: Any,
-              entry: history.Entry) -> str:
-    # One budget, model_timeout_ms, for every daemon request of the call: status probe, token counts, generate.
+              entry: history.Entry, client: DaemonClient, correction_block: str = "") -> str:
+    """One generate request through ``client``, whose budget (model_timeout_ms) covers the whole call:
+    status probe, token counts, generate, and any correction's requests."""
     limit = settings.model_timeout_ms / 1000
-    client = _client(plpy, settings, budget=limit)
-    prompt = _build_prompt(plpy, settings, question, instructions, caller_path, client)
+    prompt = _build_prompt(plpy, settings, question, instructions, caller_path, client, correction_block)
     fields: dict[str, Any] = {"prompt": prompt, "timeout_ms": client.daemon_timeout_ms(limit)}
     if settings.max_new_tokens:
         fields["max_new_tokens"] = settings.max_new_tokens
@@ -212,8 +261,8 @@ def op_run(plpy: Any, question: Any = None, instructions: Any = None, caller_pat
     with history.recording(plpy, entry, settings.history_conninfo):
         limit = _max_rows(settings, max_rows)
         execute.refuse_superuser(plpy, settings.allow_superuser_run)  # before spending model time
-        sql = _timed_generate(plpy, settings, question, instructions, caller_path, entry)
-        return _run_recorded(plpy, settings, entry, sql, caller_path, limit)
+        return _generate_checked(plpy, settings, question, instructions, caller_path, entry,
+                                 lambda sql: _run_recorded(plpy, settings, entry, sql, caller_path, limit))
 
 
 def op_execute(plpy: Any, sql: Any = None, caller_path: Any = None, max_rows: Any = None) -> int:
@@ -244,6 +293,11 @@ def op_status(plpy: Any) -> dict[str, Any]:
     return result
 
 
+def op_check_example(plpy: Any, question: Any = None, sql: Any = None, search_path: Any = None) -> dict[str, Any]:
+    """The trigger on sqlcoder.examples: guard the SQL as the inserting role and list its relations."""
+    return examples.check_new(plpy, question, sql, search_path)
+
+
 _OPERATIONS: dict[str, Callable[..., Any]] = {
     "ask": op_ask,
     "prompt": op_prompt,
@@ -251,4 +305,5 @@ _OPERATIONS: dict[str, Callable[..., Any]] = {
     "run": op_run,
     "execute": op_execute,
     "feedback": op_feedback,
+    "check_example": op_check_example,
 }

@@ -162,6 +162,7 @@ class Column:
     generated: str = ""
     comment: str | None = None
     enum_labels: Sequence[str] | None = None
+    values: Sequence[str] | None = None  # most common values from pg_stats (value_hints.py)
 
 
 @dataclass
@@ -320,6 +321,8 @@ def _render_column(col: Column) -> tuple[str, str]:
         notes.append(_one_line(col.comment))
     if col.enum_labels:
         notes.append("one of " + ", ".join("'" + label.replace("'", "''") + "'" for label in col.enum_labels))
+    if col.values:
+        notes.append("e.g. " + ", ".join("'" + value.replace("'", "''") + "'" for value in col.values))
     return " ".join(parts), "; ".join(notes)
 
 

@@ -41,6 +41,13 @@ def _on_off(raw: str) -> bool:
     return value in ("on", "true")
 
 
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("must be zero or a positive integer")
+    return value
+
+
 def _socket_path(raw: str) -> str:
     if not raw.startswith("/"):
         raise ValueError("must be an absolute path")
@@ -95,6 +102,13 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], str]] = {
     "denied_functions": (split_signatures, ""),
     # Results bounded in bytes (issue #10).
     "max_result_bytes": (_positive_int, "67108864"),
+    # Golden examples, self-correction, value hints (issue #14).
+    "max_examples": (_non_negative_int, "3"),
+    "self_correct": (_on_off, "on"),
+    "max_corrections": (_non_negative_int, "1"),
+    "value_hints": (_on_off, "on"),
+    "value_hints_max_values": (_positive_int, "10"),
+    "value_hints_max_distinct": (_positive_int, "50"),
 }
 
 
@@ -118,6 +132,12 @@ class Settings:
     allowed_functions: tuple[str, ...]
     denied_functions: tuple[str, ...]
     max_result_bytes: int
+    max_examples: int
+    self_correct: bool
+    max_corrections: int
+    value_hints: bool
+    value_hints_max_values: int
+    value_hints_max_distinct: int
 
 
 def parse_settings(rows: Mapping[str, str]) -> Settings:

@@ -32,7 +32,9 @@ Exception tree::
     ├── TimeLimitExceeded             57014  query_timeout_ms passed (the watchdog cancelled it)
     ├── QueryFailed                   (PostgreSQL's own) the query failed while running; DETAIL adds the SQL
     ├── FeedbackError                 02000  no history entry of yours with that id
-    └── ClientGone                    08006  the client disconnected while the call waited on the model
+    ├── ClientGone                    08006  the client disconnected while the call waited on the model
+    └── InvalidExample                22023  a golden example without a question, or reading no table
+        └── ExampleNotOwner           42501  the adder does not own every table the example reads
 
 They are plain Python exceptions so the package can be tested without a
 server; :mod:`sqlcoder.api` turns them into PostgreSQL errors.
@@ -47,7 +49,8 @@ __all__ = [
     "DaemonRejected", "NoSQLGenerated",
     "DaemonReplyTooLarge", "DaemonVersionMismatch", "SqlRefused", "InvalidSql", "EmptySql",
     "MultipleStatements", "NotAPlainQuery", "QueryTooExpensive", "FunctionRefused", "SuperuserRefused",
-    "TimeLimitExceeded", "FeedbackError", "QueryFailed", "ResultTooLarge", "ClientGone",
+    "TimeLimitExceeded", "FeedbackError", "QueryFailed", "ResultTooLarge", "ClientGone", "InvalidExample",
+    "ExampleNotOwner",
 ]
 
 
@@ -245,3 +248,17 @@ class ClientGone(SqlcoderError):
 
     sqlstate = "08006"
     hint = "The client closed its connection (killed, or a pool's timeout) while sqlcoder waited on the model."
+
+
+# -- Golden examples (issue #14) -------------------------------------------------
+
+class InvalidExample(SqlcoderError):
+    sqlstate = "22023"
+    hint = ("A golden example is a non-empty question and one plain query (SELECT, WITH, VALUES or TABLE) "
+            "that reads at least one table: sqlcoder.add_example('how many orders?', 'SELECT count(*) FROM orders').")
+
+
+class ExampleNotOwner(InvalidExample):
+    sqlstate = "42501"
+    hint = ("Only a superuser or the owner of every table the SQL reads can add it as an example: ask them to run "
+            "sqlcoder.add_example.")

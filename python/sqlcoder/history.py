@@ -19,6 +19,7 @@ the reason goes to the server log.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import pwd
 import time
@@ -32,12 +33,12 @@ from .errors import (ClientGone, DaemonError, FeedbackError, ModelTimeout, Sqlco
 __all__ = ["Entry", "record", "recording", "feedback", "COLUMNS"]
 
 COLUMNS = ("role", "operation", "question", "sql", "model", "model_ms", "query_ms", "latency_ms",
-           "row_count", "truncated", "outcome", "error_sqlstate", "error")
+           "row_count", "truncated", "outcome", "error_sqlstate", "error", "attempts")
 
 _INSERT = ("INSERT INTO sqlcoder.history (" + ", ".join(COLUMNS) + ") VALUES ("
            + ", ".join(f"${i + 1}" for i in range(len(COLUMNS))) + ") RETURNING id")
 _TYPES = ["name", "text", "text", "text", "text", "float8", "float8", "float8", "int8", "bool", "text", "text",
-          "text"]
+          "text", "jsonb"]
 _MAX_TEXT = 100_000  # a 1 MB question or a 10 MB reply is recorded shortened
 _CONNECT_TIMEOUT_S = 2
 _OPTIONS = "-c statement_timeout=5000 -c lock_timeout=2000 -c search_path=pg_catalog"
@@ -59,6 +60,7 @@ class Entry:
     outcome: str = "error"
     error_sqlstate: str | None = None
     error: str | None = None
+    attempts: list[dict[str, Any]] | None = None  # every attempt, when the first was sent back for correction
 
     def failed(self, outcome: str, sqlstate: str | None, message: str) -> None:
         self.outcome, self.error_sqlstate, self.error = outcome, sqlstate, message
@@ -73,9 +75,12 @@ def _clean(value: Any) -> Any:
 
 
 def _values(entry: Entry, role: str) -> list[Any]:
-    return [_clean(v) for v in (role, entry.operation, entry.question, entry.sql, entry.model, entry.model_ms,
-                                entry.query_ms, entry.latency_ms, entry.row_count, entry.truncated, entry.outcome,
-                                entry.error_sqlstate, entry.error)]
+    values = [_clean(v) for v in (role, entry.operation, entry.question, entry.sql, entry.model, entry.model_ms,
+                                  entry.query_ms, entry.latency_ms, entry.row_count, entry.truncated, entry.outcome,
+                                  entry.error_sqlstate, entry.error)]
+    # Attempts hold SQL already cut to correction.MAX_SHOWN_CHARS: the JSON is never shortened (it would not parse).
+    values.append(None if entry.attempts is None else json.dumps(entry.attempts))
+    return values
 
 
 # -- libpq through ctypes ------------------------------------------------------
