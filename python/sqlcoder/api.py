@@ -115,6 +115,10 @@ def _client(plpy: Any, settings: config.Settings) -> DaemonClient:
                         max_reply_bytes=settings.max_reply_bytes, check_interrupts=_checker(plpy))
 
 
+def _history_limits(settings: config.Settings) -> history.Limits:
+    return history.Limits(settings.history_timeout_ms, settings.history_write_timeout_ms)
+
+
 def op_prompt(plpy: Any, question: Any = None, instructions: Any = None, caller_path: Any = None) -> str:
     settings = config.load(plpy)
     return _build_prompt(plpy, settings, question, instructions, caller_path)
@@ -124,7 +128,7 @@ def op_ask(plpy: Any, question: Any = None, instructions: Any = None, caller_pat
     """Generate SQL, guarded (when guard_ask is on) so that ``\\gexec`` gets one plain query; recorded."""
     settings = config.load(plpy)
     entry = history.Entry("ask", question=question)
-    with history.recording(plpy, entry, settings.history_conninfo):
+    with history.recording(plpy, entry, _history_limits(settings)):
         sql = _timed_generate(plpy, settings, question, instructions, caller_path, entry)
         if settings.guard_ask:
             execute.guard_only(plpy, sql, caller_path=caller_path, max_cost=settings.max_query_cost,
@@ -191,7 +195,7 @@ def op_run(plpy: Any, question: Any = None, instructions: Any = None, caller_pat
     """Generate SQL and run it read-only; one JSON text per row."""
     settings = config.load(plpy)
     entry = history.Entry("run", question=question)
-    with history.recording(plpy, entry, settings.history_conninfo):
+    with history.recording(plpy, entry, _history_limits(settings)):
         limit = _max_rows(settings, max_rows)
         execute.refuse_superuser(plpy, settings.allow_superuser_run)  # before spending model time
         sql = _timed_generate(plpy, settings, question, instructions, caller_path, entry)
@@ -202,7 +206,7 @@ def op_execute(plpy: Any, sql: Any = None, caller_path: Any = None, max_rows: An
     """Run SQL a user reviewed under the same guard and read-only execution as run."""
     settings = config.load(plpy)
     entry = history.Entry("execute", sql=sql)
-    with history.recording(plpy, entry, settings.history_conninfo):
+    with history.recording(plpy, entry, _history_limits(settings)):
         limit = _max_rows(settings, max_rows)
         execute.refuse_superuser(plpy, settings.allow_superuser_run)
         return _run_recorded(plpy, settings, entry, sql, caller_path, limit)
@@ -215,7 +219,8 @@ def op_feedback(plpy: Any, id: Any = None, correct: Any = None, corrected_sql: A
 
 def op_status(plpy: Any) -> dict[str, Any]:
     settings = config.load(plpy)
-    result: dict[str, Any] = {"extension_version": __version__, "socket_path": settings.socket_path}
+    result: dict[str, Any] = {"extension_version": __version__, "socket_path": settings.socket_path,
+                              "history": history.stats(plpy)}
     try:
         reply = _client(plpy, settings).request("status", min(settings.model_timeout_ms / 1000, 10.0))
     except DaemonError as exc:

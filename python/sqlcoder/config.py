@@ -55,6 +55,15 @@ def _template(raw: str) -> str:
     return raw.strip()
 
 
+def _interval(raw: str) -> str:
+    # A PostgreSQL interval of days, hours, minutes or seconds ("90 days"); the purge casts it in SQL.
+    parts = raw.split()
+    units = ("day", "days", "hour", "hours", "minute", "minutes", "second", "seconds")
+    if len(parts) != 2 or not parts[0].isdigit() or int(parts[0]) <= 0 or parts[1].lower() not in units:
+        raise ValueError("must be a positive interval such as '90 days'")
+    return raw
+
+
 # key -> (parser, default). Defaults match the rows the extension script inserts,
 # so a row a DBA deleted falls back to them.
 SETTINGS: dict[str, tuple[Callable[[str], Any], str]] = {
@@ -73,7 +82,13 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], str]] = {
     "max_query_cost": (_optional_positive_float, ""),
     "allow_superuser_run": (_on_off, "off"),
     "guard_ask": (_on_off, "on"),
-    "history_conninfo": (str, ""),
+    # History, retention and bounded text (issue #11).
+    "history_timeout_ms": (_positive_int, "200"),
+    "history_write_timeout_ms": (_positive_int, "5000"),
+    "history_retention": (_interval, "90 days"),
+    "history_max_rows": (_positive_int, "1000000"),
+    "max_comment_chars": (_positive_int, "1000"),
+    "max_instructions_chars": (_positive_int, "4000"),
 }
 
 
@@ -93,7 +108,12 @@ class Settings:
     max_query_cost: float | None
     allow_superuser_run: bool
     guard_ask: bool
-    history_conninfo: str
+    history_timeout_ms: int
+    history_write_timeout_ms: int
+    history_retention: str
+    history_max_rows: int
+    max_comment_chars: int
+    max_instructions_chars: int
 
 
 def parse_settings(rows: Mapping[str, str]) -> Settings:
