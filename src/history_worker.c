@@ -656,9 +656,10 @@ pin_settings(int write_timeout_ms)
 {
 	char		ms[32];
 
+	/* statement_timeout is armed by run_statement; a session value would never fire in a worker. */
 	snprintf(ms, sizeof(ms), "%d", write_timeout_ms);
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
-	SetConfigOption("statement_timeout", ms, PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("lock_timeout", ms, PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_OVERRIDE);
@@ -742,7 +743,7 @@ maybe_purge(int timeout_ms)
 	{
 		int64		deleted = 0;
 
-		if (!run_statement("SELECT sqlcoder._history_purge()", 0, NULL, NULL, NULL, timeout_ms, reason, &deleted))
+		if (!run_statement("SELECT sqlcoder._history_purge()", 0, NULL, NULL, NULL, 2 * timeout_ms, reason, &deleted))
 		{
 			ereport(LOG, (errmsg("sqlcoder: history purge stopped: %s", reason)));
 			return;
@@ -830,7 +831,8 @@ sqlcoder_history_main(Datum arg)
 	else
 		nulls[3] = 'n';
 	values[4] = Int32GetDatum(repeat);
-	ok = run_statement(insert_sql, 5, types, values, nulls, job.write_timeout_ms, reason, NULL);
+	/* Twice the lock timeout: a wait for a lock says so, anything else stuck ends as a statement timeout. */
+	ok = run_statement(insert_sql, 5, types, values, nulls, 2 * job.write_timeout_ms, reason, NULL);
 	if (ok)
 	{
 		count(C_WRITTEN, 1);
