@@ -272,16 +272,20 @@ def _call_in_thread(conn: psycopg.Connection, question: str) -> threading.Thread
     return thread
 
 
-def _active_pid(cluster: Cluster, question: str) -> int:
+def _waiting_for_the_model(cluster: Cluster, daemon: FakeDaemon, question: str) -> int:
+    """The pid of the backend whose generate request for ``question`` hangs in the daemon."""
+    wait_for(lambda: [r for r in daemon.requests if r.get("op") == "generate" and question in str(r.get("prompt"))],
+             bool)
     with connect(cluster, "postgres") as conn:
-        return wait_for(lambda: (conn.execute("SELECT pid FROM pg_stat_activity WHERE query LIKE 'SELECT sqlcoder.ask%%' "
-                                              "AND state = 'active'").fetchone() or [0])[0], bool)
+        row = conn.execute("SELECT pid FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'SELECT sqlcoder.ask%%'"
+                           " AND usename = 'analyst'").fetchone()
+    return row[0] if row else 0
 
 
 def test_a_terminated_call_is_recorded(hardened: Cluster, hanging: FakeDaemon) -> None:
     conn = connect(hardened)
     thread = _call_in_thread(conn, "terminated question")
-    pid = _active_pid(hardened, "terminated question")
+    pid = _waiting_for_the_model(hardened, hanging, "terminated question")
     assert pid
     with connect(hardened, "postgres") as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
@@ -295,7 +299,7 @@ def test_an_abandoned_call_is_recorded(hardened: Cluster, hanging: FakeDaemon) -
     conn = connect(hardened)
     conn.execute("SET client_connection_check_interval = '100ms'")
     thread = _call_in_thread(conn, "abandoned question")
-    assert _active_pid(hardened, "abandoned question")
+    assert _waiting_for_the_model(hardened, hanging, "abandoned question")
     # The client goes away without a word (a killed psql, a dropped network).
     socket.socket(fileno=os.dup(conn.pgconn.socket)).shutdown(socket.SHUT_RDWR)
     thread.join(timeout=30)
