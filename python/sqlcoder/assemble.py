@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from . import schema_cache
+from . import bounds, schema_cache
 from .client import DaemonClient
 from .config import Settings
 from .errors import DaemonError
@@ -36,7 +36,7 @@ _SEPARATOR_TOKENS = 2  # the blank line between two tables
 _ESTIMATE_SLACK = 64  # the per-table estimate errs high (separators, join lines counted twice)
 
 _DBA_INSTRUCTIONS_SQL = """
-SELECT i.instruction
+SELECT i.id, pg_catalog.left(i.instruction, $2) AS instruction, pg_catalog.length(i.instruction) AS chars
 FROM sqlcoder.instructions i
 LEFT JOIN pg_catalog.pg_namespace n ON n.oid = i.scope
 WHERE i.scope IS NULL OR n.nspname = ANY ($1::name[])
@@ -84,12 +84,14 @@ def forget_model(socket_path: str, model: Any = None) -> None:
         del _status[socket_path]
 
 
-def dba_instructions(plpy: Any, caller_path: Sequence[str]) -> list[str]:
-    """``sqlcoder.instructions`` lines for this caller: global ones, then those of schemas in the path."""
+def dba_instructions(plpy: Any, caller_path: Sequence[str],
+                     max_chars: int = bounds.DEFAULT_MAX_CHARS) -> list[tuple[str, str, int]]:
+    """``sqlcoder.instructions`` for this caller, global ones first: (name, text cut to ``max_chars``, length)."""
     plan = _plans.get("instructions")
     if plan is None:
-        plan = _plans["instructions"] = plpy.prepare(_DBA_INSTRUCTIONS_SQL, ["name[]"])
-    return [r["instruction"] for r in plpy.execute(plan, [list(caller_path)])]
+        plan = _plans["instructions"] = plpy.prepare(_DBA_INSTRUCTIONS_SQL, ["name[]", "int4"])
+    return [(f"instruction {r['id']}", r["instruction"], int(r["chars"]))
+            for r in plpy.execute(plan, [list(caller_path), max_chars])]
 
 
 def context_budget(settings: Settings, info: ModelInfo | None) -> int | None:
@@ -137,8 +139,11 @@ def _counter(settings: Settings, client: DaemonClient) -> Counter:
 def build_prompt(plpy: Any, settings: Settings, question: str, instructions: Sequence[str],
                  caller_path: Sequence[str], client: DaemonClient) -> str:
     """The prompt for ``question``, pruned to the model's context when the daemon is reachable."""
-    cached = schema_cache.get(plpy, caller_path)
-    lines = dba_instructions(plpy, caller_path) + list(instructions)
+    cached = schema_cache.get(plpy, caller_path, settings.max_comment_chars)
+    lines, cut = bounds.bound_instructions(dba_instructions(plpy, caller_path, settings.max_comment_chars),
+                                           list(instructions), settings.max_comment_chars,
+                                           settings.max_instructions_chars)
+    bounds.notice_cut(plpy, cached.schema.cut + cut)
     info = model_info(settings, client)
     template = settings.template if settings.template != "auto" else (
         template_for_model(info.model) if info else DEFAULT_TEMPLATE)

@@ -112,12 +112,12 @@ def _plan(plpy: Any, key: str, sql: str, types: Sequence[str] = ()) -> Any:
     return plan
 
 
-def get(plpy: Any, caller_path: Sequence[str]) -> CachedSchema:
+def get(plpy: Any, caller_path: Sequence[str], max_chars: int = catalog.DEFAULT_MAX_CHARS) -> CachedSchema:
     """The caller's schema: from the cache when still current, else read and (usually) cached."""
     probe = plpy.execute(_plan(plpy, "probe", _PROBE_SQL))[0]
     if probe["own_change"]:
-        return CachedSchema(catalog.read_schema(plpy, caller_path))
-    key = (probe["db"], probe["role"], probe["roles"], tuple(caller_path))
+        return CachedSchema(catalog.read_schema(plpy, caller_path, max_chars))
+    key = (probe["db"], probe["role"], probe["roles"], tuple(caller_path), max_chars)
     entry = _entries.get(key)
     if entry is not None:
         changed = plpy.execute(_plan(plpy, "changed", _CHANGED_SQL, ["text"]), [entry.snapshot])[0]["changed"]
@@ -125,7 +125,7 @@ def get(plpy: Any, caller_path: Sequence[str]) -> CachedSchema:
             _entries.move_to_end(key)
             return entry
         del _entries[key]
-    entry = CachedSchema(catalog.read_schema(plpy, caller_path), snapshot=probe["snapshot"])
+    entry = CachedSchema(catalog.read_schema(plpy, caller_path, max_chars), snapshot=probe["snapshot"])
     _entries[key] = entry
     while len(_entries) > MAX_ENTRIES:
         _entries.popitem(last=False)
