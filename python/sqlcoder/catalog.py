@@ -95,8 +95,8 @@ WITH path AS (
                 -- The expression names columns: shown only when the caller may select all of them.
                 WHEN NOT a.whole AND EXISTS (
                   SELECT 1 FROM pg_catalog.pg_depend dep
-                  WHERE dep.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND dep.objid = a.attrelid
-                    AND dep.objsubid = a.attnum AND dep.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                  WHERE dep.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND dep.objid = ad.oid
+                    AND dep.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
                     AND dep.refobjid = a.attrelid AND dep.refobjsubid > 0
                     AND NOT pg_catalog.has_column_privilege(a.attrelid, dep.refobjsubid::pg_catalog.int2, 'SELECT')) THEN '?'
                 ELSE pg_catalog.translate(pg_catalog.left(pg_catalog.pg_get_expr(ad.adbin, ad.adrelid), $3 + 1),
