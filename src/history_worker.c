@@ -87,12 +87,14 @@ typedef enum
 	C_FAILED,					/* the worker could not write it (lock, disk, ...) */
 	C_AT_EXIT,					/* written for a call its backend left (terminated, abandoned) */
 	C_PURGED,					/* rows removed by retention */
+	C_IN_CALLER_XACT,			/* rows written in the caller's committed transaction */
+	C_AT_ABORT,					/* rows handed to a worker because the caller's transaction rolled back */
 	C_COUNT
 } Counter;
 
 static const char *const counter_names[C_COUNT] = {
 	"calls", "written", "folded", "unconfirmed", "lost_no_worker", "lost_unsafe_role", "lost_failed",
-	"written_at_exit", "purged"
+	"written_at_exit", "purged", "written_in_caller_transaction", "rewritten_after_rollback"
 };
 
 typedef struct FoldSlot
@@ -291,6 +293,16 @@ writer_role(const char **why)
 
 /* -- the backend side ------------------------------------------------------- */
 
+/* $1 the row (JSON), $2 the role, $3 an outcome and $4 a latency that override the row's, $5 repeat_count. */
+static const char *const insert_sql =
+"INSERT INTO sqlcoder.history (role, operation, question, sql, model, model_ms, query_ms, latency_ms, "
+"row_count, truncated, outcome, error_sqlstate, error, repeat_count) "
+"SELECT $2, r.operation, r.question, r.sql, r.model, r.model_ms, r.query_ms, COALESCE($4, r.latency_ms), "
+"r.row_count, r.truncated, COALESCE($3, r.outcome, 'error'), r.error_sqlstate, r.error, $5 "
+"FROM pg_catalog.jsonb_to_record($1::pg_catalog.jsonb) AS r(operation text, question text, sql text, "
+"model text, model_ms float8, query_ms float8, latency_ms float8, row_count int8, truncated bool, "
+"outcome text, error_sqlstate text, error text)";
+
 static uint64
 fold_key(const char *key)
 {
@@ -395,13 +407,221 @@ start_worker(dsm_segment *seg, Oid writer, bool notify, BackgroundWorkerHandle *
 	return RegisterDynamicBackgroundWorker(&worker, handle);
 }
 
+
+/*
+ * Rows written in the caller's transaction (the fast path, for calls that
+ * succeeded): if that transaction or the subtransaction holding them rolls
+ * back, they are handed to a worker then.
+ */
+typedef struct XactRow
+{
+	struct XactRow *next;
+	SubTransactionId subid;
+	Oid			roleid;
+	Oid			writer;
+	NameData	rolename;
+	int			write_timeout_ms;
+	char		payload[FLEXIBLE_ARRAY_MEMBER];
+} XactRow;
+
+static XactRow *xact_rows = NULL;
+static bool xact_callbacks_registered = false;
+
+static void
+hand_over_without_waiting(const char *payload, Oid roleid, const char *rolename, Oid writer, int write_timeout_ms,
+						  Counter on_success)
+{
+	ResourceOwner oldowner = CurrentResourceOwner;
+	MemoryContext oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+	dsm_segment *seg;
+	BackgroundWorkerHandle *handle;
+
+	/* Session-lifetime mapping: this may run while a transaction is being aborted. */
+	CurrentResourceOwner = NULL;
+	seg = make_job(payload, roleid, rolename, -1, write_timeout_ms, false);
+	if (seg == NULL)
+		lost(C_NO_WORKER, rolename, "no dynamic shared memory segment left");
+	else
+	{
+		dsm_pin_segment(seg);
+		if (start_worker(seg, writer, false, &handle))
+			count(on_success, 1);
+		else
+		{
+			dsm_unpin_segment(dsm_segment_handle(seg));
+			lost(C_NO_WORKER, rolename, "no background worker slot for a row whose transaction rolled back");
+		}
+		dsm_detach(seg);
+	}
+	CurrentResourceOwner = oldowner;
+	MemoryContextSwitchTo(oldcxt);
+}
+
+static void
+release_rows(bool (*match) (XactRow *, SubTransactionId), SubTransactionId subid, bool rewrite)
+{
+	XactRow   **link = &xact_rows;
+
+	while (*link != NULL)
+	{
+		XactRow    *row = *link;
+
+		if (match(row, subid))
+		{
+			*link = row->next;
+			if (rewrite)
+				hand_over_without_waiting(row->payload, row->roleid, NameStr(row->rolename), row->writer,
+										  row->write_timeout_ms, C_AT_ABORT);
+			else
+				count(C_IN_CALLER_XACT, 1);
+			pfree(row);
+		}
+		else
+			link = &row->next;
+	}
+}
+
+static bool
+any_row(XactRow *row, SubTransactionId subid)
+{
+	return true;
+}
+
+static bool
+row_of(XactRow *row, SubTransactionId subid)
+{
+	return row->subid == subid;
+}
+
+static void
+on_xact(XactEvent event, void *arg)
+{
+	if (xact_rows == NULL)
+		return;
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_PREPARE:
+			release_rows(any_row, InvalidSubTransactionId, false);
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			release_rows(any_row, InvalidSubTransactionId, true);
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+on_subxact(SubXactEvent event, SubTransactionId mySubid, SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		release_rows(row_of, mySubid, true);
+	else if (event == SUBXACT_EVENT_COMMIT_SUB)
+	{
+		for (XactRow *row = xact_rows; row != NULL; row = row->next)
+			if (row->subid == mySubid)
+				row->subid = parentSubid;
+	}
+}
+
+/*
+ * Insert the row in the caller's transaction as the writer role, in a
+ * subtransaction under lock_timeout = timeout_ms, in a security-restricted
+ * operation (as PostgreSQL runs index functions as a table's owner). False
+ * when it cannot (read-only transaction, a lock, any error): then a worker.
+ */
+static bool
+write_in_transaction(const char *payload, Oid roleid, const char *role, Oid writer, int timeout_ms,
+					 int write_timeout_ms)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	volatile bool ok = false;
+	Oid			save_uid;
+	int			save_sec;
+
+	if (XactReadOnly || RecoveryInProgress() || !IsTransactionState())
+		return false;
+	if (!xact_callbacks_registered)
+	{
+		RegisterXactCallback(on_xact, NULL);
+		RegisterSubXactCallback(on_subxact, NULL);
+		xact_callbacks_registered = true;
+	}
+	GetUserIdAndSecContext(&save_uid, &save_sec);
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		Oid			types[5] = {TEXTOID, NAMEOID, TEXTOID, FLOAT8OID, INT4OID};
+		Datum		values[5];
+		char		nulls[5] = {' ', ' ', 'n', 'n', ' '};
+		NameData	name;
+		char		ms[32];
+		int			nest;
+
+		namestrcpy(&name, role);
+		values[0] = CStringGetTextDatum(payload);
+		values[1] = NameGetDatum(&name);
+		values[4] = Int32GetDatum(1);
+		SetUserIdAndSecContext(writer, save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+		nest = NewGUCNestLevel();
+		snprintf(ms, sizeof(ms), "%d", timeout_ms);
+		(void) set_config_option("lock_timeout", ms, PGC_SUSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+		(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+								 true, 0, false);
+		(void) set_config_option("row_security", "on", PGC_SUSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+		SPI_connect();
+		if (SPI_execute_with_args(insert_sql, 5, types, values, nulls, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "the history insert did not insert");
+		SPI_finish();
+		AtEOXact_GUC(true, nest);
+		SetUserIdAndSecContext(save_uid, save_sec);
+		ReleaseCurrentSubTransaction();
+		ok = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();	/* restores the user id and the settings */
+		ereport(DEBUG1, (errmsg("sqlcoder: history row not written in the caller's transaction: %s",
+								edata->message)));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+	CurrentResourceOwner = oldowner;
+	if (ok)
+	{
+		Size		len = strlen(payload);
+		XactRow    *row = MemoryContextAlloc(TopMemoryContext, offsetof(XactRow, payload) + len + 1);
+
+		row->subid = GetCurrentSubTransactionId();
+		row->roleid = roleid;
+		row->writer = writer;
+		namestrcpy(&row->rolename, role);
+		row->write_timeout_ms = write_timeout_ms;
+		memcpy(row->payload, payload, len + 1);
+		row->next = xact_rows;
+		xact_rows = row;
+	}
+	return ok;
+}
+
 /*
  * Hand one row to a worker and wait for it at most timeout_ms. Returns what
  * happened: "written", "folded", "unconfirmed" (still being written when the
  * wait ended), or "lost: <reason>".
  */
 static const char *
-write_row(const char *payload, const char *fold_on, int timeout_ms, int write_timeout_ms)
+write_row(const char *payload, const char *fold_on, bool in_transaction, int timeout_ms, int write_timeout_ms)
 {
 	Oid			roleid = GetUserId();
 	const char *why = NULL;
@@ -429,6 +649,10 @@ write_row(const char *payload, const char *fold_on, int timeout_ms, int write_ti
 		lost(C_UNSAFE_ROLE, role, why);
 		return psprintf("lost: %s", why);
 	}
+	/* Half the wait for a lock in the caller's transaction, the rest for a worker. */
+	if (in_transaction && slot < 0 && write_in_transaction(payload, roleid, role ? role : "?", writer,
+														   Max(timeout_ms / 2, 1), write_timeout_ms))
+		return "written in the caller's transaction";
 	seg = make_job(payload, roleid, role ? role : "?", slot, write_timeout_ms, true);
 	if (seg == NULL)
 	{
@@ -578,8 +802,10 @@ sqlcoder_history_begin(PG_FUNCTION_ARGS)
 
 /*
  * sqlcoder._history_write(entry jsonb, fold_key text, timeout_ms int,
- * write_timeout_ms int) RETURNS text: write one row; never raises for a row
- * that cannot be written (it is counted and logged instead).
+ * write_timeout_ms int, in_transaction bool) RETURNS text: write one row;
+ * never raises for a row that cannot be written (it is counted and logged
+ * instead). in_transaction: try the caller's transaction first (a call that
+ * succeeded; its statement is not about to fail).
  */
 Datum
 sqlcoder_history_write(PG_FUNCTION_ARGS)
@@ -588,6 +814,7 @@ sqlcoder_history_write(PG_FUNCTION_ARGS)
 	char	   *key = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
 	int			timeout_ms = PG_ARGISNULL(2) ? 200 : PG_GETARG_INT32(2);
 	int			write_timeout_ms = PG_ARGISNULL(3) ? 5000 : PG_GETARG_INT32(3);
+	bool		in_transaction = !PG_ARGISNULL(4) && PG_GETARG_BOOL(4);
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("the history entry must not be NULL")));
@@ -599,7 +826,7 @@ sqlcoder_history_write(PG_FUNCTION_ARGS)
 	}
 	timeout_ms = Max(timeout_ms, 1);
 	write_timeout_ms = Max(write_timeout_ms, 1);
-	PG_RETURN_TEXT_P(cstring_to_text(write_row(payload, key, timeout_ms, write_timeout_ms)));
+	PG_RETURN_TEXT_P(cstring_to_text(write_row(payload, key, in_transaction, timeout_ms, write_timeout_ms)));
 }
 
 /* sqlcoder._history_stats() RETURNS jsonb: the counters, for sqlcoder.status(). */
@@ -641,14 +868,7 @@ sqlcoder_history_stats(PG_FUNCTION_ARGS)
 
 /* -- the worker ------------------------------------------------------------- */
 
-static const char *const insert_sql =
-"INSERT INTO sqlcoder.history (role, operation, question, sql, model, model_ms, query_ms, latency_ms, "
-"row_count, truncated, outcome, error_sqlstate, error, repeat_count) "
-"SELECT $2, r.operation, r.question, r.sql, r.model, r.model_ms, r.query_ms, COALESCE($4, r.latency_ms), "
-"r.row_count, r.truncated, COALESCE($3, r.outcome, 'error'), r.error_sqlstate, r.error, $5 "
-"FROM pg_catalog.jsonb_to_record($1::pg_catalog.jsonb) AS r(operation text, question text, sql text, "
-"model text, model_ms float8, query_ms float8, latency_ms float8, row_count int8, truncated bool, "
-"outcome text, error_sqlstate text, error text)";
+
 
 /* Settings a database's or role's ALTER ... SET must not decide for the writer. */
 static void

@@ -64,6 +64,17 @@ def last_refused(conn: psycopg.Connection) -> tuple:
         time.sleep(0.05)
 
 
+def wait_for_sql(conn: psycopg.Connection, sql: str) -> int:
+    """How many rows record ``sql``, once a worker had the time to write a row handed to it."""
+    deadline = time.monotonic() + 10
+    while True:
+        n = conn.execute("SELECT count(*) FROM sqlcoder.history WHERE sql = %s", (sql,)).fetchone()[0]
+        if n or time.monotonic() > deadline:
+            time.sleep(0.2)  # and no second copy follows
+            return conn.execute("SELECT count(*) FROM sqlcoder.history WHERE sql = %s", (sql,)).fetchone()[0]
+        time.sleep(0.05)
+
+
 def test_every_call_is_recorded(alice) -> None:
     alice.execute("SELECT sqlcoder.ask('how many customers?')")
     _, role, op, question, sql, outcome, _, _, model = last(alice)
@@ -90,7 +101,20 @@ def test_the_row_survives_the_callers_rollback(alice) -> None:
     with alice.transaction(force_rollback=True):
         alice.execute("SELECT * FROM sqlcoder.execute('SELECT 42 AS survivor')").fetchall()
     alice.autocommit = True
-    assert last(alice)[4] == "SELECT 42 AS survivor"
+    # written in the transaction that rolled back, then handed to a background worker
+    assert wait_for_sql(alice, "SELECT 42 AS survivor") == 1
+
+
+def test_a_row_is_written_once_whether_its_savepoint_rolls_back_or_not(alice) -> None:
+    alice.autocommit = False
+    with alice.transaction():
+        with alice.transaction(force_rollback=True):  # a savepoint
+            alice.execute("SELECT * FROM sqlcoder.execute('SELECT 44 AS rolled_back')").fetchall()
+        with alice.transaction():
+            alice.execute("SELECT * FROM sqlcoder.execute('SELECT 45 AS released')").fetchall()
+    alice.autocommit = True
+    assert wait_for_sql(alice, "SELECT 44 AS rolled_back") == 1
+    assert wait_for_sql(alice, "SELECT 45 AS released") == 1
 
 
 def test_a_read_only_transaction_is_recorded_too(alice) -> None:

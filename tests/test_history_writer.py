@@ -129,7 +129,7 @@ def test_a_direct_call_cannot_write_a_row_for_another_role(pg: Cluster, new_db, 
     role = analyst(db)
     with pg.connect(db, user=role) as conn:
         status = conn.execute("""SELECT sqlcoder._history_write('{"role": "postgres", "operation": "ask",
-                                 "outcome": "ok", "question": "forged"}', NULL, 5000, 5000)""").fetchone()[0]
+                                 "outcome": "ok", "question": "forged"}', NULL, 5000, 5000, false)""").fetchone()[0]
         assert status in ("written", "unconfirmed")
     rows = wait_for(lambda: pg.psql("SELECT role FROM sqlcoder.history WHERE question = 'forged'", dbname=db).split(),
                     lambda r: len(r) > 0)

@@ -37,7 +37,7 @@ _MAX_TEXT = 100_000  # a 1 MB question or a 10 MB reply is recorded shortened
 FOLDED_OUTCOMES = frozenset({"refused", "busy"})
 
 _BEGIN = "SELECT sqlcoder._history_begin($1::pg_catalog.jsonb, $2)"
-_WRITE = "SELECT sqlcoder._history_write($1::pg_catalog.jsonb, $2, $3, $4) AS status"
+_WRITE = "SELECT sqlcoder._history_write($1::pg_catalog.jsonb, $2, $3, $4, $5) AS status"
 _plans: dict[str, Any] = {}
 
 
@@ -103,11 +103,13 @@ def begin(plpy: Any, entry: Entry, limits: Limits) -> None:
 
 def record(plpy: Any, entry: Entry, limits: Limits = Limits()) -> str:
     """Have ``entry`` written for the calling role; returns what happened ('written', 'folded', 'lost: ...')."""
-    plan = _plan(plpy, "write", _WRITE, ["text", "text", "int4", "int4"])
+    plan = _plan(plpy, "write", _WRITE, ["text", "text", "int4", "int4", "bool"])
+    # A call that succeeded is written in the caller's transaction (a worker
+    # takes it over if that rolls back); a failed one is about to abort it.
     try:
         with plpy.subtransaction():
             return plpy.execute(plan, [_payload(entry), _fold_key(entry), limits.timeout_ms,
-                                       limits.write_timeout_ms])[0]["status"]
+                                       limits.write_timeout_ms, entry.outcome == "ok"])[0]["status"]
     except plpy.SPIError as exc:  # counted nowhere else: say so in the log, never to the caller
         plpy.log(f"sqlcoder: a history row was not written: {exc}")
         return f"lost: {exc}"
