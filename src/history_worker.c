@@ -29,6 +29,7 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_auth_members.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
@@ -637,6 +638,17 @@ write_row(const char *payload, const char *fold_on, bool in_transaction, int tim
 
 	shared_state();
 	count(C_CALLS, 1);
+	if (RecoveryInProgress())
+	{
+		/* A hot standby cannot write: counted, and logged once per backend rather than per call. */
+		static bool logged = false;
+
+		count(C_FAILED, 1);
+		if (!logged)
+			ereport(LOG, (errmsg("sqlcoder: history rows are not written on a standby (counted as lost_failed)")));
+		logged = true;
+		return "lost: the server is a standby";
+	}
 	if (fold_on != NULL && fold(roleid, fold_on, &slot))
 	{
 		count(C_FOLDED, 1);
@@ -1001,9 +1013,8 @@ sqlcoder_history_main(Datum arg)
 	memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof(args));
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
-	/* By OID: no name, no connection string, no authentication; only this role's privileges. */
-	BackgroundWorkerInitializeConnectionByOid(args.dbid, args.writer, 0);
 
+	/* Take the row first: once unpinned, the segment goes with the last process detached from it. */
 	CurrentResourceOwner = ResourceOwnerCreate(NULL, "sqlcoder history writer");
 	seg = dsm_attach(h);
 	if (seg == NULL)
@@ -1015,6 +1026,9 @@ sqlcoder_history_main(Datum arg)
 	pg_atomic_write_u32(&src->state, JOB_COPIED);
 	dsm_unpin_segment(h);
 	notify(src);
+
+	/* By OID: no name, no connection string, no authentication; only this role's privileges. */
+	BackgroundWorkerInitializeConnectionByOid(args.dbid, args.writer, 0);
 
 	pin_settings(job.write_timeout_ms);
 	StartTransactionCommand();
