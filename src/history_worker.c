@@ -132,6 +132,7 @@ typedef struct HistoryJob
 	int32		fold_slot;		/* -1: not folded */
 	int32		write_timeout_ms;
 	int32		notify_procno;	/* the waiting backend's latch; -1 none */
+	bool		purge_only;		/* no row: only delete rows past retention */
 	char		outcome[32];	/* overrides the payload's outcome when set */
 	double		latency_ms;		/* overrides the payload's latency when >= 0 */
 	char		reason[REASON_LEN];
@@ -363,6 +364,25 @@ release_slot(int slot)
 	SpinLockAcquire(&shared->mutex);
 	shared->fold[slot].open = false;
 	SpinLockRelease(&shared->mutex);
+}
+
+/* Whether this process should start a purge now (once a minute per server); claims it if so. */
+static bool
+purge_due(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	bool		due = false;
+
+	if (shared == NULL)
+		return random() % 100 == 0;
+	SpinLockAcquire(&shared->mutex);
+	if (TimestampDifferenceExceeds(shared->last_purge, now, PURGE_EVERY_MS))
+	{
+		shared->last_purge = now;
+		due = true;
+	}
+	SpinLockRelease(&shared->mutex);
+	return due;
 }
 
 static dsm_segment *
@@ -616,6 +636,22 @@ write_in_transaction(const char *payload, Oid roleid, const char *role, Oid writ
 	return ok;
 }
 
+/* A worker that only purges; nothing waits for it. */
+static void
+start_purge(Oid writer, int write_timeout_ms)
+{
+	dsm_segment *seg = make_job("{}", InvalidOid, "-", -1, write_timeout_ms, false);
+	BackgroundWorkerHandle *handle;
+
+	if (seg == NULL)
+		return;
+	((HistoryJob *) dsm_segment_address(seg))->purge_only = true;
+	dsm_pin_segment(seg);
+	if (!start_worker(seg, writer, false, &handle))
+		dsm_unpin_segment(dsm_segment_handle(seg));
+	dsm_detach(seg);
+}
+
 /*
  * Hand one row to a worker and wait for it at most timeout_ms. Returns what
  * happened: "written", "folded", "unconfirmed" (still being written when the
@@ -664,7 +700,12 @@ write_row(const char *payload, const char *fold_on, bool in_transaction, int tim
 	/* Half the wait for a lock in the caller's transaction, the rest for a worker. */
 	if (in_transaction && slot < 0 && write_in_transaction(payload, roleid, role ? role : "?", writer,
 														   Max(timeout_ms / 2, 1), write_timeout_ms))
+	{
+		/* Rows written this way start no worker: start one for retention now and then. */
+		if (purge_due())
+			start_purge(writer, write_timeout_ms);
 		return "written in the caller's transaction";
+	}
 	seg = make_job(payload, roleid, role ? role : "?", slot, write_timeout_ms, true);
 	if (seg == NULL)
 	{
@@ -949,28 +990,12 @@ run_statement(const char *sql, int nargs, Oid *types, Datum *values, const char 
 	return ok;
 }
 
-/* Now and then (once a minute per server), delete old rows in small batches. */
+/* Delete rows past retention, a batch a transaction, at most PURGE_MAX_BATCHES. */
 static void
-maybe_purge(int timeout_ms)
+purge(int timeout_ms)
 {
-	bool		due = false;
-	TimestampTz now = GetCurrentTimestamp();
 	char		reason[REASON_LEN];
 
-	if (shared == NULL)
-		due = random() % 100 == 0;
-	else
-	{
-		SpinLockAcquire(&shared->mutex);
-		if (TimestampDifferenceExceeds(shared->last_purge, now, PURGE_EVERY_MS))
-		{
-			shared->last_purge = now;
-			due = true;
-		}
-		SpinLockRelease(&shared->mutex);
-	}
-	if (!due)
-		return;
 	for (int i = 0; i < PURGE_MAX_BATCHES; i++)
 	{
 		int64		deleted = 0;
@@ -1035,6 +1060,12 @@ sqlcoder_history_main(Datum arg)
 	shared_state();
 	CommitTransactionCommand();
 
+	if (job.purge_only)
+	{
+		purge(job.write_timeout_ms);
+		proc_exit(0);
+	}
+
 	/* A folded row waits for its window to close, then takes the count. */
 	if (job.fold_slot >= 0 && shared != NULL)
 	{
@@ -1080,7 +1111,7 @@ sqlcoder_history_main(Datum arg)
 	}
 	notify(src);
 	dsm_detach(seg);
-	if (ok)
-		maybe_purge(job.write_timeout_ms);
+	if (ok && purge_due())
+		purge(job.write_timeout_ms);
 	proc_exit(0);
 }

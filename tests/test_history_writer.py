@@ -170,6 +170,28 @@ def test_the_cluster_trusts_nobody(hardened: Cluster) -> None:
     assert methods == {"scram-sha-256"}
 
 
+def test_retention_deletes_old_rows_and_rows_beyond_the_cap(hardened: Cluster) -> None:
+    # The first history write of a server starts a purge (then at most one a minute): this test comes first.
+    with connect(hardened, "postgres") as admin, connect(hardened) as caller:
+        assert admin.execute("SELECT sqlcoder.status() -> 'history' -> 'calls'").fetchone()[0] == 0
+        admin.execute("UPDATE sqlcoder.config SET value = '30 days' WHERE key = 'history_retention'")
+        admin.execute("UPDATE sqlcoder.config SET value = '3' WHERE key = 'history_max_rows'")
+        try:
+            admin.execute("INSERT INTO sqlcoder.history (role, operation, outcome, sql, created_at) "
+                          "SELECT 'analyst', 'ask', 'ok', 'old ' || i, now() - interval '100 days' "
+                          "FROM generate_series(1, 3) i")
+            admin.execute("INSERT INTO sqlcoder.history (role, operation, outcome, sql) "
+                          "SELECT 'analyst', 'ask', 'ok', 'recent ' || i FROM generate_series(1, 4) i")
+            with pytest.raises(psycopg.errors.DivisionByZero):  # a failed call: its row goes to a worker
+                caller.execute("SELECT * FROM sqlcoder.execute('SELECT 1/0 AS boom')")
+            left = wait_for(lambda: admin.execute("SELECT array_agg(sql ORDER BY id) FROM sqlcoder.history")
+                            .fetchone()[0], lambda rows: len(rows) <= 3)
+            assert left == ["recent 3", "recent 4", "SELECT 1/0 AS boom"]
+            assert admin.execute("SELECT sqlcoder.status() -> 'history' -> 'purged'").fetchone()[0] == 5
+        finally:
+            admin.execute("DELETE FROM sqlcoder.config WHERE key IN ('history_retention', 'history_max_rows')")
+
+
 def test_nine_busy_sessions_on_ten_connections_lose_no_rows(hardened: Cluster) -> None:
     sessions, calls = 9, 12
     before = history_count(hardened, "sql LIKE 'SELECT % AS busy'")
