@@ -757,6 +757,13 @@ write_row(const char *payload, const char *fold_on, bool in_transaction, int tim
 				dsm_detach(seg);
 				return "lost: the history worker did not start";
 			}
+			if (state == JOB_COPIED && slot < 0)
+			{
+				/* It took the row and exited without a word: it could not connect (its log line says why). */
+				lost(C_FAILED, role, "the history worker exited before writing the row (see the server log)");
+				dsm_detach(seg);
+				return "lost: the history worker exited before writing the row";
+			}
 			break;
 		}
 		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
@@ -1074,10 +1081,14 @@ sqlcoder_history_main(Datum arg)
 		SpinLockAcquire(&shared->mutex);
 		wait_ms = FOLD_WINDOW_MS - (long) ((GetCurrentTimestamp() - shared->fold[job.fold_slot].started) / 1000);
 		SpinLockRelease(&shared->mutex);
-		if (wait_ms > 0)
+		while (wait_ms > 0)
 		{
-			(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, wait_ms, PG_WAIT_EXTENSION);
+			TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), wait_ms);
+
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, wait_ms, PG_WAIT_EXTENSION);
 			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+			wait_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
 		}
 		SpinLockAcquire(&shared->mutex);
 		repeat = shared->fold[job.fold_slot].count;
