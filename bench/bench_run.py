@@ -3,7 +3,7 @@
 Prints ``BENCH <name> <value> <unit>`` lines:
 
 - ``execute_overhead_ms``: sqlcoder.execute('SELECT 1') minus a plain SELECT 1
-  (guard, watchdog process, read-only subtransaction, history over loopback).
+  (guard, watchdog process, read-only subtransaction, history row).
 - ``time_limit_sleep_s`` / ``time_limit_cross_join_s``: when a 1 s limit
   returns control for ``pg_sleep(5)`` and a 20,000 x 20,000 cross join.
 - ``cancel_latency_ms``: pg_cancel_backend to error, for a call waiting on a
