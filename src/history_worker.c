@@ -75,6 +75,7 @@ PG_FUNCTION_INFO_V1(sqlcoder_history_stats);
 #define PURGE_EVERY_MS	60000
 #define PURGE_MAX_BATCHES 10
 #define REASON_LEN		200
+#define MAX_PAYLOAD_BYTES (4 * 1024 * 1024)
 
 /* Counters, in shared memory (or per backend as a fallback). */
 typedef enum
@@ -842,6 +843,11 @@ sqlcoder_history_begin(PG_FUNCTION_ARGS)
 	const char *why = NULL;
 	const char *role;
 
+	if (strlen(payload) > MAX_PAYLOAD_BYTES)
+		ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+						errmsg("the history entry is %zu bytes; the limit is %d", strlen(payload), MAX_PAYLOAD_BYTES),
+						errhint("Call sqlcoder.ask, run or execute; they record their own rows.")));
+
 	if (pending_payload != NULL)
 		pfree(pending_payload);
 	pending_payload = MemoryContextStrdup(TopMemoryContext, payload);
@@ -879,6 +885,11 @@ sqlcoder_history_write(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(0))
 		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("the history entry must not be NULL")));
 	payload = jsonb_arg(fcinfo, 0);
+	/* The package cuts each text to 100,000 characters; only a direct call can send more. */
+	if (strlen(payload) > MAX_PAYLOAD_BYTES)
+		ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+						errmsg("the history entry is %zu bytes; the limit is %d", strlen(payload), MAX_PAYLOAD_BYTES),
+						errhint("Call sqlcoder.ask, run or execute; they record their own rows.")));
 	if (pending_payload != NULL)
 	{
 		pfree(pending_payload);

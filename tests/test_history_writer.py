@@ -136,6 +136,15 @@ def test_a_direct_call_cannot_write_a_row_for_another_role(pg: Cluster, new_db, 
     assert rows == [role]
 
 
+def test_a_direct_call_cannot_hand_a_worker_an_unbounded_row(pg: Cluster, new_db, analyst) -> None:
+    db = new_db(sample=False)
+    role = analyst(db)
+    with pg.connect(db, user=role) as conn:
+        for call in ("sqlcoder._history_write(e, NULL, 200, 5000, false)", "sqlcoder._history_begin(e, 5000)"):
+            with pytest.raises(psycopg.errors.ProgramLimitExceeded, match="the limit is 4194304"):
+                conn.execute(f"SELECT {call} FROM (SELECT jsonb_build_object('question', repeat('x', 5000000)) e) s")
+
+
 # -- a hardened, crowded cluster ------------------------------------------------
 
 @pytest.fixture(scope="module")
