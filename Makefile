@@ -19,9 +19,11 @@ OBJS        += src/query_objects.o
 OBJS        += src/client_check.o
 OBJS        += src/history_worker.o
 OBJS        += src/raise_reply.o
+# Results kept in bytes-bounded tuplestores between the guard and the caller (issue #10).
+OBJS        += src/result_rows.o
 # Debian's PGXS would also build LLVM bitcode for JIT inlining, which needs clang:
-# the library is small and never hot, so it is not worth a compiler more.
-with_llvm    = no
+# the library is small and never hot. `override`, since Makefile.global sets it.
+override with_llvm = no
 
 REGRESS      = setup ask_errors config
 REGRESS_OPTS = --inputdir=test --outputdir=build/regress

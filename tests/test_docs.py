@@ -65,7 +65,7 @@ def documented_defaults() -> dict[str, str]:
 
 
 def script_rows() -> dict[str, str]:
-    """``key -> value`` the extension scripts insert into sqlcoder.config."""
+    """``key -> value`` the extension scripts insert into sqlcoder.config (0.3.0 on: config_default)."""
     rows = {}
     for script in sorted((ROOT / "sql").glob("*.sql.in")):
         for block in re.findall(r"INSERT INTO sqlcoder\.config(?:_default)? .*?;\n"

@@ -18,13 +18,13 @@ from typing import Any, Callable
 
 from . import __version__, assemble, config, execute, guard, history
 from .client import DaemonClient
-from .errors import (DaemonError, DaemonProtocolError, InvalidQuestion, NullQuestion, SqlcoderError,
+from .errors import (ClientGone, DaemonError, DaemonProtocolError, InvalidQuestion, NullQuestion, SqlcoderError,
                      VersionMismatch)
 from .prompt import extract_sql
 
 __all__ = ["entry"]
 
-_interrupt_plan: Any = None  # a prepared SELECT 1, kept for the backend's life
+_interrupt_plan: Any = None  # the prepared client check, kept for the backend's life
 
 # Versions whose entry point (sqlcoder._call) returned jsonb, {"error": {...}}:
 # a database not yet updated must still get a clean "run ALTER EXTENSION" error.
@@ -133,12 +133,18 @@ def _build_prompt(plpy: Any, settings: config.Settings, question: Any, instructi
 
 
 def _checker(plpy: Any) -> Callable[[], None]:
-    """Let PostgreSQL act on a pending cancel or statement_timeout between socket polls."""
+    """Between socket polls: let PostgreSQL act on a pending cancel or statement_timeout, and give up
+    when the client has gone away (the socket to the daemon is then closed, which cancels the request)."""
     global _interrupt_plan
     if _interrupt_plan is None:
-        _interrupt_plan = plpy.prepare("SELECT 1")
+        _interrupt_plan = plpy.prepare("SELECT sqlcoder._client_connected() AS connected")
     plan = _interrupt_plan
-    return lambda: plpy.execute(plan)
+
+    def check() -> None:
+        if not plpy.execute(plan)[0]["connected"]:
+            raise ClientGone("sqlcoder: the client disconnected while waiting for the model; the request was "
+                             "cancelled")
+    return check
 
 
 def _client(plpy: Any, settings: config.Settings) -> DaemonClient:
@@ -209,21 +215,25 @@ def _max_rows(settings: config.Settings, requested: Any) -> int:
 
 
 def _run_recorded(plpy: Any, settings: config.Settings, entry: history.Entry, sql: Any, caller_path: Any,
-                  max_rows: int) -> list[str]:
-    """Run guarded SQL read-only; callers have already refused a superuser (refuse_superuser)."""
+                  max_rows: int) -> int:
+    """Run guarded SQL read-only; callers have already refused a superuser (refuse_superuser).
+
+    Returns the token under which the rows wait for the SQL wrapper (``sqlcoder._result_rows``).
+    """
     result = execute.run_query(plpy, sql, caller_path=caller_path, max_rows=max_rows,
-                               max_cost=settings.max_query_cost, timeout_s=settings.query_timeout_ms / 1000)
+                               max_cost=settings.max_query_cost, timeout_s=settings.query_timeout_ms / 1000,
+                               max_bytes=settings.max_result_bytes)
     entry.sql, entry.query_ms = result.sql, result.query_ms
-    entry.row_count, entry.truncated, entry.outcome = len(result.rows), result.truncated, "ok"
+    entry.row_count, entry.truncated, entry.outcome = result.row_count, result.truncated, "ok"
     if result.truncated:
         plpy.notice(f"sqlcoder: the result was cut to its first {max_rows} rows",
                     hint="Pass max_rows (up to max_rows in sqlcoder.config), or narrow the query.")
-    return result.rows
+    return result.token
 
 
 def op_run(plpy: Any, question: Any = None, instructions: Any = None, caller_path: Any = None,
-           max_rows: Any = None) -> list[str]:
-    """Generate SQL and run it read-only; one JSON text per row."""
+           max_rows: Any = None) -> int:
+    """Generate SQL and run it read-only; the rows' token for ``sqlcoder._result_rows``."""
     settings = config.load(plpy)
     entry = history.Entry("run", question=question)
     with history.recording(plpy, entry, _history_limits(settings)):
@@ -233,7 +243,7 @@ def op_run(plpy: Any, question: Any = None, instructions: Any = None, caller_pat
         return _run_recorded(plpy, settings, entry, sql, caller_path, limit)
 
 
-def op_execute(plpy: Any, sql: Any = None, caller_path: Any = None, max_rows: Any = None) -> list[str]:
+def op_execute(plpy: Any, sql: Any = None, caller_path: Any = None, max_rows: Any = None) -> int:
     """Run SQL a user reviewed under the same guard and read-only execution as run."""
     settings = config.load(plpy)
     entry = history.Entry("execute", sql=sql)

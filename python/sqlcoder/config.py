@@ -89,6 +89,8 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], str]] = {
     "history_max_rows": (_positive_int, "1000000"),
     "max_comment_chars": (_positive_int, "1000"),
     "max_instructions_chars": (_positive_int, "4000"),
+    # Results bounded in bytes (issue #10).
+    "max_result_bytes": (_positive_int, "67108864"),
 }
 
 
@@ -114,6 +116,7 @@ class Settings:
     history_max_rows: int
     max_comment_chars: int
     max_instructions_chars: int
+    max_result_bytes: int
 
 
 def parse_settings(rows: Mapping[str, str]) -> Settings:

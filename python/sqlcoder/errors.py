@@ -24,10 +24,12 @@ Exception tree::
     │   ├── MultipleStatements        42601  not exactly one statement
     │   ├── NotAPlainQuery            25006  DML, DDL, utility, data-modifying WITH, SELECT INTO
     │   ├── QueryTooExpensive         54000  planner cost over max_query_cost
+    │   ├── ResultTooLarge            54000  the result passed max_result_bytes while it was fetched
     │   └── SuperuserRefused          42501  a superuser may not run generated SQL
     ├── TimeLimitExceeded             57014  query_timeout_ms passed (the watchdog cancelled it)
     ├── QueryFailed                   (PostgreSQL's own) the query failed while running; DETAIL adds the SQL
-    └── FeedbackError                 02000  no history entry of yours with that id
+    ├── FeedbackError                 02000  no history entry of yours with that id
+    └── ClientGone                    08006  the client disconnected while the call waited on the model
 
 They are plain Python exceptions so the package can be tested without a
 server; :mod:`sqlcoder.api` turns them into PostgreSQL errors.
@@ -41,7 +43,7 @@ __all__ = [
     "DaemonProtocolError", "DaemonBusy", "ModelTimeout", "DaemonRejected", "NoSQLGenerated",
     "DaemonReplyTooLarge", "DaemonVersionMismatch", "SqlRefused", "InvalidSql", "EmptySql",
     "MultipleStatements", "NotAPlainQuery", "QueryTooExpensive", "SuperuserRefused", "TimeLimitExceeded",
-    "FeedbackError", "QueryFailed",
+    "FeedbackError", "QueryFailed", "ResultTooLarge", "ClientGone",
 ]
 
 
@@ -201,3 +203,20 @@ class QueryFailed(SqlcoderError):
                  hint: str | None = None):
         super().__init__(message, detail=detail, hint=hint)
         self.sqlstate = sqlstate or "XX000"
+
+
+# -- Result bytes and abandoned calls (issue #10) ------------------------------
+
+class ResultTooLarge(SqlRefused):
+    """Counted row by row as the query ran; it was stopped as soon as the limit was passed."""
+
+    sqlstate = "54000"
+    hint = ("Select fewer or narrower columns, aggregate, or add a LIMIT; a superuser can raise max_result_bytes "
+            "in sqlcoder.config.")
+
+
+class ClientGone(SqlcoderError):
+    """Nobody reads this error: it ends the call, cancels the daemon request and is recorded in history."""
+
+    sqlstate = "08006"
+    hint = "The client closed its connection (killed, or a pool's timeout) while sqlcoder waited on the model."

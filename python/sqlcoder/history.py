@@ -25,7 +25,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator
 
-from .errors import DaemonBusy, DaemonError, FeedbackError, ModelTimeout, SqlcoderError, SqlRefused, TimeLimitExceeded
+from .errors import (ClientGone, DaemonBusy, DaemonError, FeedbackError, ModelTimeout, SqlcoderError, SqlRefused,
+                     TimeLimitExceeded)
 
 __all__ = ["Entry", "Limits", "begin", "record", "recording", "stats", "feedback", "COLUMNS", "FOLDED_OUTCOMES"]
 
@@ -122,6 +123,8 @@ def stats(plpy: Any) -> dict[str, Any]:
 
 
 def _outcome(exc: BaseException) -> str:
+    if isinstance(exc, ClientGone):
+        return "abandoned"
     if isinstance(exc, SqlRefused):
         return "refused"
     if isinstance(exc, DaemonBusy):
