@@ -73,7 +73,8 @@ PY          := $(VENV)/bin/python
 TORCH_SPEC  ?= torch==2.13.0
 APT_PACKAGES = postgresql-15 postgresql-plpython3-15 postgresql-server-dev-15 \
                python3-venv python3-dev make gcc \
-               docker-compose systemd  # only to validate docker/compose.yaml and the systemd unit
+               docker-compose systemd \
+               chromium chromium-driver  # docker/systemd: to validate compose.yaml and the unit; chromium: the web page's browser tests
 SQL_EVAL_DATA ?= $(wildcard ../shared/sql-eval)
 # Spinning OpenMP threads made torch 5-15x slower on a busy 2-core machine;
 # passive waiting costs nothing measurable when the machine is idle.
@@ -81,10 +82,11 @@ OMP_WAIT_POLICY ?= PASSIVE
 export OMP_WAIT_POLICY
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps venv test demo bench soak eval-check
+.PHONY: setup system-deps venv test demo web-demo bench soak eval-check
 
 system-deps: .cache/apt.stamp
-.cache/apt.stamp:
+# Remade when the Makefile changes, so a new APT_PACKAGES entry is installed in an existing checkout too.
+.cache/apt.stamp: Makefile
 	@mkdir -p .cache
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); fi
@@ -94,7 +96,7 @@ venv: $(VENV)/.stamp
 $(VENV)/.stamp: pyproject.toml | .cache/apt.stamp
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check '$(TORCH_SPEC)'
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,eval]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,eval,web]'
 	@touch $@
 
 # A sub-make, so that PGXS is read after system-deps installed it.
@@ -108,6 +110,10 @@ test: setup
 
 demo: setup
 	$(PY) -m sqlcoder_dev.demo
+
+# The browser page (sqlcoder-web) against the same demo database; Ctrl-C stops it.
+web-demo: setup
+	$(PY) -m sqlcoder_dev.web_demo
 
 bench: setup
 	$(PY) -m bench

@@ -126,10 +126,10 @@ def visible_path(plpy: Any, caller_path: Any) -> list[str]:
 
 
 def _build_prompt(plpy: Any, settings: config.Settings, question: Any, instructions: Any,
-                  caller_path: list[str]) -> str:
+                  caller_path: list[str], client: DaemonClient | None = None) -> str:
     text = _check_question(question, settings)
     return assemble.build_prompt(plpy, settings, text, _instructions(instructions, settings), caller_path or [],
-                                 _client(plpy, settings))
+                                 client or _client(plpy, settings))
 
 
 def _checker(plpy: Any) -> Callable[[], None]:
@@ -147,9 +147,9 @@ def _checker(plpy: Any) -> Callable[[], None]:
     return check
 
 
-def _client(plpy: Any, settings: config.Settings) -> DaemonClient:
+def _client(plpy: Any, settings: config.Settings, budget: float | None = None) -> DaemonClient:
     return DaemonClient(settings.socket_path, connect_timeout=settings.connect_timeout_ms / 1000,
-                        max_reply_bytes=settings.max_reply_bytes, check_interrupts=_checker(plpy))
+                        max_reply_bytes=settings.max_reply_bytes, check_interrupts=_checker(plpy), budget=budget)
 
 
 def _history_limits(settings: config.Settings) -> history.Limits:
@@ -188,13 +188,16 @@ def _timed_generate(plpy: Any, settings: config.Settings, question: Any, instruc
 
 def _generate(plpy: Any, settings: config.Settings, question: Any, instructions: Any, caller_path: Any,
               entry: history.Entry) -> str:
-    prompt = _build_prompt(plpy, settings, question, instructions, caller_path)
-    fields: dict[str, Any] = {"prompt": prompt, "timeout_ms": settings.model_timeout_ms}
+    # One budget, model_timeout_ms, for every daemon request of the call: status probe, token counts, generate.
+    limit = settings.model_timeout_ms / 1000
+    client = _client(plpy, settings, budget=limit)
+    prompt = _build_prompt(plpy, settings, question, instructions, caller_path, client)
+    fields: dict[str, Any] = {"prompt": prompt, "timeout_ms": client.daemon_timeout_ms(limit)}
     if settings.max_new_tokens:
         fields["max_new_tokens"] = settings.max_new_tokens
     if settings.num_beams:
         fields["num_beams"] = settings.num_beams
-    reply = _client(plpy, settings).request("generate", settings.model_timeout_ms / 1000, **fields)
+    reply = client.request("generate", limit, **fields)
     assemble.forget_model(settings.socket_path, reply.get("model"))  # a new model may want another template
     if isinstance(reply.get("model"), str):
         entry.model = reply["model"]

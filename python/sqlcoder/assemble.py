@@ -18,8 +18,8 @@ from typing import Any, Callable, Sequence
 from . import bounds, schema_cache
 from .client import DaemonClient
 from .config import Settings
-from .errors import DaemonError
-from .prompt import DEFAULT_TEMPLATE, render_prompt, template_for_model
+from .errors import DaemonError, DaemonNotResponding
+from .prompt import choose_template, render_prompt
 from .pruning import select_tables
 
 __all__ = ["ModelInfo", "model_info", "forget_model", "dba_instructions", "context_budget", "build_prompt",
@@ -68,6 +68,10 @@ def model_info(settings: Settings, client: DaemonClient) -> ModelInfo | None:
         return cached[1]
     try:
         reply = client.request("status", min(_STATUS_TIMEOUT_S, settings.model_timeout_ms / 1000))
+    except DaemonNotResponding:
+        if client.budget is not None:
+            raise  # asking for SQL: a daemon that does not answer status will not answer generate either
+        return None
     except DaemonError:
         return None
     status = reply.get("status") if isinstance(reply.get("status"), dict) else {}
@@ -145,14 +149,17 @@ def build_prompt(plpy: Any, settings: Settings, question: str, instructions: Seq
                                            settings.max_instructions_chars)
     bounds.notice_cut(plpy, cached.schema.cut + cut)
     info = model_info(settings, client)
-    template = settings.template if settings.template != "auto" else (
-        template_for_model(info.model) if info else DEFAULT_TEMPLATE)
+    template = choose_template(settings.template, info.model if info else None)
     full = render_prompt(question, cached.text, lines, template)
     budget = context_budget(settings, info)
     if info is None or budget is None or len(full.encode("utf-8")) + _BYTES_SLACK <= budget:
         return full
     try:
         return _pruned(plpy, cached, question, lines, template, budget, info.model, _counter(settings, client), full)
+    except DaemonNotResponding:
+        if client.budget is not None:
+            raise
+        return full
     except DaemonError:
         return full  # counting failed: send everything and let the daemon judge
 

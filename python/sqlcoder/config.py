@@ -49,7 +49,8 @@ def _socket_path(raw: str) -> str:
 
 def _template(raw: str) -> str:
     # Kept in step with sqlcoder.prompt.TEMPLATES (config must not import prompt).
-    names = ("auto", "sqlcoder-70b", "sqlcoder-7b-2", "sqlcoder-34b", "llama-3-sqlcoder-8b")
+    names = ("auto", "sql-eval", "sqlcoder-70b", "sqlcoder-7b-2", "sqlcoder-34b", "llama-3-sqlcoder-8b",
+             "sql-eval-sqlcoder-70b", "sql-eval-llama-3-sqlcoder-8b")
     if raw.strip() not in names:
         raise ValueError("must be one of " + ", ".join(names))
     return raw.strip()

@@ -14,8 +14,10 @@ Exception tree::
     │   ├── DaemonProtocolError       08P01  garbage, truncated or oversize reply
     │   │   ├── DaemonReplyTooLarge   08P01  reply over max_reply_bytes
     │   │   └── DaemonVersionMismatch 08P01  daemon speaks another protocol version
-    │   ├── DaemonBusy                53000  the daemon's queue is full
+    │   ├── DaemonBusy                53000  the daemon's queue or connections are full, or its backlog
+    │   ├── DaemonShuttingDown        57P03  the daemon is stopping (drain deadline, or no new work)
     │   ├── ModelTimeout              57014  model_timeout_ms passed
+    │   │   └── DaemonNotResponding   57014  no reply at all, not even the daemon's own timeout error
     │   └── DaemonRejected            58000  the daemon answered with an error
     ├── NoSQLGenerated                22000  the model gave no SQL ("I do not know")
     ├── SqlRefused                    42000  the guard refused the SQL (DETAIL holds it)
@@ -40,7 +42,8 @@ from __future__ import annotations
 __all__ = [
     "SqlcoderError", "InvalidQuestion", "NullQuestion", "ConfigError", "VersionMismatch",
     "DaemonError", "DaemonNotRunning", "DaemonPermissionDenied", "DaemonConnectionLost",
-    "DaemonProtocolError", "DaemonBusy", "ModelTimeout", "DaemonRejected", "NoSQLGenerated",
+    "DaemonProtocolError", "DaemonBusy", "DaemonShuttingDown", "ModelTimeout", "DaemonNotResponding",
+    "DaemonRejected", "NoSQLGenerated",
     "DaemonReplyTooLarge", "DaemonVersionMismatch", "SqlRefused", "InvalidSql", "EmptySql",
     "MultipleStatements", "NotAPlainQuery", "QueryTooExpensive", "SuperuserRefused", "TimeLimitExceeded",
     "FeedbackError", "QueryFailed", "ResultTooLarge", "ClientGone",
@@ -109,12 +112,25 @@ class DaemonProtocolError(DaemonError):
 
 class DaemonBusy(DaemonError):
     sqlstate = "53000"
-    hint = "The model daemon's queue is full; try again in a moment."
+    hint = ("The model daemon's queue is full, or it has max_connections connections open; try again in a "
+            "moment.")
+
+
+class DaemonShuttingDown(DaemonError):
+    sqlstate = "57P03"
+    hint = ("The model daemon is being stopped or restarted (SIGTERM, systemctl stop/restart); try again once it "
+            "is back. Requests still running when its drain_timeout_s passes get this error too.")
 
 
 class ModelTimeout(DaemonError):
     sqlstate = "57014"
     hint = "The model took longer than model_timeout_ms in sqlcoder.config; a superuser can raise it."
+
+
+class DaemonNotResponding(ModelTimeout):
+    hint = ("The daemon accepted the connection but sent nothing back, not even its own timeout error: it is "
+            "stopped (SIGSTOP), hung or swapping. Check its process and log (systemctl status sqlcoder-daemon); "
+            "sqlcoder.status() says whether it answers.")
 
 
 class DaemonRejected(DaemonError):

@@ -8,6 +8,7 @@ DaemonError(code, message)
 ├── Busy                busy
 ├── Timeout             timeout
 ├── Loading             loading
+├── ShuttingDown        shutting_down        (the daemon is stopping: drain over, or no new work)
 └── Internal            internal             (message is generic; details go to the log)
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
-    "BadRequest", "Busy", "Cancelled", "DaemonError", "Forbidden", "Internal", "Loading", "Timeout", "TooLarge",
+    "BadRequest", "Busy", "Cancelled", "DaemonError", "Forbidden", "Internal", "Loading", "ShuttingDown", "Timeout", "TooLarge",
     "UnsupportedVersion",
 ]
 
@@ -64,6 +65,10 @@ class Timeout(DaemonError):
 
 class Loading(DaemonError):
     code = "loading"
+
+
+class ShuttingDown(DaemonError):
+    code = "shutting_down"
 
 
 class Internal(DaemonError):
