@@ -13,7 +13,7 @@ Prints ``BENCH <name> <value> <unit>`` lines:
 - ``history_write_locked_ms``: the same call while ``LOCK TABLE
   sqlcoder.history`` is held (bounded by history_timeout_ms, 200 ms).
 - ``history_busy_calls`` / ``history_busy_rows``: 9 sessions calling
-  sqlcoder.execute on a cluster with max_connections = 10 (no reserved slots,
+  sqlcoder.run (stand-in daemon) on a cluster with max_connections = 10 (no reserved slots,
   scram-only pg_hba.conf): calls made, rows written.
 - ``hostile_prompt_chars`` / ``plain_prompt_chars``: a caller's prompt when the
   owner of a schema in its path wrote a 5 MB table comment, a 5 MB column
@@ -124,9 +124,12 @@ def hostile_prompt(pg: Cluster) -> tuple[int, int]:
 
 def busy_sessions(sessions: int = 9, calls: int = 15) -> tuple[int, int]:
     with Cluster(settings={"max_connections": "10", "superuser_reserved_connections": "0",
-                           "password_encryption": "'scram-sha-256'"}) as pg:
+                           "password_encryption": "'scram-sha-256'"}) as pg, \
+            FakeDaemon(socket_dir() / "bench-busy.sock") as daemon:
+        daemon.reply(" SELECT 1 AS busy;")
         pg.psql("CREATE EXTENSION sqlcoder CASCADE;"
                 f"CREATE ROLE busy LOGIN PASSWORD '{PASSWORD}'; SELECT sqlcoder.grant_access('busy');"
+                f"UPDATE sqlcoder.config SET value = '{daemon.path}' WHERE key = 'socket_path';"
                 f"ALTER ROLE postgres PASSWORD '{PASSWORD}'")
         (pg.datadir / "pg_hba.conf").write_text("local all all scram-sha-256\n")
         pg.psql("SELECT pg_reload_conf()")
@@ -137,7 +140,7 @@ def busy_sessions(sessions: int = 9, calls: int = 15) -> tuple[int, int]:
             with pg.connect(user="busy", password=PASSWORD) as conn:
                 barrier.wait()
                 for i in range(calls):
-                    conn.execute(f"SELECT * FROM sqlcoder.execute('SELECT {i} AS busy')").fetchall()
+                    conn.execute(f"SELECT * FROM sqlcoder.run('busy question {n}.{i}')").fetchall()
                     made[n] += 1
 
         threads = [threading.Thread(target=busy, args=(n,)) for n in range(sessions)]
