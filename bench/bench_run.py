@@ -4,7 +4,7 @@ Prints ``BENCH <name> <value> <unit>`` lines:
 
 - ``execute_overhead_ms``: sqlcoder.execute('SELECT 1') minus a plain SELECT 1
   (guard with the function policy, watchdog process, read-only
-  subtransaction, history over loopback).
+  subtransaction, history row).
 - ``policy_check_ms_50``: the guard's analysis and function policy alone
   (``sqlcoder._query_objects`` plus the policy's pg_proc lookup, in
   PL/Python) for a query calling 50 distinct functions.

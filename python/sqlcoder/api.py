@@ -45,6 +45,8 @@ def entry(plpy: Any, extension_version: str, op: str, params: Any) -> dict[str, 
         if handler is None:
             raise SqlcoderError(f"unknown sqlcoder operation {op!r}")
         kwargs = json.loads(params) if isinstance(params, str) else (params or {})
+        if "caller_path" in kwargs:
+            kwargs["caller_path"] = visible_path(plpy, kwargs["caller_path"])
         return {"value": _as_text(handler(plpy, **kwargs)), "error": None}
     except SqlcoderError as exc:
         return _error(exc.sqlstate, exc.message, exc.detail, exc.hint)
@@ -88,16 +90,45 @@ def _check_question(question: Any, settings: config.Settings) -> str:
     return question.strip()
 
 
-def _instructions(instructions: Any) -> list[str]:
+def _instructions(instructions: Any, settings: config.Settings) -> list[str]:
     if instructions is None:
         return []
-    return [line for line in str(instructions).splitlines() if line.strip()]
+    text = str(instructions)
+    if len(text) > settings.max_instructions_chars:
+        raise InvalidQuestion(
+            f"the instructions are {len(text)} characters long; the limit is {settings.max_instructions_chars}",
+            hint="Shorten the instructions, or ask a superuser to raise max_instructions_chars in sqlcoder.config.")
+    return [line for line in text.splitlines() if line.strip()]
+
+
+# The path the SQL wrappers pass is current_schemas(true), but anyone can call
+# the entry point with any list: keep only schemas the current role may use.
+_VISIBLE_PATH_SQL = """
+SELECT pg_catalog.array_agg(p.nspname ORDER BY p.ord)::text[] AS path
+FROM pg_catalog.unnest($1::pg_catalog.name[]) WITH ORDINALITY AS p(nspname, ord)
+JOIN pg_catalog.pg_namespace n ON n.nspname = p.nspname
+WHERE pg_catalog.has_schema_privilege(n.oid, 'USAGE')
+"""
+_path_plan: Any = None
+
+
+def visible_path(plpy: Any, caller_path: Any) -> list[str]:
+    """``caller_path`` without the schemas the current role has no USAGE on (or that do not exist)."""
+    global _path_plan
+    if caller_path is None:
+        return []
+    if not isinstance(caller_path, list) or not all(isinstance(n, str) for n in caller_path):
+        raise InvalidQuestion("caller_path must be an array of schema names",
+                              hint="Call sqlcoder.ask, prompt, run or execute; they pass current_schemas(true).")
+    if _path_plan is None:
+        _path_plan = plpy.prepare(_VISIBLE_PATH_SQL, ["text[]"])
+    return plpy.execute(_path_plan, [caller_path])[0]["path"] or []
 
 
 def _build_prompt(plpy: Any, settings: config.Settings, question: Any, instructions: Any,
                   caller_path: list[str], client: DaemonClient | None = None, correction_block: str = "") -> str:
     text = _check_question(question, settings)
-    return assemble.build_prompt(plpy, settings, text, _instructions(instructions), caller_path or [],
+    return assemble.build_prompt(plpy, settings, text, _instructions(instructions, settings), caller_path or [],
                                  client or _client(plpy, settings), correction_block)
 
 
@@ -121,6 +152,10 @@ def _client(plpy: Any, settings: config.Settings, budget: float | None = None) -
                         max_reply_bytes=settings.max_reply_bytes, check_interrupts=_checker(plpy), budget=budget)
 
 
+def _history_limits(settings: config.Settings) -> history.Limits:
+    return history.Limits(settings.history_timeout_ms, settings.history_write_timeout_ms)
+
+
 def op_prompt(plpy: Any, question: Any = None, instructions: Any = None, caller_path: Any = None) -> str:
     settings = config.load(plpy)
     return _build_prompt(plpy, settings, question, instructions, caller_path)
@@ -130,7 +165,7 @@ def op_ask(plpy: Any, question: Any = None, instructions: Any = None, caller_pat
     """Generate SQL, guarded (when guard_ask is on) so that ``\\gexec`` gets one plain query; recorded."""
     settings = config.load(plpy)
     entry = history.Entry("ask", question=question)
-    with history.recording(plpy, entry, settings.history_conninfo):
+    with history.recording(plpy, entry, _history_limits(settings)):
         def check(sql: str) -> str:
             if settings.guard_ask:
                 execute.guard_only(plpy, sql, caller_path=caller_path, max_cost=settings.max_query_cost,
@@ -258,7 +293,7 @@ def op_run(plpy: Any, question: Any = None, instructions: Any = None, caller_pat
     """Generate SQL and run it read-only; the rows' token for ``sqlcoder._result_rows``."""
     settings = config.load(plpy)
     entry = history.Entry("run", question=question)
-    with history.recording(plpy, entry, settings.history_conninfo):
+    with history.recording(plpy, entry, _history_limits(settings)):
         limit = _max_rows(settings, max_rows)
         execute.refuse_superuser(plpy, settings.allow_superuser_run)  # before spending model time
         return _generate_checked(plpy, settings, question, instructions, caller_path, entry,
@@ -269,7 +304,7 @@ def op_execute(plpy: Any, sql: Any = None, caller_path: Any = None, max_rows: An
     """Run SQL a user reviewed under the same guard and read-only execution as run."""
     settings = config.load(plpy)
     entry = history.Entry("execute", sql=sql)
-    with history.recording(plpy, entry, settings.history_conninfo):
+    with history.recording(plpy, entry, _history_limits(settings)):
         limit = _max_rows(settings, max_rows)
         execute.refuse_superuser(plpy, settings.allow_superuser_run)
         return _run_recorded(plpy, settings, entry, sql, caller_path, limit)
@@ -282,7 +317,8 @@ def op_feedback(plpy: Any, id: Any = None, correct: Any = None, corrected_sql: A
 
 def op_status(plpy: Any) -> dict[str, Any]:
     settings = config.load(plpy)
-    result: dict[str, Any] = {"extension_version": __version__, "socket_path": settings.socket_path}
+    result: dict[str, Any] = {"extension_version": __version__, "socket_path": settings.socket_path,
+                              "history": history.stats(plpy)}
     try:
         reply = _client(plpy, settings).request("status", min(settings.model_timeout_ms / 1000, 10.0))
     except DaemonError as exc:

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from . import examples, schema_cache, value_hints
+from . import bounds, examples, schema_cache, value_hints
 from .client import DaemonClient
 from .config import Settings
 from .errors import DaemonError, DaemonNotResponding
@@ -37,7 +37,7 @@ _ESTIMATE_SLACK = 64  # the per-table estimate errs high (separators, join lines
 _EXAMPLES_SHARE = 4  # golden examples may take up to 1/4 of the budget when it is tight
 
 _DBA_INSTRUCTIONS_SQL = """
-SELECT i.instruction
+SELECT i.id, pg_catalog.left(i.instruction, $2) AS instruction, pg_catalog.length(i.instruction) AS chars
 FROM sqlcoder.instructions i
 LEFT JOIN pg_catalog.pg_namespace n ON n.oid = i.scope
 WHERE i.scope IS NULL OR n.nspname = ANY ($1::name[])
@@ -89,12 +89,14 @@ def forget_model(socket_path: str, model: Any = None) -> None:
         del _status[socket_path]
 
 
-def dba_instructions(plpy: Any, caller_path: Sequence[str]) -> list[str]:
-    """``sqlcoder.instructions`` lines for this caller: global ones, then those of schemas in the path."""
+def dba_instructions(plpy: Any, caller_path: Sequence[str],
+                     max_chars: int = bounds.DEFAULT_MAX_CHARS) -> list[tuple[str, str, int]]:
+    """``sqlcoder.instructions`` for this caller, global ones first: (name, text cut to ``max_chars``, length)."""
     plan = _plans.get("instructions")
     if plan is None:
-        plan = _plans["instructions"] = plpy.prepare(_DBA_INSTRUCTIONS_SQL, ["name[]"])
-    return [r["instruction"] for r in plpy.execute(plan, [list(caller_path)])]
+        plan = _plans["instructions"] = plpy.prepare(_DBA_INSTRUCTIONS_SQL, ["name[]", "int4"])
+    return [(f"instruction {r['id']}", r["instruction"], int(r["chars"]))
+            for r in plpy.execute(plan, [list(caller_path), max_chars])]
 
 
 def context_budget(settings: Settings, info: ModelInfo | None) -> int | None:
@@ -152,9 +154,12 @@ def build_prompt(plpy: Any, settings: Settings, question: str, instructions: Seq
     After the schema come the golden examples the caller may read (at most
     ``max_examples``), then ``correction`` (a refused attempt, correction.py).
     """
-    cached = schema_cache.get(plpy, caller_path, _hint_settings(settings))
+    cached = schema_cache.get(plpy, caller_path, _hint_settings(settings), settings.max_comment_chars)
     chosen = examples.select(plpy, cached, question, settings.max_examples)
-    lines = dba_instructions(plpy, caller_path) + list(instructions)
+    lines, cut = bounds.bound_instructions(dba_instructions(plpy, caller_path, settings.max_comment_chars),
+                                           list(instructions), settings.max_comment_chars,
+                                           settings.max_instructions_chars)
+    bounds.notice_cut(plpy, cached.schema.cut + cut)
     info = model_info(settings, client)
     template = choose_template(settings.template, info.model if info else None)
     tail = examples.render(chosen) + correction

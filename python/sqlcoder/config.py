@@ -78,6 +78,15 @@ def split_signatures(raw: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in parts if p.strip())
 
 
+def _interval(raw: str) -> str:
+    # A PostgreSQL interval of days, hours, minutes or seconds ("90 days"); the purge casts it in SQL.
+    parts = raw.split()
+    units = ("day", "days", "hour", "hours", "minute", "minutes", "second", "seconds")
+    if len(parts) != 2 or not parts[0].isdigit() or int(parts[0]) <= 0 or parts[1].lower() not in units:
+        raise ValueError("must be a positive interval such as '90 days'")
+    return raw
+
+
 # key -> (parser, default). Defaults match the rows the extension script inserts,
 # so a row a DBA deleted falls back to them.
 SETTINGS: dict[str, tuple[Callable[[str], Any], str]] = {
@@ -96,10 +105,16 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], str]] = {
     "max_query_cost": (_optional_positive_float, ""),
     "allow_superuser_run": (_on_off, "off"),
     "guard_ask": (_on_off, "on"),
-    "history_conninfo": (str, ""),
     # The guard's function policy (issue #10): ';'-separated function signatures.
     "allowed_functions": (split_signatures, ""),
     "denied_functions": (split_signatures, ""),
+    # History, retention and bounded text (issue #11).
+    "history_timeout_ms": (_positive_int, "200"),
+    "history_write_timeout_ms": (_positive_int, "5000"),
+    "history_retention": (_interval, "90 days"),
+    "history_max_rows": (_positive_int, "1000000"),
+    "max_comment_chars": (_positive_int, "1000"),
+    "max_instructions_chars": (_positive_int, "4000"),
     # Results bounded in bytes (issue #10).
     "max_result_bytes": (_positive_int, "67108864"),
     # Golden examples, self-correction, value hints (issue #14).
@@ -128,9 +143,14 @@ class Settings:
     max_query_cost: float | None
     allow_superuser_run: bool
     guard_ask: bool
-    history_conninfo: str
     allowed_functions: tuple[str, ...]
     denied_functions: tuple[str, ...]
+    history_timeout_ms: int
+    history_write_timeout_ms: int
+    history_retention: str
+    history_max_rows: int
+    max_comment_chars: int
+    max_instructions_chars: int
     max_result_bytes: int
     max_examples: int
     self_correct: bool

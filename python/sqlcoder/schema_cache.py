@@ -115,25 +115,27 @@ def _plan(plpy: Any, key: str, sql: str, types: Sequence[str] = ()) -> Any:
     return plan
 
 
-def _read(plpy: Any, caller_path: Sequence[str], hints: value_hints.HintSettings | None,
+def _read(plpy: Any, caller_path: Sequence[str], hints: value_hints.HintSettings | None, max_chars: int,
           snapshot: str = "", schema: catalog.Schema | None = None) -> CachedSchema:
     """A new entry: the schema read from the catalog (or given), with value hints when asked for."""
-    entry = CachedSchema(schema or catalog.read_schema(plpy, caller_path), snapshot=snapshot)
+    entry = CachedSchema(schema or catalog.read_schema(plpy, caller_path, max_chars), snapshot=snapshot)
     if hints is not None:
         entry.stats_tables, entry.stats_version = value_hints.attach(plpy, entry.schema, hints)
     return entry
 
 
-def get(plpy: Any, caller_path: Sequence[str], hints: value_hints.HintSettings | None = None) -> CachedSchema:
+def get(plpy: Any, caller_path: Sequence[str], hints: value_hints.HintSettings | None = None,
+        max_chars: int = catalog.DEFAULT_MAX_CHARS) -> CachedSchema:
     """The caller's schema: from the cache when still current, else read and (usually) cached.
 
     ``hints``: show value hints with these settings (None: none). A newer
     ANALYZE of one of its tables renews the hints, not the schema.
+    ``max_chars``: other roles' comments and expressions are cut to this.
     """
     probe = plpy.execute(_plan(plpy, "probe", _PROBE_SQL))[0]
     if probe["own_change"]:
-        return _read(plpy, caller_path, hints)
-    key = (probe["db"], probe["role"], probe["roles"], tuple(caller_path), hints)
+        return _read(plpy, caller_path, hints, max_chars)
+    key = (probe["db"], probe["role"], probe["roles"], tuple(caller_path), hints, max_chars)
     entry = _entries.get(key)
     if entry is not None:
         changed = plpy.execute(_plan(plpy, "changed", _CHANGED_SQL, ["text"]), [entry.snapshot])[0]["changed"]
@@ -142,11 +144,11 @@ def get(plpy: Any, caller_path: Sequence[str], hints: value_hints.HintSettings |
                 for table in entry.schema.tables:
                     for column in table.columns:
                         column.values = None
-                entry = _entries[key] = _read(plpy, caller_path, hints, entry.snapshot, entry.schema)
+                entry = _entries[key] = _read(plpy, caller_path, hints, max_chars, entry.snapshot, entry.schema)
             _entries.move_to_end(key)
             return entry
         del _entries[key]
-    entry = _read(plpy, caller_path, hints, probe["snapshot"])
+    entry = _read(plpy, caller_path, hints, max_chars, probe["snapshot"])
     _entries[key] = entry
     while len(_entries) > MAX_ENTRIES:
         _entries.popitem(last=False)
