@@ -9,6 +9,7 @@ Backend memory is read from /proc (VmHWM, the backend's peak resident set).
 from __future__ import annotations
 
 import os
+import time
 from typing import Iterator
 
 import psycopg
@@ -56,9 +57,16 @@ def wide_rows(rows: int, row_bytes: int) -> str:
     return f"SELECT repeat('x', {row_bytes}) AS s FROM generate_series(1, {rows})"
 
 
-def last_history(admin: psycopg.Connection) -> tuple:
-    return admin.execute("SELECT operation, outcome, error_sqlstate, row_count FROM sqlcoder.history "
-                         "WHERE role = %s ORDER BY id DESC LIMIT 1", (ROLE,)).fetchone()
+def last_history(admin: psycopg.Connection, expect: tuple | None = None) -> tuple:
+    """The role's newest history row; a refusal's row is written when its one-second folding window
+    closes, so with ``expect`` wait (up to 10 s) for a newest row that starts with it."""
+    deadline = time.monotonic() + 10
+    while True:
+        row = admin.execute("SELECT operation, outcome, error_sqlstate, row_count FROM sqlcoder.history "
+                            "WHERE role = %s ORDER BY id DESC LIMIT 1", (ROLE,)).fetchone()
+        if expect is None or (row and row[:len(expect)] == expect) or time.monotonic() > deadline:
+            return row
+        time.sleep(0.05)
 
 
 def test_a_result_over_the_limit_is_refused_with_the_limit_named(analyst, admin) -> None:
@@ -72,7 +80,7 @@ def test_a_result_over_the_limit_is_refused_with_the_limit_named(analyst, admin)
     assert "max_result_bytes" in diag.message_hint and "LIMIT" in diag.message_hint
     assert "repeat('x', 200000)" in diag.message_detail
     assert analyst.execute("SELECT 1").fetchone()[0] == 1
-    assert last_history(admin)[:3] == ("execute", "refused", "54000")
+    assert last_history(admin, ("execute", "refused", "54000"))[:3] == ("execute", "refused", "54000")
 
 
 def test_the_limit_counts_the_json_text_exactly(analyst, admin) -> None:
@@ -92,7 +100,7 @@ def test_run_is_bounded_too(analyst, admin, fake) -> None:
     fake.reply(" " + wide_rows(100, 100_000) + ";")
     with pytest.raises(psycopg.errors.ProgramLimitExceeded):
         analyst.execute("SELECT * FROM sqlcoder.run('everything, twice over')").fetchall()
-    assert last_history(admin)[:3] == ("run", "refused", "54000")
+    assert last_history(admin, ("run", "refused", "54000"))[:3] == ("run", "refused", "54000")
     fake.reply(" SELECT name FROM customers ORDER BY id LIMIT 2;")
     assert [r[0] for r in analyst.execute("SELECT r->>'name' FROM sqlcoder.run('two names') r")] == \
         ["Ada Lovelace", "Grace Hopper"]

@@ -26,12 +26,15 @@ Exception tree::
     │   ├── MultipleStatements        42601  not exactly one statement
     │   ├── NotAPlainQuery            25006  DML, DDL, utility, data-modifying WITH, SELECT INTO
     │   ├── QueryTooExpensive         54000  planner cost over max_query_cost
+    │   ├── FunctionRefused           42501  the query calls a function the policy refuses
     │   ├── ResultTooLarge            54000  the result passed max_result_bytes while it was fetched
     │   └── SuperuserRefused          42501  a superuser may not run generated SQL
     ├── TimeLimitExceeded             57014  query_timeout_ms passed (the watchdog cancelled it)
     ├── QueryFailed                   (PostgreSQL's own) the query failed while running; DETAIL adds the SQL
     ├── FeedbackError                 02000  no history entry of yours with that id
-    └── ClientGone                    08006  the client disconnected while the call waited on the model
+    ├── ClientGone                    08006  the client disconnected while the call waited on the model
+    └── InvalidExample                22023  a golden example without a question, or reading no table
+        └── ExampleNotOwner           42501  the adder does not own every table the example reads
 
 They are plain Python exceptions so the package can be tested without a
 server; :mod:`sqlcoder.api` turns them into PostgreSQL errors.
@@ -45,8 +48,9 @@ __all__ = [
     "DaemonProtocolError", "DaemonBusy", "DaemonShuttingDown", "ModelTimeout", "DaemonNotResponding",
     "DaemonRejected", "NoSQLGenerated",
     "DaemonReplyTooLarge", "DaemonVersionMismatch", "SqlRefused", "InvalidSql", "EmptySql",
-    "MultipleStatements", "NotAPlainQuery", "QueryTooExpensive", "SuperuserRefused", "TimeLimitExceeded",
-    "FeedbackError", "QueryFailed", "ResultTooLarge", "ClientGone",
+    "MultipleStatements", "NotAPlainQuery", "QueryTooExpensive", "FunctionRefused", "SuperuserRefused",
+    "TimeLimitExceeded", "FeedbackError", "QueryFailed", "ResultTooLarge", "ClientGone", "InvalidExample",
+    "ExampleNotOwner",
 ]
 
 
@@ -195,6 +199,14 @@ class QueryTooExpensive(SqlRefused):
             "LIMIT), or ask a superuser to raise the ceiling.")
 
 
+class FunctionRefused(SqlRefused):
+    """The function policy (sqlcoder.policy) refused a function the analyzed query calls."""
+
+    sqlstate = "42501"
+    hint = ("A superuser can allow a function with SELECT sqlcoder.allow_function('schema.name(argument types)'); "
+            "see docs/security.md.")
+
+
 class SuperuserRefused(SqlRefused):
     sqlstate = "42501"
     hint = ("A superuser bypasses every privilege check, and read-only mode does not stop functions such as "
@@ -236,3 +248,17 @@ class ClientGone(SqlcoderError):
 
     sqlstate = "08006"
     hint = "The client closed its connection (killed, or a pool's timeout) while sqlcoder waited on the model."
+
+
+# -- Golden examples (issue #14) -------------------------------------------------
+
+class InvalidExample(SqlcoderError):
+    sqlstate = "22023"
+    hint = ("A golden example is a non-empty question and one plain query (SELECT, WITH, VALUES or TABLE) "
+            "that reads at least one table: sqlcoder.add_example('how many orders?', 'SELECT count(*) FROM orders').")
+
+
+class ExampleNotOwner(InvalidExample):
+    sqlstate = "42501"
+    hint = ("Only a superuser or the owner of every table the SQL reads can add it as an example: ask them to run "
+            "sqlcoder.add_example.")

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypeVar
 
-from . import guard
+from . import guard, policy
 from .errors import QueryFailed, ResultTooLarge, SuperuserRefused, TimeLimitExceeded
 from .watchdog import Watchdog, absorb_pending_cancel
 
@@ -138,14 +138,16 @@ def _release_advisory(plpy: Any, locks: set[tuple[int, int, int, str]]) -> None:
 
 
 def run_query(plpy: Any, sql: Any, *, caller_path: Sequence[str] | None, max_rows: int,
-              max_cost: float | None, timeout_s: float, max_bytes: int) -> QueryResult:
+              max_cost: float | None, timeout_s: float, max_bytes: int,
+              functions: policy.FunctionLists = policy.FunctionLists()) -> QueryResult:
     """Guard ``sql``, run it read-only with at most ``max_rows`` rows and ``max_bytes`` bytes, undo its effects."""
     locks_before = _advisory_locks(plpy)
     helper = plpy.prepare(_RUN_SQL, ["text", "text", "bigint", "bigint"])
     started = time.monotonic()
 
     def work() -> tuple[guard.CheckedQuery, dict[str, Any]]:
-        checked = guard.check(plpy, sql, max_rows=max_rows, max_cost=max_cost)
+        checked = guard.check(plpy, sql, max_rows=max_rows, max_cost=max_cost,
+                              search_path=search_path_of(caller_path), functions=functions)
         try:
             kept = plpy.execute(helper, [checked.runnable, search_path_of(caller_path), max_rows, max_bytes])[0]
         except plpy.SPIError as exc:
@@ -172,10 +174,11 @@ def run_query(plpy: Any, sql: Any, *, caller_path: Sequence[str] | None, max_row
 
 
 def guard_only(plpy: Any, sql: str, *, caller_path: Sequence[str] | None, max_cost: float | None,
-               timeout_s: float) -> guard.CheckedQuery:
+               timeout_s: float, functions: policy.FunctionLists = policy.FunctionLists()) -> guard.CheckedQuery:
     """The guard's verdict on ``sql`` as the caller would run it; nothing is executed."""
     return in_caller_context(plpy, caller_path, timeout_s,
-                             lambda: guard.check(plpy, sql, max_rows=1, max_cost=max_cost))
+                             lambda: guard.check(plpy, sql, max_rows=1, max_cost=max_cost,
+                                                 search_path=search_path_of(caller_path), functions=functions))
 
 
 def refuse_superuser(plpy: Any, allowed: bool) -> None:

@@ -128,12 +128,16 @@ def _one_instruction(text: str) -> str:
 
 
 def render_prompt(question: str, schema: str, instructions: Iterable[str] = (),
-                  template: str = DEFAULT_TEMPLATE) -> str:
-    """The whole prompt in ``template``; each instruction becomes one ``- `` item (nested lines kept)."""
+                  template: str = DEFAULT_TEMPLATE, after_schema: str = "") -> str:
+    """The whole prompt in ``template``; each instruction becomes one ``- `` item (nested lines kept).
+
+    ``after_schema`` (golden examples, a refused attempt) follows the schema as it is, where sql-eval
+    puts its k-shot examples.
+    """
     lines = [_one_instruction(line) for line in instructions if line and line.strip()]
     if template in SQL_EVAL_TEMPLATES:
         schema = schema_as_sql_eval(schema, template)
-    return TEMPLATES[template].format(question=question, schema=schema,
+    return TEMPLATES[template].format(question=question, schema=schema + after_schema,
                                       instructions=_instructions_block(template, lines))
 
 
