@@ -5,10 +5,13 @@
  * Why C: the query must run inside PL/Python's rolled-back subtransaction,
  * under its watchdog, but its rows must not pass through Python (a Python
  * list of every row, then one JSON text of the list, then json parsed back
- * into rows cost 7x the result in backend memory). Here each row the
- * executor produces goes straight into a tuplestore (work_mem in memory, the
- * rest in a temporary file), counted as it arrives; past max_rows or
- * max_bytes the executor is told to stop at once. The tuplestore lives in
+ * into rows cost 7x the result in backend memory). Each row the
+ * executor produces is converted here with row_to_json and goes straight
+ * into a tuplestore (work_mem in memory, the rest in a temporary file),
+ * counted in bytes of its JSON text as it arrives; past max_rows or
+ * max_bytes the executor is told to stop at once. A row whose text columns
+ * alone pass max_bytes is refused before it is converted (converting one row
+ * costs a few times its size). The tuplestore lives in
  * the top transaction's memory and resource owner, so the subtransaction's
  * rollback keeps it, and sqlcoder._result_rows(token) copies it into the
  * caller's result and frees it. Whatever is not taken is freed when the
@@ -16,6 +19,7 @@
  *
  *   sqlcoder._run_readonly(query, caller_search_path, max_rows, max_bytes)
  *     -> (token, row_count, bytes, truncated, exceeded)
+ *     each row of query kept as row_to_json of it
  *   sqlcoder._result_rows(token) -> SETOF json
  */
 #include "postgres.h"
@@ -34,6 +38,7 @@
 #include "tcop/dest.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/tuplestore.h"
@@ -72,6 +77,9 @@ typedef struct StashReceiver
 	int64		bytes;
 	bool		truncated;
 	bool		exceeded;
+	TupleDesc	row_desc;		/* the query's columns, as a row type row_to_json takes */
+	bool	   *counted;		/* per column: json_at_least_raw */
+	MemoryContext row_cxt;		/* one row's conversion, reset after each */
 } StashReceiver;
 
 /* The stash is gone afterwards: its struct lived in its own context. */
@@ -139,36 +147,111 @@ stash_create(TupleDesc desc)
 	return stash;
 }
 
+/*
+ * Types whose JSON text is never shorter than their raw bytes: row_to_json
+ * writes them as their output text, quoted and escaped (escaping only
+ * lengthens), and that output is the stored bytes (text, varchar, bpchar
+ * with its padding), at least them (bytea: \\x and two hex digits a byte,
+ * or with bytea_output = escape one to four characters a byte), or the
+ * stored text itself (json). Not xml (its output may
+ * drop the XML declaration), jsonb or numeric (their text may be shorter than
+ * their binary form), nor arrays (element headers and padding).
+ */
+static bool
+json_at_least_raw(Oid type)
+{
+	switch (getBaseType(type))	/* row_to_json looks through domains too */
+	{
+		case TEXTOID:
+		case VARCHAROID:
+		case BPCHAROID:
+		case BYTEAOID:
+		case JSONOID:
+			return true;
+		default:
+			return false;
+	}
+}
+
 static void
 receiver_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
 {
-	if (typeinfo->natts != 1 || TupleDescAttr(typeinfo, 0)->atttypid != JSONOID)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATATYPE_MISMATCH),
-				 errmsg("sqlcoder: the query must return exactly one json column")));
+	StashReceiver *r = (StashReceiver *) self;
+	int			i;
+
+	/* Runs in the executor's query context: all of this lives as long as the query. */
+	r->row_desc = CreateTupleDescCopy(typeinfo);
+	r->row_desc->tdtypeid = RECORDOID;
+	r->row_desc->tdtypmod = -1;
+	r->row_desc = BlessTupleDesc(r->row_desc);	/* row_to_json looks the row type up */
+	r->counted = palloc0(sizeof(bool) * Max(typeinfo->natts, 1));
+	for (i = 0; i < typeinfo->natts; i++)
+		r->counted[i] = json_at_least_raw(TupleDescAttr(typeinfo, i)->atttypid);
+	r->row_cxt = AllocSetContextCreate(CurrentMemoryContext, "sqlcoder row", ALLOCSET_DEFAULT_SIZES);
 }
 
-/* false stops the executor: the row cap or the byte limit is reached. */
+/*
+ * A lower bound of the row's JSON text, from the datums as they are: the raw
+ * size of the columns whose JSON is at least that long. Nothing is detoasted
+ * or copied (toast_raw_datum_size reads the header or the TOAST pointer).
+ */
+static int64
+json_lower_bound(StashReceiver *r, TupleTableSlot *slot)
+{
+	int64		bound = 0;
+	int			i;
+
+	for (i = 0; i < slot->tts_tupleDescriptor->natts; i++)
+		if (r->counted[i] && !slot->tts_isnull[i])
+			bound += (int64) (toast_raw_datum_size(slot->tts_values[i]) - VARHDRSZ);
+	return bound;
+}
+
+/*
+ * false stops the executor: the row cap or the byte limit is reached.
+ *
+ * Each row is converted here, not by the query: a row whose lower bound
+ * alone passes the limit is refused before row_to_json copies it, renders
+ * it, and before any TOASTed value is fetched. The conversion's garbage
+ * (the row as a composite, its text, the JSON) goes with the row's context.
+ */
 static bool
 receiver_receive(TupleTableSlot *slot, DestReceiver *self)
 {
 	StashReceiver *r = (StashReceiver *) self;
-	bool		isnull;
-	Datum		value;
+	int64		bound;
+	MemoryContext old;
+	HeapTuple	tuple;
+	Datum		json;
+	bool		isnull = false;
 
 	if (r->rows >= r->max_rows)
 	{
 		r->truncated = true;
 		return false;
 	}
-	value = slot_getattr(slot, 1, &isnull);
-	r->bytes += isnull ? 4 : (int64) (toast_raw_datum_size(value) - VARHDRSZ);
-	if (r->bytes > r->max_bytes)
+	slot_getallattrs(slot);
+	bound = json_lower_bound(r, slot);
+	if (r->bytes + bound > r->max_bytes)
 	{
+		r->bytes += bound;
 		r->exceeded = true;
 		return false;
 	}
-	tuplestore_puttupleslot(r->stash->store, slot);
+	old = MemoryContextSwitchTo(r->row_cxt);
+	tuple = heap_form_tuple(r->row_desc, slot->tts_values, slot->tts_isnull);
+	/* what row_to_json(q.*) in the query would get: the row with its TOASTed values fetched */
+	json = DirectFunctionCall1(row_to_json, HeapTupleGetDatum(tuple));
+	MemoryContextSwitchTo(old);
+	r->bytes += (int64) VARSIZE_ANY_EXHDR(DatumGetPointer(json));
+	if (r->bytes > r->max_bytes)
+	{
+		MemoryContextReset(r->row_cxt);
+		r->exceeded = true;
+		return false;
+	}
+	tuplestore_putvalues(r->stash->store, r->stash->desc, &json, &isnull);	/* copies it */
+	MemoryContextReset(r->row_cxt);
 	r->rows++;
 	return true;
 }
@@ -228,6 +311,7 @@ sqlcoder_run_readonly(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_CURSOR_DEFINITION),
 				 errmsg("sqlcoder: the query must be exactly one statement that returns rows")));
+	SPI_freeplan(plan);
 
 	row_desc = CreateTemplateTupleDesc(1);
 	TupleDescInitEntry(row_desc, (AttrNumber) 1, "row", JSONOID, -1, 0);
@@ -247,10 +331,16 @@ sqlcoder_run_readonly(PG_FUNCTION_ARGS)
 	options.dest = (DestReceiver *) &receiver;
 	PG_TRY();
 	{
-		int			rc = SPI_execute_plan_extended(plan, &options);
+		/*
+		 * Run as a one-shot plan, parsed again: a prepared plan is copied
+		 * once planned, and with it every constant the planner folded (a
+		 * constant repeat('x', 100000000) is a 100 MB constant in the plan).
+		 * The prepared plan above only checked the statement.
+		 */
+		int			rc = SPI_execute_extended(query, &options);
 
 		if (rc < 0)
-			elog(ERROR, "SPI_execute_plan_extended failed: %s", SPI_result_code_string(rc));
+			elog(ERROR, "SPI_execute_extended failed: %s", SPI_result_code_string(rc));
 	}
 	PG_CATCH();
 	{

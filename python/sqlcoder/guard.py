@@ -120,7 +120,7 @@ def check(plpy: Any, sql: Any, *, max_rows: int, max_cost: float | None, search_
     text = strip_sql(sql)
     objects = _analyze(plpy, text)
     policy.check_functions(plpy, objects.functions, objects.opaque, functions, detail=detail_for(text))
-    runnable = (f"SELECT pg_catalog.row_to_json({_ALIAS}.*) FROM (\n{text}\n) AS {_ALIAS} "
+    runnable = (f"SELECT {_ALIAS}.* FROM (\n{text}\n) AS {_ALIAS} "
                 f"LIMIT {int(max_rows) + 1}")
     cost = _cost(plpy, runnable, search_path, text)
     if max_cost is not None and cost > max_cost:
