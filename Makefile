@@ -22,7 +22,7 @@ OBJS        += src/client_check.o
 OBJS        += src/history_worker.o
 OBJS        += src/raise_reply.o
 # Results kept in bytes-bounded tuplestores between the guard and the caller (issue #10).
-OBJS        += src/result_rows.o
+OBJS        += src/result_rows.o src/row_json.o
 # Debian's PGXS would also build LLVM bitcode for JIT inlining, which needs clang:
 # the library is small and never hot. `override`, since Makefile.global sets it.
 override with_llvm = no

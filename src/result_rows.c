@@ -6,12 +6,11 @@
  * under its watchdog, but its rows must not pass through Python (a Python
  * list of every row, then one JSON text of the list, then json parsed back
  * into rows cost 7x the result in backend memory). Each row the
- * executor produces is converted here with row_to_json and goes straight
- * into a tuplestore (work_mem in memory, the rest in a temporary file),
- * counted in bytes of its JSON text as it arrives; past max_rows or
- * max_bytes the executor is told to stop at once. A row whose text columns
- * alone pass max_bytes is refused before it is converted (converting one row
- * costs a few times its size). The tuplestore lives in
+ * executor produces is turned here into the JSON text row_to_json gives
+ * (src/row_json.c) and goes straight into a tuplestore (work_mem in memory,
+ * the rest in a temporary file), counted in bytes of that text as it
+ * arrives; past max_rows or max_bytes the executor is told to stop at once.
+ * A row that cannot fit is refused before its JSON text is built. The tuplestore lives in
  * the top transaction's memory and resource owner, so the subtransaction's
  * rollback keeps it, and sqlcoder._result_rows(token) copies it into the
  * caller's result and frees it. Whatever is not taken is freed when the
@@ -19,12 +18,11 @@
  *
  *   sqlcoder._run_readonly(query, caller_search_path, max_rows, max_bytes)
  *     -> (token, row_count, bytes, truncated, exceeded)
- *     each row of query kept as row_to_json of it
+ *     each row of query kept as its row_to_json text
  *   sqlcoder._result_rows(token) -> SETOF json
  */
 #include "postgres.h"
 
-#include "access/detoast.h"
 #include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
@@ -38,10 +36,11 @@
 #include "tcop/dest.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
-#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/tuplestore.h"
+
+#include "row_json.h"
 
 PG_FUNCTION_INFO_V1(sqlcoder_run_readonly);
 PG_FUNCTION_INFO_V1(sqlcoder_result_rows);
@@ -77,8 +76,7 @@ typedef struct StashReceiver
 	int64		bytes;
 	bool		truncated;
 	bool		exceeded;
-	TupleDesc	row_desc;		/* the query's columns, as a row type row_to_json takes */
-	bool	   *counted;		/* per column: json_at_least_raw */
+	RowJson    *json;			/* turns the query's rows into their JSON text */
 	MemoryContext row_cxt;		/* one row's conversion, reset after each */
 } StashReceiver;
 
@@ -147,81 +145,30 @@ stash_create(TupleDesc desc)
 	return stash;
 }
 
-/*
- * Types whose JSON text is never shorter than their raw bytes: row_to_json
- * writes them as their output text, quoted and escaped (escaping only
- * lengthens), and that output is the stored bytes (text, varchar, bpchar
- * with its padding), at least them (bytea: \\x and two hex digits a byte,
- * or with bytea_output = escape one to four characters a byte), or the
- * stored text itself (json). Not xml (its output may
- * drop the XML declaration), jsonb or numeric (their text may be shorter than
- * their binary form), nor arrays (element headers and padding).
- */
-static bool
-json_at_least_raw(Oid type)
-{
-	switch (getBaseType(type))	/* row_to_json looks through domains too */
-	{
-		case TEXTOID:
-		case VARCHAROID:
-		case BPCHAROID:
-		case BYTEAOID:
-		case JSONOID:
-			return true;
-		default:
-			return false;
-	}
-}
-
 static void
 receiver_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
 {
 	StashReceiver *r = (StashReceiver *) self;
-	int			i;
 
-	/* Runs in the executor's query context: all of this lives as long as the query. */
-	r->row_desc = CreateTupleDescCopy(typeinfo);
-	r->row_desc->tdtypeid = RECORDOID;
-	r->row_desc->tdtypmod = -1;
-	r->row_desc = BlessTupleDesc(r->row_desc);	/* row_to_json looks the row type up */
-	r->counted = palloc0(sizeof(bool) * Max(typeinfo->natts, 1));
-	for (i = 0; i < typeinfo->natts; i++)
-		r->counted[i] = json_at_least_raw(TupleDescAttr(typeinfo, i)->atttypid);
+	/* Runs in the executor's query context: both live as long as the query. */
+	r->json = row_json_start(typeinfo);
 	r->row_cxt = AllocSetContextCreate(CurrentMemoryContext, "sqlcoder row", ALLOCSET_DEFAULT_SIZES);
-}
-
-/*
- * A lower bound of the row's JSON text, from the datums as they are: the raw
- * size of the columns whose JSON is at least that long. Nothing is detoasted
- * or copied (toast_raw_datum_size reads the header or the TOAST pointer).
- */
-static int64
-json_lower_bound(StashReceiver *r, TupleTableSlot *slot)
-{
-	int64		bound = 0;
-	int			i;
-
-	for (i = 0; i < slot->tts_tupleDescriptor->natts; i++)
-		if (r->counted[i] && !slot->tts_isnull[i])
-			bound += (int64) (toast_raw_datum_size(slot->tts_values[i]) - VARHDRSZ);
-	return bound;
 }
 
 /*
  * false stops the executor: the row cap or the byte limit is reached.
  *
- * Each row is converted here, not by the query: a row whose lower bound
- * alone passes the limit is refused before row_to_json copies it, renders
- * it, and before any TOASTed value is fetched. The conversion's garbage
- * (the row as a composite, its text, the JSON) goes with the row's context.
+ * A row is refused as soon as its JSON cannot fit: first by a lower bound
+ * read from its datums as they are (nothing fetched from TOAST, nothing
+ * copied), then by its exact JSON length, before that text is built. What
+ * measuring and building allocate goes with the row's context.
  */
 static bool
 receiver_receive(TupleTableSlot *slot, DestReceiver *self)
 {
 	StashReceiver *r = (StashReceiver *) self;
-	int64		bound;
+	int64		length;
 	MemoryContext old;
-	HeapTuple	tuple;
 	Datum		json;
 	bool		isnull = false;
 
@@ -230,26 +177,23 @@ receiver_receive(TupleTableSlot *slot, DestReceiver *self)
 		r->truncated = true;
 		return false;
 	}
-	slot_getallattrs(slot);
-	bound = json_lower_bound(r, slot);
-	if (r->bytes + bound > r->max_bytes)
+	length = row_json_lower_bound(r->json, slot);
+	if (r->bytes + length <= r->max_bytes)
 	{
-		r->bytes += bound;
-		r->exceeded = true;
-		return false;
+		old = MemoryContextSwitchTo(r->row_cxt);
+		length = row_json_measure(r->json, slot);
+		MemoryContextSwitchTo(old);
 	}
-	old = MemoryContextSwitchTo(r->row_cxt);
-	tuple = heap_form_tuple(r->row_desc, slot->tts_values, slot->tts_isnull);
-	/* what row_to_json(q.*) in the query would get: the row with its TOASTed values fetched */
-	json = DirectFunctionCall1(row_to_json, HeapTupleGetDatum(tuple));
-	MemoryContextSwitchTo(old);
-	r->bytes += (int64) VARSIZE_ANY_EXHDR(DatumGetPointer(json));
+	r->bytes += length;
 	if (r->bytes > r->max_bytes)
 	{
 		MemoryContextReset(r->row_cxt);
 		r->exceeded = true;
 		return false;
 	}
+	old = MemoryContextSwitchTo(r->row_cxt);
+	json = row_json_build(r->json);
+	MemoryContextSwitchTo(old);
 	tuplestore_putvalues(r->stash->store, r->stash->desc, &json, &isnull);	/* copies it */
 	MemoryContextReset(r->row_cxt);
 	r->rows++;

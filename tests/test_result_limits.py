@@ -118,23 +118,82 @@ def peak_of_a_fresh_backend(pg: Cluster, sql: str) -> tuple[str | int, int]:
         return outcome, peak
 
 
-@pytest.mark.parametrize("rows, row_mib, expected", [
-    (256, 1, "54000"),  # 4x the limit in many rows
-    (32, 8, "54000"),  # 4x the limit in wide rows
-    (60, 1, 60),  # just under the limit: accepted
-])
-def test_backend_peak_memory_stays_within_twice_the_limit(pg, admin, rows, row_mib, expected) -> None:
-    outcome, peak = peak_of_a_fresh_backend(pg, wide_rows(rows, row_mib * MiB))
+COMPUTED_100MB = "SELECT repeat('x', 100000000 + g - g) AS s FROM generate_series(1, {n}) g"
+
+
+@pytest.mark.parametrize("sql, expected", [
+    (wide_rows(256, MiB), "54000"),  # 4x the limit in many rows
+    (wide_rows(32, 8 * MiB), "54000"),  # 4x the limit in wide rows
+    (wide_rows(60, MiB), 60),  # just under the limit: accepted
+    (wide_rows(1, 30 * MiB), 1),  # one wide row, accepted: built once at its exact length
+    (wide_rows(2, 40 * MiB), "54000"),  # the second wide row cannot fit
+    # One value over the limit, computed per row (not folded by the planner): refused from its
+    # size before its JSON text is built (this was 515 MiB).
+    (COMPUTED_100MB.format(n=10), "54000"),
+    (COMPUTED_100MB.format(n=1), "54000"),
+], ids=["256x1MiB", "32x8MiB", "60x1MiB", "1x30MiB", "2x40MiB", "10x100MB", "1x100MB"])
+def test_backend_peak_memory_stays_within_twice_the_limit(pg, admin, sql, expected) -> None:
+    outcome, peak = peak_of_a_fresh_backend(pg, sql)
     assert outcome == expected
     assert peak <= 2 * DEFAULT_LIMIT + 64 * MiB, f"backend peak {peak / MiB:.0f} MiB"
 
 
-def test_rows_are_plain_json_values_equal_to_row_to_json(analyst) -> None:
-    query = ("SELECT 'a \"quoted\" \\ back\tslash' AS t, '{\"k\": [1, \"two\"]}'::json AS j, "
-             "'{\"b\": 2, \"a\": 1}'::jsonb AS jb, 'ü €' AS u, NULL::int AS n, 1.50 AS x")
-    got = analyst.execute("SELECT r::text, pg_typeof(r)::text FROM sqlcoder.execute(%s) r", (query,)).fetchall()
-    direct = analyst.execute(f"SELECT row_to_json(q)::text FROM ({query}) q").fetchone()[0]
-    assert got == [(direct, "json")]
+def test_a_constant_value_over_the_limit_costs_what_planning_it_costs(pg, admin) -> None:
+    # The planner folds repeat('x', 100000000) into a 100 MB constant before anything runs,
+    # holding it twice for a moment (PostgreSQL's own cost: a bare SELECT length(repeat(...))
+    # peaks the same). Nothing after that copies it: it was 515 MiB.
+    outcome, peak = peak_of_a_fresh_backend(pg, "SELECT repeat('x', 100000000) AS s FROM generate_series(1, 10)")
+    assert outcome == "54000"
+    assert peak <= 2 * 100_000_000 + 64 * MiB, f"backend peak {peak / MiB:.0f} MiB"
+
+
+def test_a_toasted_value_over_the_limit_is_refused_without_being_read(pg, admin) -> None:
+    # 100 MB of text stored compressed: its size is read from the TOAST pointer, the value never fetched.
+    admin.execute("CREATE TABLE big_text AS SELECT repeat('x', 100000000) AS s")
+    try:
+        admin.execute(f"GRANT SELECT ON big_text TO {ROLE}")
+        outcome, peak = peak_of_a_fresh_backend(pg, "SELECT s FROM big_text")
+    finally:
+        admin.execute("DROP TABLE big_text")
+    assert outcome == "54000"
+    assert peak < 100_000_000, f"backend peak {peak / MiB:.0f} MiB: the value was fetched"
+
+
+# Each row's JSON text is built in C (src/row_json.c): text-like values escaped from the datum,
+# json copied, every other type through row_to_json of that column; all must equal row_to_json.
+SAME_AS_ROW_TO_JSON = [
+    "SELECT E'\\b\\f\\n\\r\\t \\\" \\\\ /' || chr(1) || chr(31) || chr(127) || ' ü € 😀' AS t, "
+    "'ab'::varchar(5) AS v, 'ab'::char(5) AS c, 'ab'::name AS n, NULL::text AS nt, ''::text AS empty",
+    "SELECT '\\x00ff5c22'::bytea AS b, ' {\"a\" :  [1, 2.50, \"x\\\\u0041\"]} '::json AS j, "
+    "'{\"b\": 2, \"a\": [1.50, null]}'::jsonb AS jb, NULL::json AS nj, NULL::bytea AS nb",
+    "SELECT 1.50::numeric AS x, 'NaN'::numeric AS nan, 'Infinity'::float8 AS inf, -0.0::float8 AS z, true AS ok, "
+    "'2026-12-01 11:40:31+00'::timestamptz AS ts, '1 day 2 hours'::interval AS i, 42::bigint AS big, "
+    "NULL::int AS ni",
+    "SELECT ARRAY['a\"b', NULL, 'c'] AS ta, ARRAY[[1, 2], [3, 4]] AS ia, ROW(1, 'x\\y', NULL)::record AS r, "
+    "'<a x=\"1\">é</a>'::xml AS x, '<?xml version=\"1.0\"?><a/>'::xml AS xd, ARRAY['{\"k\":  1}'::json] AS ja",
+    "SELECT 1 AS a, 'two' AS a, 3 AS \"we\"\"ird\\\\key\", 'x' AS \"ü\", 'tab' AS \"t\tb\"",
+    "SELECT g, repeat(chr(9) || 'y\"', g) AS s, CASE WHEN g % 2 = 0 THEN NULL ELSE g::text END AS odd "
+    "FROM generate_series(1, 5) g",
+    "SELECT FROM generate_series(1, 2)",
+    "SELECT c.*, c AS whole FROM customers c ORDER BY c.id",
+]
+
+
+@pytest.mark.parametrize("query", SAME_AS_ROW_TO_JSON)
+@pytest.mark.parametrize("bytea_output", ["hex", "escape"])
+def test_each_row_is_exactly_row_to_json(analyst, query, bytea_output) -> None:
+    analyst.execute(f"SET bytea_output = {bytea_output}")
+    got = [r[0] for r in analyst.execute("SELECT r::text FROM sqlcoder.execute(%s) r", (query,))]
+    direct = [r[0] for r in analyst.execute(f"SELECT row_to_json(q)::text FROM ({query}) q")]
+    assert got == direct and got
+
+
+def test_a_domain_over_text_is_escaped_like_text(analyst, admin) -> None:
+    admin.execute("DROP DOMAIN IF EXISTS public.shouty; CREATE DOMAIN public.shouty AS text")
+    query = "SELECT E'a\"b\\\\c\\n'::shouty AS d, ARRAY['x']::shouty[] AS da"
+    got = analyst.execute("SELECT r::text FROM sqlcoder.execute(%s) r", (query,)).fetchone()[0]
+    assert got == analyst.execute(f"SELECT row_to_json(q)::text FROM ({query}) q").fetchone()[0]
+    assert got == '{"d":"a\\"b\\\\c\\n","da":["x"]}'
 
 
 def test_a_result_larger_than_work_mem_comes_back_whole_and_in_order(analyst) -> None:
