@@ -8,6 +8,12 @@ Prints ``BENCH <name> <value> <unit>`` lines:
   result 4x over the limit; the worse of 256 rows x 1 MiB and 32 rows x 8 MiB.
   Target: at most 2.
 - ``run_peak_memory_mib``: that peak in MiB.
+- ``run_peak_one_value_mib``: the same peak for 10 rows of one 100 MB value,
+  refused at the first: ``repeat('x', 100000000)`` (a constant the planner
+  folds) and ``repeat('x', 100000000 + g - g)`` (computed per row), the worse.
+  Bound: 2 x 64 MiB + 64 MiB = 192 MiB (a folded constant costs twice its size to plan).
+- ``run_peak_wide_row_accepted_mib``: the peak for one accepted 60 MiB row
+  (returned to the client, which PostgreSQL itself does at about 3x a value).
 - ``abandoned_backend_end_ms``: SIGKILL of a psql waiting in ``sqlcoder.ask``
   (on a daemon that never answers) to its backend gone from pg_stat_activity
   (median of 3).
@@ -31,14 +37,16 @@ MiB = 1 << 20
 LIMIT = 64 * MiB
 
 
-def peak_for(pg: Cluster, fake: FakeDaemon, rows: int, row_bytes: int) -> int:
-    fake.reply(f" SELECT repeat('x', {row_bytes}) AS s FROM generate_series(1, {rows});")
+def peak_for(pg: Cluster, fake: FakeDaemon, rows: int, row_bytes: int | str, refused: bool = True) -> int:
+    fake.reply(f" SELECT repeat('x', {row_bytes}) AS s FROM generate_series(1, {rows}) g;")
     with pg.connect(DB, user=ROLE) as conn:
         try:
             conn.execute("SELECT * FROM sqlcoder.run('everything')").fetchall()
-            raise SystemExit("the result 4x over max_result_bytes was not refused")
+            if refused:
+                raise SystemExit(f"{rows} x {row_bytes} bytes was not refused")
         except psycopg.errors.ProgramLimitExceeded:
-            pass
+            if not refused:
+                raise
         peak = proc_bytes(f"/proc/{conn.info.backend_pid}/status", "VmHWM")
         if peak is None:
             raise SystemExit("no VmHWM in /proc/PID/status")
@@ -79,6 +87,10 @@ def main() -> None:
         peak = max(peak_for(pg, fake, 256, MiB), peak_for(pg, fake, 32, 8 * MiB))
         print(f"BENCH run_peak_memory_ratio {peak / LIMIT:.2f} x", flush=True)
         print(f"BENCH run_peak_memory_mib {peak / MiB:.0f} MiB", flush=True)
+        peak = max(peak_for(pg, fake, 10, 100_000_000), peak_for(pg, fake, 10, "100000000 + g - g"))
+        print(f"BENCH run_peak_one_value_mib {peak / MiB:.0f} MiB", flush=True)
+        peak = peak_for(pg, fake, 1, 60 * MiB, refused=False)
+        print(f"BENCH run_peak_wide_row_accepted_mib {peak / MiB:.0f} MiB", flush=True)
         fake.misbehave("hang")
         with pg.connect(DB) as admin:
             ms = statistics.median(abandoned_ms(pg, admin, n) for n in range(3))
