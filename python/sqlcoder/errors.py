@@ -192,6 +192,8 @@ class MultipleStatements(SqlRefused):
 class NotAPlainQuery(SqlRefused):
     sqlstate = "25006"
 
+    hint = ("sqlcoder only reads: SELECT, VALUES, TABLE, or WITH without INSERT/UPDATE/DELETE. Run other "
+            "statements yourself, outside sqlcoder.")
 
 class QueryTooExpensive(SqlRefused):
     sqlstate = "54000"

@@ -145,9 +145,8 @@ def _analyze(plpy: Any, text: str) -> QueryObjects:
             raise FunctionRefused(message, detail=detail_for(text), hint=(
                 "Only immutable pg_catalog functions may run while a query is analyzed, whatever "
                 "allowed_functions says: write the value without a cast to that type.")) from None
-        if message.startswith("sqlcoder runs only a plain query"):
-            raise NotAPlainQuery("sqlcoder runs only a plain query (SELECT, VALUES, TABLE, or WITH without "
-                                 "INSERT/UPDATE/DELETE)", detail=detail_for(text)) from None
+        if message.startswith("sqlcoder runs only a plain query"):  # "...: this is a DELETE", from C
+            raise NotAPlainQuery(message, detail=detail_for(text)) from None
         raise InvalidSql(f"sqlcoder refused the SQL: {message}", sqlstate=sqlstate or "42601",
                          detail=detail_for(text)) from None
 
