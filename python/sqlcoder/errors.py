@@ -31,7 +31,8 @@ Exception tree::
     │   └── SuperuserRefused          42501  a superuser may not run generated SQL
     ├── TimeLimitExceeded             57014  query_timeout_ms passed (the watchdog cancelled it)
     ├── QueryFailed                   (PostgreSQL's own) the query failed while running; DETAIL adds the SQL
-    ├── FeedbackError                 02000  no history entry of yours with that id
+    ├── FeedbackError                 22023  no history entry of yours with that id, a NULL argument
+    │   └── FeedbackReadOnly          25006  feedback inside a read-only transaction
     ├── ClientGone                    08006  the client disconnected while the call waited on the model
     └── InvalidExample                22023  a golden example without a question, or reading no table
         └── ExampleNotOwner           42501  the adder does not own every table the example reads
@@ -49,7 +50,7 @@ __all__ = [
     "DaemonRejected", "NoSQLGenerated",
     "DaemonReplyTooLarge", "DaemonVersionMismatch", "SqlRefused", "InvalidSql", "EmptySql",
     "MultipleStatements", "NotAPlainQuery", "QueryTooExpensive", "FunctionRefused", "SuperuserRefused",
-    "TimeLimitExceeded", "FeedbackError", "QueryFailed", "ResultTooLarge", "ClientGone", "InvalidExample",
+    "TimeLimitExceeded", "FeedbackError", "FeedbackReadOnly", "QueryFailed", "ResultTooLarge", "ClientGone", "InvalidExample",
     "ExampleNotOwner",
 ]
 
@@ -191,9 +192,9 @@ class MultipleStatements(SqlRefused):
 
 class NotAPlainQuery(SqlRefused):
     sqlstate = "25006"
-
     hint = ("sqlcoder only reads: SELECT, VALUES, TABLE, or WITH without INSERT/UPDATE/DELETE. Run other "
             "statements yourself, outside sqlcoder.")
+
 
 class QueryTooExpensive(SqlRefused):
     sqlstate = "54000"
@@ -222,8 +223,15 @@ class TimeLimitExceeded(SqlcoderError):
 
 
 class FeedbackError(SqlcoderError):
-    sqlstate = "02000"
+    # An error class (22: data exception), not 02000 "no data", a completion class drivers do not raise.
+    sqlstate = "22023"
     hint = "Pass the id of one of your own rows in sqlcoder.history."
+
+
+class FeedbackReadOnly(FeedbackError):
+    sqlstate = "25006"
+    hint = ("feedback writes to sqlcoder.history: call it in a read-write transaction (outside BEGIN READ ONLY, "
+            "or after SET TRANSACTION READ WRITE), on the primary.")
 
 
 class QueryFailed(SqlcoderError):

@@ -25,8 +25,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator
 
-from .errors import (ClientGone, DaemonBusy, DaemonError, FeedbackError, ModelTimeout, SqlcoderError, SqlRefused,
-                     TimeLimitExceeded)
+from .errors import (ClientGone, DaemonBusy, DaemonError, FeedbackError, FeedbackReadOnly, ModelTimeout,
+                     SqlcoderError, SqlRefused, TimeLimitExceeded)
 
 __all__ = ["Entry", "Limits", "begin", "record", "recording", "stats", "feedback", "COLUMNS", "FOLDED_OUTCOMES"]
 
@@ -173,6 +173,13 @@ def feedback(plpy: Any, history_id: Any, correct: Any, corrected_sql: Any) -> No
                             hint="sqlcoder.feedback(id, false, 'SELECT ...') stores a correction.")
     if isinstance(corrected_sql, str) and "\x00" in corrected_sql:
         raise FeedbackError("the corrected SQL contains a NUL character", hint=None)
-    rows = plpy.execute(plpy.prepare(_FEEDBACK, ["bigint", "boolean", "text"]), [history_id, correct, corrected_sql])
+    try:
+        rows = plpy.execute(plpy.prepare(_FEEDBACK, ["bigint", "boolean", "text"]),
+                            [history_id, correct, corrected_sql])
+    except plpy.SPIError as exc:
+        if getattr(exc, "sqlstate", None) == "25006":  # BEGIN READ ONLY, or a standby
+            raise FeedbackReadOnly("sqlcoder.feedback cannot store the verdict: the transaction is read-only",
+                                   detail=str(exc.args[0]) if exc.args else None) from None
+        raise
     if not rows:
         raise FeedbackError(f"no sqlcoder.history entry {history_id} of yours")
