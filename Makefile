@@ -25,7 +25,7 @@ OBJS        += src/result_rows.o
 # the library is small and never hot. `override`, since Makefile.global sets it.
 override with_llvm = no
 
-REGRESS      = setup ask_errors config
+REGRESS      = setup ask_errors config user_errors
 REGRESS_OPTS = --inputdir=test --outputdir=build/regress
 
 PG_CONFIG ?= pg_config
