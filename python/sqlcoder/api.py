@@ -16,7 +16,8 @@ import time
 import traceback
 from typing import Any, Callable, TypeVar
 
-from . import __version__, assemble, config, correction, examples, execute, guard, history, policy
+from . import __version__, _spi, assemble, config, correction, examples, execute, guard, history, policy
+from ._spi import Plpy
 from .client import DaemonClient
 from .errors import (ClientGone, DaemonError, DaemonProtocolError, InvalidQuestion, NoSQLGenerated, NullQuestion,
                      SqlcoderError, SqlRefused, VersionMismatch)
@@ -24,14 +25,12 @@ from .prompt import extract_sql
 
 __all__ = ["entry"]
 
-_interrupt_plan: Any = None  # the prepared client check, kept for the backend's life
-
 # Versions whose entry point (sqlcoder._call) returned jsonb, {"error": {...}}:
 # a database not yet updated must still get a clean "run ALTER EXTENSION" error.
 _JSONB_ENVELOPE_VERSIONS = frozenset({"0.1.0"})
 
 
-def entry(plpy: Any, extension_version: str, op: str, params: Any) -> dict[str, str | None] | str:
+def entry(plpy: Plpy, extension_version: str, op: str, params: Any) -> dict[str, str | None] | str:
     """Run operation ``op``; the reply is what ``sqlcoder._result`` expects."""
     if extension_version != __version__:
         exc = VersionMismatch(f"sqlcoder extension version {extension_version} does not match the installed "
@@ -51,8 +50,8 @@ def entry(plpy: Any, extension_version: str, op: str, params: Any) -> dict[str, 
     except SqlcoderError as exc:
         return _error(exc.sqlstate, exc.message, exc.detail, exc.hint)
     except plpy.SPIError as exc:
-        return _error(getattr(exc, "sqlstate", None) or "XX000", _spi_message(exc),
-                      getattr(exc, "detail", None), getattr(exc, "hint", None))
+        spi = _spi.fields(exc)
+        return _error(spi.sqlstate or "XX000", spi.message, spi.detail, spi.hint)
     except Exception as exc:  # a bug: log the traceback on the server, not to the client
         plpy.log("sqlcoder internal error:\n" + traceback.format_exc())
         return _error("XX000", f"sqlcoder internal error: {type(exc).__name__}: {exc}", None,
@@ -69,11 +68,6 @@ def _as_text(value: Any) -> str | None:
 def _error(sqlstate: str, message: str, detail: str | None, hint: str | None) -> dict[str, str | None]:
     return {"value": None,
             "error": json.dumps({"sqlstate": sqlstate, "message": message, "detail": detail, "hint": hint})}
-
-
-def _spi_message(exc: Exception) -> str:
-    # SPIError's str() is the server's primary message; args[0] holds the same text.
-    return str(exc.args[0]) if exc.args else str(exc)
 
 
 def _check_question(question: Any, settings: config.Settings) -> str:
@@ -109,36 +103,29 @@ FROM pg_catalog.unnest($1::pg_catalog.name[]) WITH ORDINALITY AS p(nspname, ord)
 JOIN pg_catalog.pg_namespace n ON n.nspname = p.nspname
 WHERE pg_catalog.has_schema_privilege(n.oid, 'USAGE')
 """
-_path_plan: Any = None
 
 
-def visible_path(plpy: Any, caller_path: Any) -> list[str]:
+def visible_path(plpy: Plpy, caller_path: Any) -> list[str]:
     """``caller_path`` without the schemas the current role has no USAGE on (or that do not exist)."""
-    global _path_plan
     if caller_path is None:
         return []
     if not isinstance(caller_path, list) or not all(isinstance(n, str) for n in caller_path):
         raise InvalidQuestion("caller_path must be an array of schema names",
                               hint="Call sqlcoder.ask, prompt, run or execute; they pass current_schemas(true).")
-    if _path_plan is None:
-        _path_plan = plpy.prepare(_VISIBLE_PATH_SQL, ["text[]"])
-    return plpy.execute(_path_plan, [caller_path])[0]["path"] or []
+    return plpy.execute(_spi.plan(plpy, _VISIBLE_PATH_SQL, ["text[]"]), [caller_path])[0]["path"] or []
 
 
-def _build_prompt(plpy: Any, settings: config.Settings, question: Any, instructions: Any,
+def _build_prompt(plpy: Plpy, settings: config.Settings, question: Any, instructions: Any,
                   caller_path: list[str], client: DaemonClient | None = None, correction_block: str = "") -> str:
     text = _check_question(question, settings)
     return assemble.build_prompt(plpy, settings, text, _instructions(instructions, settings), caller_path or [],
                                  client or _client(plpy, settings), correction_block)
 
 
-def _checker(plpy: Any) -> Callable[[], None]:
+def _checker(plpy: Plpy) -> Callable[[], None]:
     """Between socket polls: let PostgreSQL act on a pending cancel or statement_timeout, and give up
     when the client has gone away (the socket to the daemon is then closed, which cancels the request)."""
-    global _interrupt_plan
-    if _interrupt_plan is None:
-        _interrupt_plan = plpy.prepare("SELECT sqlcoder._client_connected() AS connected")
-    plan = _interrupt_plan
+    plan = _spi.plan(plpy, "SELECT sqlcoder._client_connected() AS connected")
 
     def check() -> None:
         if not plpy.execute(plan)[0]["connected"]:
@@ -147,7 +134,7 @@ def _checker(plpy: Any) -> Callable[[], None]:
     return check
 
 
-def _client(plpy: Any, settings: config.Settings, budget: float | None = None) -> DaemonClient:
+def _client(plpy: Plpy, settings: config.Settings, budget: float | None = None) -> DaemonClient:
     return DaemonClient(settings.socket_path, connect_timeout=settings.connect_timeout_ms / 1000,
                         max_reply_bytes=settings.max_reply_bytes, check_interrupts=_checker(plpy), budget=budget)
 
@@ -156,12 +143,12 @@ def _history_limits(settings: config.Settings) -> history.Limits:
     return history.Limits(settings.history_timeout_ms, settings.history_write_timeout_ms)
 
 
-def op_prompt(plpy: Any, question: Any = None, instructions: Any = None, caller_path: Any = None) -> str:
+def op_prompt(plpy: Plpy, question: Any = None, instructions: Any = None, caller_path: Any = None) -> str:
     settings = config.load(plpy)
     return _build_prompt(plpy, settings, question, instructions, caller_path)
 
 
-def op_ask(plpy: Any, question: Any = None, instructions: Any = None, caller_path: Any = None) -> str:
+def op_ask(plpy: Plpy, question: Any = None, instructions: Any = None, caller_path: Any = None) -> str:
     """Generate SQL, guarded (when guard_ask is on) so that ``\\gexec`` gets one plain query; recorded."""
     settings = config.load(plpy)
     entry = history.Entry("ask", question=question)
@@ -181,7 +168,7 @@ def op_ask(plpy: Any, question: Any = None, instructions: Any = None, caller_pat
 T = TypeVar("T")
 
 
-def _generate_checked(plpy: Any, settings: config.Settings, question: Any, instructions: Any, caller_path: Any,
+def _generate_checked(plpy: Plpy, settings: config.Settings, question: Any, instructions: Any, caller_path: Any,
                       entry: history.Entry, check: Callable[[str], T]) -> T:
     """Generate SQL and pass it to ``check`` (the guard, or guard and run); on a refusal the model
     can fix, ask again with the SQL and PostgreSQL's error, up to ``max_corrections`` times."""
@@ -222,7 +209,7 @@ def _give_up(entry: history.Entry, attempts: list[correction.Attempt], first: Sq
     raise correction.failure(first, attempts)
 
 
-def _timed_generate(plpy: Any, settings: config.Settings, question: Any, instructions: Any, caller_path: Any,
+def _timed_generate(plpy: Plpy, settings: config.Settings, question: Any, instructions: Any, caller_path: Any,
                     entry: history.Entry, client: DaemonClient, correction_block: str = "") -> tuple[str, float]:
     started = time.monotonic()
     try:
@@ -235,7 +222,7 @@ def _timed_generate(plpy: Any, settings: config.Settings, question: Any, instruc
     return sql, elapsed
 
 
-def _generate(plpy: Any, settings: config.Settings, question: Any, instructions: Any, caller_path: Any,
+def _generate(plpy: Plpy, settings: config.Settings, question: Any, instructions: Any, caller_path: Any,
               entry: history.Entry, client: DaemonClient, correction_block: str = "") -> str:
     """One generate request through ``client``, whose budget (model_timeout_ms) covers the whole call:
     status probe, token counts, generate, and any correction's requests."""
@@ -258,7 +245,7 @@ def _generate(plpy: Any, settings: config.Settings, question: Any, instructions:
 
 # -- Running SQL read-only, history, feedback (issue #5) ------------------------
 
-def _function_lists(plpy: Any, settings: config.Settings) -> policy.FunctionLists:
+def _function_lists(plpy: Plpy, settings: config.Settings) -> policy.FunctionLists:
     """The DBA's allowed/denied functions, resolved here, in sqlcoder's pinned search_path."""
     return policy.load_lists(plpy, settings.allowed_functions, settings.denied_functions)
 
@@ -271,7 +258,7 @@ def _max_rows(settings: config.Settings, requested: Any) -> int:
     return min(requested, settings.max_rows)
 
 
-def _run_recorded(plpy: Any, settings: config.Settings, entry: history.Entry, sql: Any, caller_path: Any,
+def _run_recorded(plpy: Plpy, settings: config.Settings, entry: history.Entry, sql: Any, caller_path: Any,
                   max_rows: int) -> int:
     """Run guarded SQL read-only; callers have already refused a superuser (refuse_superuser).
 
@@ -288,7 +275,7 @@ def _run_recorded(plpy: Any, settings: config.Settings, entry: history.Entry, sq
     return result.token
 
 
-def op_run(plpy: Any, question: Any = None, instructions: Any = None, caller_path: Any = None,
+def op_run(plpy: Plpy, question: Any = None, instructions: Any = None, caller_path: Any = None,
            max_rows: Any = None) -> int:
     """Generate SQL and run it read-only; the rows' token for ``sqlcoder._result_rows``."""
     settings = config.load(plpy)
@@ -300,7 +287,7 @@ def op_run(plpy: Any, question: Any = None, instructions: Any = None, caller_pat
                                  lambda sql: _run_recorded(plpy, settings, entry, sql, caller_path, limit))
 
 
-def op_execute(plpy: Any, sql: Any = None, caller_path: Any = None, max_rows: Any = None) -> int:
+def op_execute(plpy: Plpy, sql: Any = None, caller_path: Any = None, max_rows: Any = None) -> int:
     """Run SQL a user reviewed under the same guard and read-only execution as run."""
     settings = config.load(plpy)
     entry = history.Entry("execute", sql=sql)
@@ -310,12 +297,12 @@ def op_execute(plpy: Any, sql: Any = None, caller_path: Any = None, max_rows: An
         return _run_recorded(plpy, settings, entry, sql, caller_path, limit)
 
 
-def op_feedback(plpy: Any, id: Any = None, correct: Any = None, corrected_sql: Any = None) -> None:
+def op_feedback(plpy: Plpy, id: Any = None, correct: Any = None, corrected_sql: Any = None) -> None:
     """Mark one of the caller's history rows right or wrong, with corrected SQL for later use as an example."""
     history.feedback(plpy, id, correct, corrected_sql)
 
 
-def op_status(plpy: Any) -> dict[str, Any]:
+def op_status(plpy: Plpy) -> dict[str, Any]:
     settings = config.load(plpy)
     result: dict[str, Any] = {"extension_version": __version__, "socket_path": settings.socket_path,
                               "history": history.stats(plpy)}
@@ -329,7 +316,7 @@ def op_status(plpy: Any) -> dict[str, Any]:
     return result
 
 
-def op_check_example(plpy: Any, question: Any = None, sql: Any = None, search_path: Any = None) -> dict[str, Any]:
+def op_check_example(plpy: Plpy, question: Any = None, sql: Any = None, search_path: Any = None) -> dict[str, Any]:
     """The trigger on sqlcoder.examples: guard the SQL as the inserting role and list its relations."""
     return examples.check_new(plpy, question, sql, search_path)
 

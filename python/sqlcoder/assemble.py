@@ -15,7 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from . import bounds, examples, schema_cache, value_hints
+from . import _spi, bounds, examples, schema_cache, value_hints
+from ._spi import Plpy
 from .client import DaemonClient
 from .config import Settings
 from .errors import DaemonError, DaemonNotResponding
@@ -43,7 +44,6 @@ LEFT JOIN pg_catalog.pg_namespace n ON n.oid = i.scope
 WHERE i.scope IS NULL OR n.nspname = ANY ($1::name[])
 ORDER BY i.scope IS NOT NULL, i.id
 """
-_plans: dict[str, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -89,12 +89,10 @@ def forget_model(socket_path: str, model: Any = None) -> None:
         del _status[socket_path]
 
 
-def dba_instructions(plpy: Any, caller_path: Sequence[str],
+def dba_instructions(plpy: Plpy, caller_path: Sequence[str],
                      max_chars: int = bounds.DEFAULT_MAX_CHARS) -> list[tuple[str, str, int]]:
     """``sqlcoder.instructions`` for this caller, global ones first: (name, text cut to ``max_chars``, length)."""
-    plan = _plans.get("instructions")
-    if plan is None:
-        plan = _plans["instructions"] = plpy.prepare(_DBA_INSTRUCTIONS_SQL, ["name[]", "int4"])
+    plan = _spi.plan(plpy, _DBA_INSTRUCTIONS_SQL, ["name[]", "int4"])
     return [(f"instruction {r['id']}", r["instruction"], int(r["chars"]))
             for r in plpy.execute(plan, [list(caller_path), max_chars])]
 
@@ -147,7 +145,7 @@ def _hint_settings(settings: Settings) -> value_hints.HintSettings | None:
     return value_hints.HintSettings(settings.value_hints_max_values, settings.value_hints_max_distinct)
 
 
-def build_prompt(plpy: Any, settings: Settings, question: str, instructions: Sequence[str],
+def build_prompt(plpy: Plpy, settings: Settings, question: str, instructions: Sequence[str],
                  caller_path: Sequence[str], client: DaemonClient, correction: str = "") -> str:
     """The prompt for ``question``, pruned to the model's context when the daemon is reachable.
 
@@ -183,7 +181,7 @@ def build_prompt(plpy: Any, settings: Settings, question: str, instructions: Seq
         return full  # counting failed: send everything and let the daemon judge
 
 
-def _pruned(plpy: Any, cached: schema_cache.CachedSchema, question: str, lines: list[str], template: str,
+def _pruned(plpy: Plpy, cached: schema_cache.CachedSchema, question: str, lines: list[str], template: str,
             budget: int, model: str, count: Counter, full: str, tail: str = "") -> str:
     blocks, join_counts = cached.counts(model, count)
     costs = [c + _SEPARATOR_TOKENS for c in blocks]

@@ -9,7 +9,9 @@ and the caller hears which objects were cut in a NOTICE.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
+
+from ._spi import Plpy
 
 __all__ = ["DEFAULT_MAX_CHARS", "MARK", "marked", "marker_text", "cut", "bound_instructions", "notice_cut"]
 
@@ -65,7 +67,7 @@ def bound_instructions(owners: Sequence[tuple[str, str, int]], callers: Sequence
     return lines + list(callers), names
 
 
-def notice_cut(plpy: Any, names: Sequence[str]) -> None:
+def notice_cut(plpy: Plpy, names: Sequence[str]) -> None:
     """One NOTICE naming what was cut (the first few, then a count)."""
     if not names:
         return

@@ -16,7 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
 
-from . import bounds
+from . import _spi, bounds
+from ._spi import Plpy
 from .bounds import DEFAULT_MAX_CHARS
 
 __all__ = ["Column", "Table", "Join", "Schema", "EXCLUDED_SCHEMAS", "read_schema",
@@ -160,8 +161,6 @@ ORDER BY h.id
 
 _KIND_NOTES = {"v": "view", "m": "materialized view", "f": "foreign table"}
 
-_plans: dict[str, Any] = {}  # prepared once per backend
-
 
 @dataclass(slots=True)
 class Column:
@@ -216,13 +215,6 @@ class Schema:
 
     def by_oid(self) -> dict[int, Table]:
         return {t.oid: t for t in self.tables}
-
-
-def _plan(plpy: Any, key: str, sql: str, types: Sequence[str] = ()) -> Any:
-    plan = _plans.get(key)
-    if plan is None:
-        plan = _plans[key] = plpy.prepare(sql, list(types))
-    return plan
 
 
 def _labels(raw: str, max_chars: int) -> list[str] | None:
@@ -292,7 +284,7 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def read_schema(plpy: Any, caller_path: Sequence[str], max_chars: int = DEFAULT_MAX_CHARS) -> Schema:
+def read_schema(plpy: Plpy, caller_path: Sequence[str], max_chars: int = DEFAULT_MAX_CHARS) -> Schema:
     """Introspect the relations the caller can see through ``caller_path`` (``current_schemas(true)``).
 
     Comments, enum label lists and generated-column expressions (text their
@@ -303,8 +295,8 @@ def read_schema(plpy: Any, caller_path: Sequence[str], max_chars: int = DEFAULT_
         return _read_schema(plpy, caller_path, max_chars)
 
 
-def _read_schema(plpy: Any, caller_path: Sequence[str], max_chars: int) -> Schema:
-    rows = plpy.execute(_plan(plpy, "schema", _SCHEMA_SQL, ["name[]", "name[]", "int4"]),
+def _read_schema(plpy: Plpy, caller_path: Sequence[str], max_chars: int) -> Schema:
+    rows = plpy.execute(_spi.plan(plpy, _SCHEMA_SQL, ["name[]", "name[]", "int4"]),
                         [list(caller_path), list(EXCLUDED_SCHEMAS), max_chars])
     tables: list[Table] = []
     attnames: dict[int, dict[int, str]] = {}
@@ -326,7 +318,7 @@ def _read_schema(plpy: Any, caller_path: Sequence[str], max_chars: int) -> Schem
                                   int(target), tuple(target_names[n] for n in confkey)))
     visible = {oid: set(names.values()) for oid, names in attnames.items()}
     seen = set(joins)
-    for r in plpy.execute(_plan(plpy, "hints", _JOIN_HINTS_SQL)):
+    for r in plpy.execute(_spi.plan(plpy, _JOIN_HINTS_SQL)):
         left, right = int(r["left_oid"]), int(r["right_oid"])
         if r["left_column"] in visible.get(left, ()) and r["right_column"] in visible.get(right, ()):
             join = Join(left, (r["left_column"],), right, (r["right_column"],))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from ._spi import Plpy
 from .errors import ConfigError
 
 __all__ = ["Settings", "SETTINGS", "parse_settings", "load", "split_signatures"]
@@ -172,7 +173,7 @@ def parse_settings(rows: Mapping[str, str]) -> Settings:
     return Settings(**values)
 
 
-def load(plpy: Any) -> Settings:
+def load(plpy: Plpy) -> Settings:
     """Read ``sqlcoder.config`` with the caller's privileges."""
     rows = plpy.execute("SELECT key, value FROM sqlcoder.config")
     return parse_settings({r["key"]: r["value"] for r in rows})

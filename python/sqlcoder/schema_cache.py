@@ -17,7 +17,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from . import catalog, value_hints
+from . import _spi, catalog, value_hints
+from ._spi import Plpy
 from .pruning import RelevanceIndex
 
 __all__ = ["CachedSchema", "get", "clear", "MAX_ENTRIES"]
@@ -105,17 +106,9 @@ class CachedSchema:
 
 
 _entries: "OrderedDict[tuple[Any, ...], CachedSchema]" = OrderedDict()
-_plans: dict[str, Any] = {}
 
 
-def _plan(plpy: Any, key: str, sql: str, types: Sequence[str] = ()) -> Any:
-    plan = _plans.get(key)
-    if plan is None:
-        plan = _plans[key] = plpy.prepare(sql, list(types))
-    return plan
-
-
-def _read(plpy: Any, caller_path: Sequence[str], hints: value_hints.HintSettings | None, max_chars: int,
+def _read(plpy: Plpy, caller_path: Sequence[str], hints: value_hints.HintSettings | None, max_chars: int,
           snapshot: str = "", schema: catalog.Schema | None = None) -> CachedSchema:
     """A new entry: the schema read from the catalog (or given), with value hints when asked for."""
     entry = CachedSchema(schema or catalog.read_schema(plpy, caller_path, max_chars), snapshot=snapshot)
@@ -124,7 +117,7 @@ def _read(plpy: Any, caller_path: Sequence[str], hints: value_hints.HintSettings
     return entry
 
 
-def get(plpy: Any, caller_path: Sequence[str], hints: value_hints.HintSettings | None = None,
+def get(plpy: Plpy, caller_path: Sequence[str], hints: value_hints.HintSettings | None = None,
         max_chars: int = catalog.DEFAULT_MAX_CHARS) -> CachedSchema:
     """The caller's schema: from the cache when still current, else read and (usually) cached.
 
@@ -132,13 +125,13 @@ def get(plpy: Any, caller_path: Sequence[str], hints: value_hints.HintSettings |
     ANALYZE of one of its tables renews the hints, not the schema.
     ``max_chars``: other roles' comments and expressions are cut to this.
     """
-    probe = plpy.execute(_plan(plpy, "probe", _PROBE_SQL))[0]
+    probe = plpy.execute(_spi.plan(plpy, _PROBE_SQL))[0]
     if probe["own_change"]:
         return _read(plpy, caller_path, hints, max_chars)
     key = (probe["db"], probe["role"], probe["roles"], tuple(caller_path), hints, max_chars)
     entry = _entries.get(key)
     if entry is not None:
-        changed = plpy.execute(_plan(plpy, "changed", _CHANGED_SQL, ["text"]), [entry.snapshot])[0]["changed"]
+        changed = plpy.execute(_spi.plan(plpy, _CHANGED_SQL, ["text"]), [entry.snapshot])[0]["changed"]
         if not changed:
             if entry.stats_tables and value_hints.analyze_version(plpy, entry.stats_tables) != entry.stats_version:
                 for table in entry.schema.tables:
