@@ -19,8 +19,9 @@ from typing import Any, Callable, TypeVar
 from . import __version__, _spi, assemble, config, correction, examples, execute, guard, history, policy
 from ._spi import Plpy
 from .client import DaemonClient
-from .errors import (ClientGone, DaemonError, DaemonProtocolError, InvalidQuestion, NoSQLGenerated, NullQuestion,
-                     SqlcoderError, SqlRefused, VersionMismatch)
+from .model import Model
+from .errors import (ClientGone, DaemonError, InvalidQuestion, NoSQLGenerated, NullQuestion, SqlcoderError, SqlRefused,
+                     VersionMismatch)
 from .prompt import extract_sql
 
 __all__ = ["entry"]
@@ -116,10 +117,10 @@ def visible_path(plpy: Plpy, caller_path: Any) -> list[str]:
 
 
 def _build_prompt(plpy: Plpy, settings: config.Settings, question: Any, instructions: Any,
-                  caller_path: list[str], client: DaemonClient | None = None, correction_block: str = "") -> str:
+                  caller_path: list[str], model: Model | None = None, correction_block: str = "") -> str:
     text = _check_question(question, settings)
     return assemble.build_prompt(plpy, settings, text, _instructions(instructions, settings), caller_path or [],
-                                 client or _client(plpy, settings), correction_block)
+                                 model or _model(plpy, settings), correction_block)
 
 
 def _checker(plpy: Plpy) -> Callable[[], None]:
@@ -134,9 +135,11 @@ def _checker(plpy: Plpy) -> Callable[[], None]:
     return check
 
 
-def _client(plpy: Plpy, settings: config.Settings, budget: float | None = None) -> DaemonClient:
-    return DaemonClient(settings.socket_path, connect_timeout=settings.connect_timeout_ms / 1000,
-                        max_reply_bytes=settings.max_reply_bytes, check_interrupts=_checker(plpy), budget=budget)
+def _model(plpy: Plpy, settings: config.Settings, budget: float | None = None) -> Model:
+    """The daemon's model for one call; with ``budget``, every request of the call shares it."""
+    client = DaemonClient(settings.socket_path, connect_timeout=settings.connect_timeout_ms / 1000,
+                          max_reply_bytes=settings.max_reply_bytes, check_interrupts=_checker(plpy), budget=budget)
+    return Model(client, settings.model_timeout_ms / 1000)
 
 
 def _history_limits(settings: config.Settings) -> history.Limits:
@@ -174,8 +177,8 @@ def _generate_checked(plpy: Plpy, settings: config.Settings, question: Any, inst
     can fix, ask again with the SQL and PostgreSQL's error, up to ``max_corrections`` times."""
     rounds = settings.max_corrections if settings.self_correct else 0
     # One budget, model_timeout_ms, for every daemon request of the call, corrections included.
-    client = _client(plpy, settings, budget=settings.model_timeout_ms / 1000)
-    sql, ms = _timed_generate(plpy, settings, question, instructions, caller_path, entry, client)
+    model = _model(plpy, settings, budget=settings.model_timeout_ms / 1000)
+    sql, ms = _timed_generate(plpy, settings, question, instructions, caller_path, entry, model)
     attempts: list[correction.Attempt] = []
     first: SqlcoderError | None = None
     while True:
@@ -188,7 +191,7 @@ def _generate_checked(plpy: Plpy, settings: config.Settings, question: Any, inst
             if len(attempts) > rounds or not correction.fixable(exc):
                 _give_up(entry, attempts, first)
             try:
-                sql, ms = _timed_generate(plpy, settings, question, instructions, caller_path, entry, client,
+                sql, ms = _timed_generate(plpy, settings, question, instructions, caller_path, entry, model,
                                           correction.render(sql, message))
             except (NoSQLGenerated, SqlRefused, DaemonError) as again:  # e.g. the call's budget ran out
                 attempts.append(correction.Attempt("", again.sqlstate, again.message, None))
@@ -210,10 +213,10 @@ def _give_up(entry: history.Entry, attempts: list[correction.Attempt], first: Sq
 
 
 def _timed_generate(plpy: Plpy, settings: config.Settings, question: Any, instructions: Any, caller_path: Any,
-                    entry: history.Entry, client: DaemonClient, correction_block: str = "") -> tuple[str, float]:
+                    entry: history.Entry, model: Model, correction_block: str = "") -> tuple[str, float]:
     started = time.monotonic()
     try:
-        sql = _generate(plpy, settings, question, instructions, caller_path, entry, client, correction_block)
+        sql = _generate(plpy, settings, question, instructions, caller_path, entry, model, correction_block)
     finally:
         elapsed = (time.monotonic() - started) * 1000
         entry.model_ms = (entry.model_ms or 0.0) + elapsed
@@ -223,24 +226,14 @@ def _timed_generate(plpy: Plpy, settings: config.Settings, question: Any, instru
 
 
 def _generate(plpy: Plpy, settings: config.Settings, question: Any, instructions: Any, caller_path: Any,
-              entry: history.Entry, client: DaemonClient, correction_block: str = "") -> str:
-    """One generate request through ``client``, whose budget (model_timeout_ms) covers the whole call:
-    status probe, token counts, generate, and any correction's requests."""
-    limit = settings.model_timeout_ms / 1000
-    prompt = _build_prompt(plpy, settings, question, instructions, caller_path, client, correction_block)
-    fields: dict[str, Any] = {"prompt": prompt, "timeout_ms": client.daemon_timeout_ms(limit)}
-    if settings.max_new_tokens:
-        fields["max_new_tokens"] = settings.max_new_tokens
-    if settings.num_beams:
-        fields["num_beams"] = settings.num_beams
-    reply = client.request("generate", limit, **fields)
-    assemble.forget_model(settings.socket_path, reply.get("model"))  # a new model may want another template
-    if isinstance(reply.get("model"), str):
-        entry.model = reply["model"]
-    text = reply.get("text")
-    if not isinstance(text, str):
-        raise DaemonProtocolError("the sqlcoder daemon's generate reply has no text")
-    return extract_sql(text)
+              entry: history.Entry, model: Model, correction_block: str = "") -> str:
+    """One generate request through ``model``, whose client's budget (model_timeout_ms) covers the whole
+    call: status probe, token counts, generate, and any correction's requests."""
+    prompt = _build_prompt(plpy, settings, question, instructions, caller_path, model, correction_block)
+    generated = model.generate(prompt, max_new_tokens=settings.max_new_tokens, num_beams=settings.num_beams)
+    if generated.model is not None:
+        entry.model = generated.model
+    return extract_sql(generated.text)
 
 
 # -- Running SQL read-only, history, feedback (issue #5) ------------------------
@@ -307,12 +300,11 @@ def op_status(plpy: Plpy) -> dict[str, Any]:
     result: dict[str, Any] = {"extension_version": __version__, "socket_path": settings.socket_path,
                               "history": history.stats(plpy)}
     try:
-        reply = _client(plpy, settings).request("status", min(settings.model_timeout_ms / 1000, 10.0))
+        daemon = _model(plpy, settings).status(10.0)
     except DaemonError as exc:
         result.update(reachable=False, error=exc.message, hint=exc.hint)
         return result
-    daemon = reply.get("status")
-    result.update(reachable=True, daemon=daemon if isinstance(daemon, dict) else {})
+    result.update(reachable=True, daemon=daemon)
     return result
 
 
