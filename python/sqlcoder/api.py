@@ -137,9 +137,9 @@ def _checker(plpy: Plpy) -> Callable[[], None]:
 
 def _model(plpy: Plpy, settings: config.Settings, budget: float | None = None) -> Model:
     """The daemon's model for one call; with ``budget``, every request of the call shares it."""
-    client = DaemonClient(settings.socket_path, connect_timeout=settings.connect_timeout_ms / 1000,
+    client = DaemonClient(settings.socket_path, connect_timeout=settings.connect_timeout_s,
                           max_reply_bytes=settings.max_reply_bytes, check_interrupts=_checker(plpy), budget=budget)
-    return Model(client, settings.model_timeout_ms / 1000)
+    return Model(client, settings.model_timeout_s)
 
 
 def _history_limits(settings: config.Settings) -> history.Limits:
@@ -159,7 +159,7 @@ def op_ask(plpy: Plpy, question: Any = None, instructions: Any = None, caller_pa
         def check(sql: str) -> str:
             if settings.guard_ask:
                 execute.guard_only(plpy, sql, caller_path=caller_path, max_cost=settings.max_query_cost,
-                                   timeout_s=settings.query_timeout_ms / 1000,
+                                   timeout_s=settings.query_timeout_s,
                                    functions=_function_lists(plpy, settings))
             return sql
 
@@ -177,7 +177,7 @@ def _generate_checked(plpy: Plpy, settings: config.Settings, question: Any, inst
     can fix, ask again with the SQL and PostgreSQL's error, up to ``max_corrections`` times."""
     rounds = settings.max_corrections if settings.self_correct else 0
     # One budget, model_timeout_ms, for every daemon request of the call, corrections included.
-    model = _model(plpy, settings, budget=settings.model_timeout_ms / 1000)
+    model = _model(plpy, settings, budget=settings.model_timeout_s)
     sql, ms = _timed_generate(plpy, settings, question, instructions, caller_path, entry, model)
     attempts: list[correction.Attempt] = []
     first: SqlcoderError | None = None
@@ -258,7 +258,7 @@ def _run_recorded(plpy: Plpy, settings: config.Settings, entry: history.Entry, s
     Returns the token under which the rows wait for the SQL wrapper (``sqlcoder._result_rows``).
     """
     result = execute.run_query(plpy, sql, caller_path=caller_path, max_rows=max_rows,
-                               max_cost=settings.max_query_cost, timeout_s=settings.query_timeout_ms / 1000,
+                               max_cost=settings.max_query_cost, timeout_s=settings.query_timeout_s,
                                max_bytes=settings.max_result_bytes, functions=_function_lists(plpy, settings))
     entry.sql, entry.query_ms = result.sql, result.query_ms
     entry.row_count, entry.truncated, entry.outcome = result.row_count, result.truncated, "ok"

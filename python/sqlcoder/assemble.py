@@ -41,7 +41,7 @@ ORDER BY i.scope IS NOT NULL, i.id
 
 
 def dba_instructions(plpy: Plpy, caller_path: Sequence[str],
-                     max_chars: int = bounds.DEFAULT_MAX_CHARS) -> list[tuple[str, str, int]]:
+                     max_chars: int) -> list[tuple[str, str, int]]:
     """``sqlcoder.instructions`` for this caller, global ones first: (name, text cut to ``max_chars``, length)."""
     plan = _spi.plan(plpy, _DBA_INSTRUCTIONS_SQL, ["name[]", "int4"])
     return [(f"instruction {r['id']}", r["instruction"], int(r["chars"]))

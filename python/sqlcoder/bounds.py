@@ -13,9 +13,8 @@ from typing import Sequence
 
 from ._spi import Plpy
 
-__all__ = ["DEFAULT_MAX_CHARS", "MARK", "marked", "marker_text", "cut", "bound_instructions", "notice_cut"]
+__all__ = ["MARK", "marked", "marker_text", "cut", "bound_instructions", "notice_cut"]
 
-DEFAULT_MAX_CHARS = 1000
 MARK = "[cut by sqlcoder"
 _NOTICE_NAMES = 3  # objects named in one NOTICE; the rest are counted
 

@@ -18,7 +18,6 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from . import _spi, bounds
 from ._spi import Plpy
-from .bounds import DEFAULT_MAX_CHARS
 
 __all__ = ["Column", "Table", "Join", "Schema", "EXCLUDED_SCHEMAS", "read_schema",
            "render_table", "render_join", "render_schema"]
@@ -284,7 +283,7 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def read_schema(plpy: Plpy, caller_path: Sequence[str], max_chars: int = DEFAULT_MAX_CHARS) -> Schema:
+def read_schema(plpy: Plpy, caller_path: Sequence[str], max_chars: int) -> Schema:
     """Introspect the relations the caller can see through ``caller_path`` (``current_schemas(true)``).
 
     Comments, enum label lists and generated-column expressions (text their

@@ -84,7 +84,7 @@ def _check_texts(question: Any, sql: Any, settings: config.Settings) -> tuple[st
 
 def relations_of(plpy: Plpy, sql: str, search_path: Sequence[str], settings: config.Settings) -> frozenset[int]:
     """The guard's verdict on ``sql`` as the current role, then the relations it reads (nothing runs)."""
-    path, timeout_s = list(search_path), settings.query_timeout_ms / 1000
+    path, timeout_s = list(search_path), settings.query_timeout_s
     execute.guard_only(plpy, sql, caller_path=path, max_cost=None, timeout_s=timeout_s,
                        functions=policy.load_lists(plpy, settings.allowed_functions, settings.denied_functions))
     return execute.in_caller_context(plpy, path, timeout_s, lambda: guard.query_objects(plpy, sql).relations)

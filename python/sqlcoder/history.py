@@ -69,8 +69,8 @@ class Entry:
 class Limits:
     """How long a call waits for its row, and how long the worker may try."""
 
-    timeout_ms: int = 200
-    write_timeout_ms: int = 5000
+    timeout_ms: int  # history_timeout_ms
+    write_timeout_ms: int  # history_write_timeout_ms
 
 
 def _clean(value: Any) -> Any:
@@ -97,7 +97,7 @@ def begin(plpy: Plpy, entry: Entry, limits: Limits) -> None:
     plpy.execute(_spi.plan(plpy, _BEGIN, ["text", "int4"]), [_payload(pending), limits.write_timeout_ms])
 
 
-def record(plpy: Plpy, entry: Entry, limits: Limits = Limits()) -> str:
+def record(plpy: Plpy, entry: Entry, limits: Limits) -> str:
     """Have ``entry`` written for the calling role; returns what happened ('written', 'folded', 'lost: ...')."""
     plan = _spi.plan(plpy, _WRITE, ["text", "text", "int4", "int4", "bool"])
     # A call that succeeded is written in the caller's transaction (a worker
@@ -134,7 +134,7 @@ def _outcome(exc: BaseException) -> str:
 
 
 @contextmanager
-def recording(plpy: Plpy, entry: Entry, limits: Limits = Limits()) -> Iterator[Entry]:
+def recording(plpy: Plpy, entry: Entry, limits: Limits) -> Iterator[Entry]:
     """Record ``entry`` when the block ends, however it ends; the block's own error still propagates."""
     started = time.monotonic()
     begin(plpy, entry, limits)

@@ -117,8 +117,8 @@ def _read(plpy: Plpy, caller_path: Sequence[str], hints: value_hints.HintSetting
     return entry
 
 
-def get(plpy: Plpy, caller_path: Sequence[str], hints: value_hints.HintSettings | None = None,
-        max_chars: int = catalog.DEFAULT_MAX_CHARS) -> CachedSchema:
+def get(plpy: Plpy, caller_path: Sequence[str], hints: value_hints.HintSettings | None,
+        max_chars: int) -> CachedSchema:
     """The caller's schema: from the cache when still current, else read and (usually) cached.
 
     ``hints``: show value hints with these settings (None: none). A newer
