@@ -7,8 +7,8 @@ from typing import Iterable
 from ._sqleval_prompt import SQL_EVAL_TEMPLATES, instructions_as_sql_eval, schema_as_sql_eval
 from .errors import NoSQLGenerated
 
-__all__ = ["TEMPLATES", "TEMPLATE_SETTINGS", "DEFAULT_TEMPLATE", "SQLCODER_70B_TEMPLATE", "SQL_EVAL_PROFILE", "choose_template",
-           "template_for_model", "render_prompt", "extract_sql"]
+__all__ = ["TEMPLATES", "TEMPLATE_SETTINGS", "DEFAULT_TEMPLATE", "SQLCODER_70B_TEMPLATE", "SQL_EVAL_PROFILE",
+           "choose_template", "template_for_model", "render_prompt", "extract_sql"]
 
 # sqlcoder-70b-alpha's template, from prompt.md of defog-ai/sqlcoder, verbatim.
 SQLCODER_70B_TEMPLATE = """### Task

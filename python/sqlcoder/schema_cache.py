@@ -17,7 +17,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from . import _spi, catalog, value_hints
+from . import _spi, catalog, ddl, value_hints
 from ._spi import Plpy
 from .pruning import RelevanceIndex
 
@@ -61,7 +61,7 @@ class CachedSchema:
     def blocks(self) -> list[str]:
         """``CREATE TABLE`` text per table, in schema order."""
         if self._blocks is None:
-            self._blocks = [catalog.render_table(t) for t in self.schema.tables]
+            self._blocks = [ddl.render_table(t) for t in self.schema.tables]
         return self._blocks
 
     @property
@@ -70,13 +70,13 @@ class CachedSchema:
         if self._joins is None:
             tables = self.schema.by_oid()
             position = {t.oid: i for i, t in enumerate(self.schema.tables)}
-            self._joins = [(position[j.left], position[j.right], catalog.render_join(j, tables))
+            self._joins = [(position[j.left], position[j.right], ddl.render_join(j, tables))
                            for j in self.schema.joins]
         return self._joins
 
     @property
     def text(self) -> str:
-        """The whole schema, as :func:`sqlcoder.catalog.render_schema` renders it."""
+        """The whole schema."""
         if self._text is None:
             self._text = self.render(range(len(self.schema.tables)))
         return self._text
@@ -90,11 +90,8 @@ class CachedSchema:
     def render(self, positions: Sequence[int] | range) -> str:
         """The tables at ``positions`` (schema order) and the joins among them."""
         keep = set(positions)
-        text = "\n\n".join(self.blocks[i] for i in sorted(keep))
-        lines = [line for left, right, line in self.joins if left in keep and right in keep]
-        if lines:
-            text += "\n\n" + "\n".join(lines)
-        return text
+        return ddl.layout((self.blocks[i] for i in sorted(keep)),
+                          (line for left, right, line in self.joins if left in keep and right in keep))
 
     def counts(self, model: str, count: Callable[[list[str]], list[int]]) -> tuple[list[int], list[int]]:
         """Token counts of every table block and join line, counted once per model."""
