@@ -252,14 +252,16 @@ def _max_rows(settings: config.Settings, requested: Any) -> int:
 
 
 def _run_recorded(plpy: Plpy, settings: config.Settings, entry: history.Entry, sql: Any, caller_path: Any,
-                  max_rows: int) -> int:
+                  max_rows: int, typed: bool) -> int:
     """Run guarded SQL read-only; callers have already refused a superuser (refuse_superuser).
 
-    Returns the token under which the rows wait for the SQL wrapper (``sqlcoder._result_rows``).
+    Returns the token under which the rows wait for the SQL wrapper (``sqlcoder._result_rows``, or
+    for ``typed`` rows with the query's own columns, ``run_typed``/``execute_typed`` in C).
     """
     result = execute.run_query(plpy, sql, caller_path=caller_path, max_rows=max_rows,
                                max_cost=settings.max_query_cost, timeout_s=settings.query_timeout_s,
-                               max_bytes=settings.max_result_bytes, functions=_function_lists(plpy, settings))
+                               max_bytes=settings.max_result_bytes, functions=_function_lists(plpy, settings),
+                               typed=typed)
     entry.sql, entry.query_ms = result.sql, result.query_ms
     entry.row_count, entry.truncated, entry.outcome = result.row_count, result.truncated, "ok"
     if result.truncated:
@@ -269,7 +271,7 @@ def _run_recorded(plpy: Plpy, settings: config.Settings, entry: history.Entry, s
 
 
 def op_run(plpy: Plpy, question: Any = None, instructions: Any = None, caller_path: Any = None,
-           max_rows: Any = None) -> int:
+           max_rows: Any = None, typed: Any = False) -> int:
     """Generate SQL and run it read-only; the rows' token for ``sqlcoder._result_rows``."""
     settings = config.load(plpy)
     entry = history.Entry("run", question=question)
@@ -277,17 +279,18 @@ def op_run(plpy: Plpy, question: Any = None, instructions: Any = None, caller_pa
         limit = _max_rows(settings, max_rows)
         execute.refuse_superuser(plpy, settings.allow_superuser_run)  # before spending model time
         return _generate_checked(plpy, settings, question, instructions, caller_path, entry,
-                                 lambda sql: _run_recorded(plpy, settings, entry, sql, caller_path, limit))
+                                 lambda sql: _run_recorded(plpy, settings, entry, sql, caller_path, limit,
+                                                           typed is True))
 
 
-def op_execute(plpy: Plpy, sql: Any = None, caller_path: Any = None, max_rows: Any = None) -> int:
+def op_execute(plpy: Plpy, sql: Any = None, caller_path: Any = None, max_rows: Any = None, typed: Any = False) -> int:
     """Run SQL a user reviewed under the same guard and read-only execution as run."""
     settings = config.load(plpy)
     entry = history.Entry("execute", sql=sql)
     with history.recording(plpy, entry, _history_limits(settings)):
         limit = _max_rows(settings, max_rows)
         execute.refuse_superuser(plpy, settings.allow_superuser_run)
-        return _run_recorded(plpy, settings, entry, sql, caller_path, limit)
+        return _run_recorded(plpy, settings, entry, sql, caller_path, limit, typed is True)
 
 
 def op_feedback(plpy: Plpy, id: Any = None, correct: Any = None, corrected_sql: Any = None) -> None:

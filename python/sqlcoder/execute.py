@@ -132,7 +132,7 @@ def _release_advisory(plpy: Plpy, locks: set[tuple[int, int, int, str]]) -> None
 
 def run_query(plpy: Plpy, sql: Any, *, caller_path: Sequence[str] | None, max_rows: int,
               max_cost: float | None, timeout_s: float, max_bytes: int,
-              functions: policy.FunctionLists = policy.FunctionLists()) -> QueryResult:
+              functions: policy.FunctionLists = policy.FunctionLists(), typed: bool = False) -> QueryResult:
     """Guard ``sql``, run it read-only with at most ``max_rows`` rows and ``max_bytes`` bytes, undo its effects."""
     locks_before = _advisory_locks(plpy)
     helper = _spi.plan(plpy, _RUN_SQL, ["text", "text", "bigint", "bigint"])
@@ -140,7 +140,7 @@ def run_query(plpy: Plpy, sql: Any, *, caller_path: Sequence[str] | None, max_ro
 
     def work() -> tuple[guard.CheckedQuery, dict[str, Any]]:
         checked = guard.check(plpy, sql, max_rows=max_rows, max_cost=max_cost,
-                              search_path=search_path_of(caller_path), functions=functions)
+                              search_path=search_path_of(caller_path), functions=functions, typed=typed)
         try:
             kept = plpy.execute(helper, [checked.runnable, search_path_of(caller_path), max_rows, max_bytes])[0]
         except plpy.SPIError as exc:

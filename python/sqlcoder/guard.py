@@ -99,7 +99,7 @@ def strip_sql(sql: Any) -> str:
 
 
 def check(plpy: Plpy, sql: Any, *, max_rows: int, max_cost: float | None, search_path: str,
-          functions: policy.FunctionLists = policy.FunctionLists()) -> CheckedQuery:
+          functions: policy.FunctionLists = policy.FunctionLists(), typed: bool = False) -> CheckedQuery:
     """Run the guard's steps; raise a :class:`~sqlcoder.errors.SqlRefused` subclass on refusal.
 
     Call it with the caller's search_path in force (``search_path`` is the
@@ -110,8 +110,9 @@ def check(plpy: Plpy, sql: Any, *, max_rows: int, max_cost: float | None, search
     text = strip_sql(sql)
     objects = _analyze(plpy, text)
     policy.check_functions(plpy, objects.functions, objects.opaque, functions, detail=detail_for(text))
-    runnable = (f"SELECT pg_catalog.row_to_json({_ALIAS}.*) FROM (\n{text}\n) AS {_ALIAS} "
-                f"LIMIT {int(max_rows) + 1}")
+    # One json value per row; ``typed`` keeps the query's own columns and types (run_typed, execute_typed).
+    columns = f"{_ALIAS}.*" if typed else f"pg_catalog.row_to_json({_ALIAS}.*)"
+    runnable = f"SELECT {columns} FROM (\n{text}\n) AS {_ALIAS} LIMIT {int(max_rows) + 1}"
     cost = _cost(plpy, runnable, search_path, text)
     if max_cost is not None and cost > max_cost:
         raise QueryTooExpensive(

@@ -20,6 +20,16 @@ SELECT * FROM sqlcoder.execute('SELECT pg_catalog.pg_sleep(0)');
 -- typed columns from the json rows (README: "Typed columns")
 SELECT r.* FROM sqlcoder.execute('SELECT id, name, price FROM regress_items ORDER BY id') AS j,
   json_to_record(j) AS r(id int, name text, price numeric);
+-- typed columns kept by execute_typed: the bigint and the numeric keep every digit
+SELECT * FROM sqlcoder.execute_typed('SELECT id::bigint * 1000000000000 AS big, name, price FROM regress_items ORDER BY id')
+  AS r(big bigint, name text, price numeric);
+-- another listed type is read through its text form; a wrong column count says what the query returns
+SELECT * FROM sqlcoder.execute_typed('SELECT id, price FROM regress_items ORDER BY id') AS r(id text, price numeric(30,1));
+SELECT * FROM sqlcoder.execute_typed('SELECT id, name FROM regress_items') AS r(id int);
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+SELECT * FROM sqlcoder.execute_typed('SELECT name FROM regress_items') AS r(name int);
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+SELECT * FROM sqlcoder.execute_typed('DELETE FROM regress_items') AS r(id int);
 -- feedback: an id that is not one of yours is an error class, not 02000
 SELECT sqlcoder.feedback(-1, true);
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
