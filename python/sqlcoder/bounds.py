@@ -9,7 +9,7 @@ and the caller hears which objects were cut in a NOTICE.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from ._spi import Plpy
 

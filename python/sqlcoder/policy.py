@@ -22,8 +22,9 @@ whole extensions (by ``pg_depend`` membership, wherever they are installed).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from . import _spi
 from ._spi import Plpy
