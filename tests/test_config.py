@@ -2,10 +2,9 @@
 
 import pytest
 
+from fixtures.scripts import setting_defaults
 from sqlcoder import config
 from sqlcoder.errors import ConfigError
-
-from fixtures.scripts import setting_defaults
 
 DEFAULTS = setting_defaults()
 

@@ -9,8 +9,10 @@ module.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager, Mapping, Protocol, Sequence, TypeVar
+from typing import Any, Protocol, TypeVar
 
 __all__ = ["Plpy", "Rows", "plan", "SpiFields", "fields", "CANCELED", "is_canceled", "is_interrupt", "rolled_back"]
 
@@ -29,7 +31,7 @@ class Plpy(Protocol):
 
     def prepare(self, query: str, argtypes: Sequence[str] = ...) -> Any: ...
 
-    def subtransaction(self) -> ContextManager[Any]: ...
+    def subtransaction(self) -> AbstractContextManager[Any]: ...
 
     def notice(self, message: str, **fields: Any) -> None: ...
 

@@ -8,7 +8,7 @@ keeps the pieces and counts their tokens).
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from .catalog import Column, Join, Table
 

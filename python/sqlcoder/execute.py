@@ -123,10 +123,11 @@ def _release_advisory(plpy: Plpy, locks: set[tuple[int, int, int, str]]) -> None
         plan = _spi.plan(plpy, f"SELECT pg_catalog.bool_and(pg_catalog.{function}({placeholders})) AS all_held "
                          "FROM pg_catalog.generate_series(1, 1000)", types)
 
-        def unlock() -> None:
+        def unlock(plan: Any = plan, args: list[int] = args) -> None:
             plpy.execute("SELECT pg_catalog.set_config('client_min_messages', 'error', true)")
             while plpy.execute(plan, args)[0]["all_held"]:
                 pass
+
         _spi.rolled_back(plpy, unlock)
 
 
