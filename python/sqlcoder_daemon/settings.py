@@ -69,8 +69,9 @@ def parse_max_memory(text: str | dict | None) -> dict[int | str, str] | None:
 
 # fmt: off
 SETTINGS: tuple[Setting, ...] = (
-    Setting("model", str, None, "model to serve: a local directory or a Hugging Face hub id"),
-    Setting("backend", str, "transformers", "inference backend", choices=("transformers", "openai", "vllm")),
+    Setting("model", str, None, "model to serve: a local directory or a Hugging Face hub id (llama_cpp: a .gguf file)"),
+    Setting("backend", str, "transformers", "inference backend",
+            choices=("transformers", "llama_cpp", "openai", "vllm")),
     Setting("socket", str, "/run/sqlcoder/sqlcoder.sock", "Unix socket path the database connects to"),
     Setting("socket_group", str, None, "group given to the socket (mode 0660), e.g. postgres"),
     Setting("allow_uid", int, [], "peer uid allowed to connect (repeatable); default: own uid and postgres",
@@ -95,6 +96,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("prefix_cache_bytes", _size, 2 * 1024**3, "LRU budget for prompt-prefix KV caches (0 disables)"),
     Setting("prefix_cache_min_tokens", int, 32, "shortest shared prefix worth reusing"),
     Setting("check_memory", _bool, True, "estimate memory before loading and refuse when it cannot fit"),
+    Setting("llama_n_ctx", int, 0, "llama_cpp backend: context window in tokens (0: the GGUF file's own)"),
     Setting("openai_url", str, None, "openai backend: base URL of an OpenAI-compatible server (…/v1)"),
     Setting("openai_api_key", str, None, "openai backend: API key (config file or flag, never SQL)", secret=True),
     Setting("openai_model", str, None, "openai backend: model name sent to the server (default: --model)"),
@@ -206,6 +208,8 @@ def _validate(s: Settings) -> None:
     for name in ("max_new_tokens", "num_beams", "max_num_beams", "max_request_bytes", "max_queue", "max_batch_size"):
         if s[name] < 1:
             raise SettingsError(f"--{name.replace('_', '-')} must be at least 1")
+    if s.llama_n_ctx < 0:
+        raise SettingsError("--llama-n-ctx must be 0 (the model's own) or a token count")
     if s.num_beams > s.max_num_beams:
         raise SettingsError("--num-beams exceeds --max-num-beams")
     dm = s.device_map
