@@ -175,6 +175,9 @@ class LlamaCppBackend(Backend):
         At least one token is always evaluated, so that the logits are the prompt's own.
         """
         llm = self.llm
+        if not self.cache.enabled:  # --prefix-cache-bytes 0: every prompt is evaluated from its start
+            llm.n_tokens = 0
+            return 0
         limit = len(tokens) - 1
         live = common_prefix(llm.input_ids[: llm.n_tokens], tokens, limit)
         n, state = self.cache.lookup(tokens, limit, live)
