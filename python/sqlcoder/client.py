@@ -19,7 +19,8 @@ import time
 from typing import Any, Callable
 
 from .errors import (DaemonBusy, DaemonConnectionLost, DaemonNotRunning, DaemonPermissionDenied,
-                     DaemonProtocolError, DaemonRejected, DaemonReplyTooLarge, DaemonVersionMismatch, ModelTimeout)
+                     DaemonProtocolError, DaemonRejected, DaemonReplyTooLarge, DaemonVersionMismatch,
+                     ModelServerUnavailable, ModelTimeout)
 
 __all__ = ["PROTOCOL_VERSION", "DaemonClient"]
 
@@ -180,6 +181,8 @@ class DaemonClient:
         message = str(error.get("message", ""))[:500].replace("\x00", "")
         if code == "busy":
             raise DaemonBusy(f"the sqlcoder daemon is busy: {message}")
+        if code == "unavailable":
+            raise ModelServerUnavailable(f"the sqlcoder daemon's model server is unavailable: {message}")
         if code == "timeout":
             raise ModelTimeout(f"the model did not answer in time: {message}")
         if code == "forbidden":

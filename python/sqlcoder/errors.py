@@ -15,6 +15,7 @@ Exception tree::
     │   │   ├── DaemonReplyTooLarge   08P01  reply over max_reply_bytes
     │   │   └── DaemonVersionMismatch 08P01  daemon speaks another protocol version
     │   ├── DaemonBusy                53000  the daemon's queue is full
+    │   ├── ModelServerUnavailable    08001  the daemon's model server (openai backend) is down or answers garbage
     │   ├── ModelTimeout              57014  model_timeout_ms passed
     │   └── DaemonRejected            58000  the daemon answered with an error
     ├── NoSQLGenerated                22000  the model gave no SQL ("I do not know")
@@ -38,7 +39,7 @@ from __future__ import annotations
 __all__ = [
     "SqlcoderError", "InvalidQuestion", "NullQuestion", "ConfigError", "VersionMismatch",
     "DaemonError", "DaemonNotRunning", "DaemonPermissionDenied", "DaemonConnectionLost",
-    "DaemonProtocolError", "DaemonBusy", "ModelTimeout", "DaemonRejected", "NoSQLGenerated",
+    "DaemonProtocolError", "DaemonBusy", "ModelServerUnavailable", "ModelTimeout", "DaemonRejected", "NoSQLGenerated",
     "DaemonReplyTooLarge", "DaemonVersionMismatch", "SqlRefused", "InvalidSql", "EmptySql",
     "MultipleStatements", "NotAPlainQuery", "QueryTooExpensive", "SuperuserRefused", "TimeLimitExceeded",
     "FeedbackError", "QueryFailed",
@@ -108,6 +109,12 @@ class DaemonProtocolError(DaemonError):
 class DaemonBusy(DaemonError):
     sqlstate = "53000"
     hint = "The model daemon's queue is full; try again in a moment."
+
+
+class ModelServerUnavailable(DaemonError):
+    sqlstate = "08001"
+    hint = ("The daemon forwards to a model server (backend openai: vLLM, TGI, llama.cpp) that is down, unreachable "
+            "or answered garbage: check that server and the daemon's openai_url; the daemon's log has its reply.")
 
 
 class ModelTimeout(DaemonError):

@@ -8,6 +8,7 @@ DaemonError(code, message)
 ├── Busy                busy
 ├── Timeout             timeout
 ├── Loading             loading
+├── Unavailable         unavailable          (the openai backend's model server is down or answers garbage)
 └── Internal            internal             (message is generic; details go to the log)
 """
 
@@ -17,7 +18,7 @@ from typing import Any
 
 __all__ = [
     "BadRequest", "Busy", "Cancelled", "DaemonError", "Forbidden", "Internal", "Loading", "Timeout", "TooLarge",
-    "UnsupportedVersion",
+    "Unavailable", "UnsupportedVersion",
 ]
 
 
@@ -64,6 +65,10 @@ class Timeout(DaemonError):
 
 class Loading(DaemonError):
     code = "loading"
+
+
+class Unavailable(DaemonError):
+    code = "unavailable"
 
 
 class Internal(DaemonError):

@@ -1,0 +1,165 @@
+"""The HTTP side of the ``openai`` backend: a small abortable JSON client, what each server's errors mean,
+and how each server counts tokens.
+
+Servers differ (tested against llama-cpp-python's server, written for vLLM, TGI
+and llama.cpp's own as documented by them): only the completions endpoint takes
+a raw SQLCoder prompt; a tokenizer endpoint exists under four names and shapes;
+a prompt over the context is HTTP 400, 413 or 422 with different words.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import socket
+import urllib.parse
+from typing import Any, Callable
+
+from ..errors import Busy, DaemonError, TooLarge, Unavailable
+
+__all__ = ["Remote", "TokenCounter", "abort", "error_for", "message"]
+
+#: Longest reply body read from a server: a completion of --max-new-tokens is far smaller.
+MAX_REPLY_BYTES = 16 << 20
+
+_CONTEXT_WORDS = re.compile(r"context|too long|exceed|maximum.*tokens|tokens.*(must|less than)", re.I)
+
+
+class Remote:
+    """A minimal HTTP/JSON client over ``http.client`` whose connections can be aborted from another thread."""
+
+    def __init__(self, base_url: str, api_key: str | None, timeout: float):
+        url = urllib.parse.urlsplit(base_url.rstrip("/"))
+        if url.scheme not in ("http", "https") or not url.netloc:
+            raise ValueError(f"--openai-url must be http(s)://host:port/...; got {base_url!r}")
+        self.base_url = base_url
+        self.scheme, self.netloc, self.path = url.scheme, url.netloc, url.path
+        #: The server's root, for the non-OpenAI endpoints (/tokenize, /extras/...).
+        self.root = self.path[: -len("/v1")] if self.path.endswith("/v1") else self.path
+        self.api_key = api_key
+        self.timeout = timeout
+
+    def connection(self, timeout: float | None = None) -> http.client.HTTPConnection:
+        cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
+        return cls(self.netloc, timeout=timeout or self.timeout)
+
+    def call(self, method: str, path: str, body: dict | None = None,
+             conn: http.client.HTTPConnection | None = None, timeout: float | None = None) -> tuple[int, Any]:
+        """``(status, parsed JSON)``; a body that is not JSON comes back as ``{"error": {"message": ...}}``.
+
+        Raises :class:`OSError` / :class:`http.client.HTTPException` when the server cannot be reached.
+        """
+        own = conn is None
+        conn = conn or self.connection(timeout)
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        try:
+            conn.request(method, path, body=json.dumps(body).encode() if body is not None else None, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read(MAX_REPLY_BYTES + 1)
+            if len(data) > MAX_REPLY_BYTES:
+                return resp.status, {"error": {"message": f"reply over {MAX_REPLY_BYTES} bytes"}}
+            try:
+                return resp.status, json.loads(data or b"null")
+            except ValueError:
+                return resp.status, {"error": {"message": "not JSON: " + data[:200].decode(errors="replace")}}
+        finally:
+            if own:
+                conn.close()
+
+
+def abort(conn: http.client.HTTPConnection) -> None:
+    """Break a connection another thread is waiting on (the server sees the client leave)."""
+    sock = conn.sock
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def message(body: Any) -> str:
+    """The server's error text, short and printable."""
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict):
+            return str(err.get("message", ""))[:300]
+        if isinstance(err, str):  # TGI: {"error": "...", "error_type": "..."}
+            return err[:300]
+        if "detail" in body:  # FastAPI validation errors
+            return str(body["detail"])[:300]
+    return str(body)[:300]
+
+
+def error_for(status: int, body: Any) -> DaemonError:
+    """The daemon error a non-200 reply stands for."""
+    text = message(body)
+    if status == 429 or status == 503 and "overload" in text.lower():
+        return Busy(f"the model server is busy: {text}")
+    if status in (400, 413, 422) and _CONTEXT_WORDS.search(text):
+        return TooLarge(f"the model server refused the prompt's length: {text}")
+    if status == 404:
+        return Unavailable(f"the model server has no such endpoint (HTTP 404: {text}); the openai backend needs "
+                           "the completions API (…/v1/completions), not only chat")
+    if status in (401, 403):
+        return Unavailable(f"the model server refused the API key (HTTP {status}); check --openai-api-key")
+    return Unavailable(f"the model server answered HTTP {status}: {text}")
+
+
+def _list_length(reply: Any) -> int:
+    if not isinstance(reply, list):
+        raise TypeError("not a list of tokens")
+    return len(reply)
+
+
+class TokenCounter:
+    """Counts tokens with whichever tokenizer endpoint the server has, found once by probing.
+
+    ``(name, path, body(text), count(reply))``; counts that may include a
+    beginning-of-sequence token are corrected by the count of an empty string.
+    """
+
+    DIALECTS: tuple[tuple[str, str, Callable[[str, str | None], dict], Callable[[Any], int]], ...] = (
+        ("vllm", "/tokenize", lambda t, m: {"model": m, "prompt": t, "add_special_tokens": False},
+         lambda r: int(r["count"])),
+        ("llama-cpp-python", "/extras/tokenize/count", lambda t, m: {"input": t}, lambda r: int(r["count"])),
+        ("llama.cpp", "/tokenize", lambda t, m: {"content": t, "add_special": False}, lambda r: len(r["tokens"])),
+        ("tgi", "/tokenize", lambda t, m: {"inputs": t}, lambda r: _list_length(r)),
+    )
+
+    def __init__(self, remote: Remote, model: str | None):
+        self.remote, self.model = remote, model
+        self.dialect: tuple | None = None
+        self.offset = 0
+
+    def _count(self, dialect: tuple, text: str) -> int:
+        _, path, body, count = dialect
+        status, reply = self.remote.call("POST", self.remote.root + path, body(text, self.model), timeout=30)
+        if status != 200:
+            raise ValueError(status)
+        return count(reply)
+
+    def probe(self) -> str | None:
+        """Find the server's tokenizer endpoint; its name, or None when it has none."""
+        for dialect in self.DIALECTS:
+            try:
+                empty = self._count(dialect, "")
+                if self._count(dialect, "SELECT 1") <= empty:
+                    continue
+            except (ValueError, KeyError, TypeError, OSError, http.client.HTTPException):
+                continue
+            self.dialect, self.offset = dialect, empty
+            return dialect[0]
+        return None
+
+    def count(self, text: str) -> int:
+        if self.dialect is None:
+            raise Unavailable("the model server cannot count tokens; give --model a local tokenizer directory")
+        try:
+            return max(0, self._count(self.dialect, text) - self.offset) if text else 0
+        except (ValueError, KeyError, TypeError) as e:
+            raise Unavailable(f"the model server's tokenizer answered badly ({e.__class__.__name__})") from None
+        except (OSError, http.client.HTTPException) as e:
+            raise Unavailable(f"the model server cannot be reached ({e.__class__.__name__})") from None

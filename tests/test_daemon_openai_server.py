@@ -1,0 +1,194 @@
+"""The openai backend against servers we did not write: llama-cpp-python's OpenAI-compatible server on
+loopback (with the demo model as GGUF), and stand-ins that are down, answer garbage or never answer."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Iterator
+
+import psycopg
+import pytest
+
+from sqlcoder_daemon.cli import main
+from sqlcoder_dev import shop
+from sqlcoder_dev.daemonproc import DaemonProcess, socket_dir
+from sqlcoder_dev.gguf_export import ensure_gguf
+from sqlcoder_dev.pgcluster import Cluster
+
+pytestmark = pytest.mark.slow
+
+QUESTIONS = shop.sample_questions()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LlamaServer:
+    """``python -m llama_cpp.server`` on a loopback port, stopped on exit."""
+
+    def __init__(self, gguf: Path, *extra: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.log = open(gguf.parent / f"llama-server-{self.port}.log", "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+             "--port", str(self.port), "--n_ctx", "4096", "--n_threads", "1", *extra],
+            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        end = time.monotonic() + 120
+        while True:
+            assert self.proc.poll() is None, Path(self.log.name).read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"{self.url}/models", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < end, "llama_cpp.server did not start"
+            time.sleep(0.1)
+
+    def completion(self, prompt: str, max_tokens: int) -> dict:
+        body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "top_k": 1, "repeat_penalty": 1.0}
+        req = urllib.request.Request(f"{self.url}/completions", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return json.load(r)
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def llama_server(demo_model: Path) -> Iterator[LlamaServer]:
+    server = LlamaServer(ensure_gguf(demo_model))
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def front(llama_server: LlamaServer) -> Iterator[DaemonProcess]:
+    """The real daemon, --backend openai, forwarding to llama_cpp.server; no local tokenizer."""
+    with DaemonProcess(None, socket_dir() / "sqlcoder.sock",
+                       ["--backend", "openai", "--openai-url", llama_server.url, "--socket-group", "postgres"]) as d:
+        yield d
+
+
+@pytest.mark.parametrize("item", QUESTIONS, ids=[q["question"] for q in QUESTIONS])
+def test_ask_through_a_third_party_openai_server(pg: Cluster, new_db, analyst, front, item) -> None:
+    """PostgreSQL -> socket -> daemon (openai backend) -> llama_cpp.server -> llama.cpp, and the exact SQL back."""
+    db = new_db(socket=front.socket_path)
+    with pg.connect(db, user=analyst(db)) as conn:
+        assert conn.execute("SELECT sqlcoder.ask(%s)", (item["question"],)).fetchone()[0] == item["sql"]
+
+
+def test_server_counts_tokens_and_status_says_how(front: DaemonProcess, demo_model: Path) -> None:
+    from transformers import AutoTokenizer
+
+    texts = ["SELECT 1", "", "CREATE TABLE t (id int);", "ünïcödé 😀"]
+    counts = front.request({"v": 1, "id": "c", "op": "count_tokens", "texts": texts})["counts"]
+    tok = AutoTokenizer.from_pretrained(demo_model)
+    assert counts == [len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    st = front.request({"v": 1, "id": "s", "op": "status"})["status"]
+    assert st["backend"] == "openai" and st["device"].startswith("remote:http://127.0.0.1:")
+    assert st["model"].endswith("model-f32.gguf")  # the served model's id, from GET /v1/models
+
+
+def test_greedy_even_where_the_server_defaults_to_a_repeat_penalty(front: DaemonProcess, llama_server) -> None:
+    """llama-cpp-python's server applies repeat_penalty 1.1 unless told otherwise; the daemon pins 1.0."""
+    prompt = "SELECT count(*) FROM"
+    direct = llama_server.completion(prompt, 40)["choices"][0]["text"]
+    reply = front.request({"v": 1, "id": "g", "op": "generate", "prompt": prompt, "max_new_tokens": 40,
+                           "num_beams": 1})
+    assert reply["ok"] and reply["text"] == direct
+
+
+# --------------------------------------------------------------------------- servers that misbehave
+
+
+class _Misbehaving(BaseHTTPRequestHandler):
+    """Lists a model, then answers completions as ``server.mode`` says: garbage, 500, wrong shape, or never."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _send(self, code: int, body: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self._send(200, json.dumps({"object": "list", "data": [{"id": "m", "object": "model"}]}).encode())
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        mode = self.server.mode  # type: ignore[attr-defined]
+        if mode == "hang":
+            self.server.hung.wait(60)  # type: ignore[attr-defined]
+            return
+        self._send(*{"garbage": (200, b"<html>502 Bad Gateway</html>"), "error": (500, b'{"detail": "boom"}'),
+                     "shape": (200, b'{"choices": "none"}')}[mode])
+
+
+@pytest.fixture(scope="module")
+def misbehaving() -> Iterator[ThreadingHTTPServer]:
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Misbehaving)
+    srv.daemon_threads = True
+    srv.mode = "garbage"  # type: ignore[attr-defined]
+    srv.hung = threading.Event()  # type: ignore[attr-defined]
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv
+    srv.hung.set()  # type: ignore[attr-defined]
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_bad_server_answers_reach_the_caller_as_unavailable_with_a_hint(pg: Cluster, new_db, analyst,
+                                                                        misbehaving) -> None:
+    port = misbehaving.server_address[1]
+    with DaemonProcess(None, socket_dir() / "sqlcoder.sock",
+                       ["--backend", "openai", "--openai-url", f"http://127.0.0.1:{port}/v1",
+                        "--socket-group", "postgres"]) as d:
+        db = new_db(socket=d.socket_path)
+        with pg.connect(db) as conn:
+            conn.execute("UPDATE sqlcoder.config SET value = '3000' WHERE key = 'model_timeout_ms'")
+        with pg.connect(db, user=analyst(db)) as conn:
+            for mode in ("garbage", "error", "shape"):
+                misbehaving.mode = mode
+                with pytest.raises(psycopg.Error) as info:
+                    conn.execute("SELECT sqlcoder.ask('how many customers are there?')")
+                assert info.value.sqlstate == "08001", (mode, info.value)
+                assert "model server is unavailable" in str(info.value)
+                assert "check that server and the daemon's openai_url" in info.value.diag.message_hint
+            misbehaving.mode = "hang"  # accepts, never answers: the request's deadline ends it
+            t0 = time.monotonic()
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                conn.execute("SELECT sqlcoder.ask('how many customers are there?')")
+            assert time.monotonic() - t0 < 20
+        assert d.request({"v": 1, "id": "s", "op": "status"})["status"]["state"] == "ready"
+
+
+def test_server_down_refuses_to_start_with_one_line(capfd, tmp_path: Path) -> None:
+    rc = main(["--backend", "openai", "--openai-url", f"http://127.0.0.1:{free_port()}/v1",
+               "--socket", str(tmp_path / "s.sock")])
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert rc == 1 and len(lines) == 1 and "cannot reach the model server (ConnectionRefusedError" in lines[0]
