@@ -4,11 +4,8 @@ loopback (with the demo model as GGUF), and stand-ins that are down, answer garb
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
@@ -20,59 +17,12 @@ from sqlcoder_daemon.cli import main
 from sqlcoder_dev import shop
 from sqlcoder_dev.daemonproc import DaemonProcess, socket_dir
 from sqlcoder_dev.gguf_export import ensure_gguf
+from sqlcoder_dev.llama_server import LlamaServer, free_port
 from sqlcoder_dev.pgcluster import Cluster
 
 pytestmark = pytest.mark.slow
 
 QUESTIONS = shop.sample_questions()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LlamaServer:
-    """``python -m llama_cpp.server`` on a loopback port, stopped on exit."""
-
-    def __init__(self, gguf: Path, *extra: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.log = open(gguf.parent / f"llama-server-{self.port}.log", "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
-             "--port", str(self.port), "--n_ctx", "4096", "--n_threads", "1", *extra],
-            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        end = time.monotonic() + 120
-        while True:
-            assert self.proc.poll() is None, Path(self.log.name).read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{self.url}/models", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < end, "llama_cpp.server did not start"
-            time.sleep(0.1)
-
-    def completion(self, prompt: str, max_tokens: int) -> dict:
-        body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "top_k": 1, "repeat_penalty": 1.0}
-        req = urllib.request.Request(f"{self.url}/completions", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=120) as r:
-            return json.load(r)
-
-    def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
 
 
 @pytest.fixture(scope="module")

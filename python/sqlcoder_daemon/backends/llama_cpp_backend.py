@@ -143,8 +143,11 @@ class LlamaCppBackend(Backend):
             chunk = tokens[pos:pos + PREFILL_CHUNK]
             llm.eval(chunk)  # drops the KV cache past llm.n_tokens first
             pos += len(chunk)
-        if len(tokens) - reused >= self.cache.min_tokens:
-            self.cache.store(tokens, lambda: self._save_sequence())
+        if reused * 2 < len(tokens):
+            # Mostly new (another schema): save its KV state, so it survives the prompts that displace it.
+            # Copying a state costs time (a 7B model's 2,000-token state is about 1 GiB), so prompts that
+            # mostly reused one do not save theirs.
+            self.cache.store(tokens, self._save_sequence)
         completion: list[int] = []
         finish = "length"
         while True:
