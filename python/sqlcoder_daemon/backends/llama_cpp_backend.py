@@ -75,7 +75,7 @@ class LlamaCppBackend(Backend):
         threads = s.get("cpu_threads") or None
         t0 = time.monotonic()
         try:
-            self.llm = self.llama_cpp.Llama(model_path=str(path), n_ctx=s.get("llama_n_ctx", 0) or 0,
+            self.llm = self.llama_cpp.Llama(model_path=str(path), n_ctx=s.get("llama_n_ctx", 4096),
                                             n_threads=threads, n_threads_batch=threads, n_gpu_layers=0,
                                             logits_all=False, verbose=False)
         except (ValueError, RuntimeError) as e:
