@@ -17,7 +17,9 @@ from typing import Iterator
 import psycopg
 import pytest
 
+from sqlcoder_dev.daemonproc import DaemonProcess, process_rss
 from sqlcoder_dev.fake_daemon import FakeDaemon, drop_run_database, setup_run_database, socket_dir
+from sqlcoder_dev.fake_model_server import ModelServerStandIn
 from sqlcoder_dev.pgcluster import Cluster
 
 from fixtures.pg import SHOP_TEMPLATE
@@ -269,9 +271,42 @@ def test_prompt_injection_in_a_table_comment_cannot_write(pg, fake, analyst) -> 
         pg.psql("COMMENT ON TABLE orders IS NULL", dbname=DB)
 
 
+# (case id, what the openai backend's model server does, expected SQLSTATE)
+HOSTILE_MODEL_SERVERS = [
+    ("server-drop-table", "sql", "25006"),  # a compromised server's completion is still only model output
+    ("server-40-mib-reply", "huge", "08001"),  # refused after 16 MiB: the daemon's memory stays bounded
+    ("server-dribbles-bytes", "dribble", "57014"),  # never finishes: the request's deadline cuts it
+    ("server-html-page", "garbage", "08001"),
+]
+
+
+@pytest.mark.parametrize("case, mode, expected", HOSTILE_MODEL_SERVERS, ids=[c[0] for c in HOSTILE_MODEL_SERVERS])
+def test_hostile_model_server(pg, analyst, baseline, case, mode, expected) -> None:
+    """The real daemon (openai backend) in front of a model server that attacks it; same invariants as above."""
+    with ModelServerStandIn(mode) as server, \
+            DaemonProcess(None, socket_dir() / "sqlcoder.sock", ["--backend", "openai", "--openai-url", server.url,
+                                                                 "--socket-group", "postgres"]) as daemon:
+        server.text = " DROP TABLE customers;"
+        with pg.connect(DB) as admin:
+            old = admin.execute("SELECT key, value FROM sqlcoder.config WHERE key IN "
+                                "('socket_path', 'model_timeout_ms')").fetchall()
+            admin.execute("UPDATE sqlcoder.config SET value = %s WHERE key = 'socket_path'", (str(daemon.socket_path),))
+            admin.execute("UPDATE sqlcoder.config SET value = '3000' WHERE key = 'model_timeout_ms'")
+        try:
+            rss = process_rss(daemon.proc.pid)
+            assert outcome_of(analyst, "SELECT * FROM sqlcoder.run('how many customers are there?')") == expected
+            assert process_rss(daemon.proc.pid) < rss + 64 * 2**20
+            assert daemon.request({"v": 1, "id": "s", "op": "status"})["status"]["state"] == "ready"
+        finally:
+            with pg.connect(DB) as admin:
+                for key, value in old:
+                    admin.execute("UPDATE sqlcoder.config SET value = %s WHERE key = %s", (value, key))
+    assert_unharmed(pg, analyst, baseline)
+
+
 def test_every_case_is_in_the_security_note() -> None:
     from fixtures.pg import ROOT
     note = (ROOT / "docs" / "security.md").read_text()
-    missing = [c[0] for c in HOSTILE_OUTPUTS + HOSTILE_SQL if f"`{c[0]}`" not in note]
+    missing = [c[0] for c in HOSTILE_OUTPUTS + HOSTILE_SQL + HOSTILE_MODEL_SERVERS if f"`{c[0]}`" not in note]
     assert missing == []
     assert len(HOSTILE_OUTPUTS) + 2 >= 40  # + the 10 MB and invalid UTF-8 replies

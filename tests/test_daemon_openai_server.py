@@ -3,10 +3,7 @@ loopback (with the demo model as GGUF), and stand-ins that are down, answer garb
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
 
@@ -16,6 +13,7 @@ import pytest
 from sqlcoder_daemon.cli import main
 from sqlcoder_dev import shop
 from sqlcoder_dev.daemonproc import DaemonProcess, socket_dir
+from sqlcoder_dev.fake_model_server import ModelServerStandIn
 from sqlcoder_dev.gguf_export import ensure_gguf
 from sqlcoder_dev.llama_server import LlamaServer, free_port
 from sqlcoder_dev.pgcluster import Cluster
@@ -72,51 +70,16 @@ def test_greedy_even_where_the_server_defaults_to_a_repeat_penalty(front: Daemon
 # --------------------------------------------------------------------------- servers that misbehave
 
 
-class _Misbehaving(BaseHTTPRequestHandler):
-    """Lists a model, then answers completions as ``server.mode`` says: garbage, 500, wrong shape, or never."""
-
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def _send(self, code: int, body: bytes) -> None:
-        self.send_response(code)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self) -> None:
-        self._send(200, json.dumps({"object": "list", "data": [{"id": "m", "object": "model"}]}).encode())
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        mode = self.server.mode  # type: ignore[attr-defined]
-        if mode == "hang":
-            self.server.hung.wait(60)  # type: ignore[attr-defined]
-            return
-        self._send(*{"garbage": (200, b"<html>502 Bad Gateway</html>"), "error": (500, b'{"detail": "boom"}'),
-                     "shape": (200, b'{"choices": "none"}')}[mode])
-
-
 @pytest.fixture(scope="module")
-def misbehaving() -> Iterator[ThreadingHTTPServer]:
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Misbehaving)
-    srv.daemon_threads = True
-    srv.mode = "garbage"  # type: ignore[attr-defined]
-    srv.hung = threading.Event()  # type: ignore[attr-defined]
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield srv
-    srv.hung.set()  # type: ignore[attr-defined]
-    srv.shutdown()
-    srv.server_close()
+def misbehaving() -> Iterator[ModelServerStandIn]:
+    with ModelServerStandIn() as srv:
+        yield srv
 
 
 def test_bad_server_answers_reach_the_caller_as_unavailable_with_a_hint(pg: Cluster, new_db, analyst,
                                                                         misbehaving) -> None:
-    port = misbehaving.server_address[1]
     with DaemonProcess(None, socket_dir() / "sqlcoder.sock",
-                       ["--backend", "openai", "--openai-url", f"http://127.0.0.1:{port}/v1",
+                       ["--backend", "openai", "--openai-url", misbehaving.url,
                         "--socket-group", "postgres"]) as d:
         db = new_db(socket=d.socket_path)
         with pg.connect(db) as conn:
@@ -142,3 +105,17 @@ def test_server_down_refuses_to_start_with_one_line(capfd, tmp_path: Path) -> No
                "--socket", str(tmp_path / "s.sock")])
     lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
     assert rc == 1 and len(lines) == 1 and "cannot reach the model server (ConnectionRefusedError" in lines[0]
+
+
+def test_server_that_never_answers_refuses_the_start_within_seconds(capfd, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        t0 = time.monotonic()
+        rc = main(["--backend", "openai", "--openai-url", f"http://127.0.0.1:{silent.getsockname()[1]}/v1",
+                   "--socket", str(tmp_path / "s.sock")])
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert rc == 1 and len(lines) == 1 and "cannot reach the model server (TimeoutError" in lines[0], lines
+    assert time.monotonic() - t0 < 30

@@ -13,6 +13,8 @@ import http.client
 import json
 import re
 import socket
+import threading
+import time
 import urllib.parse
 from typing import Any, Callable
 
@@ -48,10 +50,18 @@ class Remote:
              conn: http.client.HTTPConnection | None = None, timeout: float | None = None) -> tuple[int, Any]:
         """``(status, parsed JSON)``; a body that is not JSON comes back as ``{"error": {"message": ...}}``.
 
+        With ``timeout`` the whole exchange takes at most that long (a server
+        dribbling a byte at a time would defeat a per-read timeout); without it,
+        the caller aborts the connection when its request's deadline passes.
         Raises :class:`OSError` / :class:`http.client.HTTPException` when the server cannot be reached.
         """
         own = conn is None
         conn = conn or self.connection(timeout)
+        timer = None
+        if timeout is not None:
+            timer = threading.Timer(timeout, abort, (conn,))
+            timer.daemon = True
+            timer.start()
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
@@ -65,7 +75,13 @@ class Remote:
                 return resp.status, json.loads(data or b"null")
             except ValueError:
                 return resp.status, {"error": {"message": "not JSON: " + data[:200].decode(errors="replace")}}
+        except OSError as e:
+            if timer is not None and not timer.is_alive():
+                raise TimeoutError(f"no complete answer within {timeout:g} s") from e
+            raise
         finally:
+            if timer is not None:
+                timer.cancel()
             if own:
                 conn.close()
 
@@ -134,19 +150,22 @@ class TokenCounter:
         self.dialect: tuple | None = None
         self.offset = 0
 
-    def _count(self, dialect: tuple, text: str) -> int:
+    def _count(self, dialect: tuple, text: str, timeout: float = 10.0) -> int:
         _, path, body, count = dialect
-        status, reply = self.remote.call("POST", self.remote.root + path, body(text, self.model), timeout=30)
+        status, reply = self.remote.call("POST", self.remote.root + path, body(text, self.model), timeout=timeout)
         if status != 200:
             raise ValueError(status)
         return count(reply)
 
-    def probe(self) -> str | None:
-        """Find the server's tokenizer endpoint; its name, or None when it has none."""
+    def probe(self, budget_s: float = 10.0) -> str | None:
+        """Find the server's tokenizer endpoint within ``budget_s``; its name, or None when it has none."""
+        end = time.monotonic() + budget_s
         for dialect in self.DIALECTS:
+            if time.monotonic() >= end:
+                break
             try:
-                empty = self._count(dialect, "")
-                if self._count(dialect, "SELECT 1") <= empty:
+                empty = self._count(dialect, "", max(0.1, end - time.monotonic()))
+                if self._count(dialect, "SELECT 1", max(0.1, end - time.monotonic())) <= empty:
                     continue
             except (ValueError, KeyError, TypeError, OSError, http.client.HTTPException):
                 continue
