@@ -18,6 +18,7 @@ OBJS         = src/sqlcoder.o
 OBJS        += src/query_objects.o
 OBJS        += src/client_check.o
 OBJS        += src/history_worker.o
+OBJS        += src/raise_reply.o
 # Debian's PGXS would also build LLVM bitcode for JIT inlining, which needs clang:
 # the library is small and never hot, so it is not worth a compiler more.
 with_llvm    = no

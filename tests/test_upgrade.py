@@ -63,6 +63,18 @@ SNAPSHOT_QUERIES = {
         WHERE t.typnamespace = 'sqlcoder'::regnamespace AND t.typrelid = 0 AND t.typelem = 0 ORDER BY 1""",
     "schema": """
         SELECT nspname || ' ' || coalesce(nspacl::text, '') FROM pg_namespace WHERE nspname = 'sqlcoder'""",
+    "views": """
+        SELECT c.relname || ' ' || pg_get_viewdef(c.oid) FROM pg_class c
+        WHERE c.relnamespace = 'sqlcoder'::regnamespace AND c.relkind IN ('v', 'm') ORDER BY 1""",
+    "column_order": """
+        SELECT c.relname || ' ' || string_agg(a.attname, ',' ORDER BY a.attnum) FROM pg_class c
+        JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+        WHERE c.relnamespace = 'sqlcoder'::regnamespace GROUP BY c.relname ORDER BY 1""",
+    # (0.1.0 -> 0.2.0 left the dropped config_0_1_0's OID in extconfig; pg_dump skips OIDs of no table)
+    "dumped": """
+        SELECT t.oid::regclass::text || ' ' || coalesce(t.cond, '') FROM pg_extension e,
+               unnest(e.extconfig, e.extcondition) AS t(oid, cond)
+        WHERE e.extname = 'sqlcoder' AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = t.oid) ORDER BY 1""",
     "config": """
         SELECT key || '=' || value || ' ' || description FROM sqlcoder.config ORDER BY key""",
 }
@@ -199,3 +211,18 @@ def test_dump_and_restore_keep_settings_hints_instructions_and_history(pg: Clust
 
 def _conn_args(pg: Cluster) -> list[str]:
     return ["-h", str(pg.sockdir), "-p", str(pg.port), "-U", "postgres"]
+
+
+# A released script is what databases in the field were made by: changing it would make an updated
+# database differ from the release it claims to be. A new version gets a new update script instead.
+RELEASED_SCRIPTS = {
+    "sqlcoder--0.1.0.sql.in": "d34f06396133f84609ca71a1cfcc54ef2fd2edcc840b0b710011e70327e6d9cf",
+    "sqlcoder--0.1.0--0.2.0.sql.in": "ad56868a4f0b1f8a2880731ecab56f635ba5ee664098e3e6b8aab6ea618691c7",
+}
+
+
+@pytest.mark.parametrize("name", sorted(RELEASED_SCRIPTS))
+def test_released_scripts_never_change(name: str) -> None:
+    import hashlib
+    assert hashlib.sha256((ROOT / "sql" / name).read_bytes()).hexdigest() == RELEASED_SCRIPTS[name], (
+        f"{name} belongs to a released version; put the change into the newest update script")

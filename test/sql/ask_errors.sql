@@ -9,3 +9,5 @@ SELECT sqlcoder.status() ->> 'reachable' AS reachable;
 UPDATE sqlcoder.config SET value = 'relative/path.sock' WHERE key = 'socket_path';
 SELECT sqlcoder.ask('how many tables are there?');
 UPDATE sqlcoder.config SET value = '/run/sqlcoder/sqlcoder.sock' WHERE key = 'socket_path';
+-- status() as rows a person can read, nested keys joined with dots
+SELECT key, value FROM sqlcoder.status_report() WHERE key IN ('reachable', 'socket_path') ORDER BY key;

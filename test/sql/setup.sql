@@ -7,10 +7,12 @@ SELECT p.oid::regprocedure AS undocumented
 FROM pg_catalog.pg_proc p
 WHERE p.pronamespace = 'sqlcoder'::regnamespace AND p.proname NOT LIKE '\_%'
   AND pg_catalog.obj_description(p.oid, 'pg_proc') IS NULL;
--- every function pins search_path, except SQL-standard bodies, which are bound at creation
+-- every function pins search_path, except SQL-standard bodies, which are bound at creation,
+-- and C functions, which look up no names of their own
 SELECT p.oid::regprocedure AS unpinned
 FROM pg_catalog.pg_proc p
 WHERE p.pronamespace = 'sqlcoder'::regnamespace AND p.prosqlbody IS NULL
+  AND p.prolang <> (SELECT l.oid FROM pg_catalog.pg_language l WHERE l.lanname = 'c')
   AND (p.proconfig IS NULL OR NOT 'search_path=pg_catalog, pg_temp' = ANY (p.proconfig));
 -- a function that runs with its owner's rights says why in its comment, and PUBLIC may execute nothing
 SELECT p.oid::regprocedure AS security_definer_without_reason
