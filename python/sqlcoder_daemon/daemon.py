@@ -141,8 +141,8 @@ class Daemon:
     # -- lifecycle -----------------------------------------------------------
     def load(self) -> None:
         t0 = time.monotonic()
-        if self.settings.cpu_threads > 0:
-            import torch
+        if self.settings.cpu_threads > 0 and self.backend.name in ("transformers", "vllm"):
+            import torch  # llama_cpp takes cpu_threads itself and runs without torch
 
             torch.set_num_threads(self.settings.cpu_threads)
         self.backend.load()
