@@ -119,3 +119,29 @@ def test_server_that_never_answers_refuses_the_start_within_seconds(capfd, tmp_p
     lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
     assert rc == 1 and len(lines) == 1 and "cannot reach the model server (TimeoutError" in lines[0], lines
     assert time.monotonic() - t0 < 30
+
+
+def test_streamed_completions_and_a_client_that_leaves(misbehaving: ModelServerStandIn) -> None:
+    """Completions are streamed (llama-cpp-python's server stops generating only for a streamed client that
+    leaves, at its next chunk); when the caller leaves, the daemon hangs up on the server at once."""
+    from sqlcoder_dev.daemonproc import Connection, socket_path
+
+    misbehaving.mode, misbehaving.text = "stream", " SELECT 2;\n[/SQL]"
+    with DaemonProcess(None, socket_path(), ["--backend", "openai", "--openai-url", misbehaving.url]) as d:
+        ask = {"v": 1, "id": "s", "op": "generate", "prompt": "SELECT", "max_new_tokens": 50}
+        reply = d.request(ask)
+        assert reply["ok"] and reply["text"] == " SELECT 2;\n[/SQL]" and reply["finish_reason"] == "eos", reply
+        assert reply["usage"]["completion_tokens"] == len(misbehaving.text)  # one per chunk without usage
+        misbehaving.mode = "stream-forever"
+        before = misbehaving.requests
+        c = Connection(d.socket_path)
+        c.send(dict(ask, id="long"))
+        end = time.monotonic() + 30
+        while misbehaving.requests == before:
+            assert time.monotonic() < end
+            time.sleep(0.02)
+        c.close()
+        while misbehaving.disconnects == 0:
+            assert time.monotonic() < end, "the daemon kept reading the stream"
+            time.sleep(0.02)
+        assert d.request({"v": 1, "id": "s", "op": "status"})["status"]["requests"]["interrupted"] == 1

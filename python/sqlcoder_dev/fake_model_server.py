@@ -23,6 +23,8 @@ MODES = {
     "huge": "HTTP 200 with a 40 MiB body",
     "dribble": "HTTP 200 that sends one byte per 0.2 s (at most 60 s)",
     "sql": "a well-formed completion whose text is ModelServerStandIn.text",
+    "stream": "ModelServerStandIn.text as an event stream, a character per chunk (whole JSON if not asked to stream)",
+    "stream-forever": "an event stream of 'x' chunks every 10 ms until the client leaves (at most 60 s)",
 }
 
 
@@ -43,11 +45,33 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._send(200, json.dumps({"object": "list", "data": [{"id": "stand-in", "object": "model"}]}).encode())
 
+    def _events(self, chunks) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        for chunk in chunks:
+            self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\r\n\r\n")
+            self.wfile.flush()
+        self.wfile.write(b"data: [DONE]\r\n\r\n")
+        self.close_connection = True
+
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
         mode, stop = self.server.mode, self.server.stopping
+        self.server.requests += 1
+        streaming = mode.startswith("stream") and body.get("stream")
         try:
-            if mode == "hang":
+            if streaming and mode == "stream":
+                self._events([{"choices": [{"text": ch, "finish_reason": None}]} for ch in self.server.text]
+                             + [{"choices": [{"text": "", "finish_reason": "stop"}]}])
+            elif streaming:
+                def forever():
+                    end = time.monotonic() + 60
+                    while not stop.wait(0.01) and time.monotonic() < end:
+                        yield {"choices": [{"text": "x", "finish_reason": None}]}
+                self._events(forever())
+            elif mode == "hang":
                 stop.wait(60)
             elif mode == "huge":
                 chunk = b"x" * (1 << 20)
@@ -60,7 +84,7 @@ class _Handler(BaseHTTPRequestHandler):
                 while not stop.wait(0.2) and time.monotonic() < end:
                     self.wfile.write(b" ")
                     self.wfile.flush()
-            elif mode == "sql":
+            elif mode in ("sql", "stream"):
                 reply = {"choices": [{"index": 0, "text": self.server.text, "finish_reason": "stop"}],
                          "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
                 self._send(200, json.dumps(reply).encode())
@@ -69,7 +93,7 @@ class _Handler(BaseHTTPRequestHandler):
                              "error": (500, b'{"detail": "boom"}'),
                              "shape": (200, b'{"choices": "none"}')}[mode])
         except OSError:
-            pass  # the daemon hung up on us, as it should
+            self.server.disconnects += 1  # the daemon hung up on us, as it should
 
 
 class ModelServerStandIn(ThreadingHTTPServer):
@@ -81,6 +105,8 @@ class ModelServerStandIn(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.mode = mode
         self.text = " SELECT 1;"
+        self.requests = 0  # POSTs received
+        self.disconnects = 0  # replies the client left in the middle of
         self.stopping = threading.Event()
         self.url = f"http://127.0.0.1:{self.server_address[1]}/v1"
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)

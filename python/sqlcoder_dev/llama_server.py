@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -29,14 +30,14 @@ class LlamaServer:
     def __init__(self, gguf: Path, *extra: str):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.log = open(gguf.parent / f"llama-server-{self.port}.log", "wb")
+        self.log = tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
              "--port", str(self.port), "--n_ctx", "4096", "--n_threads", "1", *extra],
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         end = time.monotonic() + 120
         while True:
-            assert self.proc.poll() is None, Path(self.log.name).read_text()[-3000:]
+            assert self.proc.poll() is None, self.log_text()[-3000:]
             try:
                 with urllib.request.urlopen(f"{self.url}/models", timeout=2) as r:
                     if r.status == 200:
@@ -61,3 +62,8 @@ class LlamaServer:
             self.proc.kill()
             self.proc.wait()
         self.log.close()
+        Path(self.log.name).unlink(missing_ok=True)
+
+    def log_text(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text(errors="replace")

@@ -24,7 +24,7 @@ from ..errors import DaemonError, Internal, Unavailable
 from ..jobs import GenerationResult, Job
 from ..settings import Settings
 from .base import Backend
-from .openai_remote import Remote, TokenCounter, abort, error_for, message
+from .openai_remote import Remote, TokenCounter, abort, error_for, message, read_events, read_json
 
 __all__ = ["OpenAIBackend"]
 
@@ -43,6 +43,8 @@ class OpenAIBackend(Backend):
         self.remote_model = settings.get("openai_model") or settings.model
         self.tokenizer = None
         self.counter: TokenCounter | None = None
+        #: Stream completions until the server says it cannot (sqlcoder's own listener does not).
+        self.stream = True
         self._tok_lock = threading.Lock()
         self._info: dict[str, Any] = {}
 
@@ -116,22 +118,66 @@ class OpenAIBackend(Backend):
     def _one(self, job: Job, conn: http.client.HTTPConnection, results: list, i: int) -> None:
         req = job.request
         body = {"model": self.remote_model, "prompt": req.prompt, "max_tokens": req.max_new_tokens,
-                "temperature": 0, "top_k": 1, "repeat_penalty": 1.0, "n": 1, "stream": False}
+                "temperature": 0, "top_k": 1, "repeat_penalty": 1.0, "n": 1}
         if req.num_beams > 1:
             body["num_beams"] = req.num_beams  # understood by sqlcoder's listener; others decode greedily
         try:
-            status, reply = self.remote.call("POST", f"{self.remote.path}/completions", body, conn=conn)
+            results[i] = self._completion(conn, body)
         except (OSError, http.client.HTTPException) as e:
-            results[i] = GenerationResult("", "stop", 0, 0) if job.should_stop() else \
-                Unavailable(f"the model server cannot be reached ({e.__class__.__name__})")
-            return
+            results[i] = Unavailable(f"the model server cannot be reached ({e.__class__.__name__})")
         finally:
             conn.close()
+        if job.should_stop():  # we hung up on the server: whatever came back is cut short
+            results[i] = GenerationResult("", "stop", 0, 0)
+
+    def _completion(self, conn: http.client.HTTPConnection, body: dict) -> GenerationResult | DaemonError:
+        """One completion, streamed where the server streams: a server stops generating only when a
+        streamed client leaves (llama-cpp-python's finishes non-streamed requests regardless)."""
+        path = f"{self.remote.path}/completions"
+        if self.stream:
+            resp = self.remote.send(conn, "POST", path, dict(body, stream=True,
+                                                              stream_options={"include_usage": True}))
+            if "text/event-stream" in (resp.getheader("Content-Type") or ""):
+                return _parse_stream(resp) if resp.status == 200 else error_for(resp.status, {})
+            status, reply = read_json(resp)
+            if status in (400, 422) and "stream" in message(reply).lower():
+                log.info("the model server does not stream; sending whole completions from now on")
+                self.stream = False
+                conn.close()
+                return self._completion(self.remote.connection(), body)
+        else:
+            status, reply = read_json(self.remote.send(conn, "POST", path, dict(body, stream=False)))
         if status != 200:
             log.warning("model server answered HTTP %d: %s", status, message(reply))
-            results[i] = error_for(status, reply)
-            return
-        results[i] = _parse_completion(reply)
+            return error_for(status, reply)
+        return _parse_completion(reply)
+
+
+def _parse_stream(resp: http.client.HTTPResponse) -> GenerationResult | DaemonError:
+    """A streamed completion: the text of every chunk, the last finish_reason, usage when the server sends it."""
+    parts: list[str] = []
+    finish, usage = None, {}
+    try:
+        for event in read_events(resp):
+            if isinstance(event, dict) and isinstance(event.get("usage"), dict):
+                usage = event["usage"]
+            choices = event.get("choices") if isinstance(event, dict) else None
+            if not isinstance(choices, list) or not choices:
+                continue
+            choice = choices[0]
+            if not isinstance(choice, dict) or not isinstance(choice.get("text", ""), str):
+                raise ValueError("a chunk without text")
+            parts.append(choice.get("text") or "")
+            finish = choice.get("finish_reason") or finish
+    except ValueError as e:
+        log.warning("model server sent an invalid stream: %s", e)
+        return Unavailable("the model server sent a reply without a completion text")
+    if finish is None:
+        return Unavailable("the model server's stream ended before the completion did")
+    # Without usage (llama-cpp-python's server sends none when streaming): one token per chunk with text.
+    reply = {"choices": [{"text": "".join(parts), "finish_reason": finish}],
+             "usage": usage or {"completion_tokens": sum(1 for p in parts if p)}}
+    return _parse_completion(reply)
 
 
 def _parse_completion(reply: Any) -> GenerationResult | DaemonError:

@@ -16,11 +16,11 @@ import socket
 import threading
 import time
 import urllib.parse
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..errors import Busy, DaemonError, TooLarge, Unavailable
 
-__all__ = ["Remote", "TokenCounter", "abort", "error_for", "message"]
+__all__ = ["Remote", "TokenCounter", "abort", "error_for", "message", "read_events", "read_json"]
 
 #: Longest reply body read from a server: a completion of --max-new-tokens is far smaller.
 MAX_REPLY_BYTES = 16 << 20
@@ -62,19 +62,8 @@ class Remote:
             timer = threading.Timer(timeout, abort, (conn,))
             timer.daemon = True
             timer.start()
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
         try:
-            conn.request(method, path, body=json.dumps(body).encode() if body is not None else None, headers=headers)
-            resp = conn.getresponse()
-            data = resp.read(MAX_REPLY_BYTES + 1)
-            if len(data) > MAX_REPLY_BYTES:
-                return resp.status, {"error": {"message": f"reply over {MAX_REPLY_BYTES} bytes"}}
-            try:
-                return resp.status, json.loads(data or b"null")
-            except ValueError:
-                return resp.status, {"error": {"message": "not JSON: " + data[:200].decode(errors="replace")}}
+            return read_json(self.send(conn, method, path, body))
         except OSError as e:
             if timer is not None and not timer.is_alive():
                 raise TimeoutError(f"no complete answer within {timeout:g} s") from e
@@ -86,9 +75,55 @@ class Remote:
                 conn.close()
 
 
+    def send(self, conn: http.client.HTTPConnection, method: str, path: str,
+             body: dict | None = None) -> http.client.HTTPResponse:
+        """Send one request on ``conn``; the response, its body still unread."""
+        headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        conn.request(method, path, body=json.dumps(body).encode() if body is not None else None, headers=headers)
+        # getresponse() drops conn.sock when the reply ends the connection (Connection: close, as
+        # event streams often do) and reads from the socket's file: keep the socket to abort it.
+        conn._sqlcoder_sock = conn.sock  # type: ignore[attr-defined]
+        return conn.getresponse()
+
+
+def read_json(resp: http.client.HTTPResponse) -> tuple[int, Any]:
+    """``(status, parsed body)``, reading at most :data:`MAX_REPLY_BYTES`."""
+    data = resp.read(MAX_REPLY_BYTES + 1)
+    if len(data) > MAX_REPLY_BYTES:
+        return resp.status, {"error": {"message": f"reply over {MAX_REPLY_BYTES} bytes"}}
+    try:
+        return resp.status, json.loads(data or b"null")
+    except ValueError:
+        return resp.status, {"error": {"message": "not JSON: " + data[:200].decode(errors="replace")}}
+
+
+def read_events(resp: http.client.HTTPResponse) -> Iterator[Any]:
+    """The JSON objects of a server-sent event stream (``data: {...}`` lines), up to ``data: [DONE]``.
+
+    Raises ValueError for a line that is not JSON or a stream over :data:`MAX_REPLY_BYTES`.
+    """
+    total = 0
+    while True:
+        line = resp.readline(MAX_REPLY_BYTES + 1)
+        if not line:
+            return
+        total += len(line)
+        if total > MAX_REPLY_BYTES:
+            raise ValueError(f"stream over {MAX_REPLY_BYTES} bytes")
+        line = line.strip()
+        if not line.startswith(b"data:"):
+            continue  # blank separators, comments (": ping"), event names
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            return
+        yield json.loads(data)
+
+
 def abort(conn: http.client.HTTPConnection) -> None:
     """Break a connection another thread is waiting on (the server sees the client leave)."""
-    sock = conn.sock
+    sock = conn.sock or getattr(conn, "_sqlcoder_sock", None)
     if sock is not None:
         try:
             sock.shutdown(socket.SHUT_RDWR)
