@@ -10,7 +10,7 @@ Prints ``BENCH <name> <value> <unit>`` lines:
   between, so the prefix comes back from a saved KV state (``--prefix-cache-bytes``).
 - ``openai_backend_overhead_ms``: a generate through the daemon's socket and
   its openai backend to llama-cpp-python's OpenAI-compatible server on
-  loopback, minus the same completion asked of that server directly.
+  loopback, minus the same (streamed) completion asked of that server directly.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pathlib import Path
 from bench_daemon import QUESTIONS, SCHEMA, bench, job, median_s
 
 from sqlcoder_daemon.backends.llama_cpp_backend import LlamaCppBackend
+from sqlcoder_daemon.backends.openai_remote import read_events
 from sqlcoder_daemon.settings import load_settings
 from sqlcoder_dev.daemonproc import Connection, DaemonProcess, socket_path
 from sqlcoder_dev.gguf_export import ensure_gguf
@@ -70,8 +71,9 @@ def openai_overhead(gguf: Path, n: int = 31) -> None:
     """Interleaved, so that load on the machine hits both paths alike."""
     server = LlamaServer(gguf)
     prompt = "SELECT count(*) FROM orders WHERE"
-    body = json.dumps({"prompt": prompt, "max_tokens": 8, "temperature": 0, "top_k": 1,
-                       "repeat_penalty": 1.0}).encode()
+    # The request the daemon sends: streamed, so that both paths pay the server's event-stream costs alike.
+    body = json.dumps({"prompt": prompt, "max_tokens": 8, "temperature": 0, "top_k": 1, "repeat_penalty": 1.0,
+                       "n": 1, "stream": True, "stream_options": {"include_usage": True}}).encode()
     msg = {"v": 1, "id": "o", "op": "generate", "prompt": prompt, "max_new_tokens": 8, "num_beams": 1}
     try:
         with DaemonProcess(None, socket_path(), ["--backend", "openai", "--openai-url", server.url,
@@ -85,9 +87,9 @@ def openai_overhead(gguf: Path, n: int = 31) -> None:
                 req = urllib.request.Request(f"{server.url}/completions", data=body,
                                              headers={"Content-Type": "application/json"})
                 with urllib.request.urlopen(req) as r:
-                    direct = json.load(r)
+                    direct = "".join(e["choices"][0]["text"] for e in read_events(r) if e.get("choices"))
                 t2 = time.perf_counter()
-                assert reply["ok"] and reply["text"] == direct["choices"][0]["text"], (reply, direct)
+                assert reply["ok"] and reply["text"] == direct, (reply, direct)
                 if i >= 3:
                     t_daemon.append(t1 - t0)
                     t_direct.append(t2 - t1)

@@ -6,9 +6,10 @@ Each job is one HTTP request to ``/v1/completions`` (SQLCoder takes a raw
 prompt; chat endpoints would wrap it in a chat template). Decoding is pinned
 to greedy on every server: ``temperature`` 0, ``top_k`` 1 and no repetition
 penalty (llama-cpp-python's server applies 1.1 by default, even when greedy).
-When a job's client leaves or its deadline passes, the HTTP connection is
-closed: vLLM and sqlcoder's listener stop generating; the daemon's worker is
-free at once either way. A server that is down or answers garbage gives the
+Completions are streamed where the server streams: when a job's client
+leaves or its deadline passes, the HTTP connection is closed, and a server
+notices that reliably only while streaming (llama-cpp-python's runs a whole
+reply to ``max_tokens``). A server that is down or answers garbage gives the
 caller ``unavailable``.
 """
 
