@@ -19,9 +19,11 @@ OBJS        += src/query_objects.o
 OBJS        += src/client_check.o
 OBJS        += src/history_worker.o
 OBJS        += src/raise_reply.o
+# Results kept in bytes-bounded tuplestores between the guard and the caller (issue #10).
+OBJS        += src/result_rows.o
 # Debian's PGXS would also build LLVM bitcode for JIT inlining, which needs clang:
-# the library is small and never hot, so it is not worth a compiler more.
-with_llvm    = no
+# the library is small and never hot. `override`, since Makefile.global sets it.
+override with_llvm = no
 
 REGRESS      = setup ask_errors config
 REGRESS_OPTS = --inputdir=test --outputdir=build/regress
@@ -71,7 +73,8 @@ PY          := $(VENV)/bin/python
 TORCH_SPEC  ?= torch==2.13.0
 APT_PACKAGES = postgresql-15 postgresql-plpython3-15 postgresql-server-dev-15 \
                python3-venv python3-dev make gcc g++ \
-               docker-compose systemd  # only to validate docker/compose.yaml and the systemd unit
+               docker-compose systemd \
+               chromium chromium-driver  # docker/systemd: to validate compose.yaml and the unit; chromium: the web page's browser tests
 SQL_EVAL_DATA ?= $(wildcard ../shared/sql-eval)
 # Spinning OpenMP threads made torch 5-15x slower on a busy 2-core machine;
 # passive waiting costs nothing measurable when the machine is idle.
@@ -83,10 +86,11 @@ PYTEST_ARGS ?=
 LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
                     -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
 
-.PHONY: setup system-deps venv test demo bench soak eval-check
+.PHONY: setup system-deps venv test demo web-demo bench soak eval-check
 
 system-deps: .cache/apt.stamp
-.cache/apt.stamp:
+# Remade when the Makefile changes, so a new APT_PACKAGES entry is installed in an existing checkout too.
+.cache/apt.stamp: Makefile
 	@mkdir -p .cache
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); fi
@@ -97,7 +101,7 @@ $(VENV)/.stamp: pyproject.toml | .cache/apt.stamp
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check '$(TORCH_SPEC)'
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
-	  $(PY) -m pip install -q --disable-pip-version-check -e '.[dev,eval,llama-cpp]'
+	  $(PY) -m pip install -q --disable-pip-version-check -e '.[dev,eval,web,llama-cpp]'
 	@touch $@
 
 # A sub-make, so that PGXS is read after system-deps installed it.
@@ -111,6 +115,10 @@ test: setup
 
 demo: setup
 	$(PY) -m sqlcoder_dev.demo
+
+# The browser page (sqlcoder-web) against the same demo database; Ctrl-C stops it.
+web-demo: setup
+	$(PY) -m sqlcoder_dev.web_demo
 
 bench: setup
 	$(PY) -m bench

@@ -70,6 +70,7 @@ def assert_recovers(conn: psycopg.Connection, fake: FakeDaemon) -> None:
     ("no_text", {}, "08P01", "has no text", "does not speak the sqlcoder protocol"),
     ("close", {}, "08006", "closed the connection before answering", "stopped or restarted"),
     ("error", {"code": "busy"}, "53000", "busy", "queue is full"),
+    ("error", {"code": "shutting_down"}, "57P03", "is shutting down", "being stopped or restarted"),
     ("error", {"code": "timeout"}, "57014", "did not answer in time", "model_timeout_ms"),
     ("error", {"code": "internal"}, "58000", "internal", "daemon's log"),
     ("error", {"code": "forbidden"}, "08004", "refused this database server", "--allow-user"),
@@ -120,6 +121,20 @@ def test_socket_permission_denied(pg, conn, fake) -> None:
             assert "--socket-group postgres" in err.diag.message_hint
         finally:
             set_config(pg, "socket_path", str(fake.path))
+    assert_recovers(conn, fake)
+
+
+def test_regular_file_at_the_socket_path_is_named(pg, conn, fake) -> None:
+    """Not 08004 with advice about --socket-group: the file that is in the way is named (issue #12)."""
+    path = socket_dir() / "planted.sock"
+    path.write_text("not a socket")  # root's 0644: postgres may not write it, so connect() says EACCES
+    set_config(pg, "socket_path", str(path))
+    try:
+        err = ask_error(conn)
+        assert err.sqlstate == "08001" and "is a regular file, not the daemon's socket" in err.diag.message_primary
+        assert "remove it" in err.diag.message_hint and "--socket-group" not in err.diag.message_hint
+    finally:
+        set_config(pg, "socket_path", str(fake.path))
     assert_recovers(conn, fake)
 
 

@@ -8,8 +8,8 @@ from typing import Iterator
 import pytest
 
 from sqlcoder.client import DaemonClient
-from sqlcoder.errors import (DaemonConnectionLost, DaemonNotRunning, DaemonProtocolError, DaemonReplyTooLarge,
-                             DaemonVersionMismatch, ModelTimeout)
+from sqlcoder.errors import (DaemonConnectionLost, DaemonNotResponding, DaemonNotRunning, DaemonProtocolError,
+                             DaemonReplyTooLarge, DaemonVersionMismatch, ModelTimeout)
 from sqlcoder_dev.fake_daemon import FakeDaemon, socket_dir
 
 
@@ -66,6 +66,26 @@ def test_deadline_on_a_hanging_daemon(fake) -> None:
     while not fake.disconnects and time.monotonic() < deadline:
         time.sleep(0.02)
     assert fake.disconnects, "the request was dropped by closing the connection"
+
+
+def test_a_hanging_daemon_is_named_not_the_model(fake) -> None:
+    fake.misbehave("hang")
+    with pytest.raises(DaemonNotResponding, match="daemon did not answer within 0.3 s") as err:
+        client(fake).request("generate", 0.3, prompt="p")
+    assert err.value.sqlstate == "57014" and "SIGSTOP" in err.value.hint
+
+
+def test_one_budget_bounds_every_request_of_a_call(fake) -> None:
+    """model_timeout_ms covers the status probe, token counting and the generate together."""
+    fake.misbehave("slow", delay_s=0.4, text=" SELECT 1;")
+    c = client(fake, budget=0.6)
+    assert c.request("generate", 30, prompt="p")["text"] == " SELECT 1;"  # 0.4 s of the 0.6 s budget
+    assert c.daemon_timeout_ms(30) < 250  # what is left, less a margin for the daemon's own timeout reply
+    with pytest.raises(DaemonNotResponding, match="within 0.6 s"):
+        c.request("generate", 30, prompt="p")  # the rest of the budget, not another 30 s
+    with pytest.raises(ModelTimeout, match="ran out before the status request could be sent") as err:
+        c.request("status", 5)
+    assert "model_timeout_ms" in err.value.hint
 
 
 def test_an_interrupt_propagates_and_closes_the_connection(fake) -> None:

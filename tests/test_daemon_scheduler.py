@@ -9,7 +9,7 @@ from typing import Sequence
 import pytest
 
 from sqlcoder_daemon.backends.base import Backend
-from sqlcoder_daemon.errors import Busy, Cancelled, Internal, Timeout
+from sqlcoder_daemon.errors import Busy, Cancelled, Internal, ShuttingDown, Timeout
 from sqlcoder_daemon.jobs import GenerationResult, Job
 from sqlcoder_daemon.metrics import Metrics
 from sqlcoder_daemon.protocol import GenerateRequest
@@ -173,10 +173,25 @@ def test_drain_finishes_in_flight_then_refuses(make) -> None:
     j = s.submit(job("inflight"))
     assert be.started.wait(5)
     threading.Timer(0.1, be.release.set).start()
-    assert s.drain(timeout=5) is True
+    assert s.drain(timeout=5) == 0
     assert j.future.result(0).text == "PINFLIGHT"
-    with pytest.raises(Busy, match="shutting down"):
+    with pytest.raises(ShuttingDown, match="shutting down"):
         s.submit(job("late"))
+
+
+def test_drain_deadline_answers_shutting_down_not_busy(make) -> None:
+    """Running and queued jobs cut off by the drain deadline are told the daemon stopped (never 'queue is full')."""
+    be = FakeBackend(hold=True)
+    s = make(be, max_batch_size=1)
+    s.start()
+    running = s.submit(job("running"))
+    assert be.started.wait(5)
+    queued = s.submit(job("queued"))
+    assert s.drain(timeout=0.1) == 2
+    with pytest.raises(ShuttingDown, match="before running this request"):
+        queued.future.result(5)
+    with pytest.raises(ShuttingDown, match="while generating this request"):
+        running.future.result(5)
 
 
 def test_a_lone_client_never_waits_for_companions(make) -> None:

@@ -65,10 +65,15 @@ def documented_defaults() -> dict[str, str]:
 
 
 def script_rows() -> dict[str, str]:
-    """``key -> value`` the extension scripts insert into sqlcoder.config."""
+    """``key -> value`` the extension scripts insert into sqlcoder.config (0.3.0 on: config_default)."""
     rows = {}
     for script in sorted((ROOT / "sql").glob("*.sql.in")):
-        for block in re.findall(r"INSERT INTO sqlcoder\.config .*?;\n", script.read_text(), re.S):
+        for block in re.findall(r"INSERT INTO sqlcoder\.config(?:_default)? .*?;\n"
+                                r"|DELETE FROM sqlcoder\.config_default WHERE key = '[a-z_]+';\n",
+                                script.read_text(), re.S):
+            if block.startswith("DELETE"):  # a setting a later version dropped
+                rows.pop(re.search(r"key = '([a-z_]+)'", block).group(1), None)
+                continue
             for key, value in re.findall(r"\(\s*'([a-z_]+)',\s*'((?:[^']|'')*)'", block):
                 rows[key] = value.replace("''", "'")
     return rows

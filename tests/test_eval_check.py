@@ -23,14 +23,18 @@ def test_check_prints_eval_lines_and_passes(data, tmp_path, capsys):
     assert main(["check", "--data", str(data), "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line.startswith("EVAL ")]
+    runs = ["strict/gold", "strict/perturbed", "sql-eval/gold", "sql-eval/perturbed"]
     assert [line.rsplit(" ", 1)[0] for line in lines] == (
-        [f"EVAL gold {c}" for c in CATEGORIES] + [f"EVAL perturbed {c}" for c in CATEGORIES]
-        + ["EVAL gold overall", "EVAL perturbed overall"])
+        [f"EVAL {r} {c}" for r in runs for c in CATEGORIES] + [f"EVAL {r} overall" for r in runs])
     assert all(re.fullmatch(r"EVAL \S+ \S+ \d+\.\d", line) for line in lines)
-    assert lines[-2:] == ["EVAL gold overall 100.0", "EVAL perturbed overall 0.0"]
+    assert lines[-4:-1] == ["EVAL strict/gold overall 100.0", "EVAL strict/perturbed overall 0.0",
+                            "EVAL sql-eval/gold overall 100.0"]
+    # sql-eval's judge may score a perturbation correct (an empty answer to a one-row gold): listed, not failed.
+    assert lines[-1].startswith("EVAL sql-eval/perturbed overall ")
     assert "FAIL" not in out
     assert (tmp_path / "gold.jsonl").exists() and (tmp_path / "perturbed.jsonl").exists()
     if data == SMALL:
+        assert "NOTE load retail: description not placed: sales.OrderHeader.Discount (no column Discount)" in out
         assert "NOTE perturbed: 1 questions have no result-changing perturbation and are not counted: #18" in out
 
 

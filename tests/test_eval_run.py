@@ -65,16 +65,16 @@ def test_load_describes_columns_and_says_what_it_skipped(evalpg):
     assert pg.psql("SELECT col_description('customers'::regclass, 3)", dbname="shop").strip() == \
         "City the customer lives in, as typed at signup"
     assert pg.psql("SELECT count(*) FROM books", dbname="library").strip() == "7"
-    assert "comments: 15 columns described" in notes["shop"]
+    assert "comments: 15 of 15 described" in notes["shop"]
     assert any("--no-extension" in n for n in notes["shop"])
 
 
 def test_hints_are_skipped_with_a_reason_without_the_extension(evalpg):
     pg, _ = evalpg
     with pg.connect("shop") as conn:
-        assert "does not exist" in insert_join_hints(conn, [("customers.customer_id", "orders.customer_id")])
+        assert "does not exist" in insert_join_hints(conn, [("customers.customer_id", "orders.customer_id")])[0]
         assert "does not exist" in insert_glossary(conn, "a rule")
-        assert insert_join_hints(conn, []) == "join hints: none in the metadata"
+        assert insert_join_hints(conn, []) == ("join hints: none in the metadata", [])
         assert insert_glossary(conn, "\n \n") == "glossary: empty"
 
 
@@ -153,18 +153,27 @@ def test_ask_predictions_are_executed_and_judged(evalpg, questions, fake_shop, t
         revenue.question: "SELECT pg_sleep(2)",
         by_text["Which customers signed up first? Order them by signup date."].question:
             "COMMIT; DELETE FROM customers RETURNING name",
+        # sql-eval's harness runs every statement of an answer: here, each in the read-only transaction.
+        by_text["Which 2 product categories sold the most units, and how many?"].question:
+            "SELECT 1; DELETE FROM orders RETURNING order_id",
     })
     del answers[by_text["What is the ratio of delivered orders to all orders?"].question]
     set_answers(pg, fake_shop, answers)
+    orders_before = pg.psql("SELECT count(*) FROM orders", dbname=fake_shop).strip()
 
-    records = {r["id"]: r for r in run(qs, AskPredictor(), tmp_path / "ask.jsonl", opts(pg, timeout_s=0.2))}
+    records = {r["id"]: r for r in run(qs, AskPredictor(), tmp_path / "ask.jsonl",
+                                       opts(pg, timeout_s=0.2, judges=("sql-eval", "strict")))}
     assert records[march.id]["correct"] and records[march.id]["exact"]
     assert records[paris.id]["correct"] and not records[paris.id]["exact"]  # extra columns: the subset rule
     assert "read-only transaction" in records[products.id]["error"]
     assert pg.psql("SELECT count(*) FROM products", dbname=fake_shop).strip() == "6"
     assert records[revenue.id]["error"].startswith("timeout")
     signup = records[by_text["Which customers signed up first? Order them by signup date."].id]
-    assert signup["error"] == "2 statements; only one query is judged"
+    assert signup["judge"] == "sql-eval" and signup["error"] == "transaction control (COMMIT) is not run"
+    assert signup["verdicts"]["strict"]["error"] == "2 statements; only one query is judged"
+    units = records[by_text["Which 2 product categories sold the most units, and how many?"].id]
+    assert "read-only transaction" in units["error"]
+    assert pg.psql("SELECT count(*) FROM orders", dbname=fake_shop).strip() == orders_before
     assert pg.psql("SELECT count(*) FROM customers", dbname=fake_shop).strip() == "6"
     ratio = records[by_text["What is the ratio of delivered orders to all orders?"].id]
     assert ratio["error"].startswith("ask failed") and "no answer for" in ratio["error"]
@@ -207,7 +216,7 @@ def test_load_command_loads_the_named_databases(evalpg, capsys):
 
     assert main(["load", "--data", str(SMALL), "--dsn", pg.conninfo(), "--db", "library", "--no-extension",
                  "--replace"]) == 0
-    assert capsys.readouterr().out.startswith("library: loaded; comments: 13 columns described")
+    assert capsys.readouterr().out.startswith("library: loaded; comments: 13 of 13 described")
     assert pg.psql("SELECT count(*) FROM authors", dbname="library").strip() == "4"
 
 
@@ -215,8 +224,58 @@ def test_a_bad_join_pair_is_reported_and_the_others_added(pg, new_db):
     """Metadata can name a column the dump lacks (geography's mountain.state_nem): report it, keep the rest."""
     db = new_db()
     with pg.connect(db) as conn:
-        note = insert_join_hints(conn, [("orders.customer_id", "customers.id"),
-                                        ("orders.customer_nem", "customers.id"),
-                                        ("order_items.product_id", "products.id")])
-        assert note.startswith("join hints: 2 added; refused 1: orders.customer_nem = customers.id")
+        note, refused = insert_join_hints(conn, [("orders.customer_id", "customers.id"),
+                                                 ("orders.customer_nem", "customers.id"),
+                                                 ("order_items.product_id", "products.id")])
+        assert note.startswith("join hints: 2 of 3 added; refused 1: orders.customer_nem = customers.id")
+        assert refused == ["orders.customer_nem = customers.id (no column customer_nem in public.orders)"]
         assert conn.execute("SELECT count(*) FROM sqlcoder.join_hints").fetchone()[0] == 2
+
+
+def test_metadata_names_resolve_as_postgresql_reads_them(evalpg):
+    """retail's metadata names Customer (created unquoted: customer), sales.OrderHeader and
+    hr.StaffMember (created quoted); its schemas go on the search_path; the one description the
+    dump has no column for is named and counted."""
+    from sqlcoder_eval.names import split_name
+
+    pg, notes = evalpg
+    assert notes["retail"][:2] == [
+        'search_path: "$user", public, hr, sales',
+        "comments: 16 of 17 described; not placed 1: sales.OrderHeader.Discount (no column Discount)"]
+    assert pg.psql("SELECT col_description('sales.orderheader'::regclass, 6)", dbname="retail").strip() == \
+        "Order total in euros"
+    assert pg.psql("""SELECT col_description('hr."StaffMember"'::regclass, 2)""", dbname="retail").strip() == \
+        "First and last name"
+    assert pg.psql("SHOW search_path", dbname="retail").strip() == '"$user", public, hr, sales'
+    assert split_name('a."B.c"."d""e"') == [("a", False), ("B.c", True), ('d"e', True)]
+
+
+def test_glossary_keeps_nested_bullets_under_their_item():
+    from sqlcoder_eval.hints import glossary_entries
+
+    assert glossary_entries("- One rule.\n- Codes:\n  - N: new\n\t- S: shipped\n* Last\nplain line") == [
+        "One rule.", "Codes:\n  - N: new\n    - S: shipped", "Last", "plain line"]
+
+
+def test_run_reads_several_question_files_and_reports_each(evalpg, tmp_path, capsys):
+    from sqlcoder_eval.cli import main
+
+    pg, _ = evalpg
+    basic = tmp_path / "instruct_basic_postgres.csv"
+    basic.write_text("db_name,query_category,question,query\n"
+                     "shop,basic_group,How many customers?,SELECT COUNT(*) FROM customers;\n"
+                     "broker,basic_group,How many tickers?,SELECT COUNT(*) FROM sbTicker;\n")
+    advanced = tmp_path / "instruct_advanced_postgres.csv"
+    advanced.write_text("db_name,query_category,question,instructions,query,full_instructions\n"
+                        "library,keywords_ratio,How many books?,Count rows.,SELECT COUNT(*) FROM books;,x\n")
+    out = tmp_path / "gold.jsonl"
+    assert main(["run", "--data", str(SMALL), "--questions", str(basic), "--questions", str(advanced),
+                 "--dsn", pg.conninfo(), "--out", str(out), "--predictions", "gold", "--no-progress"]) == 0
+    cap = capsys.readouterr()
+    assert "1 questions left out, their databases are not in" in cap.err and "broker" in cap.err
+    assert "file instruct_basic_postgres.csv: 1 questions" in cap.out
+    assert "file instruct_advanced_postgres.csv: 1 questions" in cap.out
+    records = read_records(out)
+    assert sorted((r["source"], r["id"], r["correct"]) for r in records) == [
+        ("instruct_advanced_postgres.csv", 2, True), ("instruct_basic_postgres.csv", 0, True)]
+    assert next(r for r in records if r["id"] == 2)["instructions"] == "Count rows."

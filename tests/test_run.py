@@ -17,12 +17,17 @@ from fixtures.pg import SHOP_TEMPLATE
 
 DB = f"run_{os.getpid()}"
 ROLE = f"run_analyst_{os.getpid()}"
+SECOND_LINE = ("nextval(regclass); set_config(text, text, boolean); pg_advisory_lock(bigint); "
+               "pg_advisory_lock_shared(integer, integer); pg_sleep(double precision)")
 
 
 @pytest.fixture(scope="module")
 def fake(pg: Cluster) -> Iterator[FakeDaemon]:
     with FakeDaemon(socket_dir() / "fake.sock") as daemon:
-        setup_run_database(pg, DB, SHOP_TEMPLATE, daemon.path, ROLE, {"query_timeout_ms": "1000"})
+        # The DBA allows functions the guard's policy refuses, so that the lines behind
+        # it (read-only execution, the rollback, the lock release, the watchdog) are tested.
+        setup_run_database(pg, DB, SHOP_TEMPLATE, daemon.path, ROLE, {"query_timeout_ms": "1000",
+                                                                      "allowed_functions": SECOND_LINE})
         yield daemon
         drop_run_database(pg, DB, ROLE)
 

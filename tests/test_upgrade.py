@@ -186,6 +186,7 @@ def test_dump_and_restore_keep_settings_hints_instructions_and_history(pg: Clust
         SELECT sqlcoder.add_join_hint('b', 'a_id', 'a', 'id');
         SELECT sqlcoder.add_instruction('revenue is price times quantity');
         INSERT INTO sqlcoder.history (role, operation, question, outcome) VALUES ('postgres', 'ask', 'q?', 'ok');
+        SELECT sqlcoder.add_example('ids of a with b', 'SELECT a.id FROM a JOIN b ON b.a_id = a.id');
         """, dbname=src)
     dump = tmp_path / "db.dump"
     bindir = pg.bindir
@@ -200,9 +201,12 @@ def test_dump_and_restore_keep_settings_hints_instructions_and_history(pg: Clust
     assert pg.psql("SELECT count(*) FROM sqlcoder.join_hints", dbname=dst).strip() == "1"
     assert pg.psql("SELECT instruction FROM sqlcoder.instructions", dbname=dst).strip() == "revenue is price times quantity"
     assert pg.psql("SELECT question FROM sqlcoder.history", dbname=dst).strip() == "q?"
+    # golden examples: their tables (regclass) resolve to the restored tables
+    assert pg.psql("SELECT tables::text FROM sqlcoder.examples", dbname=dst).strip() == "{a,b}"
     # identity sequences came along: new rows do not collide with restored ones
     pg.psql("SELECT sqlcoder.add_instruction('a second rule'); "
-            "INSERT INTO sqlcoder.history (role, operation, question, outcome) VALUES ('postgres', 'ask', 'q2', 'ok')",
+            "INSERT INTO sqlcoder.history (role, operation, question, outcome) VALUES ('postgres', 'ask', 'q2', 'ok'); "
+            "SELECT sqlcoder.add_example('all of a', 'SELECT id FROM a')",
             dbname=dst)
     # a setting set back to its default is no longer an override
     pg.psql("UPDATE sqlcoder.config SET value = default_value WHERE key = 'max_rows'", dbname=dst)

@@ -14,17 +14,17 @@ from __future__ import annotations
 import json
 import time
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
-from . import __version__, assemble, config, execute, guard, history
+from . import __version__, assemble, config, correction, examples, execute, guard, history, policy
 from .client import DaemonClient
-from .errors import (DaemonError, DaemonProtocolError, InvalidQuestion, NullQuestion, SqlcoderError,
-                     VersionMismatch)
+from .errors import (ClientGone, DaemonError, DaemonProtocolError, InvalidQuestion, NoSQLGenerated, NullQuestion,
+                     SqlcoderError, SqlRefused, VersionMismatch)
 from .prompt import extract_sql
 
 __all__ = ["entry"]
 
-_interrupt_plan: Any = None  # a prepared SELECT 1, kept for the backend's life
+_interrupt_plan: Any = None  # the prepared client check, kept for the backend's life
 
 # Versions whose entry point (sqlcoder._call) returned jsonb, {"error": {...}}:
 # a database not yet updated must still get a clean "run ALTER EXTENSION" error.
@@ -45,6 +45,8 @@ def entry(plpy: Any, extension_version: str, op: str, params: Any) -> dict[str, 
         if handler is None:
             raise SqlcoderError(f"unknown sqlcoder operation {op!r}")
         kwargs = json.loads(params) if isinstance(params, str) else (params or {})
+        if "caller_path" in kwargs:
+            kwargs["caller_path"] = visible_path(plpy, kwargs["caller_path"])
         return {"value": _as_text(handler(plpy, **kwargs)), "error": None}
     except SqlcoderError as exc:
         return _error(exc.sqlstate, exc.message, exc.detail, exc.hint)
@@ -88,31 +90,70 @@ def _check_question(question: Any, settings: config.Settings) -> str:
     return question.strip()
 
 
-def _instructions(instructions: Any) -> list[str]:
+def _instructions(instructions: Any, settings: config.Settings) -> list[str]:
     if instructions is None:
         return []
-    return [line for line in str(instructions).splitlines() if line.strip()]
+    text = str(instructions)
+    if len(text) > settings.max_instructions_chars:
+        raise InvalidQuestion(
+            f"the instructions are {len(text)} characters long; the limit is {settings.max_instructions_chars}",
+            hint="Shorten the instructions, or ask a superuser to raise max_instructions_chars in sqlcoder.config.")
+    return [line for line in text.splitlines() if line.strip()]
+
+
+# The path the SQL wrappers pass is current_schemas(true), but anyone can call
+# the entry point with any list: keep only schemas the current role may use.
+_VISIBLE_PATH_SQL = """
+SELECT pg_catalog.array_agg(p.nspname ORDER BY p.ord)::text[] AS path
+FROM pg_catalog.unnest($1::pg_catalog.name[]) WITH ORDINALITY AS p(nspname, ord)
+JOIN pg_catalog.pg_namespace n ON n.nspname = p.nspname
+WHERE pg_catalog.has_schema_privilege(n.oid, 'USAGE')
+"""
+_path_plan: Any = None
+
+
+def visible_path(plpy: Any, caller_path: Any) -> list[str]:
+    """``caller_path`` without the schemas the current role has no USAGE on (or that do not exist)."""
+    global _path_plan
+    if caller_path is None:
+        return []
+    if not isinstance(caller_path, list) or not all(isinstance(n, str) for n in caller_path):
+        raise InvalidQuestion("caller_path must be an array of schema names",
+                              hint="Call sqlcoder.ask, prompt, run or execute; they pass current_schemas(true).")
+    if _path_plan is None:
+        _path_plan = plpy.prepare(_VISIBLE_PATH_SQL, ["text[]"])
+    return plpy.execute(_path_plan, [caller_path])[0]["path"] or []
 
 
 def _build_prompt(plpy: Any, settings: config.Settings, question: Any, instructions: Any,
-                  caller_path: list[str]) -> str:
+                  caller_path: list[str], client: DaemonClient | None = None, correction_block: str = "") -> str:
     text = _check_question(question, settings)
-    return assemble.build_prompt(plpy, settings, text, _instructions(instructions), caller_path or [],
-                                 _client(plpy, settings))
+    return assemble.build_prompt(plpy, settings, text, _instructions(instructions, settings), caller_path or [],
+                                 client or _client(plpy, settings), correction_block)
 
 
 def _checker(plpy: Any) -> Callable[[], None]:
-    """Let PostgreSQL act on a pending cancel or statement_timeout between socket polls."""
+    """Between socket polls: let PostgreSQL act on a pending cancel or statement_timeout, and give up
+    when the client has gone away (the socket to the daemon is then closed, which cancels the request)."""
     global _interrupt_plan
     if _interrupt_plan is None:
-        _interrupt_plan = plpy.prepare("SELECT 1")
+        _interrupt_plan = plpy.prepare("SELECT sqlcoder._client_connected() AS connected")
     plan = _interrupt_plan
-    return lambda: plpy.execute(plan)
+
+    def check() -> None:
+        if not plpy.execute(plan)[0]["connected"]:
+            raise ClientGone("sqlcoder: the client disconnected while waiting for the model; the request was "
+                             "cancelled")
+    return check
 
 
-def _client(plpy: Any, settings: config.Settings) -> DaemonClient:
+def _client(plpy: Any, settings: config.Settings, budget: float | None = None) -> DaemonClient:
     return DaemonClient(settings.socket_path, connect_timeout=settings.connect_timeout_ms / 1000,
-                        max_reply_bytes=settings.max_reply_bytes, check_interrupts=_checker(plpy))
+                        max_reply_bytes=settings.max_reply_bytes, check_interrupts=_checker(plpy), budget=budget)
+
+
+def _history_limits(settings: config.Settings) -> history.Limits:
+    return history.Limits(settings.history_timeout_ms, settings.history_write_timeout_ms)
 
 
 def op_prompt(plpy: Any, question: Any = None, instructions: Any = None, caller_path: Any = None) -> str:
@@ -124,36 +165,88 @@ def op_ask(plpy: Any, question: Any = None, instructions: Any = None, caller_pat
     """Generate SQL, guarded (when guard_ask is on) so that ``\\gexec`` gets one plain query; recorded."""
     settings = config.load(plpy)
     entry = history.Entry("ask", question=question)
-    with history.recording(plpy, entry, settings.history_conninfo):
-        sql = _timed_generate(plpy, settings, question, instructions, caller_path, entry)
-        if settings.guard_ask:
-            execute.guard_only(plpy, sql, caller_path=caller_path, max_cost=settings.max_query_cost,
-                               timeout_s=settings.query_timeout_ms / 1000)
+    with history.recording(plpy, entry, _history_limits(settings)):
+        def check(sql: str) -> str:
+            if settings.guard_ask:
+                execute.guard_only(plpy, sql, caller_path=caller_path, max_cost=settings.max_query_cost,
+                                   timeout_s=settings.query_timeout_ms / 1000,
+                                   functions=_function_lists(plpy, settings))
+            return sql
+
+        sql = _generate_checked(plpy, settings, question, instructions, caller_path, entry, check)
         entry.outcome = "ok"
         return sql
 
 
+T = TypeVar("T")
+
+
+def _generate_checked(plpy: Any, settings: config.Settings, question: Any, instructions: Any, caller_path: Any,
+                      entry: history.Entry, check: Callable[[str], T]) -> T:
+    """Generate SQL and pass it to ``check`` (the guard, or guard and run); on a refusal the model
+    can fix, ask again with the SQL and PostgreSQL's error, up to ``max_corrections`` times."""
+    rounds = settings.max_corrections if settings.self_correct else 0
+    # One budget, model_timeout_ms, for every daemon request of the call, corrections included.
+    client = _client(plpy, settings, budget=settings.model_timeout_ms / 1000)
+    sql, ms = _timed_generate(plpy, settings, question, instructions, caller_path, entry, client)
+    attempts: list[correction.Attempt] = []
+    first: SqlcoderError | None = None
+    while True:
+        try:
+            result = check(sql)
+        except SqlRefused as exc:
+            message = correction.postgres_message(exc)
+            attempts.append(correction.Attempt(sql, exc.sqlstate, message, ms))
+            first = first or exc
+            if len(attempts) > rounds or not correction.fixable(exc):
+                _give_up(entry, attempts, first)
+            try:
+                sql, ms = _timed_generate(plpy, settings, question, instructions, caller_path, entry, client,
+                                          correction.render(sql, message))
+            except (NoSQLGenerated, SqlRefused, DaemonError) as again:  # e.g. the call's budget ran out
+                attempts.append(correction.Attempt("", again.sqlstate, again.message, None))
+                _give_up(entry, attempts, first)
+            continue
+        if attempts:
+            attempts.append(correction.Attempt(sql, None, None, ms))
+            entry.attempts = correction.as_json(attempts)
+        return result
+
+
+def _give_up(entry: history.Entry, attempts: list[correction.Attempt], first: SqlcoderError) -> None:
+    """End with the first attempt's error; after a correction, DETAIL and history hold every attempt."""
+    if len(attempts) == 1:
+        raise first
+    entry.sql = attempts[0].sql
+    entry.attempts = correction.as_json(attempts)
+    raise correction.failure(first, attempts)
+
+
 def _timed_generate(plpy: Any, settings: config.Settings, question: Any, instructions: Any, caller_path: Any,
-                    entry: history.Entry) -> str:
+                    entry: history.Entry, client: DaemonClient, correction_block: str = "") -> tuple[str, float]:
     started = time.monotonic()
     try:
-        sql = _generate(plpy, settings, question, instructions, caller_path, entry)
+        sql = _generate(plpy, settings, question, instructions, caller_path, entry, client, correction_block)
     finally:
-        entry.model_ms = (time.monotonic() - started) * 1000
+        elapsed = (time.monotonic() - started) * 1000
+        entry.model_ms = (entry.model_ms or 0.0) + elapsed
     entry.sql = sql
     guard.strip_sql(sql)  # NUL bytes in model output: refused here, whatever guard_ask says
-    return sql
+    return sql, elapsed
 
 
 def _generate(plpy: Any, settings: config.Settings, question: Any, instructions: Any, caller_path: Any,
-              entry: history.Entry) -> str:
-    prompt = _build_prompt(plpy, settings, question, instructions, caller_path)
-    fields: dict[str, Any] = {"prompt": prompt, "timeout_ms": settings.model_timeout_ms}
+              entry: history.Entry, client: DaemonClient, correction_block: str = "") -> str:
+    """One generate request through ``client``, whose budget (model_timeout_ms) covers the whole call:
+    status probe, token counts, generate, and any correction's requests."""
+    limit = settings.model_timeout_ms / 1000
+    prompt = _build_prompt(plpy, settings, question, instructions, caller_path, client, correction_block)
+    fields: dict[str, Any] = {"prompt": prompt, "timeout_ms": client.daemon_timeout_ms(limit)}
     if settings.max_new_tokens:
         fields["max_new_tokens"] = settings.max_new_tokens
     if settings.num_beams:
         fields["num_beams"] = settings.num_beams
-    reply = _client(plpy, settings).request("generate", settings.model_timeout_ms / 1000, **fields)
+    reply = client.request("generate", limit, **fields)
     assemble.forget_model(settings.socket_path, reply.get("model"))  # a new model may want another template
     if isinstance(reply.get("model"), str):
         entry.model = reply["model"]
@@ -165,6 +258,11 @@ def _generate(plpy: Any, settings: config.Settings, question: Any, instructions:
 
 # -- Running SQL read-only, history, feedback (issue #5) ------------------------
 
+def _function_lists(plpy: Any, settings: config.Settings) -> policy.FunctionLists:
+    """The DBA's allowed/denied functions, resolved here, in sqlcoder's pinned search_path."""
+    return policy.load_lists(plpy, settings.allowed_functions, settings.denied_functions)
+
+
 def _max_rows(settings: config.Settings, requested: Any) -> int:
     if requested is None:
         return settings.max_rows
@@ -174,35 +272,39 @@ def _max_rows(settings: config.Settings, requested: Any) -> int:
 
 
 def _run_recorded(plpy: Any, settings: config.Settings, entry: history.Entry, sql: Any, caller_path: Any,
-                  max_rows: int) -> list[str]:
-    """Run guarded SQL read-only; callers have already refused a superuser (refuse_superuser)."""
+                  max_rows: int) -> int:
+    """Run guarded SQL read-only; callers have already refused a superuser (refuse_superuser).
+
+    Returns the token under which the rows wait for the SQL wrapper (``sqlcoder._result_rows``).
+    """
     result = execute.run_query(plpy, sql, caller_path=caller_path, max_rows=max_rows,
-                               max_cost=settings.max_query_cost, timeout_s=settings.query_timeout_ms / 1000)
+                               max_cost=settings.max_query_cost, timeout_s=settings.query_timeout_ms / 1000,
+                               max_bytes=settings.max_result_bytes, functions=_function_lists(plpy, settings))
     entry.sql, entry.query_ms = result.sql, result.query_ms
-    entry.row_count, entry.truncated, entry.outcome = len(result.rows), result.truncated, "ok"
+    entry.row_count, entry.truncated, entry.outcome = result.row_count, result.truncated, "ok"
     if result.truncated:
         plpy.notice(f"sqlcoder: the result was cut to its first {max_rows} rows",
                     hint="Pass max_rows (up to max_rows in sqlcoder.config), or narrow the query.")
-    return result.rows
+    return result.token
 
 
 def op_run(plpy: Any, question: Any = None, instructions: Any = None, caller_path: Any = None,
-           max_rows: Any = None) -> list[str]:
-    """Generate SQL and run it read-only; one JSON text per row."""
+           max_rows: Any = None) -> int:
+    """Generate SQL and run it read-only; the rows' token for ``sqlcoder._result_rows``."""
     settings = config.load(plpy)
     entry = history.Entry("run", question=question)
-    with history.recording(plpy, entry, settings.history_conninfo):
+    with history.recording(plpy, entry, _history_limits(settings)):
         limit = _max_rows(settings, max_rows)
         execute.refuse_superuser(plpy, settings.allow_superuser_run)  # before spending model time
-        sql = _timed_generate(plpy, settings, question, instructions, caller_path, entry)
-        return _run_recorded(plpy, settings, entry, sql, caller_path, limit)
+        return _generate_checked(plpy, settings, question, instructions, caller_path, entry,
+                                 lambda sql: _run_recorded(plpy, settings, entry, sql, caller_path, limit))
 
 
-def op_execute(plpy: Any, sql: Any = None, caller_path: Any = None, max_rows: Any = None) -> list[str]:
+def op_execute(plpy: Any, sql: Any = None, caller_path: Any = None, max_rows: Any = None) -> int:
     """Run SQL a user reviewed under the same guard and read-only execution as run."""
     settings = config.load(plpy)
     entry = history.Entry("execute", sql=sql)
-    with history.recording(plpy, entry, settings.history_conninfo):
+    with history.recording(plpy, entry, _history_limits(settings)):
         limit = _max_rows(settings, max_rows)
         execute.refuse_superuser(plpy, settings.allow_superuser_run)
         return _run_recorded(plpy, settings, entry, sql, caller_path, limit)
@@ -215,7 +317,8 @@ def op_feedback(plpy: Any, id: Any = None, correct: Any = None, corrected_sql: A
 
 def op_status(plpy: Any) -> dict[str, Any]:
     settings = config.load(plpy)
-    result: dict[str, Any] = {"extension_version": __version__, "socket_path": settings.socket_path}
+    result: dict[str, Any] = {"extension_version": __version__, "socket_path": settings.socket_path,
+                              "history": history.stats(plpy)}
     try:
         reply = _client(plpy, settings).request("status", min(settings.model_timeout_ms / 1000, 10.0))
     except DaemonError as exc:
@@ -226,6 +329,11 @@ def op_status(plpy: Any) -> dict[str, Any]:
     return result
 
 
+def op_check_example(plpy: Any, question: Any = None, sql: Any = None, search_path: Any = None) -> dict[str, Any]:
+    """The trigger on sqlcoder.examples: guard the SQL as the inserting role and list its relations."""
+    return examples.check_new(plpy, question, sql, search_path)
+
+
 _OPERATIONS: dict[str, Callable[..., Any]] = {
     "ask": op_ask,
     "prompt": op_prompt,
@@ -233,4 +341,5 @@ _OPERATIONS: dict[str, Callable[..., Any]] = {
     "run": op_run,
     "execute": op_execute,
     "feedback": op_feedback,
+    "check_example": op_check_example,
 }

@@ -1,4 +1,4 @@
-"""Put the prompt together: cached schema, instructions, the model's template, its context budget.
+"""Put the prompt together: cached schema, golden examples, instructions, the model's template, its budget.
 
 ``sqlcoder.prompt()`` and ``sqlcoder.ask()`` both come here, so prompt() shows
 exactly what ask sends. The daemon is asked (once a minute per backend) which
@@ -15,11 +15,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from . import schema_cache
+from . import bounds, examples, schema_cache, value_hints
 from .client import DaemonClient
 from .config import Settings
-from .errors import DaemonError
-from .prompt import DEFAULT_TEMPLATE, render_prompt, template_for_model
+from .errors import DaemonError, DaemonNotResponding
+from .prompt import choose_template, render_prompt
 from .pruning import select_tables
 
 __all__ = ["ModelInfo", "model_info", "forget_model", "dba_instructions", "context_budget", "build_prompt",
@@ -34,9 +34,10 @@ _COUNT_CHUNK_BYTES = 1 << 20  # well under the daemon's 4 MiB request limit
 _BYTES_SLACK = 8
 _SEPARATOR_TOKENS = 2  # the blank line between two tables
 _ESTIMATE_SLACK = 64  # the per-table estimate errs high (separators, join lines counted twice)
+_EXAMPLES_SHARE = 4  # golden examples may take up to 1/4 of the budget when it is tight
 
 _DBA_INSTRUCTIONS_SQL = """
-SELECT i.instruction
+SELECT i.id, pg_catalog.left(i.instruction, $2) AS instruction, pg_catalog.length(i.instruction) AS chars
 FROM sqlcoder.instructions i
 LEFT JOIN pg_catalog.pg_namespace n ON n.oid = i.scope
 WHERE i.scope IS NULL OR n.nspname = ANY ($1::name[])
@@ -68,6 +69,10 @@ def model_info(settings: Settings, client: DaemonClient) -> ModelInfo | None:
         return cached[1]
     try:
         reply = client.request("status", min(_STATUS_TIMEOUT_S, settings.model_timeout_ms / 1000))
+    except DaemonNotResponding:
+        if client.budget is not None:
+            raise  # asking for SQL: a daemon that does not answer status will not answer generate either
+        return None
     except DaemonError:
         return None
     status = reply.get("status") if isinstance(reply.get("status"), dict) else {}
@@ -84,12 +89,14 @@ def forget_model(socket_path: str, model: Any = None) -> None:
         del _status[socket_path]
 
 
-def dba_instructions(plpy: Any, caller_path: Sequence[str]) -> list[str]:
-    """``sqlcoder.instructions`` lines for this caller: global ones, then those of schemas in the path."""
+def dba_instructions(plpy: Any, caller_path: Sequence[str],
+                     max_chars: int = bounds.DEFAULT_MAX_CHARS) -> list[tuple[str, str, int]]:
+    """``sqlcoder.instructions`` for this caller, global ones first: (name, text cut to ``max_chars``, length)."""
     plan = _plans.get("instructions")
     if plan is None:
-        plan = _plans["instructions"] = plpy.prepare(_DBA_INSTRUCTIONS_SQL, ["name[]"])
-    return [r["instruction"] for r in plpy.execute(plan, [list(caller_path)])]
+        plan = _plans["instructions"] = plpy.prepare(_DBA_INSTRUCTIONS_SQL, ["name[]", "int4"])
+    return [(f"instruction {r['id']}", r["instruction"], int(r["chars"]))
+            for r in plpy.execute(plan, [list(caller_path), max_chars])]
 
 
 def context_budget(settings: Settings, info: ModelInfo | None) -> int | None:
@@ -134,33 +141,57 @@ def _counter(settings: Settings, client: DaemonClient) -> Counter:
     return count
 
 
+def _hint_settings(settings: Settings) -> value_hints.HintSettings | None:
+    if not settings.value_hints:
+        return None
+    return value_hints.HintSettings(settings.value_hints_max_values, settings.value_hints_max_distinct)
+
+
 def build_prompt(plpy: Any, settings: Settings, question: str, instructions: Sequence[str],
-                 caller_path: Sequence[str], client: DaemonClient) -> str:
-    """The prompt for ``question``, pruned to the model's context when the daemon is reachable."""
-    cached = schema_cache.get(plpy, caller_path)
-    lines = dba_instructions(plpy, caller_path) + list(instructions)
+                 caller_path: Sequence[str], client: DaemonClient, correction: str = "") -> str:
+    """The prompt for ``question``, pruned to the model's context when the daemon is reachable.
+
+    After the schema come the golden examples the caller may read (at most
+    ``max_examples``), then ``correction`` (a refused attempt, correction.py).
+    """
+    cached = schema_cache.get(plpy, caller_path, _hint_settings(settings), settings.max_comment_chars)
+    chosen = examples.select(plpy, cached, question, settings.max_examples)
+    lines, cut = bounds.bound_instructions(dba_instructions(plpy, caller_path, settings.max_comment_chars),
+                                           list(instructions), settings.max_comment_chars,
+                                           settings.max_instructions_chars)
+    bounds.notice_cut(plpy, cached.schema.cut + cut)
     info = model_info(settings, client)
-    template = settings.template if settings.template != "auto" else (
-        template_for_model(info.model) if info else DEFAULT_TEMPLATE)
-    full = render_prompt(question, cached.text, lines, template)
+    template = choose_template(settings.template, info.model if info else None)
+    tail = examples.render(chosen) + correction
+    full = render_prompt(question, cached.text, lines, template, tail)
     budget = context_budget(settings, info)
     if info is None or budget is None or len(full.encode("utf-8")) + _BYTES_SLACK <= budget:
         return full
     try:
-        return _pruned(plpy, cached, question, lines, template, budget, info.model, _counter(settings, client), full)
+        count = _counter(settings, client)
+        # Examples take at most a quarter of the budget, the least similar leave first.
+        while chosen and count([examples.render(chosen)])[0] > budget // _EXAMPLES_SHARE:
+            chosen.pop()
+        tail = examples.render(chosen) + correction
+        full = render_prompt(question, cached.text, lines, template, tail)
+        return _pruned(plpy, cached, question, lines, template, budget, info.model, count, full, tail)
+    except DaemonNotResponding:
+        if client.budget is not None:
+            raise
+        return full
     except DaemonError:
         return full  # counting failed: send everything and let the daemon judge
 
 
 def _pruned(plpy: Any, cached: schema_cache.CachedSchema, question: str, lines: list[str], template: str,
-            budget: int, model: str, count: Counter, full: str) -> str:
+            budget: int, model: str, count: Counter, full: str, tail: str = "") -> str:
     blocks, join_counts = cached.counts(model, count)
     costs = [c + _SEPARATOR_TOKENS for c in blocks]
     for (left, right, _), tokens in zip(cached.joins, join_counts):
         half = math.ceil((tokens + 1) / 2)
         costs[left] += half
         costs[right] += half
-    base = count([render_prompt(question, "", lines, template)])[0]
+    base = count([render_prompt(question, "", lines, template, tail)])[0]
     # Count the whole prompt only when the estimate says it may fit: then it is
     # small, while a huge schema could exceed the daemon's request size limit.
     if base + sum(costs) <= budget + _ESTIMATE_SLACK and count([full])[0] <= budget:
@@ -171,7 +202,7 @@ def _pruned(plpy: Any, cached: schema_cache.CachedSchema, question: str, lines: 
     # than estimated; drop the least relevant tables until it fits.
     drop_order = sorted(kept, key=lambda i: (scores[i], -i))
     while True:
-        prompt = render_prompt(question, cached.render(kept), lines, template)
+        prompt = render_prompt(question, cached.render(kept), lines, template, tail)
         over = count([prompt])[0] - budget
         if over <= 0 or not kept:
             break

@@ -16,6 +16,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
 
+from . import bounds
+from .bounds import DEFAULT_MAX_CHARS
+
 __all__ = ["Column", "Table", "Join", "Schema", "EXCLUDED_SCHEMAS", "read_schema",
            "render_table", "render_join", "render_schema"]
 
@@ -59,7 +62,8 @@ WITH path AS (
                                ORDER BY enumsortorder) AS labels
   FROM pg_catalog.pg_enum GROUP BY enumtypid
 ), vcols AS (
-  SELECT a.attrelid, a.attnum, a.attname, a.atttypid, a.atttypmod, a.attnotnull, a.attidentity, a.attgenerated
+  SELECT a.attrelid, a.attnum, a.attname, a.atttypid, a.atttypmod, a.attnotnull, a.attidentity, a.attgenerated,
+         r.whole
   FROM rels r
   JOIN pg_catalog.pg_attribute a ON a.attrelid = r.oid
   WHERE a.attnum > 0 AND NOT a.attisdropped
@@ -87,11 +91,20 @@ WITH path AS (
            CASE WHEN pg_catalog.starts_with(ft.ft, ty.prefix) THEN pg_catalog.substr(ft.ft, pg_catalog.length(ty.prefix) + 1)
                 ELSE ft.ft END,
            a.attnotnull, a.attidentity,
-           CASE WHEN a.attgenerated <> '' THEN pg_catalog.translate(pg_catalog.pg_get_expr(ad.adbin, ad.adrelid),
-                                                                    E'\\x1d\\x1e\\x1f', '   ')
-                ELSE '' END,
-           pg_catalog.translate(COALESCE(d.description, ''), E'\\x1d\\x1e\\x1f', '   '),
-           COALESCE(e.labels, '')), E'\\x1e' ORDER BY a.attnum) AS columns
+           CASE WHEN a.attgenerated = '' THEN ''
+                -- The expression names columns: shown only when the caller may select all of them.
+                WHEN NOT a.whole AND EXISTS (
+                  SELECT 1 FROM pg_catalog.pg_depend dep
+                  WHERE dep.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND dep.objid = ad.oid
+                    AND dep.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                    AND dep.refobjid = a.attrelid AND dep.refobjsubid > 0
+                    AND NOT pg_catalog.has_column_privilege(a.attrelid, dep.refobjsubid::pg_catalog.int2, 'SELECT')) THEN '?'
+                ELSE pg_catalog.translate(pg_catalog.left(pg_catalog.pg_get_expr(ad.adbin, ad.adrelid), $3 + 1),
+                                          E'\\x1c\\x1d\\x1e\\x1f', '    ') END,
+           pg_catalog.translate(pg_catalog.left(COALESCE(d.description, ''), $3), E'\\x1c\\x1d\\x1e\\x1f', '    ')
+             || CASE WHEN pg_catalog.length(d.description) > $3
+                     THEN E'\\x1c' || (pg_catalog.length(d.description) - $3)::text ELSE '' END,
+           COALESCE(pg_catalog.left(e.labels, $3 + 1), '')), E'\\x1e' ORDER BY a.attnum) AS columns
   FROM vcols a
   CROSS JOIN LATERAL (SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) AS ft) ft
   LEFT JOIN types ty ON ty.oid = a.atttypid
@@ -121,7 +134,8 @@ SELECT r.oid::pg_catalog.int8 AS oid,
        pg_catalog.quote_ident(r.nspname) AS schema,
        pg_catalog.quote_ident(r.relname) AS name,
        r.relkind AS kind,
-       d.description AS comment,
+       pg_catalog.left(d.description, $3) AS comment,
+       GREATEST(pg_catalog.length(d.description) - $3, 0) AS comment_cut,
        COALESCE(e.ord < r.ord, false) AS shadowed,
        cols.columns,
        keys.keys::text AS keys,
@@ -162,6 +176,7 @@ class Column:
     generated: str = ""
     comment: str | None = None
     enum_labels: Sequence[str] | None = None
+    values: Sequence[str] | None = None  # most common values from pg_stats (value_hints.py)
 
 
 @dataclass
@@ -197,6 +212,7 @@ class Join:
 class Schema:
     tables: list[Table]
     joins: list[Join]
+    cut: list[str] = field(default_factory=list)  # objects whose text was cut ("comment on table x")
 
     def by_oid(self) -> dict[int, Table]:
         return {t.oid: t for t in self.tables}
@@ -209,15 +225,41 @@ def _plan(plpy: Any, key: str, sql: str, types: Sequence[str] = ()) -> Any:
     return plan
 
 
-def _table_from_row(row: dict[str, Any]) -> tuple[Table, dict[int, str], list[Any]]:
-    table = Table(int(row["oid"]), row["schema"], row["name"], row["kind"], bool(row["shadowed"]), row["comment"])
+def _labels(raw: str, max_chars: int) -> list[str] | None:
+    if not raw:
+        return None
+    if len(raw) <= max_chars:
+        return raw.split("\x1d")
+    kept = raw[:max_chars].split("\x1d")[:-1]  # the last one may be cut in the middle
+    return kept + [bounds.marker_text("more labels")]
+
+
+def _table_from_row(row: dict[str, Any], max_chars: int, cut: list[str]) -> tuple[Table, dict[int, str], list[Any]]:
+    comment = row["comment"]
+    label = f"{row['schema']}.{row['name']}"
+    if row["comment_cut"]:
+        comment = bounds.marked(comment, int(row["comment_cut"]))
+        cut.append(f"the comment on {label}")
+    table = Table(int(row["oid"]), row["schema"], row["name"], row["kind"], bool(row["shadowed"]), comment)
     names: dict[int, str] = {}
     columns = table.columns
     for record in row["columns"].split("\x1e"):
         attnum, name, type_, not_null, identity, generated, comment, labels = record.split("\x1f")
         names[int(attnum)] = name
+        if "\x1c" in comment:
+            comment, more = comment.split("\x1c")
+            comment = bounds.marked(comment, int(more))
+            cut.append(f"the comment on column {label}.{name}")
+        if generated == "?":  # it names a column the caller may not select
+            generated = ""
+        elif len(generated) > max_chars:
+            generated = bounds.marked(generated[:max_chars], None)
+            cut.append(f"the generation expression of column {label}.{name}")
+        column_labels = _labels(labels, max_chars)
+        if labels and len(labels) > max_chars:
+            cut.append(f"the labels of the type of column {label}.{name}")
         columns.append(Column(name, type_, not_null == "t", False, False, identity, generated, comment or None,
-                              labels.split("\x1d") if labels else None))
+                              column_labels))
     if row["keys"]:
         for primary, attnums in json.loads(row["keys"]):
             # A key is shown only when the caller sees all its columns.
@@ -250,20 +292,26 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def read_schema(plpy: Any, caller_path: Sequence[str]) -> Schema:
-    """Introspect the relations the caller can see through ``caller_path`` (``current_schemas(true)``)."""
+def read_schema(plpy: Any, caller_path: Sequence[str], max_chars: int = DEFAULT_MAX_CHARS) -> Schema:
+    """Introspect the relations the caller can see through ``caller_path`` (``current_schemas(true)``).
+
+    Comments, enum label lists and generated-column expressions (text their
+    owners wrote) are cut to ``max_chars`` in SQL, so a 5 MB comment never
+    leaves the server's catalog; ``Schema.cut`` names what was cut.
+    """
     with _gc_paused():
-        return _read_schema(plpy, caller_path)
+        return _read_schema(plpy, caller_path, max_chars)
 
 
-def _read_schema(plpy: Any, caller_path: Sequence[str]) -> Schema:
-    rows = plpy.execute(_plan(plpy, "schema", _SCHEMA_SQL, ["name[]", "name[]"]),
-                        [list(caller_path), list(EXCLUDED_SCHEMAS)])
+def _read_schema(plpy: Any, caller_path: Sequence[str], max_chars: int) -> Schema:
+    rows = plpy.execute(_plan(plpy, "schema", _SCHEMA_SQL, ["name[]", "name[]", "int4"]),
+                        [list(caller_path), list(EXCLUDED_SCHEMAS), max_chars])
     tables: list[Table] = []
     attnames: dict[int, dict[int, str]] = {}
     raw_fks: list[tuple[int, list[Any]]] = []
+    cut: list[str] = []
     for row in rows:
-        table, names, fks = _table_from_row(row)
+        table, names, fks = _table_from_row(row, max_chars, cut)
         tables.append(table)
         attnames[table.oid] = names
         raw_fks.append((table.oid, fks))
@@ -285,7 +333,7 @@ def _read_schema(plpy: Any, caller_path: Sequence[str]) -> Schema:
             if join not in seen and Join(right, join.right_columns, left, join.left_columns) not in seen:
                 seen.add(join)
                 joins.append(join)
-    return Schema(tables=tables, joins=joins)
+    return Schema(tables=tables, joins=joins, cut=cut)
 
 
 def _one_line(text: str) -> str:
@@ -320,6 +368,8 @@ def _render_column(col: Column) -> tuple[str, str]:
         notes.append(_one_line(col.comment))
     if col.enum_labels:
         notes.append("one of " + ", ".join("'" + label.replace("'", "''") + "'" for label in col.enum_labels))
+    if col.values:
+        notes.append("e.g. " + ", ".join("'" + value.replace("'", "''") + "'" for value in col.values))
     return " ".join(parts), "; ".join(notes)
 
 

@@ -15,12 +15,13 @@ import json
 import os
 import select
 import socket
+import stat
 import time
 from typing import Any, Callable
 
-from .errors import (DaemonBusy, DaemonConnectionLost, DaemonNotRunning, DaemonPermissionDenied,
-                     DaemonProtocolError, DaemonRejected, DaemonReplyTooLarge, DaemonVersionMismatch,
-                     ModelServerUnavailable, ModelTimeout)
+from .errors import (DaemonBusy, DaemonConnectionLost, DaemonNotResponding, DaemonNotRunning,
+                     DaemonPermissionDenied, DaemonProtocolError, DaemonRejected, DaemonReplyTooLarge,
+                     DaemonShuttingDown, DaemonVersionMismatch, ModelServerUnavailable, ModelTimeout)
 
 __all__ = ["PROTOCOL_VERSION", "DaemonClient"]
 
@@ -37,21 +38,51 @@ _REJECTION_HINTS = {
 }
 
 
+_SPENT_HINT = ("The status probe and token counting used up model_timeout_ms before the model was asked; "
+               "a superuser can raise model_timeout_ms in sqlcoder.config, or set context_budget_tokens so the "
+               "schema need not be counted.")
+
+
 def _no_interrupts() -> None:
     return None
 
 
+def _not_a_socket(path: str) -> str | None:
+    """What is at ``path`` when it is not a socket ("a regular file", ...); None for a socket or nothing."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISSOCK(mode):
+        return None
+    return "a directory" if stat.S_ISDIR(mode) else "a regular file" if stat.S_ISREG(mode) else "a special file"
+
+
 class DaemonClient:
-    """One request at a time over a fresh connection to the daemon's Unix socket."""
+    """One request at a time over a fresh connection to the daemon's Unix socket.
+
+    With ``budget`` (seconds; model_timeout_ms), every request made through this client,
+    connecting included, ends within that time from its first request: the status
+    probe and token counting come out of the same budget as the generate request.
+    """
 
     def __init__(self, socket_path: str, *, connect_timeout: float = 2.0, max_reply_bytes: int = 1 << 20,
-                 check_interrupts: Callable[[], None] = _no_interrupts):
+                 check_interrupts: Callable[[], None] = _no_interrupts, budget: float | None = None):
         self.socket_path = socket_path
         self.connect_timeout = connect_timeout
         self.max_reply_bytes = max_reply_bytes
         self.check_interrupts = check_interrupts
+        self.budget = budget
+        #: Set by the first request: reading the catalog before it is not the daemon's time.
+        self.call_deadline: float | None = None
 
     # -- public ------------------------------------------------------------
+    def daemon_timeout_ms(self, timeout: float) -> int:
+        """The ``timeout_ms`` to send: a little less than this client waits, so a daemon that is alive
+        answers with its own ``timeout`` error before the client gives up on it."""
+        left = timeout if self.call_deadline is None else min(timeout, self.call_deadline - time.monotonic())
+        return max(1, int((left - min(1.0, 0.2 * left)) * 1000))
+
     def request(self, op: str, timeout: float, **fields: Any) -> dict[str, Any]:
         """Send one request and return the reply object of a successful answer.
 
@@ -62,43 +93,82 @@ class DaemonClient:
         line = json.dumps({"v": PROTOCOL_VERSION, "id": request_id, "op": op, **fields},
                           ensure_ascii=False).encode("utf-8") + b"\n"
         deadline = time.monotonic() + timeout
-        sock = self._connect()
+        if self.budget is not None and self.call_deadline is None:
+            self.call_deadline = time.monotonic() + self.budget
+        if self.call_deadline is not None:
+            if self.call_deadline <= time.monotonic():
+                raise ModelTimeout(f"model_timeout_ms ({self.budget:g} s) ran out before the {op} request "
+                                   "could be sent", hint=_SPENT_HINT)
+            if self.call_deadline < deadline:
+                deadline, timeout = self.call_deadline, self.budget or timeout
+        sock = self._connect(deadline)
         try:
-            self._send(sock, line, deadline, timeout)
-            raw = self._receive_line(sock, deadline, timeout)
+            try:
+                self._send(sock, line, deadline, timeout)
+            except DaemonConnectionLost:
+                raw = self._pending_reply(sock)  # a daemon that refused us (busy) and closed first
+                if raw is None:
+                    raise
+            else:
+                raw = self._receive_line(sock, deadline, timeout)
         finally:
             sock.close()
         return self._check_reply(raw, request_id)
 
     # -- steps -------------------------------------------------------------
-    def _connect(self) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.connect_timeout)
+    def _connect(self, call_deadline: float) -> socket.socket:
+        """Connect, retrying while the daemon's listen backlog is full (EAGAIN) for up to connect_timeout."""
+        deadline = min(time.monotonic() + self.connect_timeout, call_deadline)
+        pause = 0.005
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.setblocking(False)  # a Unix socket connect never waits: EAGAIN means the backlog is full
+            try:
+                sock.connect(self.socket_path)
+                return sock
+            except BlockingIOError:
+                sock.close()
+            except OSError as exc:
+                sock.close()
+                raise self._connect_error(exc) from None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DaemonBusy(
+                    f"the sqlcoder daemon at {self.socket_path} accepted no connection within "
+                    f"{self.connect_timeout:g} s: its listen backlog is full",
+                    hint=("The daemon is not accepting connections: stopped (SIGSTOP), hung, or out of file "
+                          "descriptors. Check its process and log; raise connect_timeout_ms only if it is merely "
+                          "busy."))
+            self.check_interrupts()
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 0.1)
+
+    def _connect_error(self, exc: OSError) -> Exception:
+        path = self.socket_path
+        if isinstance(exc, FileNotFoundError):
+            return DaemonNotRunning(f"the sqlcoder daemon is not running: no socket at {path}")
+        kind = _not_a_socket(path)
+        if kind and isinstance(exc, (PermissionError, ConnectionRefusedError)):
+            return DaemonNotRunning(
+                f"{path} is {kind}, not the daemon's socket",
+                hint=("Something other than the daemon's socket is at socket_path: remove it and restart the "
+                      "daemon (it refuses to start while it is there), or fix socket_path in sqlcoder.config."))
+        if isinstance(exc, PermissionError):
+            return DaemonPermissionDenied(f"permission denied connecting to the sqlcoder daemon socket {path}")
+        if isinstance(exc, ConnectionRefusedError):
+            return DaemonNotRunning(f"the sqlcoder daemon is not running: {path} refuses connections")
+        if exc.errno in (errno.ENOTSOCK, errno.ENOTDIR, errno.ECONNREFUSED):
+            return DaemonNotRunning(f"{path} is not a listening socket ({exc.strerror})")
+        return DaemonNotRunning(f"cannot connect to the sqlcoder daemon at {path}: {exc}")
+
+    def _pending_reply(self, sock: socket.socket) -> bytes | None:
+        """A reply line the daemon sent before closing, if any (read without waiting)."""
         try:
-            sock.connect(self.socket_path)
-        except FileNotFoundError:
-            sock.close()
-            raise DaemonNotRunning(f"the sqlcoder daemon is not running: no socket at {self.socket_path}") from None
-        except PermissionError:
-            sock.close()
-            raise DaemonPermissionDenied(
-                f"permission denied connecting to the sqlcoder daemon socket {self.socket_path}") from None
-        except ConnectionRefusedError:
-            sock.close()
-            raise DaemonNotRunning(
-                f"the sqlcoder daemon is not running: {self.socket_path} refuses connections") from None
-        except socket.timeout:
-            sock.close()
-            raise DaemonNotRunning(
-                f"the sqlcoder daemon at {self.socket_path} did not accept the connection within "
-                f"{self.connect_timeout:g} s") from None
-        except OSError as exc:
-            sock.close()
-            if exc.errno in (errno.ENOTSOCK, errno.ENOTDIR, errno.ECONNREFUSED):
-                raise DaemonNotRunning(f"{self.socket_path} is not a listening socket ({exc.strerror})") from None
-            raise DaemonNotRunning(f"cannot connect to the sqlcoder daemon at {self.socket_path}: {exc}") from None
-        sock.setblocking(False)
-        return sock
+            data = sock.recv(self.max_reply_bytes + 1)
+        except OSError:
+            return None
+        newline = data.find(b"\n")
+        return data[:newline] if newline >= 0 else None
 
     def _wait(self, sock: socket.socket, deadline: float, timeout: float, *, write: bool) -> None:
         """Block for at most one poll slice, checking interrupts and the deadline."""
@@ -106,7 +176,8 @@ class DaemonClient:
             self.check_interrupts()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise ModelTimeout(f"the model did not answer within {timeout:g} s")
+                raise DaemonNotResponding(f"the sqlcoder daemon did not answer within {timeout:g} s, not even "
+                                          "with its own timeout error")
             slice_ = min(_POLL_SECONDS, remaining)
             if write:
                 _, ready, _ = select.select([], [sock], [], slice_)
@@ -181,6 +252,8 @@ class DaemonClient:
         message = str(error.get("message", ""))[:500].replace("\x00", "")
         if code == "busy":
             raise DaemonBusy(f"the sqlcoder daemon is busy: {message}")
+        if code == "shutting_down":
+            raise DaemonShuttingDown(f"the sqlcoder daemon is shutting down: {message}")
         if code == "unavailable":
             raise ModelServerUnavailable(f"the sqlcoder daemon's model server is unavailable: {message}")
         if code == "timeout":

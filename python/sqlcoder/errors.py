@@ -14,9 +14,11 @@ Exception tree::
     │   ├── DaemonProtocolError       08P01  garbage, truncated or oversize reply
     │   │   ├── DaemonReplyTooLarge   08P01  reply over max_reply_bytes
     │   │   └── DaemonVersionMismatch 08P01  daemon speaks another protocol version
-    │   ├── DaemonBusy                53000  the daemon's queue is full
+    │   ├── DaemonBusy                53000  the daemon's queue or connections are full, or its backlog
     │   ├── ModelServerUnavailable    08001  the daemon's model server (openai backend) is down or answers garbage
+    │   ├── DaemonShuttingDown        57P03  the daemon is stopping (drain deadline, or no new work)
     │   ├── ModelTimeout              57014  model_timeout_ms passed
+    │   │   └── DaemonNotResponding   57014  no reply at all, not even the daemon's own timeout error
     │   └── DaemonRejected            58000  the daemon answered with an error
     ├── NoSQLGenerated                22000  the model gave no SQL ("I do not know")
     ├── SqlRefused                    42000  the guard refused the SQL (DETAIL holds it)
@@ -25,10 +27,15 @@ Exception tree::
     │   ├── MultipleStatements        42601  not exactly one statement
     │   ├── NotAPlainQuery            25006  DML, DDL, utility, data-modifying WITH, SELECT INTO
     │   ├── QueryTooExpensive         54000  planner cost over max_query_cost
+    │   ├── FunctionRefused           42501  the query calls a function the policy refuses
+    │   ├── ResultTooLarge            54000  the result passed max_result_bytes while it was fetched
     │   └── SuperuserRefused          42501  a superuser may not run generated SQL
     ├── TimeLimitExceeded             57014  query_timeout_ms passed (the watchdog cancelled it)
     ├── QueryFailed                   (PostgreSQL's own) the query failed while running; DETAIL adds the SQL
-    └── FeedbackError                 02000  no history entry of yours with that id
+    ├── FeedbackError                 02000  no history entry of yours with that id
+    ├── ClientGone                    08006  the client disconnected while the call waited on the model
+    └── InvalidExample                22023  a golden example without a question, or reading no table
+        └── ExampleNotOwner           42501  the adder does not own every table the example reads
 
 They are plain Python exceptions so the package can be tested without a
 server; :mod:`sqlcoder.api` turns them into PostgreSQL errors.
@@ -39,10 +46,12 @@ from __future__ import annotations
 __all__ = [
     "SqlcoderError", "InvalidQuestion", "NullQuestion", "ConfigError", "VersionMismatch",
     "DaemonError", "DaemonNotRunning", "DaemonPermissionDenied", "DaemonConnectionLost",
-    "DaemonProtocolError", "DaemonBusy", "ModelServerUnavailable", "ModelTimeout", "DaemonRejected", "NoSQLGenerated",
+    "DaemonProtocolError", "DaemonBusy", "DaemonShuttingDown", "ModelServerUnavailable", "ModelTimeout", "DaemonNotResponding",
+    "DaemonRejected", "NoSQLGenerated",
     "DaemonReplyTooLarge", "DaemonVersionMismatch", "SqlRefused", "InvalidSql", "EmptySql",
-    "MultipleStatements", "NotAPlainQuery", "QueryTooExpensive", "SuperuserRefused", "TimeLimitExceeded",
-    "FeedbackError", "QueryFailed",
+    "MultipleStatements", "NotAPlainQuery", "QueryTooExpensive", "FunctionRefused", "SuperuserRefused",
+    "TimeLimitExceeded", "FeedbackError", "QueryFailed", "ResultTooLarge", "ClientGone", "InvalidExample",
+    "ExampleNotOwner",
 ]
 
 
@@ -108,7 +117,14 @@ class DaemonProtocolError(DaemonError):
 
 class DaemonBusy(DaemonError):
     sqlstate = "53000"
-    hint = "The model daemon's queue is full; try again in a moment."
+    hint = ("The model daemon's queue is full, or it has max_connections connections open; try again in a "
+            "moment.")
+
+
+class DaemonShuttingDown(DaemonError):
+    sqlstate = "57P03"
+    hint = ("The model daemon is being stopped or restarted (SIGTERM, systemctl stop/restart); try again once it "
+            "is back. Requests still running when its drain_timeout_s passes get this error too.")
 
 
 class ModelServerUnavailable(DaemonError):
@@ -120,6 +136,12 @@ class ModelServerUnavailable(DaemonError):
 class ModelTimeout(DaemonError):
     sqlstate = "57014"
     hint = "The model took longer than model_timeout_ms in sqlcoder.config; a superuser can raise it."
+
+
+class DaemonNotResponding(ModelTimeout):
+    hint = ("The daemon accepted the connection but sent nothing back, not even its own timeout error: it is "
+            "stopped (SIGSTOP), hung or swapping. Check its process and log (systemctl status sqlcoder-daemon); "
+            "sqlcoder.status() says whether it answers.")
 
 
 class DaemonRejected(DaemonError):
@@ -184,6 +206,14 @@ class QueryTooExpensive(SqlRefused):
             "LIMIT), or ask a superuser to raise the ceiling.")
 
 
+class FunctionRefused(SqlRefused):
+    """The function policy (sqlcoder.policy) refused a function the analyzed query calls."""
+
+    sqlstate = "42501"
+    hint = ("A superuser can allow a function with SELECT sqlcoder.allow_function('schema.name(argument types)'); "
+            "see docs/security.md.")
+
+
 class SuperuserRefused(SqlRefused):
     sqlstate = "42501"
     hint = ("A superuser bypasses every privilege check, and read-only mode does not stop functions such as "
@@ -208,3 +238,34 @@ class QueryFailed(SqlcoderError):
                  hint: str | None = None):
         super().__init__(message, detail=detail, hint=hint)
         self.sqlstate = sqlstate or "XX000"
+
+
+# -- Result bytes and abandoned calls (issue #10) ------------------------------
+
+class ResultTooLarge(SqlRefused):
+    """Counted row by row as the query ran; it was stopped as soon as the limit was passed."""
+
+    sqlstate = "54000"
+    hint = ("Select fewer or narrower columns, aggregate, or add a LIMIT; a superuser can raise max_result_bytes "
+            "in sqlcoder.config.")
+
+
+class ClientGone(SqlcoderError):
+    """Nobody reads this error: it ends the call, cancels the daemon request and is recorded in history."""
+
+    sqlstate = "08006"
+    hint = "The client closed its connection (killed, or a pool's timeout) while sqlcoder waited on the model."
+
+
+# -- Golden examples (issue #14) -------------------------------------------------
+
+class InvalidExample(SqlcoderError):
+    sqlstate = "22023"
+    hint = ("A golden example is a non-empty question and one plain query (SELECT, WITH, VALUES or TABLE) "
+            "that reads at least one table: sqlcoder.add_example('how many orders?', 'SELECT count(*) FROM orders').")
+
+
+class ExampleNotOwner(InvalidExample):
+    sqlstate = "42501"
+    hint = ("Only a superuser or the owner of every table the SQL reads can add it as an example: ask them to run "
+            "sqlcoder.add_example.")

@@ -1,17 +1,21 @@
 """Run one guarded query read-only, as the caller, and undo everything it did.
 
-The query runs through ``sqlcoder._readonly_rows(query, search_path)``, a
-helper declared ``SET transaction_read_only = on``: PostgreSQL itself refuses every write in
-the very SPI call that runs the query (a ``SET LOCAL`` in its own
-``plpy.execute`` would be undone when PL/Python's internal subtransaction
-ends). Guard and query run inside an explicit subtransaction that is always
+The query runs through ``sqlcoder._run_readonly(query, search_path, max_rows,
+max_bytes)`` (C, src/result_rows.c), declared ``SET transaction_read_only =
+on``: PostgreSQL itself refuses every write in the very SPI call that runs the
+query (a ``SET LOCAL`` in its own ``plpy.execute`` would be undone when
+PL/Python's internal subtransaction ends). Its rows never enter Python: each
+row the executor produces is counted in bytes and kept in a tuplestore
+(work_mem, then a temporary file) that survives the rollback below, and the
+executor is stopped as soon as ``max_rows`` or ``max_result_bytes`` is passed.
+The SQL wrapper then returns them with ``sqlcoder._result_rows(token)``. Guard and query run inside an explicit subtransaction that is always
 rolled back, so temp tables, transaction-level locks, NOTIFYs and the
 search_path we set vanish, and the caller's transaction stays as it was
 (writable, or its own ``BEGIN READ ONLY``). Session-level advisory locks
 survive any rollback, so those the query took are released by hand.
 
 All of it runs under a :class:`~sqlcoder.watchdog.Watchdog`: the wall-clock
-limit covers planning as well as execution.
+limit covers planning, execution and building the result.
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypeVar
 
-from . import guard
-from .errors import QueryFailed, SuperuserRefused, TimeLimitExceeded
+from . import guard, policy
+from .errors import QueryFailed, ResultTooLarge, SuperuserRefused, TimeLimitExceeded
 from .watchdog import Watchdog, absorb_pending_cancel
 
 __all__ = ["QueryResult", "search_path_of", "in_caller_context", "run_query", "guard_only", "refuse_superuser"]
@@ -36,12 +40,18 @@ WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid() AND granted
 """
 
 
+_RUN_SQL = ("SELECT token, row_count, bytes, truncated, exceeded "
+            "FROM sqlcoder._run_readonly($1, $2, $3, $4)")
+
+
 @dataclass(frozen=True)
 class QueryResult:
-    """Rows as JSON texts (one object per row, keys in column order), and what it cost."""
+    """Where the rows wait (``sqlcoder._result_rows(token)``), how many, and what it cost."""
 
     sql: str
-    rows: list[str]
+    token: int
+    row_count: int
+    bytes: int
     truncated: bool
     query_ms: float
     cost: float
@@ -128,43 +138,47 @@ def _release_advisory(plpy: Any, locks: set[tuple[int, int, int, str]]) -> None:
 
 
 def run_query(plpy: Any, sql: Any, *, caller_path: Sequence[str] | None, max_rows: int,
-              max_cost: float | None, timeout_s: float) -> QueryResult:
-    """Guard ``sql``, run it read-only with at most ``max_rows`` rows, and undo its effects."""
+              max_cost: float | None, timeout_s: float, max_bytes: int,
+              functions: policy.FunctionLists = policy.FunctionLists()) -> QueryResult:
+    """Guard ``sql``, run it read-only with at most ``max_rows`` rows and ``max_bytes`` bytes, undo its effects."""
     locks_before = _advisory_locks(plpy)
-    helper = plpy.prepare("SELECT sqlcoder._readonly_rows($1, $2) AS row", ["text", "text"])
+    helper = plpy.prepare(_RUN_SQL, ["text", "text", "bigint", "bigint"])
     started = time.monotonic()
-    checked_sql: list[str] = []
 
-    def work() -> tuple[guard.CheckedQuery, list[str]]:
-        checked = guard.check(plpy, sql, max_rows=max_rows, max_cost=max_cost)
-        checked_sql.append(checked.sql)
+    def work() -> tuple[guard.CheckedQuery, dict[str, Any]]:
+        checked = guard.check(plpy, sql, max_rows=max_rows, max_cost=max_cost,
+                              search_path=search_path_of(caller_path), functions=functions)
         try:
-            rows = [r["row"] for r in plpy.execute(helper, [checked.runnable, search_path_of(caller_path)])]
+            kept = plpy.execute(helper, [checked.runnable, search_path_of(caller_path), max_rows, max_bytes])[0]
         except plpy.SPIError as exc:
             if guard.is_interrupt(exc):
                 raise
             raise QueryFailed(str(exc.args[0]) if exc.args else str(exc), sqlstate=getattr(exc, "sqlstate", None),
                               detail=guard.detail_for(checked.sql, getattr(exc, "detail", None)),
                               hint=getattr(exc, "hint", None)) from None
-        return checked, rows
+        if kept["exceeded"]:
+            raise ResultTooLarge(f"sqlcoder: the result is larger than max_result_bytes ({max_bytes} bytes); "
+                                 f"it was stopped after {kept['row_count']} rows",
+                                 detail=guard.detail_for(checked.sql))
+        return checked, kept
 
     try:
-        checked, rows = in_caller_context(plpy, caller_path, timeout_s, work)
+        checked, kept = in_caller_context(plpy, caller_path, timeout_s, work)
     finally:
         leaked = _advisory_locks(plpy) - locks_before
         if leaked:
             _release_advisory(plpy, leaked)
     elapsed = (time.monotonic() - started) * 1000
-    truncated = len(rows) > max_rows
-    return QueryResult(sql=checked.sql, rows=rows[:max_rows], truncated=truncated, query_ms=elapsed,
-                       cost=checked.cost)
+    return QueryResult(sql=checked.sql, token=kept["token"], row_count=kept["row_count"], bytes=kept["bytes"],
+                       truncated=kept["truncated"], query_ms=elapsed, cost=checked.cost)
 
 
 def guard_only(plpy: Any, sql: str, *, caller_path: Sequence[str] | None, max_cost: float | None,
-               timeout_s: float) -> guard.CheckedQuery:
+               timeout_s: float, functions: policy.FunctionLists = policy.FunctionLists()) -> guard.CheckedQuery:
     """The guard's verdict on ``sql`` as the caller would run it; nothing is executed."""
     return in_caller_context(plpy, caller_path, timeout_s,
-                             lambda: guard.check(plpy, sql, max_rows=1, max_cost=max_cost))
+                             lambda: guard.check(plpy, sql, max_rows=1, max_cost=max_cost,
+                                                 search_path=search_path_of(caller_path), functions=functions))
 
 
 def refuse_superuser(plpy: Any, allowed: bool) -> None:

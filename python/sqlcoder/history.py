@@ -1,45 +1,45 @@
 """``sqlcoder.history`` rows that survive the caller's transaction rolling back.
 
 A failing ``run`` raises an error, and an error aborts the caller's
-transaction: a row inserted through SPI would vanish with it (and a
-``BEGIN READ ONLY`` transaction cannot insert at all). So each row is written
-in its own transaction, over a short loopback connection made with libpq
-(loaded with ctypes, as dblink and postgres_fdw load it): by default to the
-server's own Unix socket, as the server's OS user (peer or trust
-authentication), or with the DBA's ``history_conninfo``. The values go as
-query parameters; the role recorded is the caller's ``current_user``, found
-by the server, never taken from the caller's input.
+transaction: a row inserted in it would vanish (and a ``BEGIN READ ONLY``
+transaction cannot insert at all). So each row is handed to a background
+worker (``src/history_worker.c``) that writes it in its own transaction as
+``sqlcoder_history_writer``, a role that may only insert history rows. It
+connects by OID to the current database, so nothing the caller names or sets
+decides where the row goes or what runs with it; the row's role is the
+caller's ``current_user``, found by the server, never taken from the input.
 
-If the loopback connection fails (no Unix socket, authentication refused, no
-free connection slot), the row is inserted through SPI instead, in a
-subtransaction: it is then kept only if the caller's transaction commits, and
-the reason goes to the server log.
+The caller waits at most ``history_timeout_ms``. A row that cannot be written
+is counted (``sqlcoder.status()`` shows the counters) and logged with its
+reason; it never becomes the caller's error. Identical refusals within a
+second are folded into one row with a ``repeat_count``. A call its backend
+leaves (terminated, or the client went away) is written at exit with the
+outcome ``terminated`` or ``abandoned``.
 """
 
 from __future__ import annotations
 
-import ctypes
-import os
-import pwd
+import json
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Iterator
 
-from .errors import DaemonError, FeedbackError, ModelTimeout, SqlcoderError, SqlRefused, TimeLimitExceeded
+from .errors import (ClientGone, DaemonBusy, DaemonError, FeedbackError, ModelTimeout, SqlcoderError, SqlRefused,
+                     TimeLimitExceeded)
 
-__all__ = ["Entry", "record", "recording", "feedback", "COLUMNS"]
+__all__ = ["Entry", "Limits", "begin", "record", "recording", "stats", "feedback", "COLUMNS", "FOLDED_OUTCOMES"]
 
 COLUMNS = ("role", "operation", "question", "sql", "model", "model_ms", "query_ms", "latency_ms",
-           "row_count", "truncated", "outcome", "error_sqlstate", "error")
+           "row_count", "truncated", "outcome", "error_sqlstate", "error", "repeat_count", "attempts")
 
-_INSERT = ("INSERT INTO sqlcoder.history (" + ", ".join(COLUMNS) + ") VALUES ("
-           + ", ".join(f"${i + 1}" for i in range(len(COLUMNS))) + ") RETURNING id")
-_TYPES = ["name", "text", "text", "text", "text", "float8", "float8", "float8", "int8", "bool", "text", "text",
-          "text"]
 _MAX_TEXT = 100_000  # a 1 MB question or a 10 MB reply is recorded shortened
-_CONNECT_TIMEOUT_S = 2
-_OPTIONS = "-c statement_timeout=5000 -c lock_timeout=2000 -c search_path=pg_catalog"
+# Refusals are cheap to provoke in a loop; one row a second each is enough.
+FOLDED_OUTCOMES = frozenset({"refused", "busy"})
+
+_BEGIN = "SELECT sqlcoder._history_begin($1::pg_catalog.jsonb, $2)"
+_WRITE = "SELECT sqlcoder._history_write($1::pg_catalog.jsonb, $2, $3, $4, $5) AS status"
+_plans: dict[str, Any] = {}
 
 
 @dataclass
@@ -58,9 +58,18 @@ class Entry:
     outcome: str = "error"
     error_sqlstate: str | None = None
     error: str | None = None
+    attempts: list[dict[str, Any]] | None = None  # every attempt, when the first was sent back for correction
 
     def failed(self, outcome: str, sqlstate: str | None, message: str) -> None:
         self.outcome, self.error_sqlstate, self.error = outcome, sqlstate, message
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How long a call waits for its row, and how long the worker may try."""
+
+    timeout_ms: int = 200
+    write_timeout_ms: int = 5000
 
 
 def _clean(value: Any) -> Any:
@@ -71,118 +80,56 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _values(entry: Entry, role: str) -> list[Any]:
-    return [_clean(v) for v in (role, entry.operation, entry.question, entry.sql, entry.model, entry.model_ms,
-                                entry.query_ms, entry.latency_ms, entry.row_count, entry.truncated, entry.outcome,
-                                entry.error_sqlstate, entry.error)]
+def _payload(entry: Entry) -> str:
+    return json.dumps({k: _clean(v) for k, v in asdict(entry).items()})
 
 
-# -- libpq through ctypes ------------------------------------------------------
-
-_libpq: Any = None
-
-
-def _lib() -> Any:
-    global _libpq
-    if _libpq is None:
-        lib = ctypes.CDLL("libpq.so.5")
-        p, i, s = ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p
-        lib.PQconnectdbParams.restype = p
-        lib.PQconnectdbParams.argtypes = [ctypes.POINTER(s), ctypes.POINTER(s), i]
-        lib.PQstatus.restype, lib.PQstatus.argtypes = i, [p]
-        lib.PQerrorMessage.restype, lib.PQerrorMessage.argtypes = s, [p]
-        lib.PQexecParams.restype = p
-        lib.PQexecParams.argtypes = [p, s, i, p, ctypes.POINTER(s), p, p, i]
-        lib.PQresultStatus.restype, lib.PQresultStatus.argtypes = i, [p]
-        lib.PQresultErrorMessage.restype, lib.PQresultErrorMessage.argtypes = s, [p]
-        lib.PQgetvalue.restype, lib.PQgetvalue.argtypes = s, [p, i, i]
-        lib.PQclear.restype, lib.PQclear.argtypes = None, [p]
-        lib.PQfinish.restype, lib.PQfinish.argtypes = None, [p]
-        _libpq = lib
-    return _libpq
+def _plan(plpy: Any, key: str, sql: str, types: list[str]) -> Any:
+    plan = _plans.get(key)
+    if plan is None:
+        plan = _plans[key] = plpy.prepare(sql, types)
+    return plan
 
 
-def _text(value: Any) -> bytes | None:
-    if value is None:
+def _fold_key(entry: Entry) -> str | None:
+    if entry.outcome not in FOLDED_OUTCOMES:
         return None
-    if isinstance(value, bool):
-        return b"true" if value else b"false"
-    return str(value).encode("utf-8", "replace")
+    return json.dumps([entry.operation, entry.outcome, entry.error_sqlstate, entry.error, entry.question, entry.sql])
 
 
-def _server_socket() -> tuple[str, str]:
-    """The server's first Unix socket directory and port, from postmaster.pid.
-
-    A backend's working directory is the data directory; reading the file
-    needs no database privilege (``unix_socket_directories`` does).
-    """
-    with open("postmaster.pid", encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    if len(lines) < 5 or not lines[4].strip():
-        raise OSError("the server has no Unix socket (unix_socket_directories is empty); set history_conninfo")
-    return lines[4].strip(), lines[3].strip()
+def begin(plpy: Any, entry: Entry, limits: Limits) -> None:
+    """Remember the call, so that it is written as terminated or abandoned if the backend exits during it."""
+    pending = Entry(entry.operation, question=entry.question, sql=entry.sql, outcome="terminated")
+    plpy.execute(_plan(plpy, "begin", _BEGIN, ["text", "int4"]), [_payload(pending), limits.write_timeout_ms])
 
 
-def _loopback_params(plpy: Any, conninfo: str) -> list[tuple[str, str]]:
-    database = plpy.execute("SELECT pg_catalog.current_database() AS db")[0]["db"]
-    params: list[tuple[str, str]] = []
-    if conninfo:
-        params.append(("dbname", conninfo))
-    else:
-        directory, port = _server_socket()
-        params += [("host", directory), ("port", port), ("user", pwd.getpwuid(os.geteuid()).pw_name)]
-    params += [("dbname", database), ("application_name", "sqlcoder history"),
-               ("connect_timeout", str(_CONNECT_TIMEOUT_S)), ("options", _OPTIONS)]
-    return params
-
-
-def _insert_loopback(params: list[tuple[str, str]], values: list[Any]) -> int:
-    lib = _lib()
-    keys = (ctypes.c_char_p * (len(params) + 1))(*[k.encode() for k, _ in params], None)
-    vals = (ctypes.c_char_p * (len(params) + 1))(*[v.encode() for _, v in params], None)
-    conn = lib.PQconnectdbParams(keys, vals, 1)
-    if not conn:
-        raise OSError("libpq could not allocate a connection")
-    try:
-        if lib.PQstatus(conn) != 0:  # CONNECTION_OK
-            raise OSError((lib.PQerrorMessage(conn) or b"").decode("utf-8", "replace").strip())
-        args = (ctypes.c_char_p * len(values))(*[_text(v) for v in values])
-        res = lib.PQexecParams(conn, _INSERT.encode(), len(values), None, args, None, None, 0)
-        try:
-            if lib.PQresultStatus(res) != 2:  # PGRES_TUPLES_OK
-                raise OSError((lib.PQresultErrorMessage(res) or b"").decode("utf-8", "replace").strip())
-            return int(lib.PQgetvalue(res, 0, 0))
-        finally:
-            lib.PQclear(res)
-    finally:
-        lib.PQfinish(conn)
-
-
-def _insert_spi(plpy: Any, values: list[Any]) -> int | None:
+def record(plpy: Any, entry: Entry, limits: Limits = Limits()) -> str:
+    """Have ``entry`` written for the calling role; returns what happened ('written', 'folded', 'lost: ...')."""
+    plan = _plan(plpy, "write", _WRITE, ["text", "text", "int4", "int4", "bool"])
+    # A call that succeeded is written in the caller's transaction (a worker
+    # takes it over if that rolls back); a failed one is about to abort it.
     try:
         with plpy.subtransaction():
-            return plpy.execute(plpy.prepare(_INSERT, _TYPES), values)[0]["id"]
-    except plpy.SPIError as exc:
-        if getattr(exc, "sqlstate", None) == "57014":
-            raise
-        plpy.log(f"sqlcoder: could not record history in the caller's transaction either: {exc}")
-        return None
+            return plpy.execute(plan, [_payload(entry), _fold_key(entry), limits.timeout_ms,
+                                       limits.write_timeout_ms, entry.outcome == "ok"])[0]["status"]
+    except plpy.SPIError as exc:  # counted nowhere else: say so in the log, never to the caller
+        plpy.log(f"sqlcoder: a history row was not written: {exc}")
+        return f"lost: {exc}"
 
 
-def record(plpy: Any, entry: Entry, conninfo: str = "") -> int | None:
-    """Write ``entry`` for the calling role; return its id (None if it could not be written)."""
-    role = plpy.execute("SELECT current_user AS role")[0]["role"]
-    values = _values(entry, role)
-    try:
-        return _insert_loopback(_loopback_params(plpy, conninfo), values)
-    except OSError as exc:
-        plpy.log(f"sqlcoder: history loopback connection failed ({exc}); recording in the caller's transaction")
-    return _insert_spi(plpy, values)
+def stats(plpy: Any) -> dict[str, Any]:
+    """Rows asked for, written, folded and lost since the server started, with the last failure's reason."""
+    raw = plpy.execute("SELECT sqlcoder._history_stats()::text AS s")[0]["s"]
+    return json.loads(raw)
 
 
 def _outcome(exc: BaseException) -> str:
+    if isinstance(exc, ClientGone):
+        return "abandoned"
     if isinstance(exc, SqlRefused):
         return "refused"
+    if isinstance(exc, DaemonBusy):
+        return "busy"
     if isinstance(exc, (TimeLimitExceeded, ModelTimeout)):
         return "timeout"
     if isinstance(exc, DaemonError):
@@ -193,9 +140,10 @@ def _outcome(exc: BaseException) -> str:
 
 
 @contextmanager
-def recording(plpy: Any, entry: Entry, conninfo: str = "") -> Iterator[Entry]:
+def recording(plpy: Any, entry: Entry, limits: Limits = Limits()) -> Iterator[Entry]:
     """Record ``entry`` when the block ends, however it ends; the block's own error still propagates."""
     started = time.monotonic()
+    begin(plpy, entry, limits)
     try:
         yield entry
     except SqlcoderError as exc:
@@ -209,7 +157,7 @@ def recording(plpy: Any, entry: Entry, conninfo: str = "") -> Iterator[Entry]:
         raise
     finally:
         entry.latency_ms = (time.monotonic() - started) * 1000
-        record(plpy, entry, conninfo)
+        record(plpy, entry, limits)
 
 
 _FEEDBACK = ("UPDATE sqlcoder.history SET correct = $2, corrected_sql = $3, feedback_at = pg_catalog.now() "

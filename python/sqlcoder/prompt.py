@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from ._sqleval_prompt import SQL_EVAL_TEMPLATES, instructions_as_sql_eval, schema_as_sql_eval
 from .errors import NoSQLGenerated
 
-__all__ = ["TEMPLATES", "DEFAULT_TEMPLATE", "SQLCODER_70B_TEMPLATE", "template_for_model", "render_prompt",
-           "extract_sql"]
+__all__ = ["TEMPLATES", "DEFAULT_TEMPLATE", "SQLCODER_70B_TEMPLATE", "SQL_EVAL_PROFILE", "choose_template",
+           "template_for_model", "render_prompt", "extract_sql"]
 
 # sqlcoder-70b-alpha's template, from prompt.md of defog-ai/sqlcoder, verbatim.
 SQLCODER_70B_TEMPLATE = """### Task
@@ -55,6 +56,8 @@ Given the database schema, here is the SQL query that answers `{question}`:
 
 # llama-3-sqlcoder-8b's template (its model card) without the leading
 # <|begin_of_text|>: the daemon's tokenizer adds the beginning-of-sequence token.
+# Instructions come under Defog's header (sql-eval's utils/questions.py, May 2024):
+# "Follow the instructions below to generate the query:".
 LLAMA_3_SQLCODER_8B_TEMPLATE = """<|start_header_id|>user<|end_header_id|>
 
 Generate a SQL query to answer this question: `{question}`
@@ -72,8 +75,12 @@ TEMPLATES: dict[str, str] = {
     "sqlcoder-7b-2": SQLCODER_7B_2_TEMPLATE,
     "sqlcoder-34b": SQLCODER_34B_TEMPLATE,
     "llama-3-sqlcoder-8b": LLAMA_3_SQLCODER_8B_TEMPLATE,
+    **SQL_EVAL_TEMPLATES,
 }
 DEFAULT_TEMPLATE = "sqlcoder-70b"
+# The ``template`` setting ``sql-eval``: what sql-eval rendered for the served model,
+# where that is known; the model's own template otherwise.
+SQL_EVAL_PROFILE = "sql-eval"
 
 
 def template_for_model(model: str | None) -> str:
@@ -88,20 +95,49 @@ def template_for_model(model: str | None) -> str:
     return DEFAULT_TEMPLATE
 
 
+def choose_template(setting: str, model: str | None) -> str:
+    """The template for the ``template`` setting: a name, ``auto`` (the served model's own) or
+    ``sql-eval`` (what sql-eval rendered for the served model, when known)."""
+    if setting not in ("auto", SQL_EVAL_PROFILE):
+        return setting
+    own = template_for_model(model) if model else DEFAULT_TEMPLATE
+    return f"sql-eval-{own}" if setting == SQL_EVAL_PROFILE and f"sql-eval-{own}" in TEMPLATES else own
+
+
 def _instructions_block(template: str, lines: list[str]) -> str:
+    if template in SQL_EVAL_TEMPLATES:
+        return instructions_as_sql_eval(template, lines)
     if template == "sqlcoder-70b":  # extra lines follow the template's own first rule
         return "".join(f"\n- {line}" for line in lines)
     bullets = "\n".join(f"- {line}" for line in lines)
     if template == "llama-3-sqlcoder-8b":
-        return bullets
+        return f"\nFollow the instructions below to generate the query:\n{bullets}\n" if lines else ""
     return f"\n### Instructions\n{bullets}\n" if lines else ""
 
 
+def _one_instruction(text: str) -> str:
+    """An instruction's first line, and its nested lines (a glossary's sub-bullets) indented under it.
+    Whitespace inside a line collapses; no line of an instruction starts at the left margin but the
+    first, so an instruction cannot pose as one of the prompt's own sections."""
+    first, *rest = [line for line in text.splitlines() if line.strip()] or [""]
+    out = [" ".join(first.split())]
+    for line in rest:
+        indent = min(len(line.expandtabs(4)) - len(line.expandtabs(4).lstrip()), 8)
+        out.append("  " + " " * indent + " ".join(line.split()))
+    return "\n".join(out)
+
+
 def render_prompt(question: str, schema: str, instructions: Iterable[str] = (),
-                  template: str = DEFAULT_TEMPLATE) -> str:
-    """The whole prompt in ``template``; each instruction becomes one ``- `` line."""
-    lines = [" ".join(line.split()) for line in instructions if line and line.strip()]
-    return TEMPLATES[template].format(question=question, schema=schema,
+                  template: str = DEFAULT_TEMPLATE, after_schema: str = "") -> str:
+    """The whole prompt in ``template``; each instruction becomes one ``- `` item (nested lines kept).
+
+    ``after_schema`` (golden examples, a refused attempt) follows the schema as it is, where sql-eval
+    puts its k-shot examples.
+    """
+    lines = [_one_instruction(line) for line in instructions if line and line.strip()]
+    if template in SQL_EVAL_TEMPLATES:
+        schema = schema_as_sql_eval(schema, template)
+    return TEMPLATES[template].format(question=question, schema=schema + after_schema,
                                       instructions=_instructions_block(template, lines))
 
 

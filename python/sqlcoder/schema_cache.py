@@ -17,7 +17,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from . import catalog
+from . import catalog, value_hints
 from .pruning import RelevanceIndex
 
 __all__ = ["CachedSchema", "get", "clear", "MAX_ENTRIES"]
@@ -52,6 +52,9 @@ class CachedSchema:
     _text: str | None = None
     _index: RelevanceIndex | None = None
     token_counts: dict[str, tuple[list[int], list[int]]] = field(default_factory=dict)
+    stats_tables: list[int] = field(default_factory=list)  # tables whose ANALYZE changes the value hints
+    stats_version: int = 0
+    derived: dict[str, Any] = field(default_factory=dict)  # what other modules keep per entry (examples)
 
     @property
     def blocks(self) -> list[str]:
@@ -112,20 +115,40 @@ def _plan(plpy: Any, key: str, sql: str, types: Sequence[str] = ()) -> Any:
     return plan
 
 
-def get(plpy: Any, caller_path: Sequence[str]) -> CachedSchema:
-    """The caller's schema: from the cache when still current, else read and (usually) cached."""
+def _read(plpy: Any, caller_path: Sequence[str], hints: value_hints.HintSettings | None, max_chars: int,
+          snapshot: str = "", schema: catalog.Schema | None = None) -> CachedSchema:
+    """A new entry: the schema read from the catalog (or given), with value hints when asked for."""
+    entry = CachedSchema(schema or catalog.read_schema(plpy, caller_path, max_chars), snapshot=snapshot)
+    if hints is not None:
+        entry.stats_tables, entry.stats_version = value_hints.attach(plpy, entry.schema, hints)
+    return entry
+
+
+def get(plpy: Any, caller_path: Sequence[str], hints: value_hints.HintSettings | None = None,
+        max_chars: int = catalog.DEFAULT_MAX_CHARS) -> CachedSchema:
+    """The caller's schema: from the cache when still current, else read and (usually) cached.
+
+    ``hints``: show value hints with these settings (None: none). A newer
+    ANALYZE of one of its tables renews the hints, not the schema.
+    ``max_chars``: other roles' comments and expressions are cut to this.
+    """
     probe = plpy.execute(_plan(plpy, "probe", _PROBE_SQL))[0]
     if probe["own_change"]:
-        return CachedSchema(catalog.read_schema(plpy, caller_path))
-    key = (probe["db"], probe["role"], probe["roles"], tuple(caller_path))
+        return _read(plpy, caller_path, hints, max_chars)
+    key = (probe["db"], probe["role"], probe["roles"], tuple(caller_path), hints, max_chars)
     entry = _entries.get(key)
     if entry is not None:
         changed = plpy.execute(_plan(plpy, "changed", _CHANGED_SQL, ["text"]), [entry.snapshot])[0]["changed"]
         if not changed:
+            if entry.stats_tables and value_hints.analyze_version(plpy, entry.stats_tables) != entry.stats_version:
+                for table in entry.schema.tables:
+                    for column in table.columns:
+                        column.values = None
+                entry = _entries[key] = _read(plpy, caller_path, hints, max_chars, entry.snapshot, entry.schema)
             _entries.move_to_end(key)
             return entry
         del _entries[key]
-    entry = CachedSchema(catalog.read_schema(plpy, caller_path), snapshot=probe["snapshot"])
+    entry = _read(plpy, caller_path, hints, max_chars, probe["snapshot"])
     _entries[key] = entry
     while len(_entries) > MAX_ENTRIES:
         _entries.popitem(last=False)

@@ -1,9 +1,14 @@
-"""``sqlcoder-daemon``: parse settings, set up logging, run the daemon; exit codes for systemd."""
+"""``sqlcoder-daemon``: parse settings, set up logging, run the daemon; exit codes for systemd.
+
+0 clean stop, 1 cannot start, 2 bad settings, 3 model too large for memory, 4 a stop cut requests off,
+5 the socket was replaced by another file (docs/daemon.md, "Signals, exit status, systemd").
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import time
 from typing import Sequence
@@ -52,9 +57,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .memory import InsufficientMemory
     from .unixsocket import check_socket_path
 
+    # SIGHUP's default action kills the process: while loading it is only remembered, then applied.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
-        check_socket_path(settings.socket, settings.socket_group)
-        daemon = Daemon(settings)
+        check_socket_path(settings.socket)
+        daemon = Daemon(settings, argv=argv)
+        signal.signal(signal.SIGHUP, daemon.request_reload)
         daemon.start_side_listeners("early")
         daemon.load()
     except InsufficientMemory as e:
@@ -65,11 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     daemon.install_signal_handlers()
     try:
-        daemon.serve()
+        return daemon.serve()
     except (ValueError, OSError) as e:
         log.error("cannot serve: %s", e)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

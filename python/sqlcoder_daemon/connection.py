@@ -6,18 +6,15 @@ import logging
 import select
 import socket
 import time
-from typing import TYPE_CHECKING
 
 from .errors import Cancelled, DaemonError, Forbidden, Internal
 from .jobs import Job
 from .protocol import (CountTokensRequest, GenerateRequest, StatusRequest, encode, error_reply, ok_reply,
                        parse_request)
-from .unixsocket import LineReader, peer_uid
+from .service import Service
+from .unixsocket import IdleTimeout, LineReader, peer_uid
 
-if TYPE_CHECKING:
-    from .daemon import Daemon
-
-__all__ = ["handle_connection", "client_gone"]
+__all__ = ["client_gone", "handle_connection", "refuse_connection"]
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +33,7 @@ def client_gone(conn: socket.socket) -> bool:
         return True
 
 
-def handle_connection(daemon: "Daemon", conn: socket.socket) -> None:
+def handle_connection(daemon: Service, conn: socket.socket) -> None:
     """Serve one connection until it closes; no exception escapes (one top-level handler)."""
     uid = None
     try:
@@ -48,13 +45,19 @@ def handle_connection(daemon: "Daemon", conn: socket.socket) -> None:
                 _send(conn, error_reply(None, Forbidden(f"uid {uid} is not allowed to use this daemon")))
                 _linger(conn)
                 return
-            reader = LineReader(conn, daemon.settings.max_request_bytes)
+            reader = LineReader(conn, daemon.settings.max_request_bytes,
+                                idle_timeout=daemon.settings.idle_timeout_s)
             while not daemon.closing.is_set() or reader.has_buffered():
                 try:
                     line = reader.readline()
                 except DaemonError as e:  # oversize line
                     daemon.metrics.count("bad_request")
                     _send(conn, error_reply(None, e))
+                    return
+                except IdleTimeout:
+                    daemon.slots.note_idle_close()
+                    log.debug("closed a connection (uid %d) that sent no request for %g s", uid,
+                              daemon.settings.idle_timeout_s)
                     return
                 if line is None:
                     return
@@ -69,6 +72,17 @@ def handle_connection(daemon: "Daemon", conn: socket.socket) -> None:
                     daemon.request_ended()
     except Exception:
         log.exception("connection handler failed (peer uid %s)", uid)
+
+
+def refuse_connection(conn: socket.socket, err: DaemonError) -> None:
+    """Answer a connection the daemon will not serve (over the cap) with one error line, without blocking."""
+    try:
+        conn.setblocking(False)
+        conn.send(encode(error_reply(None, err)))
+    except OSError:
+        pass
+    finally:
+        conn.close()
 
 
 def _linger(conn: socket.socket, seconds: float = 1.0, limit: int = 1 << 16) -> None:
@@ -95,7 +109,7 @@ def _send(conn: socket.socket, reply: dict) -> bool:
         return False
 
 
-def _answer(daemon: "Daemon", conn: socket.socket, line: bytes, uid: int) -> tuple[dict | None, bool]:
+def _answer(daemon: Service, conn: socket.socket, line: bytes, uid: int) -> tuple[dict | None, bool]:
     """The reply to one request line, and whether to close the connection afterwards."""
     received = time.monotonic()
     try:

@@ -1,53 +1,76 @@
-"""The daemon's lifecycle: load the model, then serve the socket until SIGTERM, then drain and clean up."""
+"""The daemon's lifecycle: load the model, serve the socket until SIGTERM, then drain and clean up.
+
+While serving, the accept loop also watches the socket file (removed: bound again;
+replaced by another file: stop, exit status 4), applies SIGHUP (settings re-read), and
+waits instead of spinning when the process runs out of file descriptors.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import selectors
 import signal
+import socket
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from . import __version__
+from .accept import OUT_OF_DESCRIPTORS, ConnectionSlots, FD_RESERVE, raise_fd_limit
+from .access import resolve_allowlist, socket_access
 from .backends import Backend, create_backend
-from .connection import handle_connection
-from .errors import Cancelled, DaemonError
+from .connection import handle_connection, refuse_connection
+from .errors import Busy, Cancelled, DaemonError
 from .jobs import GenerationResult, Job
 from .metrics import Metrics
 from .protocol import PROTOCOL_VERSION, Limits, ok_reply
+from .reload import reread_settings
+from .requestlog import log_request, timings
 from .scheduler import Scheduler
 from .settings import Settings
-from .unixsocket import bind_socket, remove_socket, resolve_allowlist
+from .unixsocket import BoundSocket, bind_socket
 
-__all__ = ["Daemon"]
+__all__ = ["EXIT_CUT_OFF", "EXIT_SOCKET_LOST", "Daemon"]
 
 log = logging.getLogger(__name__)
-request_log = logging.getLogger("sqlcoder_daemon.requests")
+
+#: Exit status when a stop's drain deadline cut requests off.
+EXIT_CUT_OFF = 4
+#: Exit status when the socket was replaced by another file (or could not be bound again).
+EXIT_SOCKET_LOST = 5
+_SOCKET_CHECK_S = 1.0
 
 
 class Daemon:
     """Owns the backend, the scheduler, the socket and any HTTP side listeners."""
 
-    def __init__(self, settings: Settings, backend: Backend | None = None):
+    def __init__(self, settings: Settings, backend: Backend | None = None, argv: Sequence[str] | None = None):
         self.settings = settings
+        self.argv = argv
+        self.allowed_uids = resolve_allowlist(settings.allow_uid, settings.allow_user)
+        self.access = socket_access(settings.socket, settings.socket_group, self.allowed_uids)
         self.metrics = Metrics()
         self.backend = backend or create_backend(settings)
         self.state = "loading"
         self.loaded_at: float | None = None
-        self.allowed_uids = resolve_allowlist(settings.allow_uid, settings.allow_user)
-        self.limits = Limits(max_new_tokens=settings.max_new_tokens, num_beams=settings.num_beams,
-                             max_num_beams=settings.max_num_beams, timeout_ms=settings.timeout_ms)
+        self.limits = _limits(settings)
         self.scheduler = Scheduler(self.backend, self.metrics, max_queue=settings.max_queue,
                                    max_batch_size=settings.max_batch_size, batch_wait_ms=settings.batch_wait_ms)
         self.closing = threading.Event()
-        self._listener = None
+        self._bound: BoundSocket | None = None
         self._side_servers: list[Any] = []
-        self._conn_threads: set[threading.Thread] = set()
         self._active_lock = threading.Lock()
         #: Requests read but not yet answered, across all connections.
         self.active_requests = 0
+        soft, want = raise_fd_limit(settings.max_connections)
+        if soft < want:
+            log.warning("the descriptor limit (%d) leaves room for about %d connections, not max_connections %d: "
+                        "at the limit the daemon stops accepting until a connection closes; raise LimitNOFILE "
+                        "(ulimit -n) to %d", soft, max(0, soft - FD_RESERVE), settings.max_connections, want)
+        self.slots = ConnectionSlots(settings.max_connections)
+        self.socket_lost = False
+        self._reload_requested = False
+        self._out_of_fds_since: float | None = None
 
     @property
     def model_name(self) -> str | None:
@@ -69,6 +92,10 @@ class Daemon:
                 if gone():
                     self.scheduler.cancel(job)
                     raise Cancelled()
+                if job.started is None and job.expired():
+                    # Still queued behind a long batch: answer now, so a client that gets no reply at
+                    # its deadline knows the daemon itself stopped answering.
+                    self.scheduler.expire_queued(job)
         except Cancelled:
             outcome = "cancelled"
             raise
@@ -89,23 +116,11 @@ class Daemon:
             finish_reason=result.finish_reason,
             usage={"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
                    "cached_prompt_tokens": result.cached_tokens},
-            timings=_timings(job),
+            timings=timings(job),
         )
 
     def _log_request(self, job: Job, outcome: str, peer_uid: int | None) -> None:
-        """One structured log line per generate request."""
-        res = job.future.result() if job.future.done() and not job.future.exception() else None
-        event: dict[str, Any] = {
-            "event": "request", "id": job.request.id, "source": job.source, "peer_uid": peer_uid,
-            "outcome": outcome, "prompt_chars": len(job.request.prompt),
-            "max_new_tokens": job.request.max_new_tokens, "num_beams": job.request.num_beams, **_timings(job),
-        }
-        if res is not None:
-            event.update(prompt_tokens=res.prompt_tokens, completion_tokens=res.completion_tokens,
-                         cached_tokens=res.cached_tokens, finish_reason=res.finish_reason)
-        if self.settings.log_prompts:
-            event["prompt"] = job.request.prompt
-        request_log.info(json.dumps(event, ensure_ascii=False))
+        log_request(job, outcome, peer_uid, self.settings.log_prompts)
 
     def status(self) -> dict[str, Any]:
         """The ``status`` reply: fixed facts, live counters, then the settings in effect."""
@@ -131,6 +146,7 @@ class Daemon:
             "version": __version__,
             **snap,
         }
+        out["connections"] = self.slots.snapshot()
         if self.state != "loading":
             out.update(self.backend.stats())
         if "memory_estimate" in info:
@@ -160,36 +176,113 @@ class Daemon:
 
             self._side_servers.append(start_openai_server(self, self.settings.openai_listen))
 
-    def serve(self) -> None:
-        """Bind the socket (only now that the model is loaded) and accept until :meth:`request_stop`."""
+    def serve(self) -> int:
+        """Bind the socket (only now that the model is loaded), accept until :meth:`request_stop`, drain;
+        the exit status: 0, :data:`EXIT_CUT_OFF` or :data:`EXIT_SOCKET_LOST`."""
         self.scheduler.start()
         self.start_side_listeners("ready")
-        self._listener = bind_socket(self.settings.socket, self.settings.socket_group)
+        for note in self.access.notes:
+            log.info("%s", note)
+        for warning in self.access.warnings:
+            log.warning("%s", warning)
+        self._bound = bind_socket(self.settings.socket, self.access.gid)
         self.state = "ready"
-        log.info("listening on %s (allowed uids: %s)", self.settings.socket,
-                 ",".join(map(str, sorted(self.allowed_uids))))
+        log.info("listening on %s (allowed uids: %s; at most %d connections)", self.settings.socket,
+                 ",".join(map(str, sorted(self.allowed_uids))), self.slots.cap)
         sel = selectors.DefaultSelector()
-        sel.register(self._listener, selectors.EVENT_READ)
+        sel.register(self._bound.sock, selectors.EVENT_READ)
+        next_check = time.monotonic() + _SOCKET_CHECK_S
         try:
             while not self.closing.is_set():
-                if not sel.select(timeout=0.2):
+                if self._reload_requested:
+                    self._reload_requested = False
+                    self.reload()
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + _SOCKET_CHECK_S
+                    self._check_socket(sel)
                     continue
-                try:
-                    conn, _ = self._listener.accept()
-                except OSError:
-                    continue
-                t = threading.Thread(target=self._serve_conn, args=(conn,), name="sqlcoder-conn", daemon=True)
-                self._conn_threads.add(t)
-                t.start()
+                if sel.select(timeout=0.2):
+                    self._accept_one()
         finally:
             sel.close()
-            self._shutdown()
+            cut = self._shutdown()
+        if self.socket_lost:
+            return EXIT_SOCKET_LOST
+        return EXIT_CUT_OFF if cut else 0
 
-    def _serve_conn(self, conn) -> None:
+    def _check_socket(self, sel: selectors.BaseSelector) -> None:
+        """Bind the socket again when its file was removed; stop when another file took the path."""
+        assert self._bound is not None
+        state = self._bound.state()
+        if state == "ours":
+            return
+        path = self.settings.socket
+        if state == "replaced":
+            log.error("the socket %s was replaced by another file (another daemon?); this daemon can no longer be "
+                      "reached and stops (exit status %d)", path, EXIT_SOCKET_LOST)
+            self.socket_lost = True
+            self.request_stop()
+            return
+        log.warning("the socket %s was removed; binding it again", path)
+        try:
+            bound = bind_socket(path, self.access.gid)
+        except (OSError, ValueError) as e:
+            log.error("cannot bind the socket %s again: %s; stopping (exit status %d)", path, e, EXIT_SOCKET_LOST)
+            self.socket_lost = True
+            self.request_stop()
+            return
+        old, self._bound = self._bound, bound
+        sel.unregister(old.sock)
+        sel.register(bound.sock, selectors.EVENT_READ)
+        old.sock.setblocking(False)
+        while True:  # serve the clients that connected before the file went (they wait in its backlog)
+            try:
+                conn, _ = old.sock.accept()
+            except OSError:
+                break
+            self._start_connection(conn)
+        old.sock.close()  # its file is gone: nothing to unlink
+        log.info("listening on %s again", path)
+
+    def _accept_one(self) -> None:
+        assert self._bound is not None
+        try:
+            conn, _ = self._bound.sock.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return
+        except OSError as e:
+            if e.errno not in OUT_OF_DESCRIPTORS:
+                log.warning("accept failed: %s", e)
+                return
+            if self._out_of_fds_since is None:
+                self._out_of_fds_since = time.monotonic()
+                self.slots.fd_exhausted += 1
+                log.warning("out of file descriptors (%s) with %d connections open: accepting again once one "
+                            "closes; raise LimitNOFILE or lower max_connections", e.strerror, self.slots.open)
+            self.slots.wait_for_release(0.5)
+            return
+        if self._out_of_fds_since is not None:
+            log.info("accepting connections again after %.1f s without a free descriptor",
+                     time.monotonic() - self._out_of_fds_since)
+            self._out_of_fds_since = None
+        self._start_connection(conn)
+
+    def _start_connection(self, conn: socket.socket) -> None:
+        """A thread for ``conn``, or one ``busy`` line and close when max_connections are open."""
+        if not self.slots.acquire():
+            refuse_connection(conn, Busy(f"too many connections (max_connections {self.slots.cap}); try again"))
+            return
+        try:
+            threading.Thread(target=self._serve_conn, args=(conn,), name="sqlcoder-conn", daemon=True).start()
+        except RuntimeError:  # no thread can be started: treat like a full table
+            self.slots.release()
+            refuse_connection(conn, Busy("the daemon cannot start another connection thread; try again"))
+
+    def _serve_conn(self, conn: socket.socket) -> None:
         try:
             handle_connection(self, conn)
         finally:
-            self._conn_threads.discard(threading.current_thread())
+            self.slots.release()
 
     def request_started(self) -> None:
         with self._active_lock:
@@ -199,22 +292,46 @@ class Daemon:
         with self._active_lock:
             self.active_requests -= 1
 
-    def request_stop(self, *_args: Any) -> None:
-        """Signal handler: stop accepting; :meth:`serve` then drains and returns."""
+    def request_stop(self, signum: int | None = None, _frame: Any = None) -> None:
+        """Signal handler (SIGTERM, SIGINT): stop accepting; :meth:`serve` then drains and returns."""
         if not self.closing.is_set():
-            log.info("stopping: no new connections; finishing in-flight requests")
+            name = signal.Signals(signum).name if signum else "socket lost"
+            log.info("stopping (%s): no new connections; finishing in-flight requests for up to %g s", name,
+                     self.settings.drain_timeout_s)
         self.state = "draining"
         self.closing.set()
 
-    def _shutdown(self) -> None:
-        if self._listener is not None:
-            self._listener.close()
-            remove_socket(self.settings.socket)
-        drained = self.scheduler.drain(self.settings.drain_timeout_s)
-        if not drained:
-            log.warning("drain timeout (%.0f s) reached; remaining requests were cancelled",
-                        self.settings.drain_timeout_s)
-        # Let connection threads send the replies of the requests that just finished.
+    def request_reload(self, *_args: Any) -> None:
+        """SIGHUP handler: the accept loop re-reads the settings (not here: a handler must not take locks)."""
+        self._reload_requested = True
+
+    def reload(self) -> None:
+        changed = reread_settings(self.argv, self.settings)
+        if changed is None:
+            return
+        try:
+            allowed = resolve_allowlist(changed.get("allow_uid", self.settings.allow_uid),
+                                        changed.get("allow_user", self.settings.allow_user))
+        except ValueError as e:
+            log.error("SIGHUP: settings not reloaded, the old ones stay in effect: %s", e)
+            return
+        self.settings.update(changed)
+        self.allowed_uids = allowed
+        self.limits = _limits(self.settings)
+        self.scheduler.max_queue = self.settings.max_queue
+        self.scheduler.batch_wait_s = self.settings.batch_wait_ms / 1000.0
+        self.slots.cap = self.settings.max_connections
+        logging.getLogger().setLevel(self.settings.log_level)
+        log.info("SIGHUP: settings re-read; applied: %s (allowed uids: %s)", ", ".join(sorted(changed)) or "none",
+                 ",".join(map(str, sorted(allowed))))
+
+    def _shutdown(self) -> int:
+        """Close and remove our socket (never another daemon's), drain; the number of requests cut off."""
+        if self._bound is not None:
+            self._bound.close()
+        t0 = time.monotonic()
+        cut = self.scheduler.drain(self.settings.drain_timeout_s)
+        # Let connection threads send the replies of the requests that just finished (or were cut off).
         end = time.monotonic() + 5
         while self.active_requests and time.monotonic() < end:
             time.sleep(0.02)
@@ -223,15 +340,20 @@ class Daemon:
             srv.shutdown()
             srv.server_close()
         self.backend.close()
-        log.info("stopped")
+        if cut:
+            log.warning("stopped after %.1f s: drain_timeout_s (%g s) passed with %d requests unfinished; they "
+                        "were answered shutting_down (exit status %d)", time.monotonic() - t0,
+                        self.settings.drain_timeout_s, cut, EXIT_CUT_OFF)
+        else:
+            log.info("stopped after draining for %.1f s", time.monotonic() - t0)
+        return cut
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGHUP, self.request_reload)
 
 
-def _timings(job: Job) -> dict[str, float | None]:
-    start = job.started if job.started is not None else job.finished
-    queue_ms = None if start is None else round((start - job.received) * 1000, 3)
-    gen_ms = None if job.started is None or job.finished is None else round((job.finished - job.started) * 1000, 3)
-    return {"queue_ms": queue_ms, "generate_ms": gen_ms}
+def _limits(settings: Settings) -> Limits:
+    return Limits(max_new_tokens=settings.max_new_tokens, num_beams=settings.num_beams,
+                  max_num_beams=settings.max_num_beams, timeout_ms=settings.timeout_ms)

@@ -8,6 +8,7 @@ DaemonError(code, message)
 ├── Busy                busy
 ├── Timeout             timeout
 ├── Loading             loading
+├── ShuttingDown        shutting_down        (the daemon is stopping: drain over, or no new work)
 ├── Unavailable         unavailable          (the openai backend's model server is down or answers garbage)
 └── Internal            internal             (message is generic; details go to the log)
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
-    "BadRequest", "Busy", "Cancelled", "DaemonError", "Forbidden", "Internal", "Loading", "Timeout", "TooLarge",
+    "BadRequest", "Busy", "Cancelled", "DaemonError", "Forbidden", "Internal", "Loading", "ShuttingDown", "Timeout", "TooLarge",
     "Unavailable", "UnsupportedVersion",
 ]
 
@@ -65,6 +66,10 @@ class Timeout(DaemonError):
 
 class Loading(DaemonError):
     code = "loading"
+
+
+class ShuttingDown(DaemonError):
+    code = "shutting_down"
 
 
 class Unavailable(DaemonError):

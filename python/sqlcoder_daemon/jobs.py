@@ -36,6 +36,8 @@ class Job:
     finished: float | None = None
     #: Where the request came from, for the log line: "socket" or "openai".
     source: str = "socket"
+    #: Set when a stop's drain deadline cut the job off (its reply says so, not "cancelled").
+    shutdown: bool = False
 
     @property
     def deadline(self) -> float:

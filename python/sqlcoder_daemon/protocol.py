@@ -10,7 +10,7 @@ from .errors import BadRequest, DaemonError, UnsupportedVersion
 
 __all__ = [
     "MAX_ID_CHARS", "OPS", "PROTOCOL_VERSION", "SUPPORTED_VERSIONS", "CountTokensRequest", "GenerateRequest",
-    "Limits", "Request", "StatusRequest", "encode", "error_reply", "ok_reply", "parse_request",
+    "Limits", "Request", "StatusRequest", "encode", "error_reply", "ok_reply", "parse_message", "parse_request",
 ]
 
 PROTOCOL_VERSION = 1
@@ -85,7 +85,7 @@ def parse_request(line: bytes | str, limits: Limits = Limits()) -> Request:
     rid = msg.get("id")
     echo = rid if isinstance(rid, str) and len(rid) <= MAX_ID_CHARS else None
     try:
-        return _parse_object(msg, limits)
+        return parse_message(msg, limits)
     except DaemonError as e:
         raise _with_id(e, echo) from None
 
@@ -95,7 +95,9 @@ def _with_id(err: DaemonError, rid: str | None) -> DaemonError:
     return err
 
 
-def _parse_object(msg: dict, limits: Limits) -> Request:
+def parse_message(msg: dict, limits: Limits) -> Request:
+    """Validate a decoded request object; the OpenAI-compatible listener maps its fields onto one and
+    comes here too, so both doors check every field the same way."""
     v = msg.get("v")
     if "v" not in msg:
         raise BadRequest("missing 'v' (protocol version)")

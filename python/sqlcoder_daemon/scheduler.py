@@ -13,7 +13,7 @@ import time
 from typing import Callable
 
 from .backends.base import Backend
-from .errors import Busy, Cancelled, DaemonError, Internal, Timeout
+from .errors import Busy, Cancelled, DaemonError, Internal, ShuttingDown, Timeout
 from .jobs import GenerationResult, Job
 from .metrics import Metrics
 
@@ -50,7 +50,7 @@ class Scheduler:
         with self._cond:
             if not self._accepting:
                 self.metrics.count("rejected")
-                raise Busy("the daemon is shutting down; try again")
+                raise ShuttingDown("the daemon is shutting down and takes no new requests")
             if len(self._queue) >= self.max_queue:
                 self.metrics.count("rejected")
                 raise Busy(f"queue is full ({self.max_queue} requests); try again")
@@ -66,6 +66,13 @@ class Scheduler:
                 self._queue.remove(job)
                 self._finish(job, Cancelled())
 
+    def expire_queued(self, job: Job) -> None:
+        """Answer a job whose deadline passed while it waited, without waiting for the worker to reach it."""
+        with self._cond:
+            if job in self._queue:
+                self._queue.remove(job)
+                self._finish(job, Timeout(f"deadline of {job.request.timeout_ms} ms passed while queued"))
+
     @property
     def queued(self) -> int:
         with self._cond:
@@ -76,8 +83,9 @@ class Scheduler:
         with self._cond:
             return len(self._running)
 
-    def drain(self, timeout: float) -> bool:
-        """Stop accepting, let queued and running jobs finish within ``timeout``; True if all did."""
+    def drain(self, timeout: float) -> int:
+        """Stop accepting, let queued and running jobs finish within ``timeout``; the number of jobs cut
+        off (answered ``shutting_down``) when it passed, 0 when all finished."""
         with self._cond:
             self._accepting = False
             end = time.monotonic() + timeout
@@ -86,15 +94,17 @@ class Scheduler:
                 if left <= 0:
                     break
                 self._cond.wait(left)
-            drained = not (self._queue or self._running)
+            cut = len(self._queue) + len(self._running)
             for job in self._queue + self._running:
+                job.shutdown = True
                 job.cancelled.set()
             for job in list(self._queue):
-                self._finish(job, Busy("the daemon shut down before running this request"))
+                self._finish(job, ShuttingDown(f"the daemon shut down before running this request "
+                                               f"(drain_timeout_s, {timeout:g} s, passed)"))
             self._queue.clear()
             self._stop = True
             self._cond.notify_all()
-        return drained
+        return cut
 
     def stop(self, timeout: float = 5.0) -> None:
         with self._cond:
@@ -173,7 +183,10 @@ class Scheduler:
         if isinstance(result, GenerationResult):
             if result.finish_reason == "stop" and job.should_stop():
                 self.metrics.count("interrupted")  # the stopping criterion cut the generation short
-            if job.cancelled.is_set():
+            if job.shutdown:
+                result = ShuttingDown("the daemon shut down while generating this request "
+                                      "(drain_timeout_s passed)")
+            elif job.cancelled.is_set():
                 result = Cancelled()
             elif job.expired(job.finished):
                 result = Timeout(f"deadline of {job.request.timeout_ms} ms passed before generation finished")

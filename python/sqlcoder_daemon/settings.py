@@ -77,6 +77,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("allow_uid", int, [], "peer uid allowed to connect (repeatable); default: own uid and postgres",
             repeatable=True),
     Setting("allow_user", str, [], "user name allowed to connect (repeatable)", repeatable=True),
+    Setting("max_connections", int, 512,
+            "most connections open at once (socket and HTTP); more are answered 'busy' and closed"),
+    Setting("idle_timeout_s", float, 30.0, "close a connection that takes longer than this to send a request"),
     Setting("quantize", str, "nf4", "weight quantization (bitsandbytes)", choices=("nf4", "int8", "none")),
     Setting("dtype", str, "auto", "compute dtype; auto: bfloat16 on GPU, float32 on CPU",
             choices=("auto", "bfloat16", "float16", "float32")),
@@ -103,8 +106,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("openai_model", str, None, "openai backend: model name sent to the server (default: --model)"),
     Setting("openai_timeout_s", float, 600.0, "openai backend: HTTP timeout"),
     Setting("openai_listen", str, None, "serve an OpenAI-compatible completions API on this loopback host:port"),
-    Setting("openai_listen_api_key", str, None, "bearer key the OpenAI-compatible listener requires (optional)",
+    Setting("openai_listen_api_key", str, None, "bearer key the OpenAI-compatible listener requires",
             secret=True),
+    Setting("openai_listen_insecure", _bool, False,
+            "let the OpenAI-compatible listener run without an API key (any local user reaches the model)"),
     Setting("metrics_listen", str, None, "serve Prometheus /metrics and /status on this loopback host:port"),
     Setting("log_level", str, "INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
     Setting("log_prompts", _bool, False, "include prompt text in the per-request log line"),
@@ -206,11 +211,17 @@ def _validate(s: Settings) -> None:
         raise SettingsError("--model is required (a local directory or a hub id)")
     if s.backend == "openai" and not s.openai_url:
         raise SettingsError("--backend openai needs --openai-url")
-    for name in ("max_new_tokens", "num_beams", "max_num_beams", "max_request_bytes", "max_queue", "max_batch_size"):
+    for name in ("max_new_tokens", "num_beams", "max_num_beams", "max_request_bytes", "max_queue", "max_batch_size",
+                 "max_connections"):
         if s[name] < 1:
             raise SettingsError(f"--{name.replace('_', '-')} must be at least 1")
     if s.llama_n_ctx < 0:
         raise SettingsError("--llama-n-ctx must be 0 (the model's own) or a token count")
+    if s.idle_timeout_s <= 0:
+        raise SettingsError("--idle-timeout-s must be above 0")
+    if s.openai_listen and not s.openai_listen_api_key and not s.openai_listen_insecure:
+        raise SettingsError("--openai-listen needs --openai-listen-api-key (or, to let every local user reach "
+                            "the model, --openai-listen-insecure true)")
     if s.num_beams > s.max_num_beams:
         raise SettingsError("--num-beams exceeds --max-num-beams")
     dm = s.device_map

@@ -2,42 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
-import grp
 import logging
 import os
-import pwd
 import socket
 import struct
+import time
 from pathlib import Path
-from typing import Iterable
 
 from .errors import TooLarge
 
-__all__ = ["LineReader", "bind_socket", "check_socket_path", "default_allowlist", "peer_uid", "remove_socket", "resolve_allowlist"]
+__all__ = ["BoundSocket", "IdleTimeout", "LineReader", "bind_socket", "check_socket_path", "peer_uid"]
 
 log = logging.getLogger(__name__)
-
-
-def default_allowlist() -> set[int]:
-    """The daemon's own uid and the ``postgres`` user's (if that user exists)."""
-    uids = {os.getuid()}
-    try:
-        uids.add(pwd.getpwnam("postgres").pw_uid)
-    except KeyError:
-        pass
-    return uids
-
-
-def resolve_allowlist(uids: Iterable[int], users: Iterable[str]) -> set[int]:
-    """Explicit ``--allow-uid``/``--allow-user`` values, or the default allowlist when none are given."""
-    out = {int(u) for u in uids}
-    for name in users:
-        try:
-            out.add(pwd.getpwnam(name).pw_uid)
-        except KeyError:
-            raise ValueError(f"--allow-user {name}: no such user") from None
-    return out or default_allowlist()
 
 
 def peer_uid(conn: socket.socket) -> int:
@@ -59,19 +37,10 @@ def _stale(path: Path) -> bool:
     return False
 
 
-def check_socket_path(path: str | os.PathLike, group: str | None) -> None:
+def check_socket_path(path: str | os.PathLike) -> None:
     """Refuse, before a load that can take minutes, what :func:`bind_socket` would refuse after it."""
     path = Path(path)
-    if group:
-        try:
-            grp.getgrnam(group)
-        except KeyError:
-            raise ValueError(f"--socket-group {group}: no such group") from None
-    if path.exists() or path.is_symlink():
-        if not path.is_socket():
-            raise FileExistsError(f"{path} exists and is not a socket")
-        if not _stale(path):
-            raise FileExistsError(f"another daemon is listening on {path}")
+    _refuse_occupied(path)
     directory = path.parent
     while not directory.exists():
         directory = directory.parent
@@ -79,31 +48,64 @@ def check_socket_path(path: str | os.PathLike, group: str | None) -> None:
         raise PermissionError(f"cannot create the socket {path}: no write permission on {directory}")
 
 
-def bind_socket(path: str | os.PathLike, group: str | None, backlog: int = 128) -> socket.socket:
-    """Listen on ``path``, which appears atomically already carrying mode 0660 and ``group``.
+def _refuse_occupied(path: Path) -> bool:
+    """Raise if something that is not a stale socket is at ``path``; True if a stale socket is there."""
+    if not (path.exists() or path.is_symlink()):
+        return False
+    if path.is_symlink() or not path.is_socket():
+        kind = "a symbolic link" if path.is_symlink() else "a directory" if path.is_dir() else "a regular file"
+        raise FileExistsError(f"{path} exists and is not a socket ({kind}); remove it or choose another --socket")
+    if not _stale(path):
+        raise FileExistsError(f"another daemon is listening on {path}")
+    return True
 
-    Binding a temporary name and renaming it means a client never sees the
-    socket with the wrong permissions. A live daemon on ``path`` is an error;
-    a stale socket file is replaced.
+
+@dataclasses.dataclass(frozen=True)
+class BoundSocket:
+    """The listening socket and the identity (device, inode) of the file it created, so that the daemon
+    removes only its own socket and notices when the path is removed or taken over."""
+
+    sock: socket.socket
+    path: Path
+    dev: int
+    ino: int
+
+    def state(self) -> str:
+        """``ours``, ``missing`` (nothing at the path) or ``replaced`` (another file is there)."""
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return "missing"
+        except OSError:
+            return "missing"  # e.g. the directory is gone
+        return "ours" if (st.st_dev, st.st_ino) == (self.dev, self.ino) else "replaced"
+
+    def close(self) -> None:
+        """Stop listening and unlink the path only while it is still the file this daemon created."""
+        self.sock.close()
+        if self.state() == "ours":
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+
+def bind_socket(path: str | os.PathLike, gid: int | None, backlog: int = 128) -> BoundSocket:
+    """Listen on ``path``, which appears atomically already carrying mode 0660 and group ``gid``.
+
+    Binding a temporary name and hard-linking it into place means a client never
+    sees the socket with the wrong permissions, and (unlike a rename) never
+    replaces a file that appeared at ``path`` meanwhile. A live daemon or any
+    other file at ``path`` is an error; a stale socket file is replaced.
     """
     path = Path(path)
     if not path.parent.exists():
         path.parent.mkdir(parents=True, mode=0o755)
         os.chmod(path.parent, 0o755)  # mkdir's mode is filtered by the umask
-    if path.exists() or path.is_symlink():
-        if not path.is_socket():
-            raise FileExistsError(f"{path} exists and is not a socket")
-        if not _stale(path):
-            raise FileExistsError(f"another daemon is listening on {path}")
+    if _refuse_occupied(path):
         path.unlink()
-    gid = None
-    if group:
-        try:
-            gid = grp.getgrnam(group).gr_gid
-        except KeyError:
-            raise ValueError(f"--socket-group {group}: no such group") from None
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    if tmp.exists():
+    if tmp.exists() or tmp.is_symlink():
         tmp.unlink()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -112,34 +114,42 @@ def bind_socket(path: str | os.PathLike, group: str | None, backlog: int = 128) 
         if gid is not None:
             os.chown(tmp, -1, gid)
         sock.listen(backlog)
-        os.rename(tmp, path)
+        st = os.lstat(tmp)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise FileExistsError(f"{path} appeared while this daemon was binding it; another daemon?") from None
+        finally:
+            tmp.unlink()
     except BaseException:
         sock.close()
         if tmp.exists():
             tmp.unlink()
         raise
-    return sock
+    return BoundSocket(sock, path, st.st_dev, st.st_ino)
 
 
-def remove_socket(path: str | os.PathLike) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+class IdleTimeout(Exception):
+    """The peer sent no complete request line within ``idle_timeout_s``: the connection is closed."""
 
 
 class LineReader:
-    """Reads newline-terminated request lines, refusing any longer than ``max_bytes``."""
+    """Reads newline-terminated request lines, refusing any longer than ``max_bytes`` and closing a
+    connection that takes longer than ``idle_timeout`` seconds to send one (it would hold a thread and
+    a descriptor for nothing)."""
 
-    def __init__(self, conn: socket.socket, max_bytes: int, chunk: int = 65536):
+    def __init__(self, conn: socket.socket, max_bytes: int, chunk: int = 65536, idle_timeout: float | None = None):
         self.conn = conn
         self.max_bytes = max_bytes
         self.chunk = chunk
+        self.idle_timeout = idle_timeout
         self.buf = bytearray()
 
     def readline(self) -> bytes | None:
-        """The next line without its ``\\n``; None at end of stream; :class:`TooLarge` (close) if oversize."""
+        """The next line without its ``\\n``; None at end of stream; :class:`TooLarge` (close) if oversize;
+        :class:`IdleTimeout` when the line does not arrive in time."""
         start = 0
+        deadline = None if self.idle_timeout is None else time.monotonic() + self.idle_timeout
         while True:
             nl = self.buf.find(b"\n", start)
             if nl >= 0:
@@ -147,11 +157,21 @@ class LineReader:
                     break
                 line = bytes(self.buf[:nl])
                 del self.buf[: nl + 1]
+                # The reply is then written under the same bound: a client that never reads cannot hold it.
+                self.conn.settimeout(self.idle_timeout)
                 return line
             if len(self.buf) > self.max_bytes:
                 break
             start = len(self.buf)
-            data = self.conn.recv(self.chunk)
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise IdleTimeout()
+                self.conn.settimeout(left)
+            try:
+                data = self.conn.recv(self.chunk)
+            except socket.timeout:
+                raise IdleTimeout() from None
             if not data:
                 return None  # a partial line at EOF is dropped: the client went away
             self.buf += data

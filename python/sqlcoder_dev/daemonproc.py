@@ -108,8 +108,10 @@ class DaemonProcess:
 
     def __init__(self, model_dir: str | os.PathLike | None, socket_path: str | os.PathLike,
                  extra_args: Sequence[str] = (), *, start_timeout: float = 180.0, env: dict[str, str] | None = None,
-                 log_path: str | os.PathLike | None = None):
+                 log_path: str | os.PathLike | None = None, nofile: int | None = None):
         self.model_dir = model_dir
+        #: A soft and hard descriptor limit for the daemon (tests of its behaviour at the limit).
+        self.nofile = nofile
         self.socket_path = Path(socket_path)
         self.extra_args = list(extra_args)
         self.start_timeout = start_timeout
@@ -144,7 +146,7 @@ class DaemonProcess:
         env.setdefault("OMP_NUM_THREADS", "1")
         self._log_file = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.argv, stdout=self._log_file, stderr=subprocess.STDOUT, env=env,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL, preexec_fn=self._limit if self.nofile else None)
         end = time.monotonic() + self.start_timeout
         while time.monotonic() < end:
             if self.proc.poll() is not None:
@@ -156,6 +158,11 @@ class DaemonProcess:
         self.stop()
         raise DaemonStartError(f"daemon did not open {self.socket_path} within {self.start_timeout:.0f} s; "
                                f"log:\n{self.log_text()[-5000:]}")
+
+    def _limit(self) -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def _connectable(self) -> bool:
         if not self.socket_path.exists():

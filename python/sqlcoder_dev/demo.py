@@ -95,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         columns = list(rows[0]) if rows else []
                         _print_rows(columns, [list(r.values()) for r in rows])
                         print()
+                print("* the same in a browser page: make web-demo (sqlcoder-web; see README, 'The browser page')")
             print("* daemon stopped")
         print("* cluster stopped and removed")
     finally:

@@ -7,6 +7,7 @@ mid-request, being slow). It runs in threads of the test process::
 
     with FakeDaemon(path) as fake:
         fake.reply("SELECT 1;")        # every generate answers this text
+        fake.reply_when("PostgreSQL's error", "SELECT 2;")  # ... except prompts holding a text
         fake.misbehave("hang")          # ... or this failure mode
         fake.disconnects                # when clients gave up on a hanging request
 
@@ -70,6 +71,7 @@ class FakeDaemon:
         self._stop = threading.Event()
         self._server: socket.socket | None = None
         self._threads: list[threading.Thread] = []
+        self._rules: list[tuple[str, str]] = []
         self.requests: list[dict[str, Any]] = []
         self.disconnects: list[float] = []  # monotonic times clients closed a hanging request
 
@@ -78,6 +80,13 @@ class FakeDaemon:
         """Answer every generate request with ``text`` as the model's raw completion."""
         with self._lock:
             self._script = _Script(mode="ok", text=text, model=model)
+            self._rules = []
+        return self
+
+    def reply_when(self, prompt_contains: str, text: str) -> "FakeDaemon":
+        """Answer ``text`` to a generate whose prompt contains ``prompt_contains`` (until the next reply())."""
+        with self._lock:
+            self._rules.append((prompt_contains, text))
         return self
 
     def misbehave(self, mode: str, *, delay_s: float = 0.0, size: int = 0, code: str = "internal",
@@ -168,6 +177,11 @@ class FakeDaemon:
         with self._lock:
             self.requests.append(request)
             script = self._script
+            prompt = str(request.get("prompt") or "")
+            for needle, text in self._rules:
+                if request.get("op") == "generate" and script.mode == "ok" and needle in prompt:
+                    script = _Script(mode="ok", text=text, model=script.model)
+                    break
         rid, op = request.get("id"), request.get("op")
         if op == "status":
             conn.sendall(_line({"v": 1, "id": rid, "ok": True, "status": {

@@ -2,7 +2,8 @@
 
 Load defog-data style databases (:mod:`.load`), ask every question through
 ``sqlcoder.ask`` or another predictor (:mod:`.predictors`, :mod:`.runner`),
-judge the answers exactly as sql-eval does (:mod:`.goldsql`, :mod:`.compare`),
+judge the answers as sql-eval does (:mod:`.judges`: :mod:`.sqleval_judge` gives
+sql-eval's verdicts, quirks included; :mod:`.compare` is the stricter judge),
 and report the model card's per-category table (:mod:`.report`). :mod:`.check`
 proves the pipeline on the data itself: gold answers score 100%, deliberately
 broken ones (:mod:`.perturb`) 0%.

@@ -1,7 +1,8 @@
-"""Judge a generated query's result against the gold results, the way sql-eval does.
+"""The ``strict`` judge: a generated query's result against the gold results, by sql-eval's rules
+as they are meant rather than as its code runs (:mod:`.sqleval_judge` has those, quirks included).
 
-This re-implements, without pandas, defog-ai/sql-eval's ``compare_query_results``,
-``compare_df``, ``normalize_table`` and ``subset_df``:
+Modelled on defog-ai/sql-eval's ``compare_query_results``, ``compare_df``,
+``normalize_table`` and ``subset_df``, without pandas:
 
 - every gold variant (see :mod:`goldsql`) is tried in turn; the answer is *exact*
   when its result equals a variant's result, and *correct* when it is exact or when

@@ -3,6 +3,8 @@
 Layout (as in ``../shared/sql-eval``)::
 
     questions_gen_postgres.csv      question, query, db_name, query_category[, instructions]
+                                    (any of sql-eval's PostgreSQL question files: columns in
+                                     any order, extra columns such as full_instructions ignored)
     databases/NAME/NAME.sql         plain SQL dump (CREATE TABLE + INSERT)
     databases/NAME/NAME.json        {"table_metadata": {table: [{column_name, data_type,
                                      column_description}]}, "glossary": "..."}
@@ -16,6 +18,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 __all__ = ["CATEGORY_ORDER", "DATA_ENV", "Database", "Dataset", "Question", "resolve_data_dir"]
 
@@ -27,7 +30,8 @@ CATEGORY_ORDER = ("date_functions", "group_by", "order_by", "ratio", "table_join
 
 @dataclass(frozen=True)
 class Question:
-    """One sql-eval question; ``id`` is its 0-based row in the CSV (stable for ``--resume``)."""
+    """One sql-eval question. ``id`` numbers the questions of all files read, in order (stable for
+    ``--resume``); ``source`` is the file's name and ``row`` the 0-based row in it."""
 
     id: int
     question: str
@@ -35,6 +39,8 @@ class Question:
     db_name: str
     category: str
     instructions: str = ""
+    source: str = QUESTIONS_FILE
+    row: int = -1
 
 
 @dataclass(frozen=True)
@@ -60,18 +66,43 @@ def resolve_data_dir(path: str | os.PathLike | None) -> Path:
     return root
 
 
-class Dataset:
-    """A data folder: ``Dataset(path).questions()`` and ``.databases()``."""
+REQUIRED_COLUMNS = ("question", "query", "db_name", "query_category")
 
-    def __init__(self, root: str | os.PathLike, questions_file: str | os.PathLike | None = None):
+
+def read_questions(path: Path, first_id: int = 0) -> list[Question]:
+    """The questions of one sql-eval CSV; a file without sql-eval's columns is refused by name."""
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path.name}: not a sql-eval question file, no column {', '.join(missing)}")
+        return [Question(id=first_id + i, question=row["question"], gold=row["query"], db_name=row["db_name"],
+                         category=row["query_category"], instructions=(row.get("instructions") or "").strip(),
+                         source=path.name, row=i)
+                for i, row in enumerate(reader)]
+
+
+class Dataset:
+    """A data folder: ``Dataset(path).questions()`` and ``.databases()``; ``questions_file`` may name
+    several question files (read in order, numbered on from one file to the next)."""
+
+    def __init__(self, root: str | os.PathLike,
+                 questions_file: str | os.PathLike | Sequence[str | os.PathLike] | None = None):
         self.root = Path(root)
-        self.questions_file = Path(questions_file) if questions_file else self.root / QUESTIONS_FILE
+        if questions_file is None:
+            files: list[Path] = [self.root / QUESTIONS_FILE]
+        elif isinstance(questions_file, (str, os.PathLike)):
+            files = [Path(questions_file)]
+        else:
+            files = [Path(p) for p in questions_file]
+        self.questions_files = files
+        self.questions_file = files[0]
 
     def questions(self) -> list[Question]:
-        with open(self.questions_file, newline="", encoding="utf-8") as f:
-            return [Question(id=i, question=row["question"], gold=row["query"], db_name=row["db_name"],
-                             category=row["query_category"], instructions=(row.get("instructions") or "").strip())
-                    for i, row in enumerate(csv.DictReader(f))]
+        out: list[Question] = []
+        for path in self.questions_files:
+            out += read_questions(path, len(out))
+        return out
 
     def database_names(self) -> list[str]:
         return sorted(p.name for p in (self.root / "databases").iterdir() if (p / f"{p.name}.sql").is_file())

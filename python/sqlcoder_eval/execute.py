@@ -10,7 +10,7 @@ import psycopg
 from ._sqltokens import tokenize
 from .compare import ResultSet
 
-__all__ = ["QueryError", "run_query", "set_timeout", "statement_count"]
+__all__ = ["QueryError", "run_query", "run_statements", "set_timeout", "statement_count"]
 
 
 class QueryError(Exception):
@@ -44,6 +44,10 @@ def statement_count(sql: str) -> int:
     return count + pending
 
 
+# Statements that would end or split the read-only transaction the answer runs in.
+_TRANSACTION_CONTROL = {"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE", "PREPARE"}
+
+
 def run_query(conn: psycopg.Connection, sql: str, max_rows: int = 100_000) -> ResultSet:
     """Run one statement in a read-only transaction that is always rolled back, so a generated
     query cannot change the data the next question is judged on (a second statement could end
@@ -51,11 +55,24 @@ def run_query(conn: psycopg.Connection, sql: str, max_rows: int = 100_000) -> Re
     n = statement_count(sql)
     if n != 1:
         raise QueryError("no statement" if n == 0 else f"{n} statements; only one query is judged")
+    return run_statements(conn, [sql], max_rows)
+
+
+def run_statements(conn: psycopg.Connection, statements: list[str], max_rows: int = 100_000) -> ResultSet:
+    """Run ``statements`` in turn in one read-only, rolled-back transaction; the last one's result
+    (what psycopg2 returns for a multi-statement string). Transaction control is refused."""
+    if not statements:
+        raise QueryError("no statement")
+    for statement in statements:
+        first = next((t for t in tokenize(statement) if t.kind not in ("ws", "comment")), None)
+        if first is not None and first.is_word(*_TRANSACTION_CONTROL):
+            raise QueryError(f"transaction control ({first.text}) is not run")
     try:
         with conn.transaction(force_rollback=True):
             conn.execute("SET TRANSACTION READ ONLY")
             with conn.cursor() as cur:
-                cur.execute(sql)
+                for statement in statements:
+                    cur.execute(statement)
                 if cur.description is None:
                     raise QueryError("the statement returned no result set")
                 rows = cur.fetchmany(max_rows + 1)

@@ -10,9 +10,9 @@ from typing import Any, Iterable, Sequence
 
 from .dataset import CATEGORY_ORDER
 
-__all__ = ["Summary", "compare_runs", "format_table", "percentile", "summarize", "write_csv", "write_json"]
+__all__ = ["MixedJudges", "Summary", "compare_runs", "format_by_file", "format_table", "judge_of", "percentile", "summarize", "write_csv", "write_json"]
 
-CSV_FIELDS = ("run", "id", "db_name", "category", "question", "correct", "exact", "skipped", "error",
+CSV_FIELDS = ("run", "judge", "source", "id", "db_name", "category", "question", "correct", "exact", "skipped", "error",
               "latency_ms", "exec_ms", "note", "generated", "gold", "instructions", "predictions")
 
 
@@ -21,6 +21,7 @@ class Summary:
     """One run's score: ``categories`` maps a category to (correct, counted); skipped ones are apart."""
 
     run: str
+    judge: str = "strict"
     categories: dict[str, tuple[int, int]] = field(default_factory=dict)
     skipped: list[int] = field(default_factory=list)
     errors: int = 0
@@ -50,11 +51,18 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
+def judge_of(record: dict[str, Any]) -> str:
+    """The judge that scored a record; records written before there were two judges used ``strict``'s rules."""
+    return record.get("judge") or "strict"
+
+
 def summarize(records: Iterable[dict[str, Any]]) -> dict[str, Summary]:
-    """Per-run summaries, runs in first-seen order."""
+    """Per-run summaries, runs in first-seen order; a run scored by several judges says ``mixed``."""
     out: dict[str, Summary] = {}
     for r in sorted(records, key=lambda r: r["id"]):
-        s = out.setdefault(r["run"], Summary(r["run"]))
+        s = out.setdefault(r["run"], Summary(r["run"], judge_of(r)))
+        if s.judge != judge_of(r):
+            s.judge = "mixed"
         if r.get("skipped"):
             s.skipped.append(r["id"])
             continue
@@ -82,22 +90,42 @@ def _secs(v: float | None) -> str:
 def format_table(summaries: Sequence[Summary]) -> str:
     """One row per run, one column per category, then overall, counts and latency (seconds)."""
     cats = categories_of(summaries)
-    header = ["run", *cats, "overall", "n", "errors", "skipped", "p50_s", "p95_s"]
-    rows = [[s.run, *(_pct(s.percent(c)) for c in cats), _pct(s.percent()), str(s.counted), str(s.errors),
+    header = ["run", "judge", *cats, "overall", "n", "errors", "skipped", "p50_s", "p95_s"]
+    rows = [[s.run, s.judge, *(_pct(s.percent(c)) for c in cats), _pct(s.percent()), str(s.counted), str(s.errors),
              str(len(s.skipped)), _secs(percentile(s.latencies_ms, 50)), _secs(percentile(s.latencies_ms, 95))]
             for s in summaries]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
     def line(row: list[str]) -> str:
-        return "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths)))
+        return "  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths)))
 
     return "\n".join([line(header), *(line(r) for r in rows)])
 
 
-def compare_runs(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> str:
-    """Per-category deltas from run ``a`` to run ``b`` and the questions whose correctness changed."""
+def format_by_file(records: Sequence[dict[str, Any]]) -> str:
+    """One table per question file, when the records come from more than one ('' otherwise)."""
+    sources = list(dict.fromkeys(r.get("source") or "" for r in sorted(records, key=lambda r: r["id"])))
+    if len(sources) < 2:
+        return ""
+    parts = []
+    for source in sources:
+        mine = [r for r in records if (r.get("source") or "") == source]
+        parts.append(f"file {source or '?'}: {len(mine)} questions\n" + format_table(list(summarize(mine).values())))
+    return "\n\n".join(parts)
+
+
+class MixedJudges(ValueError):
+    """Two runs scored by different judges: their numbers are not on one scale."""
+
+
+def compare_runs(a: list[dict[str, Any]], b: list[dict[str, Any]], mixed_judges: bool = False) -> str:
+    """Per-category deltas from run ``a`` to run ``b`` and the questions whose correctness changed.
+    Runs scored by different judges are refused (:class:`MixedJudges`) unless ``mixed_judges``."""
     sa, sb = _single(summarize(a), "A"), _single(summarize(b), "B")
-    lines = [f"A = {sa.run}, B = {sb.run}", f"{'category':<16}{'A':>8}{'B':>8}{'delta':>8}"]
+    if sa.judge != sb.judge and not mixed_judges:
+        raise MixedJudges(f"run A ({sa.run}) was scored by the {sa.judge} judge and run B ({sb.run}) by the "
+                          f"{sb.judge} judge; rerun one with --judge, or pass --mixed-judges to compare anyway")
+    lines = [f"A = {sa.run} (judge {sa.judge}), B = {sb.run} (judge {sb.judge})", f"{'category':<16}{'A':>8}{'B':>8}{'delta':>8}"]
     for c in [*categories_of([sa, sb]), None]:
         pa, pb = sa.percent(c), sb.percent(c)
         delta = "-" if pa is None or pb is None else f"{pb - pa:+.1f}"

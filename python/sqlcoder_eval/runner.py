@@ -17,10 +17,10 @@ from typing import Any, Iterable
 
 import psycopg
 
-from .compare import compare_results
 from .dataset import Question
 from .execute import QueryError, run_query, set_timeout
 from .goldsql import expand_gold
+from .judges import DEFAULT_JUDGE, GoldResult, Outcome, execute_answer, verdict
 from .load import database_conninfo
 from .predictors import Context, Predictor
 from .progress import Progress
@@ -30,7 +30,8 @@ __all__ = ["RunOptions", "evaluate_question", "read_records", "run"]
 
 @dataclass
 class RunOptions:
-    """How to run: the server, the run's name, sessions, limits and the ordering policy."""
+    """How to run: the server, the run's name, sessions, limits, the judges and the ordering policy
+    (``strict`` judge only). The first judge scores the run; every judge's verdict is recorded."""
 
     conninfo: str = ""
     run_name: str = "run"
@@ -38,6 +39,8 @@ class RunOptions:
     timeout_s: float = 10.0
     max_rows: int = 100_000
     policy: str = "sql-eval"
+    judges: tuple[str, ...] = (DEFAULT_JUDGE,)
+    prompt_profile: str = ""  # as set by --prompt-profile ('' = the databases' own setting)
     resume: bool = False
     progress: bool = True
 
@@ -46,26 +49,45 @@ def _error_text(e: Exception) -> str:
     return str(e).strip() or type(e).__name__
 
 
+def _judge_all(conn: psycopg.Connection, q: Question, gold: list[GoldResult], sql: str,
+               opts: RunOptions) -> dict[str, dict[str, Any]]:
+    """Every judge's verdict on ``sql``: each runs the answer its own way (see :func:`execute_answer`)."""
+    verdicts: dict[str, dict[str, Any]] = {}
+    for judge in opts.judges:
+        try:
+            result = execute_answer(conn, judge, sql, opts.max_rows)
+        except QueryError as e:
+            verdicts[judge] = Outcome(False, False, _error_text(e)).as_dict()
+            continue
+        verdicts[judge] = verdict(judge, q.gold, gold, sql, result, q.category, q.question, opts.policy,
+                                  rerun=lambda s, j=judge: execute_answer(conn, j, s, opts.max_rows)).as_dict()
+    return verdicts
+
+
 def evaluate_question(conn: psycopg.Connection, q: Question, predictor: Predictor, opts: RunOptions,
                       session: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Execute the gold variants, get a prediction, execute it and compare: one results record."""
+    """Execute the gold variants, get a prediction, execute it and judge it: one results record."""
     record: dict[str, Any] = {
-        "run": opts.run_name, "predictions": predictor.name, "id": q.id, "db_name": q.db_name,
-        "category": q.category, "question": q.question, "instructions": q.instructions, "gold": q.gold,
-        "generated": None, "exact": False, "correct": False, "skipped": None, "error": None,
-        "latency_ms": None, "exec_ms": None, "note": "",
+        "run": opts.run_name, "predictions": predictor.name, "judge": opts.judges[0],
+        "prompt_profile": opts.prompt_profile, "id": q.id,
+        "db_name": q.db_name, "source": q.source, "category": q.category, "question": q.question,
+        "instructions": q.instructions, "gold": q.gold, "generated": None, "exact": False, "correct": False,
+        "skipped": None, "error": None, "latency_ms": None, "exec_ms": None, "note": "", "verdicts": {},
     }
-    gold = []
-    try:
-        for sql in expand_gold(q.gold):
+    gold: list[GoldResult] = []
+    for sql in expand_gold(q.gold):
+        try:
             gold.append((sql, run_query(conn, sql, opts.max_rows)))
-    except QueryError as e:
-        record["error"] = f"gold query failed: {_error_text(e)}"
-        return record
+        except QueryError as e:
+            gold.append((sql, e))
+    ran = [(sql, r) for sql, r in gold if not isinstance(r, QueryError)]
     if not gold:
         record["error"] = "gold query is empty"
         return record
-    pred = predictor.predict(Context(conn, q, gold, opts.timeout_s, opts.max_rows, opts.policy, session or {}))
+    if not ran:
+        record["error"] = f"gold query failed: {_error_text(gold[0][1])}"  # type: ignore[arg-type]
+        return record
+    pred = predictor.predict(Context(conn, q, ran, opts.timeout_s, opts.max_rows, opts.policy, session or {}))
     record.update(generated=pred.sql, latency_ms=pred.latency_ms, note=pred.note, skipped=pred.skipped)
     if pred.skipped:
         return record
@@ -74,14 +96,11 @@ def evaluate_question(conn: psycopg.Connection, q: Question, predictor: Predicto
         return record
     start = time.perf_counter()
     try:
-        result = run_query(conn, pred.sql, opts.max_rows)
-    except QueryError as e:
-        record["error"] = _error_text(e)
-        return record
+        record["verdicts"] = _judge_all(conn, q, gold, pred.sql, opts)
     finally:
         record["exec_ms"] = round((time.perf_counter() - start) * 1000, 3)
-    verdict = compare_results(gold, pred.sql, result, q.category, q.question, opts.policy)
-    record.update(exact=verdict.exact, correct=verdict.correct)
+    primary = record["verdicts"][opts.judges[0]]
+    record.update(exact=primary["exact"], correct=primary["correct"], error=primary["error"])
     return record
 
 

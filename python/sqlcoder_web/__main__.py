@@ -1,0 +1,7 @@
+"""``python -m sqlcoder_web``: the same as ``sqlcoder-web``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

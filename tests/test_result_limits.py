@@ -1,0 +1,214 @@
+"""Results bounded in bytes with bounded backend memory, rows returned as plain json values.
+
+run and execute keep the rows outside Python (src/result_rows.c): counted in
+bytes of their JSON text as the executor produces them, stopped as soon as
+max_result_bytes is passed, and handed to the caller one json value per row.
+Backend memory is read from /proc (VmHWM, the backend's peak resident set).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Iterator
+
+import psycopg
+import pytest
+
+from sqlcoder_daemon.memory import proc_bytes
+from sqlcoder_dev.fake_daemon import FakeDaemon, drop_run_database, setup_run_database, socket_dir
+from sqlcoder_dev.pgcluster import Cluster
+
+from fixtures.pg import SHOP_TEMPLATE
+
+DB = f"result_limits_{os.getpid()}"
+ROLE = f"result_analyst_{os.getpid()}"
+MiB = 1 << 20
+DEFAULT_LIMIT = 64 * MiB
+
+
+@pytest.fixture(scope="module")
+def fake(pg: Cluster) -> Iterator[FakeDaemon]:
+    with FakeDaemon(socket_dir() / "fake.sock") as daemon:
+        setup_run_database(pg, DB, SHOP_TEMPLATE, daemon.path, ROLE,
+                           {"query_timeout_ms": "20000", "max_rows": "100000"})
+        yield daemon
+        drop_run_database(pg, DB, ROLE)
+
+
+@pytest.fixture
+def admin(pg: Cluster, fake: FakeDaemon) -> Iterator[psycopg.Connection]:
+    with pg.connect(DB) as conn:
+        yield conn
+        conn.execute("DELETE FROM sqlcoder.config WHERE key IN ('max_result_bytes', 'query_timeout_ms')")
+
+
+@pytest.fixture
+def analyst(pg: Cluster, fake: FakeDaemon) -> Iterator[psycopg.Connection]:
+    with pg.connect(DB, user=ROLE, options="-c statement_timeout=60000") as conn:
+        yield conn
+
+
+def set_limit(admin: psycopg.Connection, value: int) -> None:
+    admin.execute("UPDATE sqlcoder.config SET value = %s WHERE key = 'max_result_bytes'", (str(value),))
+
+
+def wide_rows(rows: int, row_bytes: int) -> str:
+    return f"SELECT repeat('x', {row_bytes}) AS s FROM generate_series(1, {rows})"
+
+
+def last_history(admin: psycopg.Connection, expect: tuple | None = None) -> tuple:
+    """The role's newest history row; a refusal's row is written when its one-second folding window
+    closes, so with ``expect`` wait (up to 10 s) for a newest row that starts with it."""
+    deadline = time.monotonic() + 10
+    while True:
+        row = admin.execute("SELECT operation, outcome, error_sqlstate, row_count FROM sqlcoder.history "
+                            "WHERE role = %s ORDER BY id DESC LIMIT 1", (ROLE,)).fetchone()
+        if expect is None or (row and row[:len(expect)] == expect) or time.monotonic() > deadline:
+            return row
+        time.sleep(0.05)
+
+
+def test_a_result_over_the_limit_is_refused_with_the_limit_named(analyst, admin) -> None:
+    set_limit(admin, MiB)
+    with pytest.raises(psycopg.errors.ProgramLimitExceeded) as info:
+        analyst.execute("SELECT * FROM sqlcoder.execute(%s)", (wide_rows(10, 200_000),)).fetchall()
+    diag = info.value.diag
+    assert diag.sqlstate == "54000"
+    assert "max_result_bytes (1048576 bytes)" in diag.message_primary
+    assert "stopped after 5 rows" in diag.message_primary  # 5 x 200,008 bytes fit, the 6th passes the limit
+    assert "max_result_bytes" in diag.message_hint and "LIMIT" in diag.message_hint
+    assert "repeat('x', 200000)" in diag.message_detail
+    assert analyst.execute("SELECT 1").fetchone()[0] == 1
+    assert last_history(admin, ("execute", "refused", "54000"))[:3] == ("execute", "refused", "54000")
+
+
+def test_the_limit_counts_the_json_text_exactly(analyst, admin) -> None:
+    row = len('{"s":"' + "x" * 1000 + '"}')  # what each row is, as json text
+    set_limit(admin, 3 * row)
+    sql = "SELECT * FROM sqlcoder.execute(%s)"
+    assert len(analyst.execute(sql, (wide_rows(3, 1000),)).fetchall()) == 3
+    with pytest.raises(psycopg.errors.ProgramLimitExceeded):
+        analyst.execute(sql, (wide_rows(4, 1000),)).fetchall()
+    set_limit(admin, 3 * row - 1)
+    with pytest.raises(psycopg.errors.ProgramLimitExceeded):
+        analyst.execute(sql, (wide_rows(3, 1000),)).fetchall()
+
+
+def test_run_is_bounded_too(analyst, admin, fake) -> None:
+    set_limit(admin, MiB)
+    fake.reply(" " + wide_rows(100, 100_000) + ";")
+    with pytest.raises(psycopg.errors.ProgramLimitExceeded):
+        analyst.execute("SELECT * FROM sqlcoder.run('everything, twice over')").fetchall()
+    assert last_history(admin, ("run", "refused", "54000"))[:3] == ("run", "refused", "54000")
+    fake.reply(" SELECT name FROM customers ORDER BY id LIMIT 2;")
+    assert [r[0] for r in analyst.execute("SELECT r->>'name' FROM sqlcoder.run('two names') r")] == \
+        ["Ada Lovelace", "Grace Hopper"]
+
+
+def peak_of_a_fresh_backend(pg: Cluster, sql: str) -> tuple[str | int, int]:
+    """(rows, or the SQLSTATE), and the backend's peak resident memory in bytes."""
+    with pg.connect(DB, user=ROLE) as conn:
+        pid = conn.info.backend_pid
+        try:
+            outcome: str | int = len(conn.execute("SELECT * FROM sqlcoder.execute(%s)", (sql,)).fetchall())
+        except psycopg.Error as exc:
+            outcome = exc.sqlstate or "?"
+        peak = proc_bytes(f"/proc/{pid}/status", "VmHWM")
+        assert peak is not None, "no VmHWM in /proc (not Linux?)"
+        return outcome, peak
+
+
+@pytest.mark.parametrize("rows, row_mib, expected", [
+    (256, 1, "54000"),  # 4x the limit in many rows
+    (32, 8, "54000"),  # 4x the limit in wide rows
+    (60, 1, 60),  # just under the limit: accepted
+])
+def test_backend_peak_memory_stays_within_twice_the_limit(pg, admin, rows, row_mib, expected) -> None:
+    outcome, peak = peak_of_a_fresh_backend(pg, wide_rows(rows, row_mib * MiB))
+    assert outcome == expected
+    assert peak <= 2 * DEFAULT_LIMIT + 64 * MiB, f"backend peak {peak / MiB:.0f} MiB"
+
+
+def test_rows_are_plain_json_values_equal_to_row_to_json(analyst) -> None:
+    query = ("SELECT 'a \"quoted\" \\ back\tslash' AS t, '{\"k\": [1, \"two\"]}'::json AS j, "
+             "'{\"b\": 2, \"a\": 1}'::jsonb AS jb, 'ü €' AS u, NULL::int AS n, 1.50 AS x")
+    got = analyst.execute("SELECT r::text, pg_typeof(r)::text FROM sqlcoder.execute(%s) r", (query,)).fetchall()
+    direct = analyst.execute(f"SELECT row_to_json(q)::text FROM ({query}) q").fetchone()[0]
+    assert got == [(direct, "json")]
+
+
+def test_a_result_larger_than_work_mem_comes_back_whole_and_in_order(analyst) -> None:
+    analyst.execute("SET work_mem = '64kB'")  # the kept rows go to a temporary file
+    rows = analyst.execute("SELECT (r->>'g')::int, length(r->>'s') FROM sqlcoder.execute("
+                           "'SELECT g, repeat(''y'', 1000) AS s FROM generate_series(1, 5000) g ORDER BY g DESC') r"
+                           ).fetchall()
+    assert rows == [(g, 1000) for g in range(5000, 0, -1)]
+
+
+def test_two_calls_in_one_statement_keep_their_own_rows(analyst) -> None:
+    assert analyst.execute(
+        "SELECT (SELECT count(*) FROM sqlcoder.execute('SELECT 1 FROM generate_series(1, 3)')), "
+        "(SELECT count(*) FROM sqlcoder.execute('SELECT 1 FROM generate_series(1, 5)')), "
+        "(SELECT count(*) FROM sqlcoder.execute('SELECT 1 WHERE false'))").fetchone() == (3, 5, 0)
+
+
+def test_the_select_list_form_and_an_early_stop(analyst) -> None:
+    assert [r[0]["g"] for r in analyst.execute(
+        "SELECT sqlcoder.execute('SELECT g FROM generate_series(1, 4) g')")] == [1, 2, 3, 4]
+    assert len(analyst.execute("SELECT sqlcoder.execute('SELECT g FROM generate_series(1, 100000) g') "
+                               "LIMIT 2").fetchall()) == 2
+    assert analyst.execute("SELECT 1").fetchone()[0] == 1
+
+
+def test_rows_not_taken_are_freed_at_commit_without_a_warning(analyst) -> None:
+    notices: list[str] = []
+    analyst.add_notice_handler(lambda d: notices.append(d.message_primary))
+    analyst.execute("SET work_mem = '64kB'")
+    analyst.autocommit = False
+    with analyst.transaction():
+        token = analyst.execute(
+            "SELECT sqlcoder._result(sqlcoder._invoke('execute', jsonb_build_object('sql', "
+            "'SELECT repeat(''z'', 1000) FROM generate_series(1, 1000)', 'caller_path', current_schemas(true))))"
+        ).fetchone()[0]
+        assert int(token) > 0
+    analyst.autocommit = True
+    assert notices == []
+    with pytest.raises(psycopg.errors.UndefinedObject) as info:
+        analyst.execute("SELECT * FROM sqlcoder._result_rows(%s)", (int(token),)).fetchall()
+    assert "no result" in info.value.diag.message_primary and info.value.diag.message_hint
+
+
+def test_results_never_taken_are_capped(analyst) -> None:
+    # Each waiting result may hold work_mem: a loop over the internals must not pile them up.
+    analyst.autocommit = False
+    with pytest.raises(psycopg.errors.ProgramLimitExceeded) as info:
+        with analyst.transaction():
+            for _ in range(9):
+                analyst.execute("SELECT sqlcoder._result(sqlcoder._invoke('execute', jsonb_build_object("
+                                "'sql', 'SELECT 1', 'caller_path', current_schemas(true))))")
+    analyst.autocommit = True
+    assert "8 results of this transaction were never returned" in info.value.diag.message_primary
+    assert len(analyst.execute("SELECT * FROM sqlcoder.execute('SELECT 1')").fetchall()) == 1
+
+
+def test_rows_are_taken_once(analyst) -> None:
+    analyst.autocommit = False
+    with analyst.transaction():
+        token = analyst.execute(
+            "SELECT sqlcoder._result(sqlcoder._invoke('execute', jsonb_build_object('sql', 'SELECT 1 AS one', "
+            "'caller_path', current_schemas(true))))").fetchone()[0]
+        assert analyst.execute("SELECT r::text FROM sqlcoder._result_rows(%s) r", (int(token),)).fetchall() == \
+            [('{"one":1}',)]
+        with pytest.raises(psycopg.errors.UndefinedObject):
+            analyst.execute("SELECT * FROM sqlcoder._result_rows(%s)", (int(token),))
+    analyst.autocommit = True
+
+
+def test_the_time_limit_covers_building_the_result(analyst, admin) -> None:
+    admin.execute("UPDATE sqlcoder.config SET value = '1000' WHERE key = 'query_timeout_ms'")
+    with pytest.raises(psycopg.errors.QueryCanceled) as info:
+        analyst.execute("SELECT * FROM sqlcoder.execute('SELECT g, pg_sleep(0.01) FROM generate_series(1, 1000) g')"
+                        ).fetchall()
+    assert "query_timeout_ms" in info.value.diag.message_primary
+    assert analyst.execute("SELECT 1").fetchone()[0] == 1
