@@ -161,6 +161,14 @@ def test_missing_or_corrupt_gguf_is_refused_with_one_line(capfd, tmp_path: Path,
     shutil.rmtree(tmp_path, ignore_errors=True)
 
 
+def test_a_model_that_cannot_fit_is_refused_before_loading(capfd, tmp_path: Path, random_gguf: Path) -> None:
+    rc = main(["--backend", "llama_cpp", "--model", str(random_gguf), "--prefix-cache-bytes", "100000GiB",
+               "--socket", str(tmp_path / "s.sock")])
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert rc == 3 and len(lines) == 1, lines
+    assert "of KV cache for --llama-n-ctx 4096" in lines[0] and "Try a smaller --llama-n-ctx" in lines[0]
+
+
 def test_missing_package_says_how_to_install(capfd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import llama_cpp now raises ImportError
     line = _start_fails(capfd, tmp_path, tmp_path / "m.gguf")

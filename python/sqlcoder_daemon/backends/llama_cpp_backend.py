@@ -21,7 +21,7 @@ from ..jobs import GenerationResult, Job
 from ..memory import proc_bytes
 from ..settings import Settings
 from .base import Backend
-from .llama_cpp_state import StateCache, common_prefix
+from .llama_cpp_state import StateCache, check_gguf_fits, common_prefix
 
 __all__ = ["LlamaCppBackend", "check_gguf", "import_llama_cpp"]
 
@@ -72,6 +72,8 @@ class LlamaCppBackend(Backend):
         s = self.settings
         path = Path(s.model).expanduser()
         check_gguf(path)
+        estimate = check_gguf_fits(path, s.get("llama_n_ctx", 4096), self.cache.max_bytes) \
+            if s.get("check_memory", True) else None
         threads = s.get("cpu_threads") or None
         t0 = time.monotonic()
         try:
@@ -99,6 +101,8 @@ class LlamaCppBackend(Backend):
             "threads": llm.n_threads,
             "model_bytes": int(self.llama_cpp.llama_model_size(llm.model)),
         }
+        if estimate:
+            self._info["memory_estimate"] = estimate
 
     def info(self) -> dict[str, Any]:
         return dict(self._info)

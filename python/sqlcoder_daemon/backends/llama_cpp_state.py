@@ -10,10 +10,14 @@ restores the entry sharing its longest prefix. An LRU bounded in bytes.
 from __future__ import annotations
 
 import collections
+import logging
 import threading
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
-__all__ = ["StateCache", "common_prefix"]
+log = logging.getLogger(__name__)
+
+__all__ = ["StateCache", "check_gguf_fits", "common_prefix"]
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int], limit: int) -> int:
@@ -101,3 +105,43 @@ class StateCache:
                     "max_bytes": self.max_bytes, "hits": self.hits, "misses": self.misses,
                     "hit_rate": round(self.hits / lookups, 4) if lookups else None,
                     "tokens_reused": self.tokens_reused, "evictions": self.evictions, "restores": self.restores}
+
+
+def kv_bytes_per_token(path: Path) -> int | None:
+    """f16 key/value bytes one token takes, from the GGUF header (None when it cannot be read)."""
+    try:
+        import gguf
+
+        reader = gguf.GGUFReader(str(path))
+        arch = reader.fields["general.architecture"].contents()
+        field = {k: reader.fields[f"{arch}.{k}"].contents() for k in
+                 ("block_count", "embedding_length", "attention.head_count")}
+        kv_heads = reader.fields.get(f"{arch}.attention.head_count_kv")
+        heads = field["attention.head_count"]
+        kv = kv_heads.contents() if kv_heads is not None else heads
+        return int(field["block_count"]) * 2 * int(field["embedding_length"]) // int(heads) * int(kv) * 2
+    except Exception:  # noqa: BLE001 - a header gguf cannot read is llama.cpp's to refuse, with its own words
+        return None
+
+
+def check_gguf_fits(path: Path, n_ctx: int, extra_bytes: int) -> dict[str, Any] | None:
+    """Raise InsufficientMemory when the file, the KV cache of ``n_ctx`` tokens, the saved-state budget
+    and headroom exceed available RAM (llama.cpp would load and then be killed at the first long prompt)."""
+    from ..memory import OVERHEAD_MIN, InsufficientMemory, _mem_available, format_bytes
+
+    per_token = kv_bytes_per_token(path)
+    if per_token is None or n_ctx <= 0:
+        return None
+    weights, kv = path.stat().st_size, per_token * n_ctx
+    need, have = weights + kv + extra_bytes + OVERHEAD_MIN, _mem_available()
+    if need > have:
+        raise InsufficientMemory(
+            f"{path.name} needs about {format_bytes(need)} ({format_bytes(weights)} of weights, {format_bytes(kv)} "
+            f"of KV cache for --llama-n-ctx {n_ctx}, up to {format_bytes(extra_bytes)} of saved prefix states) "
+            f"but only {format_bytes(have)} of RAM is free. Try a smaller --llama-n-ctx; or a smaller "
+            f"--prefix-cache-bytes; or a smaller quantization of the model (Q4_K_M). "
+            f"(--check-memory false skips this check.)")
+    log.info("memory estimate for %s: file %s, KV cache %s (%d tokens), saved states up to %s; RAM free %s",
+             path, format_bytes(weights), format_bytes(kv), n_ctx, format_bytes(extra_bytes), format_bytes(have))
+    return {"weights_bytes": weights, "kv_cache_bytes": kv, "needed_bytes": need, "available_bytes": have,
+            "where": "RAM", "prefix_cache_bytes": extra_bytes}
