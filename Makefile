@@ -13,7 +13,9 @@ DATA_built     = $(patsubst sql/%.sql.in,build/%.sql,$(SCRIPT_SOURCES))
 # A small C library for what only PostgreSQL's internals can answer: the
 # analyzed query's functions and relations (guard), whether the client is
 # still connected (abandoned calls), history rows written by a background worker.
-MODULE_big   = sqlcoder
+# Not named sqlcoder.so: built in the checkout's root, that name would shadow
+# the Python package for `python -m ...` run there.
+MODULE_big   = sqlcoder_pg
 OBJS         = src/sqlcoder.o
 OBJS        += src/query_objects.o
 OBJS        += src/client_check.o

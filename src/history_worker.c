@@ -419,7 +419,7 @@ start_worker(dsm_segment *seg, Oid writer, bool notify, BackgroundWorkerHandle *
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
 	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "sqlcoder");
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "sqlcoder_pg");
 	snprintf(worker.bgw_function_name, BGW_MAXLEN, "sqlcoder_history_main");
 	snprintf(worker.bgw_name, BGW_MAXLEN, "sqlcoder history writer");
 	snprintf(worker.bgw_type, BGW_MAXLEN, "sqlcoder history writer");

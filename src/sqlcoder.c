@@ -1,5 +1,5 @@
 /*
- * src/sqlcoder.c: the extension's shared library, sqlcoder.so.
+ * src/sqlcoder.c: the extension's shared library, sqlcoder_pg.so.
  *
  * PL/Python does the work; C is here only where PostgreSQL's internals alone
  * can answer (each concern in its own file under src/).

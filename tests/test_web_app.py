@@ -63,6 +63,8 @@ def test_single_user_mode_names_a_lost_database_and_recovers() -> None:
         solo.psql("CREATE EXTENSION sqlcoder CASCADE")
         solo.psql("CREATE ROLE solo LOGIN")
         solo.psql("SELECT sqlcoder.grant_access('solo')")
+        # the guard's function policy refuses pg_sleep unless the DBA allows it; the test needs a slow query
+        solo.psql("SELECT sqlcoder.allow_function('pg_catalog.pg_sleep(double precision)')")
         settings = parse_args(["--single-user", "--connect-timeout-s", "1", "--conninfo",
                                f"host={solo.sockdir} port={solo.port} dbname=postgres user=solo"])
         app = create_app(settings)
