@@ -104,7 +104,8 @@ def test_ask_answers_through_llama_cpp(pg: Cluster, new_db, analyst, llama_daemo
 
 def test_status_says_llama_cpp_and_greedy(llama_daemon: DaemonProcess) -> None:
     st = llama_daemon.request({"v": 1, "id": "s", "op": "status"})["status"]
-    assert (st["backend"], st["device"], st["dtype"]) == ("llama_cpp", "cpu", "gguf")
+    assert (st["backend"], st["device"], st["dtype"], st["decoding"]) == ("llama_cpp", "cpu", "gguf", "greedy")
+    assert st["memory_estimate"]["kv_cache_bytes"] == 4096 * 2 * 2 * 64 * 2  # tokens x layers x K,V x width x f16
     assert st["context_length"] == 4096 and st["quantization"] == "all F32"
     assert st["prefix_cache"]["enabled"] is True and st["memory"]["rss_bytes"] > 0
 

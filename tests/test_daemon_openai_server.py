@@ -56,6 +56,7 @@ def test_server_counts_tokens_and_status_says_how(front: DaemonProcess, demo_mod
     st = front.request({"v": 1, "id": "s", "op": "status"})["status"]
     assert st["backend"] == "openai" and st["device"].startswith("remote:http://127.0.0.1:")
     assert st["model"].endswith("model-f32.gguf")  # the served model's id, from GET /v1/models
+    assert st["token_counting"] == "llama-cpp-python"
 
 
 def test_greedy_even_where_the_server_defaults_to_a_repeat_penalty(front: DaemonProcess, llama_server) -> None:

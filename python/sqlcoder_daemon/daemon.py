@@ -149,8 +149,9 @@ class Daemon:
         out["connections"] = self.slots.snapshot()
         if self.state != "loading":
             out.update(self.backend.stats())
-        if "memory_estimate" in info:
-            out["memory_estimate"] = info["memory_estimate"]
+        for key in ("memory_estimate", "decoding", "token_counting"):  # backend-specific facts
+            if key in info:
+                out[key] = info[key]
         out["settings"] = self.settings.public()
         return out
 

@@ -57,15 +57,19 @@ class Remote:
         """
         own = conn is None
         conn = conn or self.connection(timeout)
-        timer = None
+        timer, fired = None, threading.Event()
         if timeout is not None:
-            timer = threading.Timer(timeout, abort, (conn,))
+            def expire() -> None:
+                fired.set()
+                abort(conn)
+
+            timer = threading.Timer(timeout, expire)
             timer.daemon = True
             timer.start()
         try:
             return read_json(self.send(conn, method, path, body))
-        except OSError as e:
-            if timer is not None and not timer.is_alive():
+        except (OSError, http.client.HTTPException) as e:
+            if fired.is_set():
                 raise TimeoutError(f"no complete answer within {timeout:g} s") from e
             raise
         finally:
