@@ -88,7 +88,7 @@ PYTEST_ARGS ?=
 LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
                     -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
 
-.PHONY: setup system-deps venv test demo web-demo bench soak eval-check
+.PHONY: setup system-deps venv lint test demo web-demo bench soak eval-check
 
 system-deps: .cache/apt.stamp
 # Remade when the Makefile changes, so a new APT_PACKAGES entry is installed in an existing checkout too.
@@ -110,9 +110,15 @@ $(VENV)/.stamp: pyproject.toml | .cache/apt.stamp
 setup: system-deps venv
 	@$(MAKE) -s install
 
+# Linter and type checker, configured in pyproject.toml: ruff over the Python tree,
+# mypy on the in-database package and the daemon (a few seconds once mypy's cache is warm).
+lint: venv
+	$(VENV)/bin/ruff check python tests bench
+	$(VENV)/bin/mypy
+
 # pg_regress (`make installcheck`) needs a running server; the suite runs it
 # against its own throwaway cluster (tests/test_regress.py).
-test: setup
+test: setup lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: setup

@@ -9,7 +9,6 @@ import time
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 
 from bench_history import DB, ROLE, TEMPLATE, TimedDaemon, make_tables  # noqa: E402
-
 from sqlcoder_dev.fake_daemon import drop_run_database, setup_run_database, socket_dir  # noqa: E402
 from sqlcoder_dev.pgcluster import Cluster  # noqa: E402
 

@@ -14,7 +14,8 @@ left out.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from sqlcoder import catalog
 
@@ -132,12 +133,14 @@ def read_schema_infoschema(plpy: Any, caller_path: Sequence[str], joined: bool =
     else:
         kinds = {(r["constraint_schema"], r["constraint_name"]): r["constraint_type"]
                  for r in plpy.execute(plpy.prepare(_CONSTRAINTS, ["text[]", "text[]"]), args)}
-        refs = {(r["constraint_schema"], r["constraint_name"]): (r["unique_constraint_schema"], r["unique_constraint_name"])
+        refs = {(r["constraint_schema"], r["constraint_name"]):
+                (r["unique_constraint_schema"], r["unique_constraint_name"])
                 for r in plpy.execute(_REFERENCES)}
         usage: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for r in plpy.execute(plpy.prepare(_KEY_COLUMNS, ["text[]", "text[]"]), args):
             usage.setdefault((r["constraint_schema"], r["constraint_name"]), []).append(r)
-        for constraint, parts in sorted(usage.items(), key=lambda kv: (kv[1][0]["table_schema"], kv[1][0]["table_name"], kv[0][1])):
+        for constraint, parts in sorted(usage.items(),
+                                        key=lambda kv: (kv[1][0]["table_schema"], kv[1][0]["table_name"], kv[0][1])):
             kind, first = kinds.get(constraint), parts[0]
             if kind in ("PRIMARY KEY", "UNIQUE"):
                 keys[(first["table_schema"], first["table_name"], constraint[1])] = (

@@ -75,7 +75,8 @@ def build(pg: Cluster, db: str, n: int) -> None:
 
 def install_baseline(conn: psycopg.Connection) -> None:
     """``bench_infoschema_prompt(question)``: the information_schema reader, in the server."""
-    call = conn.execute("SELECT prosrc FROM pg_proc WHERE oid = 'sqlcoder._invoke(text, jsonb)'::regprocedure").fetchone()[0]
+    call = conn.execute(
+        "SELECT prosrc FROM pg_proc WHERE oid = 'sqlcoder._invoke(text, jsonb)'::regprocedure").fetchone()[0]
     package_dir = re.search(r'sys\.path\.insert\(0, "([^"]+)"\)', call).group(1)
     source = (HERE / "_infoschema.py").read_text().replace("from __future__ import annotations\n", "")
     body = (f"import sys\nif {package_dir!r} not in sys.path:\n    sys.path.insert(0, {package_dir!r})\n"

@@ -37,9 +37,9 @@ from pathlib import Path
 
 import psycopg
 
+from sqlcoder_dev import shop
 from sqlcoder_dev.fake_daemon import FakeDaemon, socket_dir
 from sqlcoder_dev.pgcluster import Cluster
-from sqlcoder_dev import shop
 
 HERE = Path(__file__).resolve().parent
 N_EXAMPLES = 10_000

@@ -28,8 +28,6 @@ import threading
 import time
 from pathlib import Path
 
-import psycopg
-
 from sqlcoder_dev.fake_daemon import FakeDaemon, drop_run_database, setup_run_database, socket_dir
 from sqlcoder_dev.pgcluster import Cluster
 
@@ -87,7 +85,8 @@ def ask_overhead(pg: Cluster, daemon: TimedDaemon) -> float:
         locked = []
         for _ in range(3):
             started = time.perf_counter()
-            conn.execute("""SELECT sqlcoder._history_write('{"operation": "ask", "outcome": "ok"}', NULL, 200, 5000, false)""")
+            conn.execute("""SELECT sqlcoder._history_write('{"operation": "ask", "outcome": "ok"}',
+                                                          NULL, 200, 5000, false)""")
             locked.append(time.perf_counter() - started)
         admin.rollback()
     drop_run_database(pg, DB, ROLE)

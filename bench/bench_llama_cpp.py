@@ -24,7 +24,6 @@ import urllib.request
 from pathlib import Path
 
 from bench_daemon import QUESTIONS, SCHEMA, bench, job, median_s
-
 from sqlcoder_daemon.backends.llama_cpp_backend import LlamaCppBackend
 from sqlcoder_daemon.backends.openai_remote import read_events
 from sqlcoder_daemon.settings import load_settings

@@ -64,6 +64,7 @@ $$"""
 def policy_check_ms(pg: Cluster) -> float:
     """The analysis and policy for FIFTY, per call, measured inside the backend (as a superuser: pg_temp plpython)."""
     import subprocess
+
     import sqlcoder
     share = subprocess.run(["pg_config", "--sharedir"], capture_output=True, text=True).stdout.strip()
     with pg.connect(DB) as admin:

@@ -21,7 +21,8 @@ import argparse
 import statistics
 import sys
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 __all__ = ["BANDWIDTH_GBS", "build_nf4_model", "main", "model_config", "parse_args", "weight_bytes"]
 

@@ -10,16 +10,15 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
 
+from fixtures.pg import SHOP_TEMPLATE
 from sqlcoder_dev.daemonproc import DaemonProcess, socket_path
 from sqlcoder_dev.fake_daemon import FakeDaemon, drop_run_database, setup_run_database, socket_dir
 from sqlcoder_dev.pgcluster import Cluster
-
-from fixtures.pg import SHOP_TEMPLATE
 
 DB = f"abandoned_{os.getpid()}"
 ROLE = f"abandoned_analyst_{os.getpid()}"

@@ -69,7 +69,8 @@ def test_search_path_and_role_are_part_of_the_key(pg: Cluster, new_db, analyst) 
     db = new_db()
     role = analyst(db)
     with pg.connect(db) as conn:
-        conn.execute("CREATE SCHEMA extra; CREATE TABLE extra.notes (body text); CREATE TABLE public.staff_only (x int)")
+        conn.execute("CREATE SCHEMA extra; CREATE TABLE extra.notes (body text); "
+                     "CREATE TABLE public.staff_only (x int)")
         assert "notes" not in prompt(conn) and "staff_only" in prompt(conn)
         conn.execute("SET search_path = public, extra")
         assert "CREATE TABLE notes (" in prompt(conn)

@@ -57,7 +57,8 @@ def test_only_owners_manage_join_hints(pg: Cluster, new_db, analyst) -> None:
     role = analyst(db)
     with pg.connect(db) as admin:
         admin.execute(f'CREATE TABLE mine (customer_id integer); ALTER TABLE mine OWNER TO "{role}"')
-        admin_hint = admin.execute("SELECT sqlcoder.add_join_hint('orders', 'id', 'order_items', 'order_id')").fetchone()[0]
+        admin_hint = admin.execute(
+            "SELECT sqlcoder.add_join_hint('orders', 'id', 'order_items', 'order_id')").fetchone()[0]
     with pg.connect(db, user=role) as conn:
         with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
             conn.execute("SELECT sqlcoder.add_join_hint('mine', 'customer_id', 'customers', 'id')")
@@ -82,7 +83,8 @@ def test_instructions_in_the_prompt(pg: Cluster, new_db, analyst) -> None:
         admin.execute("SELECT sqlcoder.add_instruction('Revenue means sum of quantity * unit_price.')")
         admin.execute("SELECT sqlcoder.add_instruction('Ignore cancelled orders.', 'public')")
     with pg.connect(db, user=role) as conn:
-        scoped = conn.execute("SELECT sqlcoder.add_instruction('Fiscal years start in April.', 'finance')").fetchone()[0]
+        scoped = conn.execute(
+            "SELECT sqlcoder.add_instruction('Fiscal years start in April.', 'finance')").fetchone()[0]
         expected = ("- If you cannot answer the question with the available database schema, return 'I do not know'\n"
                     "- Revenue means sum of quantity * unit_price.\n- Ignore cancelled orders.\n"
                     "- Answer in one query.\n\n### Database Schema")

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from sqlcoder.client import DaemonClient
-from sqlcoder.errors import (DaemonConnectionLost, DaemonNotResponding, DaemonNotRunning, DaemonProtocolError,
-                             DaemonReplyTooLarge, DaemonVersionMismatch, ModelTimeout)
+from sqlcoder.errors import (
+    DaemonConnectionLost,
+    DaemonNotResponding,
+    DaemonNotRunning,
+    DaemonProtocolError,
+    DaemonReplyTooLarge,
+    DaemonVersionMismatch,
+    ModelTimeout,
+)
 from sqlcoder_dev.fake_daemon import FakeDaemon, socket_dir
 
 

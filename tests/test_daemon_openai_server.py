@@ -4,8 +4,8 @@ loopback (with the demo model as GGUF), and stand-ins that are down, answer garb
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import psycopg
 import pytest

@@ -19,19 +19,18 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import psycopg
 import pytest
 
+from fixtures.pg import SHOP_TEMPLATE
 from sqlcoder.client import DaemonClient
 from sqlcoder.errors import DaemonBusy, DaemonNotResponding, DaemonNotRunning
 from sqlcoder_dev.daemonproc import Connection, DaemonProcess, socket_path
 from sqlcoder_dev.fake_daemon import drop_run_database, setup_run_database
 from sqlcoder_dev.pgcluster import Cluster
-
-from fixtures.pg import SHOP_TEMPLATE
 
 pytestmark = pytest.mark.slow
 

@@ -72,3 +72,25 @@ def test_max_memory_format() -> None:
 def test_missing_model_directory_is_named(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--model", "/nonexistent/sqlcoder", "--socket", "/nonexistent/x.sock"]) == 1
     assert "--model /nonexistent/sqlcoder: no such directory" in capsys.readouterr().err
+
+
+def test_settings_are_one_typed_object() -> None:
+    """Each setting is a typed field of Settings; the table that --help, the config file and status read is
+    generated from those fields, and no caller's local default can contradict the declared one."""
+    import dataclasses
+    import typing
+
+    from sqlcoder_daemon.settings import Settings
+
+    s = load_settings(["--model", "m", "--prefix-cache-bytes", "1MiB"])
+    assert isinstance(s, Settings) and not isinstance(s, dict)
+    assert [x.name for x in SETTINGS] == [f.name for f in dataclasses.fields(Settings) if f.name in s.public()]
+    hints = typing.get_type_hints(Settings)
+    for x in SETTINGS:
+        value = getattr(s, x.name)
+        assert value is None or isinstance(value, typing.get_origin(hints[x.name]) or hints[x.name]) or \
+            isinstance(value, typing.get_args(hints[x.name])), (x.name, value)
+    assert s.prefix_cache_bytes == 1 << 20 and s.get("prefix_cache_bytes", 0) == 1 << 20
+    assert load_settings(["--model", "m"]).get("prefix_cache_bytes", 0) == 2 * 1024**3
+    with pytest.raises(KeyError):
+        s.get("prefix_cache_size")

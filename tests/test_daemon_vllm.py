@@ -4,8 +4,8 @@ docs/performance.md says so). The import guard without vLLM is tested in test_da
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 

@@ -6,9 +6,8 @@ import os
 import subprocess
 import sys
 
-from sqlcoder_dev import shop
-
 from fixtures.pg import ROOT
+from sqlcoder_dev import shop
 
 
 def test_demo_prints_sql_and_rows_and_cleans_up(demo_model) -> None:

@@ -4,8 +4,15 @@ from decimal import Decimal
 
 import pytest
 
-from sqlcoder_eval.compare import (ResultSet, asks_for_order, compare_df, compare_results, normalize, subset_df,
-                                   values_equal)
+from sqlcoder_eval.compare import (
+    ResultSet,
+    asks_for_order,
+    compare_df,
+    compare_results,
+    normalize,
+    subset_df,
+    values_equal,
+)
 
 R = ResultSet.of
 UNORDERED = ("group_by", "How many orders per customer?")

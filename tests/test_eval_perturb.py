@@ -1,10 +1,20 @@
 """Perturbations rewrite exactly the clause they name, and the lexer never loses a character."""
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sqlcoder_eval._sqltokens import tokenize, untokenize
-from sqlcoder_eval.perturb import (FALLBACKS, KINDS, candidates, change_limit, drop_column, drop_where,
-                                   reorder_order_by, swap_aggregate, swap_operator)
+from sqlcoder_eval.perturb import (
+    FALLBACKS,
+    KINDS,
+    candidates,
+    change_limit,
+    drop_column,
+    drop_where,
+    reorder_order_by,
+    swap_aggregate,
+    swap_operator,
+)
 
 
 def sqls(gen):

@@ -3,11 +3,19 @@
 import csv
 import json
 
-from sqlcoder_eval.cli import main
 import pytest
 
-from sqlcoder_eval.report import (MixedJudges, compare_runs, format_by_file, format_table, percentile, summarize,
-                                  write_csv, write_json)
+from sqlcoder_eval.cli import main
+from sqlcoder_eval.report import (
+    MixedJudges,
+    compare_runs,
+    format_by_file,
+    format_table,
+    percentile,
+    summarize,
+    write_csv,
+    write_json,
+)
 
 
 def rec(run, id, category, correct, latency=None, skipped=None, error=None, judge="sql-eval",
@@ -95,3 +103,24 @@ def test_report_command_reads_results_files(tmp_path, capsys):
     assert main(["report", "--compare", str(tmp_path / "a.jsonl"), str(tmp_path / "s.jsonl")]) == 2
     assert "scored by the sql-eval judge" in capsys.readouterr().err
     assert main(["report", "--compare", str(tmp_path / "a.jsonl"), str(tmp_path / "s.jsonl"), "--mixed-judges"]) == 0
+
+
+def test_report_into_a_closed_pipe_ends_quietly(tmp_path):
+    """`sqlcoder-eval report --compare a b | head`: the reader leaves early, no BrokenPipeError traceback."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    for name, records in (("a", RUN_A), ("b", RUN_B)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line is written
+    python_dir = Path(__file__).resolve().parents[1] / "python"
+    r = subprocess.run([sys.executable, "-m", "sqlcoder_eval.cli", "report", "--compare",
+                        str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")],
+                       stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(python_dir)})
+    os.close(write_end)
+    assert r.stderr == ""
+    assert r.returncode == 141

@@ -4,8 +4,8 @@ gold and perturbed predictions, a stand-in ``sqlcoder.ask``, safety limits, resu
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import psycopg
 import pytest

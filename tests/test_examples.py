@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import psycopg
 import pytest
 
+from fixtures.pg import SHOP_TEMPLATE
 from sqlcoder_dev.fake_daemon import FakeDaemon, drop_run_database, setup_run_database, socket_dir
 from sqlcoder_dev.pgcluster import Cluster
-
-from fixtures.pg import SHOP_TEMPLATE
 
 DB = f"examples_{os.getpid()}"
 ROLE = f"ex_analyst_{os.getpid()}"

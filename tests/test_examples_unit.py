@@ -52,8 +52,9 @@ def test_the_correction_block_and_the_failure_detail() -> None:
     assert correction.postgres_message(first) == 'column "nme" does not exist'
     failed = correction.failure(first, [correction.Attempt("SELECT nme", "42703", "no nme", 1.0),
                                         correction.Attempt("SELECT nom", "42703", "no nom", 2.0)])
-    assert failed is first and failed.detail == ("attempt 1: SQL: SELECT nme\nattempt 1: error: no nme (SQLSTATE 42703)\n"
-                                                 "attempt 2: SQL: SELECT nom\nattempt 2: error: no nom (SQLSTATE 42703)")
+    assert failed is first
+    assert failed.detail == ("attempt 1: SQL: SELECT nme\nattempt 1: error: no nme (SQLSTATE 42703)\n"
+                             "attempt 2: SQL: SELECT nom\nattempt 2: error: no nom (SQLSTATE 42703)")
     long = correction.as_json([correction.Attempt("x" * 10_000, None, None, None)])
     assert len(long[0]["sql"]) < 4100
 

@@ -10,11 +10,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from sqlcoder_dev import shop
-from sqlcoder_dev.pgcluster import Cluster
-
 from fixtures.models import socket_dir
 from fixtures.pg import ROOT
+from sqlcoder_dev import shop
+from sqlcoder_dev.pgcluster import Cluster
 
 QUESTIONS = shop.sample_questions()
 

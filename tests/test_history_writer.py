@@ -13,16 +13,15 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import psycopg
 import pytest
 
+from fixtures.pg import EMPTY_TEMPLATE, install_extension
 from sqlcoder_dev.fake_daemon import FakeDaemon, socket_dir
 from sqlcoder_dev.pgcluster import Cluster
-
-from fixtures.pg import EMPTY_TEMPLATE, install_extension
 
 PID = os.getpid()
 PASSWORD = "hardened-test-password"
@@ -308,8 +307,8 @@ def _waiting_for_the_model(cluster: Cluster, daemon: FakeDaemon, question: str) 
     wait_for(lambda: [r for r in daemon.requests if r.get("op") == "generate" and question in str(r.get("prompt"))],
              bool)
     with connect(cluster, "postgres") as conn:
-        row = conn.execute("SELECT pid FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'SELECT sqlcoder.ask%%'"
-                           " AND usename = 'analyst'").fetchone()
+        row = conn.execute("SELECT pid FROM pg_stat_activity WHERE state = 'active' "
+                           "AND query LIKE 'SELECT sqlcoder.ask%%' AND usename = 'analyst'").fetchone()
     return row[0] if row else 0
 
 

@@ -7,14 +7,13 @@ docs/security.md ("Threat model") lists these cases.
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import psycopg
 import pytest
 
-from sqlcoder_dev.pgcluster import Cluster
-
 from fixtures.pg import SHOP_TEMPLATE
+from sqlcoder_dev.pgcluster import Cluster
 
 PID = os.getpid()
 DB = f"hostile_owner_{PID}"
@@ -29,7 +28,8 @@ def db(pg: Cluster) -> Iterator[str]:
     pg.psql(f'CREATE ROLE "{OWNER}" LOGIN; CREATE ROLE "{CALLER}" LOGIN')
     with pg.connect(DB) as conn:
         conn.execute(f'CREATE SCHEMA plant AUTHORIZATION "{OWNER}"; CREATE SCHEMA secret')
-        conn.execute(f'GRANT USAGE ON SCHEMA public TO "{CALLER}"; GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{CALLER}"')
+        conn.execute(f'GRANT USAGE ON SCHEMA public TO "{CALLER}"; '
+                     f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{CALLER}"')
         conn.execute(f'GRANT USAGE ON SCHEMA plant TO "{CALLER}"')
         for role in (OWNER, CALLER):
             conn.execute("SELECT sqlcoder.grant_access(%s::regrole)", (role,))

@@ -9,8 +9,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sqlcoder_daemon.errors import DaemonError
-from sqlcoder_daemon.protocol import (CountTokensRequest, GenerateRequest, Limits, StatusRequest, encode,
-                                      error_reply, parse_request)
+from sqlcoder_daemon.protocol import (
+    CountTokensRequest,
+    GenerateRequest,
+    Limits,
+    StatusRequest,
+    encode,
+    error_reply,
+    parse_request,
+)
 
 LIMITS = Limits(max_new_tokens=300, num_beams=4, max_num_beams=8, timeout_ms=1000)
 

@@ -7,19 +7,18 @@ import os
 import re
 import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import psycopg
 import pytest
 
+from fixtures.models import socket_dir
 from sqlcoder.catalog import Column, Join, Schema, Table
 from sqlcoder.pruning import RelevanceIndex, select_tables, terms
 from sqlcoder_dev.daemonproc import request
 from sqlcoder_dev.pgcluster import Cluster
-
-from fixtures.models import socket_dir
-
 
 # -- ranking, without a server ------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from typing import Iterator
+from collections.abc import Iterator
 
 import psycopg
 import pytest

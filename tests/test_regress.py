@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 
-from sqlcoder_dev.pgcluster import Cluster
-
 from fixtures.pg import ROOT
+from sqlcoder_dev.pgcluster import Cluster
 
 
 def test_installcheck(pg: Cluster) -> None:

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import psycopg
 import pytest
 
 import sqlcoder
-
+from fixtures.pg import SHOP_TEMPLATE
 from sqlcoder_dev.fake_daemon import FakeDaemon, drop_run_database, setup_run_database, socket_dir
 from sqlcoder_dev.pgcluster import Cluster
-
-from fixtures.pg import SHOP_TEMPLATE
 
 DB = f"run_{os.getpid()}"
 ROLE = f"run_analyst_{os.getpid()}"

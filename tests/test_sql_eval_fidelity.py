@@ -25,9 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from sqlcoder_dev.pgcluster import Cluster
-
 from fixtures.pg import ROOT
+from sqlcoder_dev.pgcluster import Cluster
 
 SMALL = Path(__file__).parent / "data" / "eval"
 DEFAULT_DATA = ROOT.parent / "shared" / "sql-eval"

@@ -159,7 +159,7 @@ def test_second_call_is_a_cache_hit(trained_dir, cache_dir, monkeypatch, tmp_pat
     def no_training(*args, **kwargs):
         raise AssertionError("trained again instead of using the cache")
 
-    monkeypatch.setattr(tiny, "_train", no_training)
+    monkeypatch.setattr(tiny.cache, "_train", no_training)
     assert tiny.train_tiny_sqlcoder(PAIRS, cache_dir=cache_dir) == trained_dir
     copied = tiny.train_tiny_sqlcoder(PAIRS, tmp_path / "copy", cache_dir=cache_dir)
     assert (copied / "model.safetensors").read_bytes() == (trained_dir / "model.safetensors").read_bytes()
@@ -168,7 +168,7 @@ def test_second_call_is_a_cache_hit(trained_dir, cache_dir, monkeypatch, tmp_pat
 
 @pytest.mark.slow
 def test_cli_train_prints_the_cached_model(trained_dir, cache_dir, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(tiny, "_train", None)  # a cache miss would fail loudly
+    monkeypatch.setattr(tiny.cache, "_train", None)  # a cache miss would fail loudly
     pairs_file = tmp_path / "pairs.json"
     pairs_file.write_text(json.dumps([{"prompt": p, "completion": c} for p, c in PAIRS]))
     assert tiny.main(["train", "--pairs", str(pairs_file), "--cache-dir", str(cache_dir)]) == 0
@@ -176,18 +176,18 @@ def test_cli_train_prints_the_cached_model(trained_dir, cache_dir, tmp_path, cap
 
 
 def test_cache_key_covers_pairs_seed_and_config():
-    key = tiny._cache_key(PAIRS, tiny.TrainConfig(), 0)
-    assert key == tiny._cache_key(list(PAIRS), tiny.TrainConfig(), 0)
-    assert key != tiny._cache_key(PAIRS, tiny.TrainConfig(), 1)
-    assert key != tiny._cache_key(PAIRS[:2], tiny.TrainConfig(), 0)
-    assert key != tiny._cache_key(PAIRS, tiny.TrainConfig(learning_rate=1e-3), 0)
+    key = tiny.cache._cache_key(PAIRS, tiny.TrainConfig(), 0)
+    assert key == tiny.cache._cache_key(list(PAIRS), tiny.TrainConfig(), 0)
+    assert key != tiny.cache._cache_key(PAIRS, tiny.TrainConfig(), 1)
+    assert key != tiny.cache._cache_key(PAIRS[:2], tiny.TrainConfig(), 0)
+    assert key != tiny.cache._cache_key(PAIRS, tiny.TrainConfig(learning_rate=1e-3), 0)
 
 
 def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("SQLCODER_CACHE", str(tmp_path))
     assert tiny.default_cache_dir() == tmp_path
     monkeypatch.delenv("SQLCODER_CACHE")
-    assert tiny.default_cache_dir() == Path(tiny.__file__).resolve().parents[2] / ".cache" / "tiny-models"
+    assert tiny.default_cache_dir() == Path(tiny.__file__).resolve().parents[3] / ".cache" / "tiny-models"
 
 
 def test_training_out_of_time_raises_and_leaves_no_model(tmp_path):

@@ -15,8 +15,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import psycopg
@@ -27,12 +27,11 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
+from fixtures.pg import ROOT, SHOP_TEMPLATE, configure_socket
 from sqlcoder_dev import shop
 from sqlcoder_dev.pgcluster import Cluster
 from sqlcoder_dev.web_demo import grant_reader, require_password
 from sqlcoder_web import auth
-
-from fixtures.pg import ROOT, SHOP_TEMPLATE, configure_socket
 
 PASSWORD = "s3cret 'quoted\" pass"
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"

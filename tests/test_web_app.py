@@ -11,12 +11,11 @@ from decimal import Decimal
 
 import pytest
 
+from fixtures.pg import ROOT
 from sqlcoder_dev.pgcluster import Cluster
 from sqlcoder_web import auth, results
 from sqlcoder_web.sessions import SessionStore
 from sqlcoder_web.settings import parse_args
-
-from fixtures.pg import ROOT
 
 
 def test_login_to_a_lost_database_says_so() -> None:

@@ -9,7 +9,8 @@ and the caller hears which objects were cut in a NOTICE.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["DEFAULT_MAX_CHARS", "MARK", "marked", "marker_text", "cut", "bound_instructions", "notice_cut"]
 

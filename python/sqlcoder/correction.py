@@ -12,8 +12,8 @@ guard's (parse analysis, no EXPLAIN ANALYZE).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 from .errors import InvalidSql, SqlcoderError
 

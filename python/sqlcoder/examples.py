@@ -19,8 +19,9 @@ k-shot examples (``EXAMPLE QUESTION n:`` / ``EXAMPLE QUERY n:``).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from . import config, execute, guard, policy
 from .errors import ExampleNotOwner, InvalidExample
@@ -132,7 +133,7 @@ class ExampleIndex:
     idf: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, examples: list[Example]) -> "ExampleIndex":
+    def build(cls, examples: list[Example]) -> ExampleIndex:
         index = cls(examples=examples)
         bags = [terms(e.question) for e in examples]
         df: dict[str, int] = {}

@@ -22,8 +22,9 @@ whole extensions (by ``pg_depend`` membership, wherever they are installed).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from .errors import ConfigError, FunctionRefused
 
@@ -132,8 +133,9 @@ def load_lists(plpy: Any, allowed: Iterable[str], denied: Iterable[str]) -> Func
         oids: set[int] = set()
         for signature in signatures:
             try:
-                row = plpy.execute(_plan(plpy, "resolve", "SELECT pg_catalog.to_regprocedure($1)::pg_catalog.int8 AS oid",
-                                         ["text"]), [signature])
+                row = plpy.execute(_plan(plpy, "resolve",
+                                         "SELECT pg_catalog.to_regprocedure($1)::pg_catalog.int8 AS oid", ["text"]),
+                                   [signature])
             except plpy.SPIError as exc:
                 raise ConfigError(f"invalid sqlcoder.config value for {key}: {signature!r} ({exc})") from None
             if row[0]["oid"] is not None:

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import math
 import re
-from functools import lru_cache
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from functools import lru_cache
 
 from .catalog import Schema, Table
 
@@ -76,7 +76,7 @@ class RelevanceIndex:
     neighbours: list[set[int]] = field(default_factory=list)
 
     @classmethod
-    def build(cls, schema: Schema) -> "RelevanceIndex":
+    def build(cls, schema: Schema) -> RelevanceIndex:
         index = cls(neighbours=[set() for _ in schema.tables])
         position = {t.oid: i for i, t in enumerate(schema.tables)}
         for i, table in enumerate(schema.tables):

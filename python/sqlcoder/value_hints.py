@@ -18,8 +18,9 @@ table read, about 0.3 µs a table); a newer ANALYZE makes it re-read the hints.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from .catalog import Schema
 

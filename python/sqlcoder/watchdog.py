@@ -50,7 +50,7 @@ class Watchdog:
         self._proc: subprocess.Popen | None = None
         self._read_fd: int | None = None
 
-    def start(self) -> "Watchdog":
+    def start(self) -> Watchdog:
         read_fd, write_fd = os.pipe()
         try:
             self._proc = subprocess.Popen(
@@ -85,7 +85,7 @@ class Watchdog:
             self._read_fd = None
         return self.fired
 
-    def __enter__(self) -> "Watchdog":
+    def __enter__(self) -> Watchdog:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -11,8 +11,8 @@ import grp
 import os
 import pwd
 import stat
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 __all__ = ["SocketAccess", "default_allowlist", "resolve_allowlist", "socket_access"]
 

@@ -11,7 +11,7 @@ import logging
 import signal
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from . import __version__
 from .settings import SettingsError, load_settings

@@ -3,34 +3,28 @@
 from __future__ import annotations
 
 import logging
-import select
 import socket
 import time
 
 from .errors import Cancelled, DaemonError, Forbidden, Internal
 from .jobs import Job
-from .protocol import (CountTokensRequest, GenerateRequest, StatusRequest, encode, error_reply, ok_reply,
-                       parse_request)
+from .protocol import (
+    CountTokensRequest,
+    GenerateRequest,
+    StatusRequest,
+    count_tokens_reply,
+    encode,
+    error_reply,
+    generate_reply,
+    parse_request,
+    status_reply,
+)
 from .service import Service
-from .unixsocket import IdleTimeout, LineReader, peer_uid
+from .unixsocket import IdleTimeout, LineReader, client_gone, peer_uid
 
-__all__ = ["client_gone", "handle_connection", "refuse_connection"]
+__all__ = ["handle_connection", "refuse_connection"]
 
 log = logging.getLogger(__name__)
-
-
-def client_gone(conn: socket.socket) -> bool:
-    """True if the peer closed its end (EOF pending), without consuming any data it sent."""
-    try:
-        poller = select.poll()  # not select(): it fails on descriptors above 1023
-        poller.register(conn, select.POLLIN | select.POLLRDHUP)
-        if not poller.poll(0):
-            return False
-        return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
 
 
 def handle_connection(daemon: Service, conn: socket.socket) -> None:
@@ -119,16 +113,19 @@ def _answer(daemon: Service, conn: socket.socket, line: bytes, uid: int) -> tupl
         return error_reply(getattr(e, "request_id", None), e), e.close
     try:
         if isinstance(req, StatusRequest):
-            return ok_reply(req.id, status=daemon.status()), False
+            return status_reply(req.id, daemon.status()), False
         if isinstance(req, CountTokensRequest):
-            return ok_reply(req.id, counts=daemon.backend.count_tokens(req.texts)), False
+            return count_tokens_reply(req.id, daemon.backend.count_tokens(req.texts)), False
         if isinstance(req, GenerateRequest):
             job = Job(req, received=received)
             try:
                 result = daemon.run_job(job, gone=lambda: client_gone(conn), peer_uid=uid)
             except Cancelled:
                 return None, True
-            return daemon.generate_reply(job, result), False
+            return generate_reply(req.id, text=result.text, model=daemon.model_name,
+                                  finish_reason=result.finish_reason, prompt_tokens=result.prompt_tokens,
+                                  completion_tokens=result.completion_tokens, cached_tokens=result.cached_tokens,
+                                  timings=job.timings()), False
         raise AssertionError(f"unhandled request type {type(req).__name__}")
     except DaemonError as e:
         return error_reply(req.id, e), e.close

@@ -13,19 +13,20 @@ import signal
 import socket
 import threading
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from . import __version__
-from .accept import OUT_OF_DESCRIPTORS, ConnectionSlots, FD_RESERVE, raise_fd_limit
+from .accept import FD_RESERVE, OUT_OF_DESCRIPTORS, ConnectionSlots, raise_fd_limit
 from .access import resolve_allowlist, socket_access
 from .backends import Backend, create_backend
 from .connection import handle_connection, refuse_connection
 from .errors import Busy, Cancelled, DaemonError
 from .jobs import GenerationResult, Job
 from .metrics import Metrics
-from .protocol import PROTOCOL_VERSION, Limits, ok_reply
+from .protocol import PROTOCOL_VERSION, Limits
 from .reload import reread_settings
-from .requestlog import log_request, timings
+from .requestlog import log_request
 from .scheduler import Scheduler
 from .settings import Settings
 from .unixsocket import BoundSocket, bind_socket
@@ -108,17 +109,6 @@ class Daemon:
         finally:
             self._log_request(job, outcome, peer_uid)
 
-    def generate_reply(self, job: Job, result: GenerationResult) -> dict[str, Any]:
-        return ok_reply(
-            job.request.id,
-            text=result.text,
-            model=self.model_name,
-            finish_reason=result.finish_reason,
-            usage={"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
-                   "cached_prompt_tokens": result.cached_tokens},
-            timings=timings(job),
-        )
-
     def _log_request(self, job: Job, outcome: str, peer_uid: int | None) -> None:
         log_request(job, outcome, peer_uid, self.settings.log_prompts)
 
@@ -169,11 +159,11 @@ class Daemon:
     def start_side_listeners(self, phase: str) -> None:
         """HTTP listeners on loopback: metrics before loading (status says 'loading'), OpenAI API after."""
         if phase == "early" and self.settings.metrics_listen:
-            from .http_listeners import start_metrics_server
+            from .metrics_listener import start_metrics_server
 
             self._side_servers.append(start_metrics_server(self, self.settings.metrics_listen))
         if phase == "ready" and self.settings.openai_listen:
-            from .http_listeners import start_openai_server
+            from .openai_listener import start_openai_server
 
             self._side_servers.append(start_openai_server(self, self.settings.openai_listen))
 

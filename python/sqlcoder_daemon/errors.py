@@ -7,7 +7,6 @@ DaemonError(code, message)
 ├── Forbidden           forbidden
 ├── Busy                busy
 ├── Timeout             timeout
-├── Loading             loading
 ├── ShuttingDown        shutting_down        (the daemon is stopping: drain over, or no new work)
 ├── Unavailable         unavailable          (the openai backend's model server is down or answers garbage)
 └── Internal            internal             (message is generic; details go to the log)
@@ -18,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
-    "BadRequest", "Busy", "Cancelled", "DaemonError", "Forbidden", "Internal", "Loading", "ShuttingDown", "Timeout", "TooLarge",
+    "BadRequest", "Busy", "Cancelled", "DaemonError", "Forbidden", "Internal", "ShuttingDown", "Timeout", "TooLarge",
     "Unavailable", "UnsupportedVersion",
 ]
 
@@ -62,10 +61,6 @@ class Busy(DaemonError):
 
 class Timeout(DaemonError):
     code = "timeout"
-
-
-class Loading(DaemonError):
-    code = "loading"
 
 
 class ShuttingDown(DaemonError):

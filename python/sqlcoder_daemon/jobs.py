@@ -50,6 +50,14 @@ class Job:
         """True once nobody wants the result: the client left or the deadline passed."""
         return self.cancelled.is_set() or self.expired()
 
+    def timings(self) -> dict[str, float | None]:
+        """``queue_ms`` and ``generate_ms`` of a finished job (None for a phase it never reached)."""
+        start = self.started if self.started is not None else self.finished
+        queue_ms = None if start is None else round((start - self.received) * 1000, 3)
+        gen_ms = (None if self.started is None or self.finished is None
+                  else round((self.finished - self.started) * 1000, 3))
+        return {"queue_ms": queue_ms, "generate_ms": gen_ms}
+
     @property
     def batch_key(self) -> tuple[int, int]:
         """Requests with equal keys can share one batched ``generate``."""

@@ -25,7 +25,7 @@ class Metrics:
     def __init__(self, window: int = 1000):
         self._lock = threading.Lock()
         self.started = time.monotonic()
-        self.counts = collections.Counter()
+        self.counts: collections.Counter[str] = collections.Counter()
         self._latency_ms: collections.deque[float] = collections.deque(maxlen=window)
         self.prompt_tokens = 0
         self.completion_tokens = 0

@@ -12,7 +12,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["PrefixCache", "PrefixEntry", "cache_layers", "new_cache"]
 

@@ -1,4 +1,5 @@
-"""Parsing requests and encoding replies of protocol version 1 (docs/protocol.md); no I/O, so it can be fuzzed."""
+"""Parsing requests and building and encoding every reply of protocol version 1 (docs/protocol.md); no I/O,
+so it can be fuzzed."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from .errors import BadRequest, DaemonError, UnsupportedVersion
 
 __all__ = [
     "MAX_ID_CHARS", "OPS", "PROTOCOL_VERSION", "SUPPORTED_VERSIONS", "CountTokensRequest", "GenerateRequest",
-    "Limits", "Request", "StatusRequest", "encode", "error_reply", "ok_reply", "parse_message", "parse_request",
+    "Limits", "Request", "StatusRequest", "count_tokens_reply", "encode", "error_reply", "generate_reply", "ok_reply",
+    "parse_message", "parse_request", "status_reply",
 ]
 
 PROTOCOL_VERSION = 1
@@ -141,6 +143,24 @@ def parse_message(msg: dict, limits: Limits) -> Request:
 
 def ok_reply(rid: str | None, **fields: Any) -> dict[str, Any]:
     return {"v": PROTOCOL_VERSION, "id": rid, "ok": True, **fields}
+
+
+def status_reply(rid: str, status: dict[str, Any]) -> dict[str, Any]:
+    return ok_reply(rid, status=status)
+
+
+def count_tokens_reply(rid: str, counts: list[int]) -> dict[str, Any]:
+    return ok_reply(rid, counts=counts)
+
+
+def generate_reply(rid: str, *, text: str, model: str | None, finish_reason: str, prompt_tokens: int,
+                   completion_tokens: int, cached_tokens: int, timings: dict[str, float | None]) -> dict[str, Any]:
+    """A ``generate`` reply (the caller passes a finished job's result and timings: this module stays
+    free of the job types, which import it)."""
+    return ok_reply(rid, text=text, model=model, finish_reason=finish_reason,
+                    usage={"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                           "cached_prompt_tokens": cached_tokens},
+                    timings=timings)
 
 
 def error_reply(rid: str | None, err: DaemonError) -> dict[str, Any]:

@@ -8,7 +8,8 @@ warning and left as it was; a config file that no longer parses is reported and 
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .settings import Settings, SettingsError, load_settings
 
@@ -34,8 +35,8 @@ def reread_settings(argv: Sequence[str] | None, current: Settings) -> dict[str, 
     except (SettingsError, ValueError) as e:
         log.error("SIGHUP: settings not reloaded, the old ones stay in effect: %s", e)
         return None
-    changed = sorted(k for k in new if k in current and new[k] != current[k] and k != "config")
-    restart = [k for k in changed if k not in RELOADABLE]
+    changed = current.changed(new)
+    restart = sorted(k for k in changed if k not in RELOADABLE)
     if restart:
         log.warning("SIGHUP: changed but only applied by a restart: %s", ", ".join(restart))
-    return {k: new[k] for k in changed if k in RELOADABLE}
+    return {k: v for k, v in sorted(changed.items()) if k in RELOADABLE}

@@ -9,17 +9,9 @@ from typing import Any
 
 from .jobs import Job
 
-__all__ = ["log_request", "timings"]
+__all__ = ["log_request"]
 
 request_log = logging.getLogger("sqlcoder_daemon.requests")
-
-
-def timings(job: Job) -> dict[str, float | None]:
-    """``queue_ms`` and ``generate_ms`` of a finished job (None for a phase it never reached)."""
-    start = job.started if job.started is not None else job.finished
-    queue_ms = None if start is None else round((start - job.received) * 1000, 3)
-    gen_ms = None if job.started is None or job.finished is None else round((job.finished - job.started) * 1000, 3)
-    return {"queue_ms": queue_ms, "generate_ms": gen_ms}
 
 
 def log_request(job: Job, outcome: str, peer_uid: int | None, log_prompts: bool) -> None:
@@ -29,7 +21,7 @@ def log_request(job: Job, outcome: str, peer_uid: int | None, log_prompts: bool)
     event: dict[str, Any] = {
         "event": "request", "id": job.request.id, "source": job.source, "peer_uid": peer_uid,
         "outcome": outcome, "prompt_chars": len(job.request.prompt),
-        "max_new_tokens": job.request.max_new_tokens, "num_beams": job.request.num_beams, **timings(job),
+        "max_new_tokens": job.request.max_new_tokens, "num_beams": job.request.num_beams, **job.timings(),
         "total_ms": round((now - job.received) * 1000, 3),
     }
     if job.started is not None and job.finished is None:

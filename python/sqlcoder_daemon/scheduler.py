@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
 
 from .backends.base import Backend
 from .errors import Busy, Cancelled, DaemonError, Internal, ShuttingDown, Timeout
@@ -26,13 +25,12 @@ class Scheduler:
     """Bounded FIFO queue plus one worker thread that batches jobs with the same generation settings."""
 
     def __init__(self, backend: Backend, metrics: Metrics, *, max_queue: int = 64, max_batch_size: int = 8,
-                 batch_wait_ms: float = 10.0, on_finish: Callable[[Job, object], None] | None = None):
+                 batch_wait_ms: float = 10.0):
         self.backend = backend
         self.metrics = metrics
         self.max_queue = max_queue
         self.max_batch_size = max_batch_size
         self.batch_wait_s = batch_wait_ms / 1000.0
-        self.on_finish = on_finish
         self._queue: list[Job] = []
         self._running: list[Job] = []
         self._last_batch_size = 1
@@ -160,6 +158,7 @@ class Scheduler:
             if not batch:
                 continue
             t0 = time.monotonic()
+            results: list[GenerationResult | DaemonError] | list[Exception]
             try:
                 results = self.backend.generate(batch)
                 if len(results) != len(batch):
@@ -204,8 +203,3 @@ class Scheduler:
             if not isinstance(result, (DaemonError, Cancelled)):
                 result = Internal("generation failed; see the daemon's log")
             job.future.set_exception(result)
-        if self.on_finish:
-            try:
-                self.on_finish(job, result)
-            except Exception:
-                log.exception("on_finish hook failed")

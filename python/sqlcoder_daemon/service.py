@@ -1,6 +1,6 @@
 """What connection handlers need from the daemon, as a protocol class.
 
-The socket handler (connection.py) and the HTTP listeners (http_listeners.py)
+The socket handler (connection.py) and the HTTP listeners (metrics_listener.py, openai_listener.py)
 annotate with :class:`Service` instead of importing :class:`~.daemon.Daemon`,
 which imports them: no import cycle, not even one for type checkers.
 """
@@ -8,7 +8,8 @@ which imports them: no import cycle, not even one for type checkers.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from .accept import ConnectionSlots
 from .backends.base import Backend
@@ -39,8 +40,6 @@ class Service(Protocol):
 
     def run_job(self, job: Job, gone: Callable[[], bool] = ..., peer_uid: int | None = None
                 ) -> GenerationResult: ...
-
-    def generate_reply(self, job: Job, result: GenerationResult) -> dict[str, Any]: ...
 
     def request_started(self) -> None: ...
 

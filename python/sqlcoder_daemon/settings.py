@@ -1,4 +1,5 @@
-"""The daemon's settings, declared once: ``--help``, the TOML config file and ``status`` all read this table.
+"""The daemon's settings, declared once as the typed :class:`Settings`: ``--help``, the TOML config file
+and ``status`` all read its fields.
 
 Precedence: built-in default < config file (``--config``) < command-line flag.
 """
@@ -67,71 +68,111 @@ def parse_max_memory(text: str | dict | None) -> dict[int | str, str] | None:
     return out
 
 
+def _opt(default: Any, help: str, *, parse: Callable[[str], Any] | None = None, choices: tuple[str, ...] | None = None,
+         secret: bool = False) -> Any:
+    """One setting's declaration: default, help and how its flag or config value is read (the field's
+    annotation names the type; ``parse`` only where a plain constructor will not do)."""
+    meta = {"help": help, "parse": parse, "choices": choices, "secret": secret}
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
 # fmt: off
-SETTINGS: tuple[Setting, ...] = (
-    Setting("model", str, None, "model to serve: a local directory or a Hugging Face hub id (llama_cpp: a .gguf file)"),
-    Setting("backend", str, "transformers", "inference backend",
-            choices=("transformers", "llama_cpp", "openai", "vllm")),
-    Setting("socket", str, "/run/sqlcoder/sqlcoder.sock", "Unix socket path the database connects to"),
-    Setting("socket_group", str, None, "group given to the socket (mode 0660), e.g. postgres"),
-    Setting("allow_uid", int, [], "peer uid allowed to connect (repeatable); default: own uid and postgres",
-            repeatable=True),
-    Setting("allow_user", str, [], "user name allowed to connect (repeatable)", repeatable=True),
-    Setting("max_connections", int, 512,
-            "most connections open at once (socket and HTTP); more are answered 'busy' and closed"),
-    Setting("idle_timeout_s", float, 30.0, "close a connection that takes longer than this to send a request"),
-    Setting("quantize", str, "nf4", "weight quantization (bitsandbytes)", choices=("nf4", "int8", "none")),
-    Setting("dtype", str, "auto", "compute dtype; auto: bfloat16 on GPU, float32 on CPU",
-            choices=("auto", "bfloat16", "float16", "float32")),
-    Setting("device_map", str, "auto", "accelerate device map: auto, cpu, or a JSON object"),
-    Setting("max_memory", str, None, "per-device memory limits for accelerate, e.g. 0=38GiB,1=38GiB,cpu=64GiB"),
-    Setting("cpu_threads", int, 0, "torch CPU threads (0: torch's default, one per core)"),
-    Setting("max_new_tokens", int, 300, "default and upper bound of generated tokens per request"),
-    Setting("num_beams", int, 4, "default beam count (1 = greedy)"),
-    Setting("max_num_beams", int, 8, "largest num_beams a request may ask for"),
-    Setting("max_request_bytes", _size, 4 * 1024**2, "longest request line accepted (bytes; 4MiB style allowed)"),
-    Setting("max_queue", int, 64, "requests waiting beyond this answer 'busy'"),
-    Setting("max_batch_size", int, 8, "most requests run together in one batched generate"),
-    Setting("batch_wait_ms", float, 10.0,
-            "while requests arrive together, how long to wait for as many as the last batch had (a lone client never waits)"),
-    Setting("timeout_ms", int, 600_000, "default request deadline (queue time included)"),
-    Setting("drain_timeout_s", float, 30.0, "on SIGTERM, how long in-flight requests may still run"),
-    Setting("prefix_cache_bytes", _size, 2 * 1024**3, "LRU budget for prompt-prefix KV caches (0 disables)"),
-    Setting("prefix_cache_min_tokens", int, 32, "shortest shared prefix worth reusing"),
-    Setting("check_memory", _bool, True, "estimate memory before loading and refuse when it cannot fit"),
-    Setting("llama_n_ctx", int, 4096,
-            "llama_cpp backend: context window in tokens, allocated up front (0: the GGUF file's own)"),
-    Setting("openai_url", str, None, "openai backend: base URL of an OpenAI-compatible server (…/v1)"),
-    Setting("openai_api_key", str, None, "openai backend: API key (config file or flag, never SQL)", secret=True),
-    Setting("openai_model", str, None, "openai backend: model name sent to the server (default: --model)"),
-    Setting("openai_timeout_s", float, 600.0, "openai backend: HTTP timeout"),
-    Setting("openai_listen", str, None, "serve an OpenAI-compatible completions API on this loopback host:port"),
-    Setting("openai_listen_api_key", str, None, "bearer key the OpenAI-compatible listener requires",
-            secret=True),
-    Setting("openai_listen_insecure", _bool, False,
-            "let the OpenAI-compatible listener run without an API key (any local user reaches the model)"),
-    Setting("metrics_listen", str, None, "serve Prometheus /metrics and /status on this loopback host:port"),
-    Setting("log_level", str, "INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
-    Setting("log_prompts", _bool, False, "include prompt text in the per-request log line"),
-    Setting("trust_remote_code", _bool, False, "let transformers run code shipped with the model"),
-)
+@dataclasses.dataclass
+class Settings:
+    """The daemon's settings, typed; each field is declared once here, with its default and help.
+
+    ``--help``, the TOML config file and ``status`` all read these fields (:data:`SETTINGS`).
+    """
+
+    model: str | None = _opt(None, "model to serve: a local directory or a Hugging Face hub id (llama_cpp: a .gguf file)")
+    backend: str = _opt("transformers", "inference backend", choices=("transformers", "llama_cpp", "openai", "vllm"))
+    socket: str = _opt("/run/sqlcoder/sqlcoder.sock", "Unix socket path the database connects to")
+    socket_group: str | None = _opt(None, "group given to the socket (mode 0660), e.g. postgres")
+    allow_uid: list[int] = _opt([], "peer uid allowed to connect (repeatable); default: own uid and postgres")
+    allow_user: list[str] = _opt([], "user name allowed to connect (repeatable)")
+    max_connections: int = _opt(512,
+            "most connections open at once (socket and HTTP); more are answered 'busy' and closed")
+    idle_timeout_s: float = _opt(30.0, "close a connection that takes longer than this to send a request")
+    quantize: str = _opt("nf4", "weight quantization (bitsandbytes)", choices=("nf4", "int8", "none"))
+    dtype: str = _opt("auto", "compute dtype; auto: bfloat16 on GPU, float32 on CPU",
+            choices=("auto", "bfloat16", "float16", "float32"))
+    device_map: str = _opt("auto", "accelerate device map: auto, cpu, or a JSON object")
+    max_memory: str | None = _opt(None, "per-device memory limits for accelerate, e.g. 0=38GiB,1=38GiB,cpu=64GiB")
+    cpu_threads: int = _opt(0, "torch CPU threads (0: torch's default, one per core); llama_cpp: its threads")
+    max_new_tokens: int = _opt(300, "default and upper bound of generated tokens per request")
+    num_beams: int = _opt(4, "default beam count (1 = greedy)")
+    max_num_beams: int = _opt(8, "largest num_beams a request may ask for")
+    max_request_bytes: int = _opt(4 * 1024**2, "longest request line accepted (bytes; 4MiB style allowed)",
+            parse=_size)
+    max_queue: int = _opt(64, "requests waiting beyond this answer 'busy'")
+    max_batch_size: int = _opt(8, "most requests run together in one batched generate")
+    batch_wait_ms: float = _opt(10.0,
+            "while requests arrive together, how long to wait for as many as the last batch had (a lone client never waits)")
+    timeout_ms: int = _opt(600_000, "default request deadline (queue time included)")
+    drain_timeout_s: float = _opt(30.0, "on SIGTERM, how long in-flight requests may still run")
+    prefix_cache_bytes: int = _opt(2 * 1024**3, "LRU budget for prompt-prefix KV caches (0 disables)", parse=_size)
+    prefix_cache_min_tokens: int = _opt(32, "shortest shared prefix worth reusing")
+    check_memory: bool = _opt(True, "estimate memory before loading and refuse when it cannot fit")
+    llama_n_ctx: int = _opt(4096,
+            "llama_cpp backend: context window in tokens, allocated up front (0: the GGUF file's own)")
+    openai_url: str | None = _opt(None, "openai backend: base URL of an OpenAI-compatible server (…/v1)")
+    openai_api_key: str | None = _opt(None, "openai backend: API key (config file or flag, never SQL)", secret=True)
+    openai_model: str | None = _opt(None, "openai backend: model name sent to the server (default: --model)")
+    openai_timeout_s: float = _opt(600.0, "openai backend: HTTP timeout")
+    openai_listen: str | None = _opt(None, "serve an OpenAI-compatible completions API on this loopback host:port")
+    openai_listen_api_key: str | None = _opt(None, "bearer key the OpenAI-compatible listener requires", secret=True)
+    openai_listen_insecure: bool = _opt(False,
+            "let the OpenAI-compatible listener run without an API key (any local user reaches the model)")
+    metrics_listen: str | None = _opt(None, "serve Prometheus /metrics and /status on this loopback host:port")
+    log_level: str = _opt("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    log_prompts: bool = _opt(False, "include prompt text in the per-request log line")
+    trust_remote_code: bool = _opt(False, "let transformers run code shipped with the model")
+    # Not settings: how this run was asked for.
+    version: bool = dataclasses.field(default=False, metadata={"run": True})
+    config: str | None = dataclasses.field(default=None, metadata={"run": True})
 # fmt: on
-
-_BY_NAME = {s.name: s for s in SETTINGS}
-
-
-class Settings(dict):
-    """Resolved settings, readable as attributes: ``settings.max_new_tokens``."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
 
     def public(self) -> dict[str, Any]:
         """Settings safe to show in ``status`` (secrets redacted)."""
-        return {k: ("***" if _BY_NAME[k].secret and v else v) for k, v in self.items() if k in _BY_NAME}
+        return {s.name: ("***" if s.secret and getattr(self, s.name) else getattr(self, s.name)) for s in SETTINGS}
+
+    def changed(self, other: Settings) -> dict[str, Any]:
+        """The settings whose value in ``other`` differs from this one's: name -> ``other``'s value."""
+        return {s.name: getattr(other, s.name) for s in SETTINGS if getattr(other, s.name) != getattr(self, s.name)}
+
+    def update(self, values: dict[str, Any]) -> None:
+        """Apply changed values in place (SIGHUP): the daemon's parts keep reading this one object."""
+        for name, value in values.items():
+            if name not in _BY_NAME:
+                raise KeyError(name)
+            setattr(self, name, value)
+
+    def get(self, name: str, _default: Any = None) -> Any:
+        """The declared setting ``name``. Kept while open branches still call ``settings.get(key, default)``:
+        the local default is ignored, the declared one applies (read attributes instead)."""
+        if name not in _BY_NAME:
+            raise KeyError(name)
+        return getattr(self, name)
+
+
+_SCALARS: dict[str, Callable[[str], Any]] = {"str": str, "int": int, "float": float, "bool": _bool}
+
+
+def _declared(f: dataclasses.Field) -> Setting:
+    annotation = str(f.type).replace(" | None", "")
+    repeatable = annotation.startswith("list[")
+    base = annotation[5:-1] if repeatable else annotation
+    default = [] if repeatable else f.default
+    return Setting(f.name, f.metadata["parse"] or _SCALARS[base], default, f.metadata["help"],
+                   choices=f.metadata["choices"], repeatable=repeatable, secret=f.metadata["secret"])
+
+
+#: The settings as a table (name, reader, default, help...), generated from :class:`Settings`' fields.
+SETTINGS: tuple[Setting, ...] = tuple(_declared(f) for f in dataclasses.fields(Settings) if not f.metadata.get("run"))
+
+_BY_NAME = {s.name: s for s in SETTINGS}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,8 +239,7 @@ def load_settings(argv: Sequence[str] | None = None) -> Settings:
             except (TypeError, ValueError) as e:
                 raise SettingsError(f"{config_path}: {key}: {e}") from e
     values.update(args)
-    settings = Settings(values)
-    settings["config"] = config_path
+    settings = Settings(**values, config=config_path)
     _validate(settings)
     return settings
 
@@ -213,12 +253,12 @@ def _validate(s: Settings) -> None:
         raise SettingsError("--backend openai needs --openai-url")
     for name in ("max_new_tokens", "num_beams", "max_num_beams", "max_request_bytes", "max_queue", "max_batch_size",
                  "max_connections"):
-        if s[name] < 1:
+        if getattr(s, name) < 1:
             raise SettingsError(f"--{name.replace('_', '-')} must be at least 1")
-    if s.llama_n_ctx < 0:
-        raise SettingsError("--llama-n-ctx must be 0 (the model's own) or a token count")
     if s.idle_timeout_s <= 0:
         raise SettingsError("--idle-timeout-s must be above 0")
+    if s.llama_n_ctx < 0:
+        raise SettingsError("--llama-n-ctx must be 0 (the model's own) or a token count")
     if s.openai_listen and not s.openai_listen_api_key and not s.openai_listen_insecure:
         raise SettingsError("--openai-listen needs --openai-listen-api-key (or, to let every local user reach "
                             "the model, --openai-listen-insecure true)")

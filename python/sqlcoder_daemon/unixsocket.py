@@ -1,4 +1,5 @@
-"""The listening Unix socket: atomic creation with mode 0660 and a group, peer credentials, line reading."""
+"""The listening Unix socket: atomic creation with mode 0660 and a group, peer credentials, line reading,
+and noticing that a peer has gone."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import dataclasses
 import errno
 import logging
 import os
+import select
 import socket
 import struct
 import time
@@ -13,7 +15,7 @@ from pathlib import Path
 
 from .errors import TooLarge
 
-__all__ = ["BoundSocket", "IdleTimeout", "LineReader", "bind_socket", "check_socket_path", "peer_uid"]
+__all__ = ["BoundSocket", "IdleTimeout", "LineReader", "bind_socket", "check_socket_path", "client_gone", "peer_uid"]
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +25,20 @@ def peer_uid(conn: socket.socket) -> int:
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     _pid, uid, _gid = struct.unpack("3i", creds)
     return uid
+
+
+def client_gone(conn: socket.socket) -> bool:
+    """True if the peer closed its end (EOF pending), without consuming any data it sent."""
+    try:
+        poller = select.poll()  # not select(): it fails on descriptors above 1023
+        poller.register(conn, select.POLLIN | select.POLLRDHUP)
+        if not poller.poll(0):
+            return False
+        return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 def _stale(path: Path) -> bool:
@@ -170,7 +186,7 @@ class LineReader:
                 self.conn.settimeout(left)
             try:
                 data = self.conn.recv(self.chunk)
-            except socket.timeout:
+            except TimeoutError:
                 raise IdleTimeout() from None
             if not data:
                 return None  # a partial line at EOF is dropped: the client went away

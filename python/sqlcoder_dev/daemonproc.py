@@ -11,15 +11,16 @@ import dataclasses
 import json
 import os
 import random
-import threading
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from sqlcoder_daemon.memory import proc_bytes
 
@@ -77,7 +78,7 @@ class Connection:
     def close(self) -> None:
         self.sock.close()
 
-    def __enter__(self) -> "Connection":
+    def __enter__(self) -> Connection:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -137,7 +138,7 @@ class DaemonProcess:
         except OSError:
             return ""
 
-    def start(self) -> "DaemonProcess":
+    def start(self) -> DaemonProcess:
         env = dict(os.environ if self.env is None else self.env)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PYTHON_DIR), env.get("PYTHONPATH")]))
         env.setdefault("PYTHONUNBUFFERED", "1")
@@ -193,7 +194,7 @@ class DaemonProcess:
             self._log_file = None
         return self.proc.returncode
 
-    def __enter__(self) -> "DaemonProcess":
+    def __enter__(self) -> DaemonProcess:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

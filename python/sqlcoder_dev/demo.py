@@ -15,8 +15,8 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from decimal import Decimal
-from typing import Sequence
 
 from . import shop
 from .daemonproc import DaemonProcess, socket_dir

@@ -30,7 +30,7 @@ MODES = {
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "ModelServerStandIn"
+    server: ModelServerStandIn
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -111,7 +111,7 @@ class ModelServerStandIn(ThreadingHTTPServer):
         self.url = f"http://127.0.0.1:{self.server_address[1]}/v1"
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
-    def __enter__(self) -> "ModelServerStandIn":
+    def __enter__(self) -> ModelServerStandIn:
         self._thread.start()
         return self
 

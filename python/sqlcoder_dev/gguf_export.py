@@ -17,8 +17,9 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 __all__ = ["GGUF_NAME", "convert_llama", "ensure_gguf", "main", "write_random_gguf"]
 
@@ -188,7 +189,7 @@ def write_random_gguf(out_path: str | os.PathLike, config: dict, seed: int = 0) 
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
-    for name, shape in shapes:
+    for _name, shape in shapes:
         if len(shape) == 1:
             writer.write_tensor_data(np.ones(shape, dtype=np.float32))
         else:

@@ -15,8 +15,8 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 __all__ = ["Cluster", "pg_bindir", "SERVER_USER"]
 
@@ -70,7 +70,7 @@ class Cluster:
         self.running = False
 
     # -- lifecycle -----------------------------------------------------------
-    def start(self) -> "Cluster":
+    def start(self) -> Cluster:
         self.base.mkdir(parents=True, exist_ok=True)
         os.chmod(self.base, 0o755)
         self.sockdir.mkdir(exist_ok=True)
@@ -98,7 +98,7 @@ class Cluster:
         if remove and self._own_dir:
             shutil.rmtree(self.base, ignore_errors=True)
 
-    def __enter__(self) -> "Cluster":
+    def __enter__(self) -> Cluster:
         return self.start()
 
     def __exit__(self, *exc) -> None:

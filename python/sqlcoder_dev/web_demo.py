@@ -14,7 +14,7 @@ import secrets
 import shutil
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from . import shop
 from .daemonproc import DaemonProcess, socket_dir

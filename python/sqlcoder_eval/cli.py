@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -159,7 +160,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         except ProfileError as e:
             print(f"sqlcoder-eval run: {e}", file=sys.stderr)
             return 2
-    opts = RunOptions(prompt_profile=args.prompt_profile or "", conninfo=args.dsn, run_name=args.run_name or args.predictions, parallel=args.parallel,
+    opts = RunOptions(prompt_profile=args.prompt_profile or "", conninfo=args.dsn,
+                      run_name=args.run_name or args.predictions, parallel=args.parallel,
                       timeout_s=args.timeout, max_rows=args.max_rows, policy=args.order_policy,
                       judges=(args.judge,), resume=args.resume, progress=not args.no_progress)
     records = run(questions, make_predictor(args.predictions, args.ask_timeout), args.out, opts)
@@ -212,7 +214,14 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"load": _cmd_load, "run": _cmd_run, "report": _cmd_report, "check": _cmd_check,
                 "judge": _cmd_judge}
     try:
-        return commands[args.command](args)
+        status = commands[args.command](args)
+        sys.stdout.flush()  # inside the try: a reader that left (`| head`) is noticed here at the latest
+        return status
+    except BrokenPipeError:
+        # The reader of stdout has gone (`sqlcoder-eval report ... | head`): stop quietly, as
+        # cat or grep do. Point stdout at /dev/null so the interpreter's last flush cannot fail too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a command the signal ended
     except (FileNotFoundError, ValueError) as e:  # a missing folder, a file without the expected columns
         print(f"sqlcoder-eval: {e}", file=sys.stderr)
         return 2

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Sequence
+from typing import Any
 
 __all__ = [
     "ORDER_POLICIES",
@@ -59,7 +60,7 @@ class ResultSet:
     rows: tuple[tuple[Any, ...], ...]
 
     @classmethod
-    def of(cls, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> "ResultSet":
+    def of(cls, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> ResultSet:
         return cls(tuple(columns), tuple(tuple(r) for r in rows))
 
     @property
@@ -69,7 +70,7 @@ class ResultSet:
     def column(self, index: int) -> list[Any]:
         return [row[index] for row in self.rows]
 
-    def select(self, indices: Sequence[int], names: Sequence[str] | None = None) -> "ResultSet":
+    def select(self, indices: Sequence[int], names: Sequence[str] | None = None) -> ResultSet:
         names = [self.columns[i] for i in indices] if names is None else names
         return ResultSet.of(names, [[row[i] for i in indices] for row in self.rows])
 

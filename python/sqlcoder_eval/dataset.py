@@ -16,9 +16,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 __all__ = ["CATEGORY_ORDER", "DATA_ENV", "Database", "Dataset", "Question", "resolve_data_dir"]
 

@@ -11,8 +11,9 @@ one statement, run as written.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Sequence, Union
+from typing import Any
 
 import psycopg
 
@@ -26,7 +27,7 @@ JUDGES = ("sql-eval", "strict")
 DEFAULT_JUDGE = "sql-eval"
 
 # One executed gold variant: its SQL and its result, or why it failed.
-GoldResult = tuple[str, Union[ResultSet, QueryError]]
+GoldResult = tuple[str, ResultSet | QueryError]
 
 
 @dataclass(frozen=True)

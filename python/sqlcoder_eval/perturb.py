@@ -12,8 +12,8 @@ proves nothing about the comparison.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 from ._sqltokens import Token, clause_end, next_code, tokenize, untokenize
 
@@ -127,8 +127,9 @@ def reorder_order_by(sql: str) -> Iterator[Perturbation]:
         if len(keys) > 1:
             (s1, e1), (s2, e2) = keys[0], keys[1]
             swapped = untokenize(tokens[s2:e2]).strip() + ", " + untokenize(tokens[s1:e1]).strip()
+            trailing = " " if untokenize(tokens[s2:e2]).endswith(" ") else ""
             yield Perturbation("reorder_order_by", "swapped the first two ORDER BY keys",
-                               _replace(tokens, s1, e2, swapped + (" " if untokenize(tokens[s2:e2]).endswith(" ") else "")))
+                               _replace(tokens, s1, e2, swapped + trailing))
 
 
 def _select_items(tokens: list[Token]) -> list[tuple[int, int]]:
@@ -165,7 +166,8 @@ def drop_column(sql: str) -> Iterator[Perturbation]:
         removed = untokenize(tokens[cut_s:cut_e])
         keep = removed[len(removed.rstrip()):] if k == len(items) - 1 else ""
         dropped = " ".join(untokenize(tokens[s:e]).split())
-        yield Perturbation("drop_column", f"dropped output column `{dropped[:60]}`", _replace(tokens, cut_s, cut_e, keep))
+        yield Perturbation("drop_column", f"dropped output column `{dropped[:60]}`",
+                           _replace(tokens, cut_s, cut_e, keep))
 
 
 _OPERATORS = {"/": "*", "*": "/", "+": "-", "-": "+"}

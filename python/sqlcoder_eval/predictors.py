@@ -89,7 +89,8 @@ class AskPredictor:
     @staticmethod
     def _has_two_arg_form(ctx: Context) -> bool:
         if "ask2" not in ctx.session:
-            row = ctx.conn.execute("SELECT pg_catalog.to_regprocedure('sqlcoder.ask(text,text)') IS NOT NULL").fetchone()
+            row = ctx.conn.execute(
+                "SELECT pg_catalog.to_regprocedure('sqlcoder.ask(text,text)') IS NOT NULL").fetchone()
             ctx.session["ask2"] = bool(row and row[0])
         return ctx.session["ask2"]
 
@@ -106,8 +107,8 @@ class AskPredictor:
         try:
             row = ctx.conn.execute(stmt, params).fetchone()
         except psycopg.Error as e:
-            return Prediction(None, (time.perf_counter() - start) * 1000, note,
-                              error=f"ask failed: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}")
+            first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            return Prediction(None, (time.perf_counter() - start) * 1000, note, error=f"ask failed: {first_line}")
         finally:
             set_timeout(ctx.conn, ctx.timeout_s)
         latency = (time.perf_counter() - start) * 1000

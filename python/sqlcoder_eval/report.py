@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from .dataset import CATEGORY_ORDER
 
-__all__ = ["MixedJudges", "Summary", "compare_runs", "format_by_file", "format_table", "judge_of", "percentile", "summarize", "write_csv", "write_json"]
+__all__ = ["MixedJudges", "Summary", "compare_runs", "format_by_file", "format_table", "judge_of", "percentile",
+           "summarize", "write_csv", "write_json"]
 
 CSV_FIELDS = ("run", "judge", "source", "id", "db_name", "category", "question", "correct", "exact", "skipped", "error",
               "latency_ms", "exec_ms", "note", "generated", "gold", "instructions", "predictions")
@@ -125,7 +127,8 @@ def compare_runs(a: list[dict[str, Any]], b: list[dict[str, Any]], mixed_judges:
     if sa.judge != sb.judge and not mixed_judges:
         raise MixedJudges(f"run A ({sa.run}) was scored by the {sa.judge} judge and run B ({sb.run}) by the "
                           f"{sb.judge} judge; rerun one with --judge, or pass --mixed-judges to compare anyway")
-    lines = [f"A = {sa.run} (judge {sa.judge}), B = {sb.run} (judge {sb.judge})", f"{'category':<16}{'A':>8}{'B':>8}{'delta':>8}"]
+    lines = [f"A = {sa.run} (judge {sa.judge}), B = {sb.run} (judge {sb.judge})",
+             f"{'category':<16}{'A':>8}{'B':>8}{'delta':>8}"]
     for c in [*categories_of([sa, sb]), None]:
         pa, pb = sa.percent(c), sb.percent(c)
         delta = "-" if pa is None or pb is None else f"{pb - pa:+.1f}"
@@ -134,7 +137,7 @@ def compare_runs(a: list[dict[str, Any]], b: list[dict[str, Any]], mixed_judges:
     changed = [(by_id[r["id"]], r) for r in sorted(b, key=lambda r: r["id"])
                if r["id"] in by_id and bool(by_id[r["id"]]["correct"]) != bool(r["correct"])]
     lines.append(f"{len(changed)} questions changed:")
-    for ra, rb in changed:
+    for _ra, rb in changed:
         arrow = "wrong -> right" if rb["correct"] else "right -> wrong"
         lines.append(f"  #{rb['id']} {rb['db_name']}/{rb['category']} {arrow}: {rb['question'][:90]}")
     return "\n".join(lines)

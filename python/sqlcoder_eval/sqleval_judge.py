@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ._sqltokens import tokenize
 from .compare import ResultSet, Verdict, asks_for_order
@@ -64,7 +65,7 @@ class Frame:
     def column(self, j: int) -> list[Any]:
         return [r[j] for r in self.rows]
 
-    def select(self, indices: Sequence[int], names: Sequence[str] | None = None) -> "Frame":
+    def select(self, indices: Sequence[int], names: Sequence[str] | None = None) -> Frame:
         names = [self.columns[i] for i in indices] if names is None else names
         return Frame(tuple(names), tuple(self.kinds[i] for i in indices),
                      tuple(tuple(r[i] for i in indices) for r in self.rows))

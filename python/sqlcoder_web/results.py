@@ -14,9 +14,10 @@ import io
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Sequence
+from typing import Any
 
 __all__ = ["Result", "build", "column_kind", "chart_spec", "to_csv", "MAX_CHART_POINTS", "MAX_SERIES"]
 

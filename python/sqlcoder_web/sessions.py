@@ -151,7 +151,7 @@ class Lease:
     request after the database is back connects at once.
     """
 
-    def __init__(self, session: "Session"):
+    def __init__(self, session: Session):
         self._session = session
         self._cm: Any = None
         self._conn: psycopg.AsyncConnection | None = None
@@ -177,7 +177,7 @@ class Lease:
             self._session.in_use -= 1
             await cm.__aexit__(None, None, None)
 
-    async def __aenter__(self) -> "Lease":
+    async def __aenter__(self) -> Lease:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:

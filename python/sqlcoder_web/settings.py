@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 __all__ = ["WebSettings", "parse_args"]
 
@@ -19,7 +20,8 @@ class WebSettings:
     """What an operator chooses when starting sqlcoder-web."""
 
     conninfo: str = _opt("", "libpq connection string or service (e.g. 'service=shop' or "
-                             "'host=/var/run/postgresql dbname=shop') WITHOUT a user: each person logs in as their role")
+                             "'host=/var/run/postgresql dbname=shop') WITHOUT a user: each person logs in as "
+                             "their role")
     single_user: bool = _opt(False, "no login page: connect with --conninfo as it is (its own user and password or "
                                     ".pgpass); the page is opened with a one-time link printed at start", flag=True)
     host: str = _opt("127.0.0.1", "address to listen on (keep the default behind a TLS reverse proxy)")

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import DaemonError, Internal, TooLarge
 from ..jobs import GenerationResult, Job
@@ -64,13 +65,13 @@ class LlamaCppBackend(Backend):
     def __init__(self, settings: Settings):
         super().__init__(settings)
         self.llama_cpp = import_llama_cpp()  # fail at construction: before any loading work
-        self.llm = None
+        self.llm: Any = None  # llama_cpp.Llama once loaded
         self.cache = StateCache(settings.get("prefix_cache_bytes", 0), settings.get("prefix_cache_min_tokens", 32))
         self._info: dict[str, Any] = {}
 
     def load(self) -> None:
         s = self.settings
-        path = Path(s.model).expanduser()
+        path = Path(str(s.model)).expanduser()
         check_gguf(path)
         estimate = check_gguf_fits(path, s.get("llama_n_ctx", 4096), self.cache.max_bytes) \
             if s.get("check_memory", True) else None

@@ -62,7 +62,8 @@ class OpenAIBackend(Backend):
         if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
             raise OSError(f"--openai-url {url}: GET /models did not answer an OpenAI model list: {message(body)}")
         ids = [m.get("id") for m in models]
-        if models and (not self.remote_model or (self.remote_model not in ids and not self.settings.get("openai_model"))):
+        named = self.settings.openai_model
+        if models and (not self.remote_model or (self.remote_model not in ids and not named)):
             self.remote_model = ids[0]  # --model named a local tokenizer, not the served name
         entry = next((m for m in models if m.get("id") == self.remote_model), models[0] if models else {})
         if self.settings.model and Path(self.settings.model).is_dir():

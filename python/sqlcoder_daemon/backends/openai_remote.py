@@ -16,7 +16,8 @@ import socket
 import threading
 import time
 import urllib.parse
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from ..errors import Busy, DaemonError, TooLarge, Unavailable
 

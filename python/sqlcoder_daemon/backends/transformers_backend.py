@@ -12,8 +12,9 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import DaemonError, TooLarge
 from ..jobs import GenerationResult, Job
@@ -56,7 +57,7 @@ class _StopWhenUnwanted:
         self.jobs = jobs
         self.stopped = False
 
-    def __call__(self, input_ids, scores, **kwargs):
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch
 
         flags = [j.should_stop() for j in self.jobs]
@@ -74,16 +75,15 @@ class TransformersBackend(Backend):
 
     def __init__(self, settings: Settings):
         super().__init__(settings)
-        self.model = None
-        self.tokenizer = None
+        self.model: Any = None  # transformers' model and tokenizer, set by load()
+        self.tokenizer: Any = None
         self._tok_lock = threading.Lock()  # fast tokenizers are not safe to share across threads
-        self.prefix_cache = PrefixCache(settings.get("prefix_cache_bytes", 0),
-                                        settings.get("prefix_cache_min_tokens", 32))
+        self.prefix_cache = PrefixCache(settings.prefix_cache_bytes, settings.prefix_cache_min_tokens)
         self._info: dict[str, Any] = {}
         self.memory_estimate: dict[str, Any] | None = None
 
     # -- loading -------------------------------------------------------------
-    def quantization_config(self, compute_dtype: Any):
+    def quantization_config(self, compute_dtype: Any) -> Any:
         from transformers import BitsAndBytesConfig
 
         q = self.settings.quantize
@@ -108,14 +108,17 @@ class TransformersBackend(Backend):
         dtype_name = resolve_dtype(s.dtype, device_map)
         dtype = getattr(torch, dtype_name)
         max_memory = parse_max_memory(s.max_memory)
-        trust = bool(s.get("trust_remote_code"))
-        if s.model.startswith(("/", ".", "~")) and not Path(s.model).expanduser().is_dir():
+        trust = s.trust_remote_code
+        model = s.model
+        if model is None:  # settings refuse this before a backend is made; a backend made directly says so too
+            raise ValueError("--model is required (a local directory or a hub id)")
+        if model.startswith(("/", ".", "~")) and not Path(model).expanduser().is_dir():
             # Otherwise the hub client reports it as a malformed repository id.
-            raise OSError(f"--model {s.model}: no such directory")
-        config = AutoConfig.from_pretrained(s.model, trust_remote_code=trust)
-        if s.get("check_memory", True):
+            raise OSError(f"--model {model}: no such directory")
+        config = AutoConfig.from_pretrained(model, trust_remote_code=trust)
+        if s.check_memory:
             self.memory_estimate = check_fits(config, quantize=s.quantize, dtype=dtype_name, device_map=device_map,
-                                              max_memory=max_memory, model_name=s.model,
+                                              max_memory=max_memory, model_name=model,
                                               extra_bytes=self.prefix_cache.max_bytes)
         kwargs: dict[str, Any] = {"device_map": device_map, "trust_remote_code": trust}
         dtype_kw = "dtype" if "dtype" in inspect.signature(AutoModelForCausalLM.from_pretrained).parameters or \
@@ -127,8 +130,8 @@ class TransformersBackend(Backend):
         if qc is not None:
             kwargs["quantization_config"] = qc
         t0 = time.monotonic()
-        self.tokenizer = AutoTokenizer.from_pretrained(s.model, trust_remote_code=trust)
-        self.model = AutoModelForCausalLM.from_pretrained(s.model, **kwargs).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust)
+        self.model = AutoModelForCausalLM.from_pretrained(model, **kwargs).eval()
         log.info("loaded %s in %.1f s (%s, %s, device map %s)", s.model, time.monotonic() - t0, s.quantize,
                  dtype_name, device_map)
         tok = self.tokenizer
@@ -150,7 +153,7 @@ class TransformersBackend(Backend):
             self._info["memory_estimate"] = self.memory_estimate
 
     @property
-    def input_device(self):
+    def input_device(self) -> Any:
         return self.model.get_input_embeddings().weight.device
 
     def info(self) -> dict[str, Any]:
@@ -237,7 +240,7 @@ class TransformersBackend(Backend):
                                             completion_tokens=len(completion), cached_tokens=n_cached))
         return results
 
-    def _with_prefix_cache(self, prompts: list[list[int]], num_beams: int):
+    def _with_prefix_cache(self, prompts: list[list[int]], num_beams: int) -> tuple[Any, Any, Any, int] | None:
         """Inputs plus a KV cache of the prefix the batch's prompts share, reusing a cached one; None if too short.
 
         For one prompt the shared prefix is all but its last token (``generate``

@@ -8,7 +8,8 @@ API; deadlines still apply when the batch returns.
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..errors import DaemonError, TooLarge
 from ..jobs import GenerationResult, Job
@@ -38,8 +39,8 @@ class VLLMBackend(Backend):
     def __init__(self, settings: Settings):
         super().__init__(settings)
         self.vllm = import_vllm()  # fail at construction: before any loading work
-        self.llm = None
-        self.tokenizer = None
+        self.llm: Any = None  # vLLM's engine and its tokenizer, set by load()
+        self.tokenizer: Any = None
         self._info: dict[str, Any] = {}
 
     def load(self) -> None:
@@ -47,7 +48,7 @@ class VLLMBackend(Backend):
 
         s = self.settings
         kwargs: dict[str, Any] = {"model": s.model, "tensor_parallel_size": max(1, torch.cuda.device_count()),
-                                  "trust_remote_code": bool(s.get("trust_remote_code"))}
+                                  "trust_remote_code": s.trust_remote_code}
         if s.dtype != "auto":
             kwargs["dtype"] = s.dtype
         # nf4 / int8 are bitsandbytes formats; vLLM reads AWQ/GPTQ from the checkpoint's own config.

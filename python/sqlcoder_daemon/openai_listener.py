@@ -1,34 +1,26 @@
-"""Optional HTTP listeners, loopback only: Prometheus metrics + status, and an OpenAI-compatible completions API.
+"""The OpenAI-compatible completions API on loopback (``--openai-listen``).
 
-The metrics listener starts before the model loads, so ``/status`` can say
-``loading`` while the Unix socket does not exist yet. The OpenAI listener
-routes through the same scheduler as the socket, so other tools (or another
+It routes through the same scheduler as the socket, so other tools (or another
 sqlcoder daemon with ``--backend openai``) share the loaded model and its batching.
 """
 
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import logging
 import re
-import socket
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
-from .accept import OUT_OF_DESCRIPTORS
-from .connection import client_gone
 from .errors import BadRequest, Busy, Cancelled, DaemonError, ShuttingDown, Timeout, TooLarge
+from .http_server import JsonHandler, LoopbackServer, start_listener
 from .jobs import Job
-from .metrics import prometheus_text
 from .protocol import CountTokensRequest, GenerateRequest, parse_message
 from .service import Service
+from .unixsocket import client_gone
 
-__all__ = ["parse_listen", "start_metrics_server", "start_openai_server"]
+__all__ = ["start_openai_server"]
 
 log = logging.getLogger(__name__)
 
@@ -36,114 +28,11 @@ _HTTP_STATUS = {BadRequest: 400, TooLarge: 413, Busy: 429, Timeout: 504, Shuttin
 _DECIMAL = re.compile(r"[0-9]{1,19}")
 
 
-def parse_listen(text: str) -> tuple[str, int]:
-    """``host:port`` with a loopback host (these listeners have no authentication of their own)."""
-    host, _, port = text.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
-    if host == "localhost":
-        host = "127.0.0.1"
-    try:
-        if not ipaddress.ip_address(host).is_loopback:
-            raise ValueError
-    except ValueError:
-        raise ValueError(f"{text}: listeners bind only loopback addresses (127.0.0.1, ::1)") from None
-    return host, int(port)
+def start_openai_server(daemon: Service, listen: str) -> LoopbackServer:
+    return start_listener(listen, _OpenAIHandler, daemon, "openai-api")
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, addr: tuple[str, int], handler: type, daemon: Service):
-        if ":" in addr[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(addr, handler)
-        self.sqlcoder = daemon
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        try:
-            return super().get_request()
-        except OSError as e:
-            if e.errno in OUT_OF_DESCRIPTORS:  # serve_forever would retry at once: a busy spin
-                self.sqlcoder.slots.wait_for_release(0.5)
-            raise
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        """Count the connection against max_connections (shared with the socket); over it, 503 and close."""
-        if not self.sqlcoder.slots.acquire():
-            try:
-                request.setblocking(False)
-                request.send(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self.sqlcoder.slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.sqlcoder.slots.release()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-
-    def setup(self) -> None:
-        # A connection that sends nothing (or never reads) is closed after idle_timeout_s, as on the socket.
-        self.timeout = self.server.sqlcoder.settings.idle_timeout_s
-        super().setup()
-
-    def log_message(self, fmt: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), fmt % args)
-
-    def _send(self, code: int, body: bytes, ctype: str) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _json(self, code: int, obj: Any) -> None:
-        self._send(code, json.dumps(obj).encode(), "application/json")
-
-
-class _MetricsHandler(_Handler):
-    def do_GET(self) -> None:
-        d = self.server.sqlcoder
-        path = self.path.split("?")[0]
-        if path == "/metrics":
-            self._send(200, prometheus_text(d.status()).encode(), "text/plain; version=0.0.4")
-        elif path == "/status":
-            self._json(200, {"status": d.status()})
-        elif path == "/healthz":
-            self._json(200 if d.state == "ready" else 503, {"state": d.state})
-        else:
-            self._json(404, {"error": "not found; try /metrics, /status or /healthz"})
-
-
-def _start(addr_text: str, handler: type, daemon: Service, name: str) -> _Server:
-    srv = _Server(parse_listen(addr_text), handler, daemon)
-    threading.Thread(target=srv.serve_forever, name=name, daemon=True).start()
-    log.info("%s listening on http://%s:%d", name, *srv.server_address[:2])
-    return srv
-
-
-def start_metrics_server(daemon: Service, listen: str) -> _Server:
-    return _start(listen, _MetricsHandler, daemon, "metrics")
-
-
-def start_openai_server(daemon: Service, listen: str) -> _Server:
-    return _start(listen, _OpenAIHandler, daemon, "openai-api")
-
-
-class _OpenAIHandler(_Handler):
+class _OpenAIHandler(JsonHandler):
     """``POST /v1/completions``, ``GET /v1/models`` and vLLM-style ``POST /tokenize``."""
 
     def _error(self, code: int, message: str, etype: str) -> None:
@@ -152,9 +41,9 @@ class _OpenAIHandler(_Handler):
     def _authorized(self) -> bool:
         """The bearer key, compared in constant time; no key only with --openai-listen-insecure."""
         settings = self.server.sqlcoder.settings
-        key = settings.get("openai_listen_api_key")
+        key = settings.openai_listen_api_key
         if not key:
-            if settings.get("openai_listen_insecure"):
+            if settings.openai_listen_insecure:
                 return True
             self.close_connection = True
             self._error(401, "this listener has no API key configured", "invalid_api_key")

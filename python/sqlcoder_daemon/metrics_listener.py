@@ -1,0 +1,31 @@
+"""The metrics listener: Prometheus ``/metrics``, ``/status`` and ``/healthz`` on loopback.
+
+It starts before the model loads, so ``/status`` can say ``loading`` while the
+Unix socket does not exist yet.
+"""
+
+from __future__ import annotations
+
+from .http_server import JsonHandler, LoopbackServer, start_listener
+from .metrics import prometheus_text
+from .service import Service
+
+__all__ = ["start_metrics_server"]
+
+
+class _MetricsHandler(JsonHandler):
+    def do_GET(self) -> None:
+        d = self.server.sqlcoder
+        path = self.path.split("?")[0]
+        if path == "/metrics":
+            self._send(200, prometheus_text(d.status()).encode(), "text/plain; version=0.0.4")
+        elif path == "/status":
+            self._json(200, {"status": d.status()})
+        elif path == "/healthz":
+            self._json(200 if d.state == "ready" else 503, {"state": d.state})
+        else:
+            self._json(404, {"error": "not found; try /metrics, /status or /healthz"})
+
+
+def start_metrics_server(daemon: Service, listen: str) -> LoopbackServer:
+    return start_listener(listen, _MetricsHandler, daemon, "metrics")

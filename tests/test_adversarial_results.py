@@ -1,0 +1,126 @@
+"""Hostile model output that asks for a huge result, and a client that goes away while the model
+runs (the same invariants as tests/test_adversarial.py; docs/security.md has the table)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from fixtures.adversarial import (
+    DB,
+    ROLE,
+    analyst,
+    assert_unharmed,
+    baseline,
+    bystander,
+    fake,
+    fingerprint,
+    outcome_of,
+    sibling,
+)
+from fixtures.hostile import ROWS
+from sqlcoder_dev.fake_daemon import FakeDaemon
+from sqlcoder_dev.pgcluster import Cluster
+
+# ===== Results bounded in bytes, abandoned calls (issue #10 items 3-4) =====
+# Hostile output that asks for a huge result, and a client that goes away.
+# Each result case also measures the backend's peak memory (VmHWM in /proc;
+# the analyst fixture is a fresh backend per case).
+
+MiB = 1 << 20
+RESULT_LIMIT = 64 * MiB  # max_result_bytes' default
+PEAK_BOUND = 2 * RESULT_LIMIT + 64 * MiB
+
+# (case id, raw model completion, expected SQLSTATE or ROWS, whether the peak must stay within PEAK_BOUND)
+HUGE_RESULTS = [
+    ("result-many-rows-4x", " SELECT repeat('x', 1048576) AS s FROM generate_series(1, 256);", "54000", True),
+    ("result-wide-rows-4x", " SELECT repeat('x', 8388608) AS s FROM generate_series(1, 32);", "54000", True),
+    ("result-rows-times-width", " SELECT g, repeat('y', 100000) AS s FROM generate_series(1, 1000) g;", "54000", True),
+    ("result-json-escape-inflation", " SELECT repeat(chr(1), 4000000) AS s FROM generate_series(1, 20);", "54000",
+     True),
+    ("result-cross-join-wide", " SELECT a.*, b.*, g FROM customers a, customers b, generate_series(1, 1000000) g;",
+     ROWS, True),
+    ("result-ten-million-rows", " SELECT g, md5(g::text) FROM generate_series(1, 10000000) g;", ROWS, True),
+    # One value larger than the limit is built whole by the executor (repeat) before it can be counted:
+    # refused at its first row; the peak is a few times that row (it was 7.3 GB for all ten before).
+    ("result-repeat-10x100mb", " SELECT repeat('x', 100000000) AS s FROM generate_series(1, 10);", "54000", False),
+]
+
+
+@pytest.fixture
+def roomy_time_limit(pg: Cluster, fake: FakeDaemon) -> Iterator[None]:
+    """Ten seconds, so that on a busy machine the byte limit, not the clock, decides."""
+    with pg.connect(DB) as admin:
+        admin.execute("UPDATE sqlcoder.config SET value = '10000' WHERE key = 'query_timeout_ms'")
+        yield
+        admin.execute("UPDATE sqlcoder.config SET value = '1000' WHERE key = 'query_timeout_ms'")
+
+
+@pytest.mark.parametrize("case, completion, expected, bounded", HUGE_RESULTS, ids=[c[0] for c in HUGE_RESULTS])
+def test_huge_result(pg, fake, analyst, baseline, roomy_time_limit, case, completion, expected, bounded) -> None:
+    from sqlcoder_daemon.memory import proc_bytes
+
+    fake.reply(completion)
+    got = outcome_of(analyst, "SELECT * FROM sqlcoder.run('show me everything')")
+    peak = proc_bytes(f"/proc/{analyst.info.backend_pid}/status", "VmHWM")
+    if expected == ROWS:
+        assert isinstance(got, list) and len(got) == 1000, got  # max_rows cut it
+    else:
+        assert got == expected
+    assert peak is not None
+    assert peak <= (PEAK_BOUND if bounded else 1024 * MiB), f"{case}: backend peak {peak / MiB:.0f} MiB"
+    assert_unharmed(pg, analyst, baseline)
+
+
+def test_killed_client_while_the_model_hangs(pg, fake, bystander, baseline) -> None:
+    import signal
+    import subprocess
+    import time
+
+    fake.misbehave("hang")
+    requests, disconnects = len(fake.requests), len(fake.disconnects)
+    app = f"adv-killed-{os.getpid()}"
+    client = subprocess.Popen([str(pg.bindir / "psql"), "-X", "-h", str(pg.sockdir), "-p", str(pg.port), "-U", ROLE,
+                               "-d", DB, "-c", "SELECT * FROM sqlcoder.run('how many customers are there?')"],
+                              env={**os.environ, "PGAPPNAME": app}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while len(fake.requests) == requests:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        pid = bystander.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s", (app,)).fetchone()[0]
+        client.send_signal(signal.SIGKILL)
+        client.wait()
+        deadline = time.monotonic() + 3
+        while bystander.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
+            assert time.monotonic() < deadline, "the abandoned backend went on"
+            time.sleep(0.02)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    assert len(fake.disconnects) > disconnects or _wait_for_disconnect(fake, disconnects)
+    assert bystander.execute("SELECT outcome, error_sqlstate FROM sqlcoder.history WHERE role = %s "
+                             "ORDER BY id DESC LIMIT 1", (ROLE,)).fetchone() == ("abandoned", "08006")
+    assert fingerprint(pg) == baseline
+
+
+def _wait_for_disconnect(fake: FakeDaemon, before: int) -> bool:
+    import time
+
+    deadline = time.monotonic() + 5
+    while len(fake.disconnects) <= before:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_every_result_and_abandoned_case_is_in_the_security_note() -> None:
+    from fixtures.pg import ROOT
+    note = (ROOT / "docs" / "security.md").read_text()
+    assert [c[0] for c in HUGE_RESULTS if f"`{c[0]}`" not in note] == []
+    assert "`killed-client`" in note
