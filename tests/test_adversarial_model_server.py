@@ -10,8 +10,6 @@ from sqlcoder_dev.daemonproc import DaemonProcess, process_rss
 from sqlcoder_dev.fake_daemon import socket_dir
 from sqlcoder_dev.fake_model_server import ModelServerStandIn
 
-__all__ = ["analyst", "baseline", "bystander", "fake", "sibling"]  # fixtures, used by name
-
 # (case id, what the openai backend's model server does, expected SQLSTATE)
 HOSTILE_MODEL_SERVERS = [
     ("server-drop-table", "sql", "25006"),  # a compromised server's completion is still only model output

@@ -18,8 +18,9 @@ from __future__ import annotations
 import http.client
 import logging
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import DaemonError, Internal, Unavailable
 from ..jobs import GenerationResult, Job
