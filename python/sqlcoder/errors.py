@@ -15,6 +15,7 @@ Exception tree::
     │   │   ├── DaemonReplyTooLarge   08P01  reply over max_reply_bytes
     │   │   └── DaemonVersionMismatch 08P01  daemon speaks another protocol version
     │   ├── DaemonBusy                53000  the daemon's queue or connections are full, or its backlog
+    │   ├── ModelServerUnavailable    08001  the daemon's model server (openai backend) is down or answers garbage
     │   ├── DaemonShuttingDown        57P03  the daemon is stopping (drain deadline, or no new work)
     │   ├── ModelTimeout              57014  model_timeout_ms passed
     │   │   └── DaemonNotResponding   57014  no reply at all, not even the daemon's own timeout error
@@ -46,7 +47,7 @@ from __future__ import annotations
 __all__ = [
     "SqlcoderError", "InvalidQuestion", "NullQuestion", "ConfigError", "VersionMismatch",
     "DaemonError", "DaemonNotRunning", "DaemonPermissionDenied", "DaemonConnectionLost",
-    "DaemonProtocolError", "DaemonBusy", "DaemonShuttingDown", "ModelTimeout", "DaemonNotResponding",
+    "DaemonProtocolError", "DaemonBusy", "DaemonShuttingDown", "ModelServerUnavailable", "ModelTimeout", "DaemonNotResponding",
     "DaemonRejected", "NoSQLGenerated",
     "DaemonReplyTooLarge", "DaemonVersionMismatch", "SqlRefused", "InvalidSql", "EmptySql",
     "MultipleStatements", "NotAPlainQuery", "QueryTooExpensive", "FunctionRefused", "SuperuserRefused",
@@ -125,6 +126,12 @@ class DaemonShuttingDown(DaemonError):
     sqlstate = "57P03"
     hint = ("The model daemon is being stopped or restarted (SIGTERM, systemctl stop/restart); try again once it "
             "is back. Requests still running when its drain_timeout_s passes get this error too.")
+
+
+class ModelServerUnavailable(DaemonError):
+    sqlstate = "08001"
+    hint = ("The daemon forwards to a model server (backend openai: vLLM, TGI, llama.cpp) that is down, unreachable "
+            "or answered garbage: check that server and the daemon's openai_url; the daemon's log has its reply.")
 
 
 class ModelTimeout(DaemonError):
