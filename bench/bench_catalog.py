@@ -83,7 +83,8 @@ def install_baseline(conn: psycopg.Connection) -> None:
             f"{source}\n"
             "from sqlcoder.prompt import render_prompt\n"
             "path = plpy.execute('SELECT current_schemas(true) AS p')[0]['p']\n"
-            "return render_prompt(question, catalog.render_schema(read_schema_infoschema(plpy, path, joined)))\n")
+            "from sqlcoder.schema_cache import CachedSchema\n"
+            "return render_prompt(question, CachedSchema(read_schema_infoschema(plpy, path, joined)).text)\n")
     conn.execute(f"CREATE FUNCTION bench_infoschema_prompt(question text, joined boolean) RETURNS text "
                  f"LANGUAGE plpython3u AS $body${body}$body$")
     # prompt()'s own Python path without the SQL wrappers around it.

@@ -64,7 +64,7 @@ def install_select(conn: psycopg.Connection) -> None:
         "from sqlcoder import assemble, config, examples, schema_cache\n"
         "settings = config.load(plpy)\n"
         "path = plpy.execute('SELECT current_schemas(true) AS p')[0]['p']\n"
-        "cached = schema_cache.get(plpy, path, assemble._hint_settings(settings))\n"
+        "cached = schema_cache.get(plpy, path, assemble._hint_settings(settings), settings.max_comment_chars)\n"
         "chosen = examples.select(plpy, cached, question, settings.max_examples, exclude or [])\n"
         "examples.render(chosen)\n"
         "return [e.id for e in chosen]\n$body$")

@@ -74,7 +74,9 @@
 #include "nodes/nodeFuncs.h"
 #include "parser/parser.h"
 #include "rewrite/rewriteHandler.h"
+#include "tcop/cmdtag.h"
 #include "tcop/tcopprot.h"
+#include "tcop/utility.h"
 #include "lib/stringinfo.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -576,6 +578,22 @@ query_error_callback(void *arg)
 	}
 }
 
+/*
+ * Refuse anything but a plain query, naming what the text is ("this is a
+ * DELETE"): the user sees what sqlcoder saw, not an executor's complaint.
+ */
+static void
+refuse_statement(const char *what)
+{
+	bool		vowel = strchr("AEIOU", what[0]) != NULL;
+
+	ereport(ERROR,
+			(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+			 errmsg("sqlcoder runs only a plain query: this is %s %s", vowel ? "an" : "a", what),
+			 errhint("sqlcoder only reads: SELECT, VALUES, TABLE, or WITH without INSERT/UPDATE/DELETE. "
+					 "Run other statements yourself, outside sqlcoder.")));
+}
+
 static Query *
 analyze_one_plain_query(const char *sql)
 {
@@ -590,18 +608,16 @@ analyze_one_plain_query(const char *sql)
 				 errmsg("sqlcoder runs exactly one SQL statement; this text holds %d", list_length(raw)),
 				 errhint("Remove everything but one query.")));
 	stmt = linitial_node(RawStmt, raw);
-	if (!IsA(stmt->stmt, SelectStmt) || ((SelectStmt *) stmt->stmt)->intoClause != NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
-				 errmsg("sqlcoder runs only a plain query (SELECT, VALUES, TABLE, or WITH without "
-						"INSERT/UPDATE/DELETE)")));
+	if (IsA(stmt->stmt, SelectStmt) && ((SelectStmt *) stmt->stmt)->intoClause != NULL)
+		refuse_statement("SELECT INTO");
+	if (!IsA(stmt->stmt, SelectStmt))
+		refuse_statement(GetCommandTagName(CreateCommandTag(stmt->stmt)));
 	queries = pg_analyze_and_rewrite_fixedparams(stmt, sql, NULL, 0, NULL);
 	q = list_length(queries) == 1 ? linitial_node(Query, queries) : NULL;
-	if (q == NULL || q->commandType != CMD_SELECT || q->utilityStmt != NULL || q->hasModifyingCTE)
-		ereport(ERROR,
-				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
-				 errmsg("sqlcoder runs only a plain query (SELECT, VALUES, TABLE, or WITH without "
-						"INSERT/UPDATE/DELETE)")));
+	if (q != NULL && q->hasModifyingCTE)
+		refuse_statement("WITH holding INSERT, UPDATE or DELETE");
+	if (q == NULL || q->commandType != CMD_SELECT || q->utilityStmt != NULL)
+		refuse_statement("query a rule rewrote into something else");
 	return q;
 }
 

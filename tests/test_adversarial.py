@@ -282,3 +282,27 @@ def test_every_case_is_in_the_security_note() -> None:
     assert wrong == []
     assert len(cases) + len(HOSTILE_QUESTIONS) >= 120
     assert len(HOSTILE_OUTPUTS) + 2 >= 40  # + the 10 MB and invalid UTF-8 replies
+
+
+# The typed path (run_typed/execute_typed) runs the same guard and read-only execution
+# with the query's own columns: the writes that matter are refused there too.
+TYPED_CASES = ("delete", "data-modifying-cte", "select-into", "copy-to-program", "do-block", "set-role")
+
+
+TYPED_OUTPUTS = [c for c in HOSTILE_OUTPUTS if c[0] in TYPED_CASES]
+
+
+@pytest.mark.parametrize("case, completion, expected", TYPED_OUTPUTS, ids=[c[0] for c in TYPED_OUTPUTS])
+def test_hostile_model_output_through_run_typed(pg, fake, analyst, baseline, case, completion, expected) -> None:
+    fake.reply(completion)
+    got = outcome_of(analyst, "SELECT * FROM sqlcoder.run_typed('how many customers are there?') AS r(n bigint)")
+    assert got == expected
+    assert_unharmed(pg, analyst, baseline)
+
+
+def test_typed_rows_cannot_be_taken_as_json(pg, fake, analyst, baseline) -> None:
+    """typed-token-as-json: the entry point called by hand with typed rows, then _result_rows on the token."""
+    got = outcome_of(analyst, "SELECT * FROM sqlcoder._result_rows(sqlcoder._result(sqlcoder._invoke('execute', "
+                              "jsonb_build_object('sql', 'SELECT 1 AS a, 2 AS b', 'typed', true)))::bigint)")
+    assert got == "42804"
+    assert_unharmed(pg, analyst, baseline)

@@ -70,6 +70,8 @@ def assert_recovers(conn: psycopg.Connection, fake: FakeDaemon) -> None:
     ("close", {}, "08006", "closed the connection before answering", "stopped or restarted"),
     ("error", {"code": "busy"}, "53000", "busy", "queue is full"),
     ("error", {"code": "shutting_down"}, "57P03", "is shutting down", "being stopped or restarted"),
+    ("error", {"code": "unavailable"}, "08001", "model server is unavailable", "check that server and the daemon's "
+     "openai_url"),
     ("error", {"code": "timeout"}, "57014", "did not answer in time", "model_timeout_ms"),
     ("error", {"code": "internal"}, "58000", "internal", "daemon's log"),
     ("error", {"code": "forbidden"}, "08004", "refused this database server", "--allow-user"),

@@ -1,7 +1,7 @@
 """The operator docs stay in step with the code: settings, error classes, messages, daemon codes and flags.
 
 Pure file parsing (no cluster, no daemon): docs/operations.md's "Configuration
-reference" and "Troubleshooting" sections against ``sqlcoder.config.SETTINGS``,
+reference" and "Troubleshooting" sections against ``sqlcoder.config.SETTINGS`` (the keys),
 the extension scripts, ``sqlcoder.errors``, the messages raised in
 ``python/sqlcoder/*.py`` and the daemon's settings and error codes.
 """
@@ -18,6 +18,8 @@ from sqlcoder import errors
 from sqlcoder.config import SETTINGS
 from sqlcoder_daemon import errors as daemon_errors
 from sqlcoder_daemon.settings import SETTINGS as DAEMON_SETTINGS, build_parser
+
+from fixtures.scripts import setting_defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 OPERATIONS = (ROOT / "docs" / "operations.md").read_text()
@@ -64,31 +66,17 @@ def documented_defaults() -> dict[str, str]:
     return found
 
 
-def script_rows() -> dict[str, str]:
-    """``key -> value`` the extension scripts insert into sqlcoder.config (0.3.0 on: config_default)."""
-    rows = {}
-    for script in sorted((ROOT / "sql").glob("*.sql.in")):
-        for block in re.findall(r"INSERT INTO sqlcoder\.config(?:_default)? .*?;\n"
-                                r"|DELETE FROM sqlcoder\.config_default WHERE key = '[a-z_]+';\n",
-                                script.read_text(), re.S):
-            if block.startswith("DELETE"):  # a setting a later version dropped
-                rows.pop(re.search(r"key = '([a-z_]+)'", block).group(1), None)
-                continue
-            for key, value in re.findall(r"\(\s*'([a-z_]+)',\s*'((?:[^']|'')*)'", block):
-                rows[key] = value.replace("''", "'")
-    return rows
-
-
 def test_every_extension_setting_is_in_the_reference_with_its_default() -> None:
-    documented = documented_defaults()
-    for key, (_parse, default) in SETTINGS.items():
+    documented, defaults = documented_defaults(), setting_defaults()
+    for key in SETTINGS:
         assert key in documented, f"Configuration reference lacks sqlcoder.config key {key}"
-        assert documented[key] == default, f"{key}: documented default {documented[key]!r}, code says {default!r}"
+        assert documented[key] == defaults[key], \
+            f"{key}: documented default {documented[key]!r}, the scripts say {defaults[key]!r}"
 
 
-def test_extension_scripts_insert_exactly_the_declared_settings() -> None:
-    # The reference promises one default per key; the script rows and SETTINGS must agree on it.
-    assert script_rows() == {key: default for key, (_parse, default) in SETTINGS.items()}
+def test_extension_scripts_insert_exactly_the_parsed_settings() -> None:
+    # Defaults live only in the scripts (config_default); config.py parses every key they insert, no other.
+    assert set(setting_defaults()) == set(SETTINGS)
 
 
 def test_every_daemon_setting_is_documented() -> None:

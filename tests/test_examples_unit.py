@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sqlcoder import correction, examples, value_hints
-from sqlcoder.catalog import Column, Table, render_table
+from sqlcoder.catalog import Column, Table
+from sqlcoder.ddl import render_table
 from sqlcoder.errors import InvalidSql, NotAPlainQuery
 
 E = examples.Example

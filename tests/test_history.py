@@ -154,11 +154,9 @@ def test_feedback_on_own_row(alice) -> None:
 def test_feedback_on_someone_elses_row_is_refused(alice, bob) -> None:
     bob.execute("SELECT * FROM sqlcoder.execute('SELECT 1')").fetchall()
     bobs = last(bob)[0]
-    with pytest.raises(psycopg.errors.NoData) as err:
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as err:
         alice.execute("SELECT sqlcoder.feedback(%s, true)", (bobs,))
-    assert f"no sqlcoder.history entry {bobs} of yours" in str(err.value)
-    with pytest.raises(psycopg.errors.NoData):
-        alice.execute("SELECT sqlcoder.feedback(NULL, true)")
+    assert f"no sqlcoder.history entry {bobs} of yours" in str(err.value)  # NULL, READ ONLY: test/sql/user_errors.sql
     assert bob.execute("SELECT correct FROM sqlcoder.history WHERE id = %s", (bobs,)).fetchone()[0] is None
 
 

@@ -71,11 +71,7 @@ def test_an_owners_5mb_comment_and_instruction_are_cut_with_a_marker_and_a_notic
     assert any("plant.notes" in n and "instruction" in n for n in notices), notices
 
 
-def test_the_instructions_argument_has_a_limit(caller) -> None:
-    with pytest.raises(psycopg.errors.InvalidParameterValue) as err:
-        prompt(caller, "be brief " * 1000)
-    assert "the limit is 4000" in str(err.value)
-    assert err.value.diag.message_hint and "max_instructions_chars" in err.value.diag.message_hint
+# The instructions argument's own limit (message, HINT, 22023): test/sql/user_errors.sql.
 
 
 def test_a_made_up_caller_path_cannot_show_a_schema_without_usage(caller) -> None:

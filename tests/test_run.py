@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from decimal import Decimal
 
 import psycopg
 import pytest
@@ -264,3 +265,51 @@ def test_run_through_the_real_daemon_matches_the_gold_sql(pg: Cluster, new_db, t
         expected = [r[0] for r in conn.execute(f"SELECT row_to_json(q)::text FROM ({item['sql'].rstrip(';')}) q")]
     assert got == expected and got
     pg.psql(f'DROP OWNED BY "{ROLE}"', dbname=db)
+
+
+# -- typed results: run_typed and execute_typed keep PostgreSQL's types --------
+
+def test_execute_typed_keeps_bigint_and_numeric_digits(analyst) -> None:
+    rows = analyst.execute(
+        "SELECT * FROM sqlcoder.execute_typed('SELECT 9007199254740993::bigint AS big, "
+        "12345678901234567890.123456789::numeric AS exact, NULL::int AS n, ARRAY[1,2] AS arr') "
+        "AS r(big bigint, exact numeric, n int, arr int[])").fetchall()
+    # JSON through a driver: 2^53 + 1 becomes a float or is rounded; here it stays an int and a Decimal.
+    assert rows == [(9007199254740993, Decimal("12345678901234567890.123456789"), None, [1, 2])]
+
+
+def test_run_typed_runs_the_models_sql_with_the_callers_column_list(analyst, fake) -> None:
+    fake.reply(" SELECT id, name FROM customers ORDER BY id LIMIT 2;\n[/SQL]")
+    rows = analyst.execute("SELECT * FROM sqlcoder.run_typed('first two customers?') AS r(id int, name text)"
+                           ).fetchall()
+    assert rows == [(1, "Ada Lovelace"), (2, "Grace Hopper")]
+
+
+def test_execute_typed_converts_through_text_and_caps_rows(analyst) -> None:
+    notices: list[str] = []
+    analyst.add_notice_handler(lambda d: notices.append(d.message_primary))
+    rows = analyst.execute("SELECT * FROM sqlcoder.execute_typed("
+                           "'SELECT g, g * 1.25 AS x FROM generate_series(1, 10) g', 2) "
+                           "AS r(g text, x numeric(10,1))").fetchall()
+    assert rows == [("1", Decimal("1.3")), ("2", Decimal("2.5"))]
+    assert any("cut to its first 2 rows" in n for n in notices)
+
+
+def test_execute_typed_column_mismatch_names_the_querys_columns(analyst) -> None:
+    with pytest.raises(psycopg.errors.DatatypeMismatch) as err:
+        analyst.execute("SELECT * FROM sqlcoder.execute_typed('SELECT 1 AS a, ''x'' AS b') AS r(a int)")
+    assert err.value.diag.message_detail == "The query's columns: a integer, b text."
+    assert "AS r(a integer, b text)" in err.value.diag.message_hint
+
+
+def test_execute_typed_keeps_toasted_values_and_is_guarded(analyst, admin) -> None:
+    admin.execute("CREATE TABLE IF NOT EXISTS public.big_text (t text)")
+    admin.execute("TRUNCATE public.big_text")
+    admin.execute("INSERT INTO public.big_text SELECT string_agg(md5(g::text), '') FROM generate_series(1, 20000) g")
+    admin.execute(f"GRANT SELECT ON public.big_text TO {ROLE}")
+    admin.commit()
+    got = analyst.execute("SELECT length(t) FROM sqlcoder.execute_typed('SELECT t FROM big_text') AS r(t text)"
+                          ).fetchone()
+    assert got == (640000,)
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        analyst.execute("SELECT * FROM sqlcoder.execute_typed('DELETE FROM big_text') AS r(t text)")

@@ -14,9 +14,7 @@ PACKAGES = sorted(p.name for p in (ROOT / "python").iterdir() if (p / "__init__.
 MAX_LINES = 400
 #: Modules still over the limit, each with the open work that shrinks it; the test fails once one fits,
 #: so an entry cannot outlive its reason.
-OVER_LIMIT_FOR_NOW = {
-    "python/sqlcoder/catalog.py": "issue #16 item 6: one schema renderer shared with schema_cache.py",
-}
+OVER_LIMIT_FOR_NOW: dict[str, str] = {}
 
 
 def modules(package: str) -> dict[str, Path]:

@@ -16,22 +16,22 @@ import time
 import traceback
 from typing import Any, Callable, TypeVar
 
-from . import __version__, assemble, config, correction, examples, execute, guard, history, policy
+from . import __version__, _spi, assemble, config, correction, examples, execute, guard, history, policy
+from ._spi import Plpy
 from .client import DaemonClient
-from .errors import (ClientGone, DaemonError, DaemonProtocolError, InvalidQuestion, NoSQLGenerated, NullQuestion,
-                     SqlcoderError, SqlRefused, VersionMismatch)
+from .model import Model
+from .errors import (ClientGone, DaemonError, InvalidQuestion, NoSQLGenerated, NullQuestion, SqlcoderError, SqlRefused,
+                     VersionMismatch)
 from .prompt import extract_sql
 
 __all__ = ["entry"]
-
-_interrupt_plan: Any = None  # the prepared client check, kept for the backend's life
 
 # Versions whose entry point (sqlcoder._call) returned jsonb, {"error": {...}}:
 # a database not yet updated must still get a clean "run ALTER EXTENSION" error.
 _JSONB_ENVELOPE_VERSIONS = frozenset({"0.1.0"})
 
 
-def entry(plpy: Any, extension_version: str, op: str, params: Any) -> dict[str, str | None] | str:
+def entry(plpy: Plpy, extension_version: str, op: str, params: Any) -> dict[str, str | None] | str:
     """Run operation ``op``; the reply is what ``sqlcoder._result`` expects."""
     if extension_version != __version__:
         exc = VersionMismatch(f"sqlcoder extension version {extension_version} does not match the installed "
@@ -51,8 +51,8 @@ def entry(plpy: Any, extension_version: str, op: str, params: Any) -> dict[str, 
     except SqlcoderError as exc:
         return _error(exc.sqlstate, exc.message, exc.detail, exc.hint)
     except plpy.SPIError as exc:
-        return _error(getattr(exc, "sqlstate", None) or "XX000", _spi_message(exc),
-                      getattr(exc, "detail", None), getattr(exc, "hint", None))
+        spi = _spi.fields(exc)
+        return _error(spi.sqlstate or "XX000", spi.message, spi.detail, spi.hint)
     except Exception as exc:  # a bug: log the traceback on the server, not to the client
         plpy.log("sqlcoder internal error:\n" + traceback.format_exc())
         return _error("XX000", f"sqlcoder internal error: {type(exc).__name__}: {exc}", None,
@@ -69,11 +69,6 @@ def _as_text(value: Any) -> str | None:
 def _error(sqlstate: str, message: str, detail: str | None, hint: str | None) -> dict[str, str | None]:
     return {"value": None,
             "error": json.dumps({"sqlstate": sqlstate, "message": message, "detail": detail, "hint": hint})}
-
-
-def _spi_message(exc: Exception) -> str:
-    # SPIError's str() is the server's primary message; args[0] holds the same text.
-    return str(exc.args[0]) if exc.args else str(exc)
 
 
 def _check_question(question: Any, settings: config.Settings) -> str:
@@ -109,36 +104,29 @@ FROM pg_catalog.unnest($1::pg_catalog.name[]) WITH ORDINALITY AS p(nspname, ord)
 JOIN pg_catalog.pg_namespace n ON n.nspname = p.nspname
 WHERE pg_catalog.has_schema_privilege(n.oid, 'USAGE')
 """
-_path_plan: Any = None
 
 
-def visible_path(plpy: Any, caller_path: Any) -> list[str]:
+def visible_path(plpy: Plpy, caller_path: Any) -> list[str]:
     """``caller_path`` without the schemas the current role has no USAGE on (or that do not exist)."""
-    global _path_plan
     if caller_path is None:
         return []
     if not isinstance(caller_path, list) or not all(isinstance(n, str) for n in caller_path):
         raise InvalidQuestion("caller_path must be an array of schema names",
                               hint="Call sqlcoder.ask, prompt, run or execute; they pass current_schemas(true).")
-    if _path_plan is None:
-        _path_plan = plpy.prepare(_VISIBLE_PATH_SQL, ["text[]"])
-    return plpy.execute(_path_plan, [caller_path])[0]["path"] or []
+    return plpy.execute(_spi.plan(plpy, _VISIBLE_PATH_SQL, ["text[]"]), [caller_path])[0]["path"] or []
 
 
-def _build_prompt(plpy: Any, settings: config.Settings, question: Any, instructions: Any,
-                  caller_path: list[str], client: DaemonClient | None = None, correction_block: str = "") -> str:
+def _build_prompt(plpy: Plpy, settings: config.Settings, question: Any, instructions: Any,
+                  caller_path: list[str], model: Model | None = None, correction_block: str = "") -> str:
     text = _check_question(question, settings)
     return assemble.build_prompt(plpy, settings, text, _instructions(instructions, settings), caller_path or [],
-                                 client or _client(plpy, settings), correction_block)
+                                 model or _model(plpy, settings), correction_block)
 
 
-def _checker(plpy: Any) -> Callable[[], None]:
+def _checker(plpy: Plpy) -> Callable[[], None]:
     """Between socket polls: let PostgreSQL act on a pending cancel or statement_timeout, and give up
     when the client has gone away (the socket to the daemon is then closed, which cancels the request)."""
-    global _interrupt_plan
-    if _interrupt_plan is None:
-        _interrupt_plan = plpy.prepare("SELECT sqlcoder._client_connected() AS connected")
-    plan = _interrupt_plan
+    plan = _spi.plan(plpy, "SELECT sqlcoder._client_connected() AS connected")
 
     def check() -> None:
         if not plpy.execute(plan)[0]["connected"]:
@@ -147,21 +135,23 @@ def _checker(plpy: Any) -> Callable[[], None]:
     return check
 
 
-def _client(plpy: Any, settings: config.Settings, budget: float | None = None) -> DaemonClient:
-    return DaemonClient(settings.socket_path, connect_timeout=settings.connect_timeout_ms / 1000,
-                        max_reply_bytes=settings.max_reply_bytes, check_interrupts=_checker(plpy), budget=budget)
+def _model(plpy: Plpy, settings: config.Settings, budget: float | None = None) -> Model:
+    """The daemon's model for one call; with ``budget``, every request of the call shares it."""
+    client = DaemonClient(settings.socket_path, connect_timeout=settings.connect_timeout_s,
+                          max_reply_bytes=settings.max_reply_bytes, check_interrupts=_checker(plpy), budget=budget)
+    return Model(client, settings.model_timeout_s)
 
 
 def _history_limits(settings: config.Settings) -> history.Limits:
     return history.Limits(settings.history_timeout_ms, settings.history_write_timeout_ms)
 
 
-def op_prompt(plpy: Any, question: Any = None, instructions: Any = None, caller_path: Any = None) -> str:
+def op_prompt(plpy: Plpy, question: Any = None, instructions: Any = None, caller_path: Any = None) -> str:
     settings = config.load(plpy)
     return _build_prompt(plpy, settings, question, instructions, caller_path)
 
 
-def op_ask(plpy: Any, question: Any = None, instructions: Any = None, caller_path: Any = None) -> str:
+def op_ask(plpy: Plpy, question: Any = None, instructions: Any = None, caller_path: Any = None) -> str:
     """Generate SQL, guarded (when guard_ask is on) so that ``\\gexec`` gets one plain query; recorded."""
     settings = config.load(plpy)
     entry = history.Entry("ask", question=question)
@@ -169,7 +159,7 @@ def op_ask(plpy: Any, question: Any = None, instructions: Any = None, caller_pat
         def check(sql: str) -> str:
             if settings.guard_ask:
                 execute.guard_only(plpy, sql, caller_path=caller_path, max_cost=settings.max_query_cost,
-                                   timeout_s=settings.query_timeout_ms / 1000,
+                                   timeout_s=settings.query_timeout_s,
                                    functions=_function_lists(plpy, settings))
             return sql
 
@@ -181,14 +171,14 @@ def op_ask(plpy: Any, question: Any = None, instructions: Any = None, caller_pat
 T = TypeVar("T")
 
 
-def _generate_checked(plpy: Any, settings: config.Settings, question: Any, instructions: Any, caller_path: Any,
+def _generate_checked(plpy: Plpy, settings: config.Settings, question: Any, instructions: Any, caller_path: Any,
                       entry: history.Entry, check: Callable[[str], T]) -> T:
     """Generate SQL and pass it to ``check`` (the guard, or guard and run); on a refusal the model
     can fix, ask again with the SQL and PostgreSQL's error, up to ``max_corrections`` times."""
     rounds = settings.max_corrections if settings.self_correct else 0
     # One budget, model_timeout_ms, for every daemon request of the call, corrections included.
-    client = _client(plpy, settings, budget=settings.model_timeout_ms / 1000)
-    sql, ms = _timed_generate(plpy, settings, question, instructions, caller_path, entry, client)
+    model = _model(plpy, settings, budget=settings.model_timeout_s)
+    sql, ms = _timed_generate(plpy, settings, question, instructions, caller_path, entry, model)
     attempts: list[correction.Attempt] = []
     first: SqlcoderError | None = None
     while True:
@@ -201,7 +191,7 @@ def _generate_checked(plpy: Any, settings: config.Settings, question: Any, instr
             if len(attempts) > rounds or not correction.fixable(exc):
                 _give_up(entry, attempts, first)
             try:
-                sql, ms = _timed_generate(plpy, settings, question, instructions, caller_path, entry, client,
+                sql, ms = _timed_generate(plpy, settings, question, instructions, caller_path, entry, model,
                                           correction.render(sql, message))
             except (NoSQLGenerated, SqlRefused, DaemonError) as again:  # e.g. the call's budget ran out
                 attempts.append(correction.Attempt("", again.sqlstate, again.message, None))
@@ -222,11 +212,11 @@ def _give_up(entry: history.Entry, attempts: list[correction.Attempt], first: Sq
     raise correction.failure(first, attempts)
 
 
-def _timed_generate(plpy: Any, settings: config.Settings, question: Any, instructions: Any, caller_path: Any,
-                    entry: history.Entry, client: DaemonClient, correction_block: str = "") -> tuple[str, float]:
+def _timed_generate(plpy: Plpy, settings: config.Settings, question: Any, instructions: Any, caller_path: Any,
+                    entry: history.Entry, model: Model, correction_block: str = "") -> tuple[str, float]:
     started = time.monotonic()
     try:
-        sql = _generate(plpy, settings, question, instructions, caller_path, entry, client, correction_block)
+        sql = _generate(plpy, settings, question, instructions, caller_path, entry, model, correction_block)
     finally:
         elapsed = (time.monotonic() - started) * 1000
         entry.model_ms = (entry.model_ms or 0.0) + elapsed
@@ -235,30 +225,20 @@ def _timed_generate(plpy: Any, settings: config.Settings, question: Any, instruc
     return sql, elapsed
 
 
-def _generate(plpy: Any, settings: config.Settings, question: Any, instructions: Any, caller_path: Any,
-              entry: history.Entry, client: DaemonClient, correction_block: str = "") -> str:
-    """One generate request through ``client``, whose budget (model_timeout_ms) covers the whole call:
-    status probe, token counts, generate, and any correction's requests."""
-    limit = settings.model_timeout_ms / 1000
-    prompt = _build_prompt(plpy, settings, question, instructions, caller_path, client, correction_block)
-    fields: dict[str, Any] = {"prompt": prompt, "timeout_ms": client.daemon_timeout_ms(limit)}
-    if settings.max_new_tokens:
-        fields["max_new_tokens"] = settings.max_new_tokens
-    if settings.num_beams:
-        fields["num_beams"] = settings.num_beams
-    reply = client.request("generate", limit, **fields)
-    assemble.forget_model(settings.socket_path, reply.get("model"))  # a new model may want another template
-    if isinstance(reply.get("model"), str):
-        entry.model = reply["model"]
-    text = reply.get("text")
-    if not isinstance(text, str):
-        raise DaemonProtocolError("the sqlcoder daemon's generate reply has no text")
-    return extract_sql(text)
+def _generate(plpy: Plpy, settings: config.Settings, question: Any, instructions: Any, caller_path: Any,
+              entry: history.Entry, model: Model, correction_block: str = "") -> str:
+    """One generate request through ``model``, whose client's budget (model_timeout_ms) covers the whole
+    call: status probe, token counts, generate, and any correction's requests."""
+    prompt = _build_prompt(plpy, settings, question, instructions, caller_path, model, correction_block)
+    generated = model.generate(prompt, max_new_tokens=settings.max_new_tokens, num_beams=settings.num_beams)
+    if generated.model is not None:
+        entry.model = generated.model
+    return extract_sql(generated.text)
 
 
 # -- Running SQL read-only, history, feedback (issue #5) ------------------------
 
-def _function_lists(plpy: Any, settings: config.Settings) -> policy.FunctionLists:
+def _function_lists(plpy: Plpy, settings: config.Settings) -> policy.FunctionLists:
     """The DBA's allowed/denied functions, resolved here, in sqlcoder's pinned search_path."""
     return policy.load_lists(plpy, settings.allowed_functions, settings.denied_functions)
 
@@ -271,15 +251,17 @@ def _max_rows(settings: config.Settings, requested: Any) -> int:
     return min(requested, settings.max_rows)
 
 
-def _run_recorded(plpy: Any, settings: config.Settings, entry: history.Entry, sql: Any, caller_path: Any,
-                  max_rows: int) -> int:
+def _run_recorded(plpy: Plpy, settings: config.Settings, entry: history.Entry, sql: Any, caller_path: Any,
+                  max_rows: int, typed: bool) -> int:
     """Run guarded SQL read-only; callers have already refused a superuser (refuse_superuser).
 
-    Returns the token under which the rows wait for the SQL wrapper (``sqlcoder._result_rows``).
+    Returns the token under which the rows wait for the SQL wrapper (``sqlcoder._result_rows``, or
+    for ``typed`` rows with the query's own columns, ``run_typed``/``execute_typed`` in C).
     """
     result = execute.run_query(plpy, sql, caller_path=caller_path, max_rows=max_rows,
-                               max_cost=settings.max_query_cost, timeout_s=settings.query_timeout_ms / 1000,
-                               max_bytes=settings.max_result_bytes, functions=_function_lists(plpy, settings))
+                               max_cost=settings.max_query_cost, timeout_s=settings.query_timeout_s,
+                               max_bytes=settings.max_result_bytes, functions=_function_lists(plpy, settings),
+                               typed=typed)
     entry.sql, entry.query_ms = result.sql, result.query_ms
     entry.row_count, entry.truncated, entry.outcome = result.row_count, result.truncated, "ok"
     if result.truncated:
@@ -288,8 +270,8 @@ def _run_recorded(plpy: Any, settings: config.Settings, entry: history.Entry, sq
     return result.token
 
 
-def op_run(plpy: Any, question: Any = None, instructions: Any = None, caller_path: Any = None,
-           max_rows: Any = None) -> int:
+def op_run(plpy: Plpy, question: Any = None, instructions: Any = None, caller_path: Any = None,
+           max_rows: Any = None, typed: Any = False) -> int:
     """Generate SQL and run it read-only; the rows' token for ``sqlcoder._result_rows``."""
     settings = config.load(plpy)
     entry = history.Entry("run", question=question)
@@ -297,39 +279,39 @@ def op_run(plpy: Any, question: Any = None, instructions: Any = None, caller_pat
         limit = _max_rows(settings, max_rows)
         execute.refuse_superuser(plpy, settings.allow_superuser_run)  # before spending model time
         return _generate_checked(plpy, settings, question, instructions, caller_path, entry,
-                                 lambda sql: _run_recorded(plpy, settings, entry, sql, caller_path, limit))
+                                 lambda sql: _run_recorded(plpy, settings, entry, sql, caller_path, limit,
+                                                           typed is True))
 
 
-def op_execute(plpy: Any, sql: Any = None, caller_path: Any = None, max_rows: Any = None) -> int:
+def op_execute(plpy: Plpy, sql: Any = None, caller_path: Any = None, max_rows: Any = None, typed: Any = False) -> int:
     """Run SQL a user reviewed under the same guard and read-only execution as run."""
     settings = config.load(plpy)
     entry = history.Entry("execute", sql=sql)
     with history.recording(plpy, entry, _history_limits(settings)):
         limit = _max_rows(settings, max_rows)
         execute.refuse_superuser(plpy, settings.allow_superuser_run)
-        return _run_recorded(plpy, settings, entry, sql, caller_path, limit)
+        return _run_recorded(plpy, settings, entry, sql, caller_path, limit, typed is True)
 
 
-def op_feedback(plpy: Any, id: Any = None, correct: Any = None, corrected_sql: Any = None) -> None:
+def op_feedback(plpy: Plpy, id: Any = None, correct: Any = None, corrected_sql: Any = None) -> None:
     """Mark one of the caller's history rows right or wrong, with corrected SQL for later use as an example."""
     history.feedback(plpy, id, correct, corrected_sql)
 
 
-def op_status(plpy: Any) -> dict[str, Any]:
+def op_status(plpy: Plpy) -> dict[str, Any]:
     settings = config.load(plpy)
     result: dict[str, Any] = {"extension_version": __version__, "socket_path": settings.socket_path,
                               "history": history.stats(plpy)}
     try:
-        reply = _client(plpy, settings).request("status", min(settings.model_timeout_ms / 1000, 10.0))
+        daemon = _model(plpy, settings).status(10.0)
     except DaemonError as exc:
         result.update(reachable=False, error=exc.message, hint=exc.hint)
         return result
-    daemon = reply.get("status")
-    result.update(reachable=True, daemon=daemon if isinstance(daemon, dict) else {})
+    result.update(reachable=True, daemon=daemon)
     return result
 
 
-def op_check_example(plpy: Any, question: Any = None, sql: Any = None, search_path: Any = None) -> dict[str, Any]:
+def op_check_example(plpy: Plpy, question: Any = None, sql: Any = None, search_path: Any = None) -> dict[str, Any]:
     """The trigger on sqlcoder.examples: guard the SQL as the inserting role and list its relations."""
     return examples.check_new(plpy, question, sql, search_path)
 

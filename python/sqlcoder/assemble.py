@@ -1,8 +1,8 @@
 """Put the prompt together: cached schema, golden examples, instructions, the model's template, its budget.
 
 ``sqlcoder.prompt()`` and ``sqlcoder.ask()`` both come here, so prompt() shows
-exactly what ask sends. The daemon is asked (once a minute per backend) which
-model it serves and how long its context is; when it cannot be reached, the
+exactly what ask sends. The call's :class:`~sqlcoder.model.Model` says which
+model the daemon serves and how long its context is; when it cannot be reached, the
 prompt is still built, with the configured or the 70B template and the whole
 schema. When the daemon is reachable and the schema does not fit the budget,
 the tables least relevant to the question are left out (with a NOTICE).
@@ -11,24 +11,19 @@ the tables least relevant to the question are left out (with a NOTICE).
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
-from . import bounds, examples, schema_cache, value_hints
-from .client import DaemonClient
+from . import _spi, bounds, examples, schema_cache, value_hints
+from ._spi import Plpy
 from .config import Settings
 from .errors import DaemonError, DaemonNotResponding
+from .model import Model, ModelInfo
 from .prompt import choose_template, render_prompt
 from .pruning import select_tables
 
-__all__ = ["ModelInfo", "model_info", "forget_model", "dba_instructions", "context_budget", "build_prompt",
-           "STATUS_TTL_S", "DEFAULT_MAX_NEW_TOKENS"]
+__all__ = ["dba_instructions", "context_budget", "build_prompt", "DEFAULT_MAX_NEW_TOKENS"]
 
-STATUS_TTL_S = 60.0
 DEFAULT_MAX_NEW_TOKENS = 300  # the protocol's default for generate
-_STATUS_TIMEOUT_S = 5.0
-_COUNT_CHUNK_BYTES = 1 << 20  # well under the daemon's 4 MiB request limit
 # A token covers at least one byte for the SentencePiece (byte fallback) and
 # byte-level BPE tokenizers SQLCoder models use, plus one for a leading space.
 _BYTES_SLACK = 8
@@ -43,58 +38,12 @@ LEFT JOIN pg_catalog.pg_namespace n ON n.oid = i.scope
 WHERE i.scope IS NULL OR n.nspname = ANY ($1::name[])
 ORDER BY i.scope IS NOT NULL, i.id
 """
-_plans: dict[str, Any] = {}
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the daemon's status says about its model."""
-
-    model: str
-    context_length: int | None
-    max_new_tokens: int | None
-
-
-_status: dict[str, tuple[float, ModelInfo]] = {}
-
-
-def _positive(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
-
-
-def model_info(settings: Settings, client: DaemonClient) -> ModelInfo | None:
-    """The daemon's model, cached per backend for ``STATUS_TTL_S``; None when it cannot be asked."""
-    cached = _status.get(settings.socket_path)
-    if cached is not None and cached[0] > time.monotonic():
-        return cached[1]
-    try:
-        reply = client.request("status", min(_STATUS_TIMEOUT_S, settings.model_timeout_ms / 1000))
-    except DaemonNotResponding:
-        if client.budget is not None:
-            raise  # asking for SQL: a daemon that does not answer status will not answer generate either
-        return None
-    except DaemonError:
-        return None
-    status = reply.get("status") if isinstance(reply.get("status"), dict) else {}
-    info = ModelInfo(model=str(status.get("model") or ""), context_length=_positive(status.get("context_length")),
-                     max_new_tokens=_positive(status.get("max_new_tokens")))
-    _status[settings.socket_path] = (time.monotonic() + STATUS_TTL_S, info)
-    return info
-
-
-def forget_model(socket_path: str, model: Any = None) -> None:
-    """Drop the cached status (when a generate reply names another model than the cached one)."""
-    cached = _status.get(socket_path)
-    if cached is not None and (model is None or cached[1].model != model):
-        del _status[socket_path]
-
-
-def dba_instructions(plpy: Any, caller_path: Sequence[str],
-                     max_chars: int = bounds.DEFAULT_MAX_CHARS) -> list[tuple[str, str, int]]:
+def dba_instructions(plpy: Plpy, caller_path: Sequence[str],
+                     max_chars: int) -> list[tuple[str, str, int]]:
     """``sqlcoder.instructions`` for this caller, global ones first: (name, text cut to ``max_chars``, length)."""
-    plan = _plans.get("instructions")
-    if plan is None:
-        plan = _plans["instructions"] = plpy.prepare(_DBA_INSTRUCTIONS_SQL, ["name[]", "int4"])
+    plan = _spi.plan(plpy, _DBA_INSTRUCTIONS_SQL, ["name[]", "int4"])
     return [(f"instruction {r['id']}", r["instruction"], int(r["chars"]))
             for r in plpy.execute(plan, [list(caller_path), max_chars])]
 
@@ -112,43 +61,14 @@ def context_budget(settings: Settings, info: ModelInfo | None) -> int | None:
 Counter = Callable[[list[str]], list[int]]
 
 
-def _counter(settings: Settings, client: DaemonClient) -> Counter:
-    """Token counting with the daemon's real tokenizer."""
-    timeout = min(30.0, settings.model_timeout_ms / 1000)
-
-    def send(chunk: list[str]) -> list[int]:
-        got = client.request("count_tokens", timeout, texts=chunk).get("counts")
-        if (not isinstance(got, list) or len(got) != len(chunk)
-                or not all(isinstance(c, int) and not isinstance(c, bool) for c in got)):
-            raise DaemonError("the sqlcoder daemon's count_tokens reply does not match the request")
-        return got
-
-    def count(texts: list[str]) -> list[int]:
-        """Counts for ``texts``, in requests of at most ``_COUNT_CHUNK_BYTES`` (4 bytes a character, at worst)."""
-        counts: list[int] = []
-        chunk: list[str] = []
-        size = 0
-        for text in texts:
-            if chunk and size + 4 * len(text) > _COUNT_CHUNK_BYTES:
-                counts += send(chunk)
-                chunk, size = [], 0
-            chunk.append(text)
-            size += 4 * len(text)
-        if chunk:
-            counts += send(chunk)
-        return counts
-
-    return count
-
-
 def _hint_settings(settings: Settings) -> value_hints.HintSettings | None:
     if not settings.value_hints:
         return None
     return value_hints.HintSettings(settings.value_hints_max_values, settings.value_hints_max_distinct)
 
 
-def build_prompt(plpy: Any, settings: Settings, question: str, instructions: Sequence[str],
-                 caller_path: Sequence[str], client: DaemonClient, correction: str = "") -> str:
+def build_prompt(plpy: Plpy, settings: Settings, question: str, instructions: Sequence[str],
+                 caller_path: Sequence[str], model: Model, correction: str = "") -> str:
     """The prompt for ``question``, pruned to the model's context when the daemon is reachable.
 
     After the schema come the golden examples the caller may read (at most
@@ -160,7 +80,7 @@ def build_prompt(plpy: Any, settings: Settings, question: str, instructions: Seq
                                            list(instructions), settings.max_comment_chars,
                                            settings.max_instructions_chars)
     bounds.notice_cut(plpy, cached.schema.cut + cut)
-    info = model_info(settings, client)
+    info = model.info()
     template = choose_template(settings.template, info.model if info else None)
     tail = examples.render(chosen) + correction
     full = render_prompt(question, cached.text, lines, template, tail)
@@ -168,7 +88,7 @@ def build_prompt(plpy: Any, settings: Settings, question: str, instructions: Seq
     if info is None or budget is None or len(full.encode("utf-8")) + _BYTES_SLACK <= budget:
         return full
     try:
-        count = _counter(settings, client)
+        count = model.count_tokens
         # Examples take at most a quarter of the budget, the least similar leave first.
         while chosen and count([examples.render(chosen)])[0] > budget // _EXAMPLES_SHARE:
             chosen.pop()
@@ -176,14 +96,14 @@ def build_prompt(plpy: Any, settings: Settings, question: str, instructions: Seq
         full = render_prompt(question, cached.text, lines, template, tail)
         return _pruned(plpy, cached, question, lines, template, budget, info.model, count, full, tail)
     except DaemonNotResponding:
-        if client.budget is not None:
+        if model.client.budget is not None:
             raise
         return full
     except DaemonError:
         return full  # counting failed: send everything and let the daemon judge
 
 
-def _pruned(plpy: Any, cached: schema_cache.CachedSchema, question: str, lines: list[str], template: str,
+def _pruned(plpy: Plpy, cached: schema_cache.CachedSchema, question: str, lines: list[str], template: str,
             budget: int, model: str, count: Counter, full: str, tail: str = "") -> str:
     blocks, join_counts = cached.counts(model, count)
     costs = [c + _SEPARATOR_TOKENS for c in blocks]

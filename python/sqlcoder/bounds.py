@@ -10,11 +10,11 @@ and the caller hears which objects were cut in a NOTICE.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-__all__ = ["DEFAULT_MAX_CHARS", "MARK", "marked", "marker_text", "cut", "bound_instructions", "notice_cut"]
+from ._spi import Plpy
 
-DEFAULT_MAX_CHARS = 1000
+__all__ = ["MARK", "marked", "marker_text", "cut", "bound_instructions", "notice_cut"]
+
 MARK = "[cut by sqlcoder"
 _NOTICE_NAMES = 3  # objects named in one NOTICE; the rest are counted
 
@@ -66,7 +66,7 @@ def bound_instructions(owners: Sequence[tuple[str, str, int]], callers: Sequence
     return lines + list(callers), names
 
 
-def notice_cut(plpy: Any, names: Sequence[str]) -> None:
+def notice_cut(plpy: Plpy, names: Sequence[str]) -> None:
     """One NOTICE naming what was cut (the first few, then a count)."""
     if not names:
         return

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from .errors import (DaemonBusy, DaemonConnectionLost, DaemonNotResponding, DaemonNotRunning,
                      DaemonPermissionDenied, DaemonProtocolError, DaemonRejected, DaemonReplyTooLarge,
-                     DaemonShuttingDown, DaemonVersionMismatch, ModelTimeout)
+                     DaemonShuttingDown, DaemonVersionMismatch, ModelServerUnavailable, ModelTimeout)
 
 __all__ = ["PROTOCOL_VERSION", "DaemonClient"]
 
@@ -254,6 +254,8 @@ class DaemonClient:
             raise DaemonBusy(f"the sqlcoder daemon is busy: {message}")
         if code == "shutting_down":
             raise DaemonShuttingDown(f"the sqlcoder daemon is shutting down: {message}")
+        if code == "unavailable":
+            raise ModelServerUnavailable(f"the sqlcoder daemon's model server is unavailable: {message}")
         if code == "timeout":
             raise ModelTimeout(f"the model did not answer in time: {message}")
         if code == "forbidden":

@@ -1,15 +1,22 @@
-"""Settings from the superuser-owned table ``sqlcoder.config``, declared once with their types.
+"""Settings from the view ``sqlcoder.config``: each key's parser and type here, its default in SQL.
 
-Read at every call (a primary-key scan of a few rows), so a DBA's UPDATE
-applies to the next call of every session without a reconnect.
+A setting is declared once: its default and description are the extension
+scripts' row in ``sqlcoder.config_default`` (the view merges a DBA's value
+over it, and a DELETE resets to it), so Python holds no second copy of a
+default. Here each key has its parser and a typed field in :class:`Settings`.
+Read at every call (a scan of a few rows), so a DBA's UPDATE applies to the
+next call of every session without a reconnect.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping
 
+from . import _spi
+from ._spi import Plpy
 from .errors import ConfigError
+from .prompt import TEMPLATE_SETTINGS
 
 __all__ = ["Settings", "SETTINGS", "parse_settings", "load", "split_signatures"]
 
@@ -55,11 +62,8 @@ def _socket_path(raw: str) -> str:
 
 
 def _template(raw: str) -> str:
-    # Kept in step with sqlcoder.prompt.TEMPLATES (config must not import prompt).
-    names = ("auto", "sql-eval", "sqlcoder-70b", "sqlcoder-7b-2", "sqlcoder-34b", "llama-3-sqlcoder-8b",
-             "sql-eval-sqlcoder-70b", "sql-eval-llama-3-sqlcoder-8b")
-    if raw.strip() not in names:
-        raise ValueError("must be one of " + ", ".join(names))
+    if raw.strip() not in TEMPLATE_SETTINGS:
+        raise ValueError("must be one of " + ", ".join(TEMPLATE_SETTINGS))
     return raw.strip()
 
 
@@ -87,84 +91,78 @@ def _interval(raw: str) -> str:
     return raw
 
 
-# key -> (parser, default). Defaults match the rows the extension script inserts,
-# so a row a DBA deleted falls back to them.
-SETTINGS: dict[str, tuple[Callable[[str], Any], str]] = {
-    "socket_path": (_socket_path, "/run/sqlcoder/sqlcoder.sock"),
-    "connect_timeout_ms": (_positive_int, "2000"),
-    "model_timeout_ms": (_positive_int, "120000"),
-    "max_question_chars": (_positive_int, "4000"),
-    "max_reply_bytes": (_positive_int, "1048576"),
-    "max_new_tokens": (_optional_positive_int, ""),
-    "num_beams": (_optional_positive_int, ""),
-    "template": (_template, "auto"),
-    "context_budget_tokens": (_optional_positive_int, ""),
-    # Running generated SQL (issue #5).
-    "max_rows": (_positive_int, "1000"),
-    "query_timeout_ms": (_positive_int, "30000"),
-    "max_query_cost": (_optional_positive_float, ""),
-    "allow_superuser_run": (_on_off, "off"),
-    "guard_ask": (_on_off, "on"),
-    # The guard's function policy (issue #10): ';'-separated function signatures.
-    "allowed_functions": (split_signatures, ""),
-    "denied_functions": (split_signatures, ""),
-    # History, retention and bounded text (issue #11).
-    "history_timeout_ms": (_positive_int, "200"),
-    "history_write_timeout_ms": (_positive_int, "5000"),
-    "history_retention": (_interval, "90 days"),
-    "history_max_rows": (_positive_int, "1000000"),
-    "max_comment_chars": (_positive_int, "1000"),
-    "max_instructions_chars": (_positive_int, "4000"),
-    # Results bounded in bytes (issue #10).
-    "max_result_bytes": (_positive_int, "67108864"),
-    # Golden examples, self-correction, value hints (issue #14).
-    "max_examples": (_non_negative_int, "3"),
-    "self_correct": (_on_off, "on"),
-    "max_corrections": (_non_negative_int, "1"),
-    "value_hints": (_on_off, "on"),
-    "value_hints_max_values": (_positive_int, "10"),
-    "value_hints_max_distinct": (_positive_int, "50"),
-}
+def _key(parse: Callable[[str], Any]) -> Any:
+    """A setting's field: its parser from the raw ``sqlcoder.config`` text to the field's type."""
+    return field(metadata={"parse": parse})
 
 
 @dataclass(frozen=True)
 class Settings:
-    socket_path: str
-    connect_timeout_ms: int
-    model_timeout_ms: int
-    max_question_chars: int
-    max_reply_bytes: int
-    max_new_tokens: int | None
-    num_beams: int | None
-    template: str
-    context_budget_tokens: int | None
-    max_rows: int
-    query_timeout_ms: int
-    max_query_cost: float | None
-    allow_superuser_run: bool
-    guard_ask: bool
-    allowed_functions: tuple[str, ...]
-    denied_functions: tuple[str, ...]
-    history_timeout_ms: int
-    history_write_timeout_ms: int
-    history_retention: str
-    history_max_rows: int
-    max_comment_chars: int
-    max_instructions_chars: int
-    max_result_bytes: int
-    max_examples: int
-    self_correct: bool
-    max_corrections: int
-    value_hints: bool
-    value_hints_max_values: int
-    value_hints_max_distinct: int
+    """One field per ``sqlcoder.config`` key, typed; defaults are the rows of ``sqlcoder.config_default``."""
+
+    socket_path: str = _key(_socket_path)
+    connect_timeout_ms: int = _key(_positive_int)
+    model_timeout_ms: int = _key(_positive_int)
+    max_question_chars: int = _key(_positive_int)
+    max_reply_bytes: int = _key(_positive_int)
+    max_new_tokens: int | None = _key(_optional_positive_int)
+    num_beams: int | None = _key(_optional_positive_int)
+    template: str = _key(_template)
+    context_budget_tokens: int | None = _key(_optional_positive_int)
+    # Running generated SQL (issue #5).
+    max_rows: int = _key(_positive_int)
+    query_timeout_ms: int = _key(_positive_int)
+    max_query_cost: float | None = _key(_optional_positive_float)
+    allow_superuser_run: bool = _key(_on_off)
+    guard_ask: bool = _key(_on_off)
+    # The guard's function policy (issue #10): ';'-separated function signatures.
+    allowed_functions: tuple[str, ...] = _key(split_signatures)
+    denied_functions: tuple[str, ...] = _key(split_signatures)
+    # History, retention and bounded text (issue #11).
+    history_timeout_ms: int = _key(_positive_int)
+    history_write_timeout_ms: int = _key(_positive_int)
+    history_retention: str = _key(_interval)
+    history_max_rows: int = _key(_positive_int)
+    max_comment_chars: int = _key(_positive_int)
+    max_instructions_chars: int = _key(_positive_int)
+    # Results bounded in bytes (issue #10).
+    max_result_bytes: int = _key(_positive_int)
+    # Golden examples, self-correction, value hints (issue #14).
+    max_examples: int = _key(_non_negative_int)
+    self_correct: bool = _key(_on_off)
+    max_corrections: int = _key(_non_negative_int)
+    value_hints: bool = _key(_on_off)
+    value_hints_max_values: int = _key(_positive_int)
+    value_hints_max_distinct: int = _key(_positive_int)
+
+    # Durations in seconds, for the socket, the watchdog and the model budget.
+    @property
+    def connect_timeout_s(self) -> float:
+        return self.connect_timeout_ms / 1000
+
+    @property
+    def model_timeout_s(self) -> float:
+        return self.model_timeout_ms / 1000
+
+    @property
+    def query_timeout_s(self) -> float:
+        return self.query_timeout_ms / 1000
+
+
+#: key -> parser, from :class:`Settings`' fields: every key sqlcoder.config must have.
+SETTINGS: dict[str, Callable[[str], Any]] = {f.name: f.metadata["parse"] for f in fields(Settings)}
 
 
 def parse_settings(rows: Mapping[str, str]) -> Settings:
-    """Typed settings from raw ``key -> value`` rows; unknown keys are ignored."""
+    """Typed settings from raw ``key -> value`` rows (every key in SETTINGS); unknown keys are ignored."""
     values = {}
-    for key, (parse, default) in SETTINGS.items():
-        raw = rows.get(key, default)
+    for key, parse in SETTINGS.items():
+        raw = rows.get(key)
+        if raw is None:  # the view has a row for every key the scripts declare
+            raise ConfigError(f"sqlcoder.config has no value for {key}",
+                              hint="Every key has a row in sqlcoder.config_default, which the extension's "
+                                   "scripts fill; one was deleted by hand. docs/operations.md gives its default: "
+                                   "a superuser can INSERT it back, or reinstall the extension.")
         try:
             values[key] = parse(raw)
         except (ValueError, TypeError) as exc:
@@ -172,7 +170,7 @@ def parse_settings(rows: Mapping[str, str]) -> Settings:
     return Settings(**values)
 
 
-def load(plpy: Any) -> Settings:
+def load(plpy: Plpy) -> Settings:
     """Read ``sqlcoder.config`` with the caller's privileges."""
-    rows = plpy.execute("SELECT key, value FROM sqlcoder.config")
+    rows = plpy.execute(_spi.plan(plpy, "SELECT key, value FROM sqlcoder.config"))
     return parse_settings({r["key"]: r["value"] for r in rows})

@@ -15,6 +15,7 @@ Exception tree::
     │   │   ├── DaemonReplyTooLarge   08P01  reply over max_reply_bytes
     │   │   └── DaemonVersionMismatch 08P01  daemon speaks another protocol version
     │   ├── DaemonBusy                53000  the daemon's queue or connections are full, or its backlog
+    │   ├── ModelServerUnavailable    08001  the daemon's model server (openai backend) is down or answers garbage
     │   ├── DaemonShuttingDown        57P03  the daemon is stopping (drain deadline, or no new work)
     │   ├── ModelTimeout              57014  model_timeout_ms passed
     │   │   └── DaemonNotResponding   57014  no reply at all, not even the daemon's own timeout error
@@ -31,7 +32,8 @@ Exception tree::
     │   └── SuperuserRefused          42501  a superuser may not run generated SQL
     ├── TimeLimitExceeded             57014  query_timeout_ms passed (the watchdog cancelled it)
     ├── QueryFailed                   (PostgreSQL's own) the query failed while running; DETAIL adds the SQL
-    ├── FeedbackError                 02000  no history entry of yours with that id
+    ├── FeedbackError                 22023  no history entry of yours with that id, a NULL argument
+    │   └── FeedbackReadOnly          25006  feedback inside a read-only transaction
     ├── ClientGone                    08006  the client disconnected while the call waited on the model
     └── InvalidExample                22023  a golden example without a question, or reading no table
         └── ExampleNotOwner           42501  the adder does not own every table the example reads
@@ -45,11 +47,11 @@ from __future__ import annotations
 __all__ = [
     "SqlcoderError", "InvalidQuestion", "NullQuestion", "ConfigError", "VersionMismatch",
     "DaemonError", "DaemonNotRunning", "DaemonPermissionDenied", "DaemonConnectionLost",
-    "DaemonProtocolError", "DaemonBusy", "DaemonShuttingDown", "ModelTimeout", "DaemonNotResponding",
+    "DaemonProtocolError", "DaemonBusy", "DaemonShuttingDown", "ModelServerUnavailable", "ModelTimeout", "DaemonNotResponding",
     "DaemonRejected", "NoSQLGenerated",
     "DaemonReplyTooLarge", "DaemonVersionMismatch", "SqlRefused", "InvalidSql", "EmptySql",
     "MultipleStatements", "NotAPlainQuery", "QueryTooExpensive", "FunctionRefused", "SuperuserRefused",
-    "TimeLimitExceeded", "FeedbackError", "QueryFailed", "ResultTooLarge", "ClientGone", "InvalidExample",
+    "TimeLimitExceeded", "FeedbackError", "FeedbackReadOnly", "QueryFailed", "ResultTooLarge", "ClientGone", "InvalidExample",
     "ExampleNotOwner",
 ]
 
@@ -126,6 +128,12 @@ class DaemonShuttingDown(DaemonError):
             "is back. Requests still running when its drain_timeout_s passes get this error too.")
 
 
+class ModelServerUnavailable(DaemonError):
+    sqlstate = "08001"
+    hint = ("The daemon forwards to a model server (backend openai: vLLM, TGI, llama.cpp) that is down, unreachable "
+            "or answered garbage: check that server and the daemon's openai_url; the daemon's log has its reply.")
+
+
 class ModelTimeout(DaemonError):
     sqlstate = "57014"
     hint = "The model took longer than model_timeout_ms in sqlcoder.config; a superuser can raise it."
@@ -191,6 +199,8 @@ class MultipleStatements(SqlRefused):
 
 class NotAPlainQuery(SqlRefused):
     sqlstate = "25006"
+    hint = ("sqlcoder only reads: SELECT, VALUES, TABLE, or WITH without INSERT/UPDATE/DELETE. Run other "
+            "statements yourself, outside sqlcoder.")
 
 
 class QueryTooExpensive(SqlRefused):
@@ -220,8 +230,15 @@ class TimeLimitExceeded(SqlcoderError):
 
 
 class FeedbackError(SqlcoderError):
-    sqlstate = "02000"
+    # An error class (22: data exception), not 02000 "no data", a completion class drivers do not raise.
+    sqlstate = "22023"
     hint = "Pass the id of one of your own rows in sqlcoder.history."
+
+
+class FeedbackReadOnly(FeedbackError):
+    sqlstate = "25006"
+    hint = ("feedback writes to sqlcoder.history: call it in a read-write transaction (outside BEGIN READ ONLY, "
+            "or after SET TRANSACTION READ WRITE), on the primary.")
 
 
 class QueryFailed(SqlcoderError):

@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import config, execute, guard, policy
+from . import _spi, config, execute, guard, policy
+from ._spi import Plpy
 from .errors import ExampleNotOwner, InvalidExample
 from .pruning import terms
 
@@ -50,14 +51,6 @@ SELECT o::pg_catalog.int8 AS oid
 FROM pg_catalog.unnest($1::pg_catalog.oid[]) AS o
 WHERE coalesce(pg_catalog.has_table_privilege(o, 'SELECT'), false)
 """
-_plans: dict[str, Any] = {}
-
-
-def _plan(plpy: Any, key: str, sql: str, types: Sequence[str] = ()) -> Any:
-    plan = _plans.get(key)
-    if plan is None:
-        plan = _plans[key] = plpy.prepare(sql, list(types))
-    return plan
 
 
 @dataclass(frozen=True)
@@ -90,28 +83,28 @@ def _check_texts(question: Any, sql: Any, settings: config.Settings) -> tuple[st
     return question.strip(), text
 
 
-def relations_of(plpy: Any, sql: str, search_path: Sequence[str], settings: config.Settings) -> frozenset[int]:
+def relations_of(plpy: Plpy, sql: str, search_path: Sequence[str], settings: config.Settings) -> frozenset[int]:
     """The guard's verdict on ``sql`` as the current role, then the relations it reads (nothing runs)."""
-    path, timeout_s = list(search_path), settings.query_timeout_ms / 1000
+    path, timeout_s = list(search_path), settings.query_timeout_s
     execute.guard_only(plpy, sql, caller_path=path, max_cost=None, timeout_s=timeout_s,
                        functions=policy.load_lists(plpy, settings.allowed_functions, settings.denied_functions))
     return execute.in_caller_context(plpy, path, timeout_s, lambda: guard.query_objects(plpy, sql).relations)
 
 
-def _check_owner(plpy: Any, relations: frozenset[int], sql: str) -> None:
-    rows = plpy.execute(_plan(plpy, "owners", _OWNERS_SQL, ["oid[]"]), [sorted(relations)])
+def _check_owner(plpy: Plpy, relations: frozenset[int], sql: str) -> None:
+    rows = plpy.execute(_spi.plan(plpy, _OWNERS_SQL, ["oid[]"]), [sorted(relations)])
     if rows and rows[0]["super"]:
         return
     foreign = [r["oid"] for r in rows if not r["owned"]]
     if foreign:
-        names = plpy.execute(plpy.prepare(
-            "SELECT pg_catalog.string_agg(o::pg_catalog.regclass::text, ', ' ORDER BY o) AS names "
+        names = plpy.execute(_spi.plan(
+            plpy, "SELECT pg_catalog.string_agg(o::pg_catalog.regclass::text, ', ' ORDER BY o) AS names "
             "FROM pg_catalog.unnest($1::pg_catalog.oid[]) AS o", ["oid[]"]), [foreign])[0]["names"]
         raise ExampleNotOwner(f"must be owner of every table the example reads to add it; not of {names}",
                               detail=guard.detail_for(sql))
 
 
-def check_new(plpy: Any, question: Any, sql: Any, search_path: Any) -> dict[str, Any]:
+def check_new(plpy: Plpy, question: Any, sql: Any, search_path: Any) -> dict[str, Any]:
     """The trigger's verdict on a new example, as the inserting role: its texts and relations (OIDs)."""
     settings = config.load(plpy)
     question, text = _check_texts(question, sql, settings)
@@ -161,22 +154,22 @@ class ExampleIndex:
         return [(score, i) for i, score in best]
 
 
-def _index(plpy: Any, cached: Any) -> ExampleIndex:
+def _index(plpy: Plpy, cached: Any) -> ExampleIndex:
     """The examples the caller may read, indexed once per cached schema entry."""
     index = cached.derived.get(_CACHE_KEY)
     if index is None:
-        rows = plpy.execute(_plan(plpy, "read", _READ_SQL))
+        rows = plpy.execute(_spi.plan(plpy, _READ_SQL))
         index = ExampleIndex.build([Example(int(r["id"]), r["question"], r["sql"],
                                             tuple(int(t) for t in r["tables"] or ())) for r in rows])
         cached.derived[_CACHE_KEY] = index
     return index
 
 
-def readable(plpy: Any, relations: set[int]) -> set[int]:
+def readable(plpy: Plpy, relations: set[int]) -> set[int]:
     """Those of ``relations`` the current role may SELECT as a whole (dropped ones are not)."""
     if not relations:
         return set()
-    rows = plpy.execute(_plan(plpy, "readable", _READABLE_SQL, ["oid[]"]), [sorted(relations)])
+    rows = plpy.execute(_spi.plan(plpy, _READABLE_SQL, ["oid[]"]), [sorted(relations)])
     return {int(r["oid"]) for r in rows}
 
 
@@ -211,7 +204,7 @@ def _table_relevance(cached: Any, question: str, oids: set[int]) -> dict[int, fl
     return {oid: score / top for oid, score in own.items()} if top > 0 else {}
 
 
-def select(plpy: Any, cached: Any, question: str, k: int, exclude: Sequence[int] = ()) -> list[Example]:
+def select(plpy: Plpy, cached: Any, question: str, k: int, exclude: Sequence[int] = ()) -> list[Example]:
     """Up to ``k`` examples most similar to ``question`` whose every relation the caller may read and is
     shown in the prompt's schema.
 

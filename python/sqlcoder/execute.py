@@ -1,11 +1,12 @@
 """Run one guarded query read-only, as the caller, and undo everything it did.
 
 The query runs through ``sqlcoder._run_readonly(query, search_path, max_rows,
-max_bytes)`` (C, src/result_rows.c), declared ``SET transaction_read_only =
+max_bytes, as_json)`` (C, src/result_rows.c), declared ``SET transaction_read_only =
 on``: PostgreSQL itself refuses every write in the very SPI call that runs the
 query (a ``SET LOCAL`` in its own ``plpy.execute`` would be undone when
 PL/Python's internal subtransaction ends). Its rows never enter Python: each
-row the executor produces is counted in bytes and kept in a tuplestore
+row the executor produces is counted in bytes (for run and execute: the exact
+length of its row_to_json text, checked before that text is built) and kept in a tuplestore
 (work_mem, then a temporary file) that survives the rollback below, and the
 executor is stopped as soon as ``max_rows`` or ``max_result_bytes`` is passed.
 The SQL wrapper then returns them with ``sqlcoder._result_rows(token)``. Guard and query run inside an explicit subtransaction that is always
@@ -24,7 +25,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypeVar
 
-from . import guard, policy
+from . import _spi, guard, policy
+from ._spi import Plpy
 from .errors import QueryFailed, ResultTooLarge, SuperuserRefused, TimeLimitExceeded
 from .watchdog import Watchdog, absorb_pending_cancel
 
@@ -41,7 +43,7 @@ WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid() AND granted
 
 
 _RUN_SQL = ("SELECT token, row_count, bytes, truncated, exceeded "
-            "FROM sqlcoder._run_readonly($1, $2, $3, $4)")
+            "FROM sqlcoder._run_readonly($1, $2, $3, $4, $5)")
 
 
 @dataclass(frozen=True)
@@ -57,10 +59,6 @@ class QueryResult:
     cost: float
 
 
-class _Rollback(Exception):
-    """Raised to leave ``plpy.subtransaction()`` through its rollback path."""
-
-
 def search_path_of(caller_path: Sequence[str] | None) -> str:
     """A search_path value equal to the caller's effective path (``current_schemas(true)``)."""
     parts = []
@@ -71,29 +69,27 @@ def search_path_of(caller_path: Sequence[str] | None) -> str:
     return ", ".join(parts)
 
 
-def in_caller_context(plpy: Any, caller_path: Sequence[str] | None, timeout_s: float, work: Callable[[], T]) -> T:
+def in_caller_context(plpy: Plpy, caller_path: Sequence[str] | None, timeout_s: float, work: Callable[[], T]) -> T:
     """Run ``work`` with the caller's search_path, in a rolled-back subtransaction, under the watchdog.
 
     A cancel the watchdog sent becomes :class:`TimeLimitExceeded`; any other
     cancel (``pg_cancel_backend``, the caller's ``statement_timeout``) is
     re-raised untouched.
     """
-    outcome: list[T] = []
+    set_path = _spi.plan(plpy, "SELECT pg_catalog.set_config('search_path', $1, true)", ["text"])
+
+    def in_path() -> T:
+        plpy.execute(set_path, [search_path_of(caller_path)])
+        return work()
+
     dog = Watchdog(timeout_s).start()
     try:
-        try:
-            with plpy.subtransaction():
-                plpy.execute(plpy.prepare("SELECT pg_catalog.set_config('search_path', $1, true)", ["text"]),
-                             [search_path_of(caller_path)])
-                outcome.append(work())
-                raise _Rollback
-        except _Rollback:
-            pass
+        outcome = _spi.rolled_back(plpy, in_path)
     except plpy.SPIError as exc:
         fired = dog.stop()
         if fired:
             absorb_pending_cancel(plpy)
-            if getattr(exc, "sqlstate", None) == "57014":
+            if _spi.is_canceled(exc):
                 raise TimeLimitExceeded(f"sqlcoder: the query exceeded its time limit of {timeout_s:g} s "
                                         "(query_timeout_ms)") from None
         raise
@@ -103,10 +99,10 @@ def in_caller_context(plpy: Any, caller_path: Sequence[str] | None, timeout_s: f
         raise
     if dog.stop():
         absorb_pending_cancel(plpy)
-    return outcome[0]
+    return outcome
 
 
-def _advisory_locks(plpy: Any) -> set[tuple[int, int, int, str]]:
+def _advisory_locks(plpy: Plpy) -> set[tuple[int, int, int, str]]:
     return {(r["classid"], r["objid"], r["objsubid"], r["mode"]) for r in plpy.execute(_ADVISORY_SQL)}
 
 
@@ -114,7 +110,7 @@ def _signed(value: int, bits: int) -> int:
     return value - (1 << bits) if value >= 1 << (bits - 1) else value
 
 
-def _release_advisory(plpy: Any, locks: set[tuple[int, int, int, str]]) -> None:
+def _release_advisory(plpy: Plpy, locks: set[tuple[int, int, int, str]]) -> None:
     """Release session-level advisory locks the query took (each may be held many times over)."""
     for classid, objid, objsubid, mode in locks:
         function = "pg_advisory_unlock_shared" if mode == "ShareLock" else "pg_advisory_unlock"
@@ -125,37 +121,37 @@ def _release_advisory(plpy: Any, locks: set[tuple[int, int, int, str]]) -> None:
         placeholders = ", ".join(f"${i + 1}" for i in range(len(args)))
         # Unlock in batches until released; the one failing unlock per batch would
         # warn, so warnings are silenced for this subtransaction only.
-        plan = plpy.prepare(f"SELECT pg_catalog.bool_and(pg_catalog.{function}({placeholders})) AS all_held "
-                            "FROM pg_catalog.generate_series(1, 1000)", types)
-        try:
-            with plpy.subtransaction():
-                plpy.execute("SELECT pg_catalog.set_config('client_min_messages', 'error', true)")
-                while plpy.execute(plan, args)[0]["all_held"]:
-                    pass
-                raise _Rollback
-        except _Rollback:
-            pass
+        plan = _spi.plan(plpy, f"SELECT pg_catalog.bool_and(pg_catalog.{function}({placeholders})) AS all_held "
+                         "FROM pg_catalog.generate_series(1, 1000)", types)
+
+        def unlock(plan: Any = plan, args: list[int] = args) -> None:
+            plpy.execute("SELECT pg_catalog.set_config('client_min_messages', 'error', true)")
+            while plpy.execute(plan, args)[0]["all_held"]:
+                pass
+
+        _spi.rolled_back(plpy, unlock)
 
 
-def run_query(plpy: Any, sql: Any, *, caller_path: Sequence[str] | None, max_rows: int,
+def run_query(plpy: Plpy, sql: Any, *, caller_path: Sequence[str] | None, max_rows: int,
               max_cost: float | None, timeout_s: float, max_bytes: int,
-              functions: policy.FunctionLists = policy.FunctionLists()) -> QueryResult:
+              functions: policy.FunctionLists = policy.FunctionLists(), typed: bool = False) -> QueryResult:
     """Guard ``sql``, run it read-only with at most ``max_rows`` rows and ``max_bytes`` bytes, undo its effects."""
     locks_before = _advisory_locks(plpy)
-    helper = plpy.prepare(_RUN_SQL, ["text", "text", "bigint", "bigint"])
+    helper = _spi.plan(plpy, _RUN_SQL, ["text", "text", "bigint", "bigint", "boolean"])
     started = time.monotonic()
 
     def work() -> tuple[guard.CheckedQuery, dict[str, Any]]:
         checked = guard.check(plpy, sql, max_rows=max_rows, max_cost=max_cost,
-                              search_path=search_path_of(caller_path), functions=functions)
+                              search_path=search_path_of(caller_path), functions=functions, typed=typed)
         try:
-            kept = plpy.execute(helper, [checked.runnable, search_path_of(caller_path), max_rows, max_bytes])[0]
+            kept = plpy.execute(helper, [checked.runnable, search_path_of(caller_path), max_rows, max_bytes,
+                                         not typed])[0]
         except plpy.SPIError as exc:
-            if guard.is_interrupt(exc):
+            if _spi.is_interrupt(exc):
                 raise
-            raise QueryFailed(str(exc.args[0]) if exc.args else str(exc), sqlstate=getattr(exc, "sqlstate", None),
-                              detail=guard.detail_for(checked.sql, getattr(exc, "detail", None)),
-                              hint=getattr(exc, "hint", None)) from None
+            spi = _spi.fields(exc)
+            raise QueryFailed(spi.message, sqlstate=spi.sqlstate, detail=guard.detail_for(checked.sql, spi.detail),
+                              hint=spi.hint) from None
         if kept["exceeded"]:
             raise ResultTooLarge(f"sqlcoder: the result is larger than max_result_bytes ({max_bytes} bytes); "
                                  f"it was stopped after {kept['row_count']} rows",
@@ -173,7 +169,7 @@ def run_query(plpy: Any, sql: Any, *, caller_path: Sequence[str] | None, max_row
                        truncated=kept["truncated"], query_ms=elapsed, cost=checked.cost)
 
 
-def guard_only(plpy: Any, sql: str, *, caller_path: Sequence[str] | None, max_cost: float | None,
+def guard_only(plpy: Plpy, sql: str, *, caller_path: Sequence[str] | None, max_cost: float | None,
                timeout_s: float, functions: policy.FunctionLists = policy.FunctionLists()) -> guard.CheckedQuery:
     """The guard's verdict on ``sql`` as the caller would run it; nothing is executed."""
     return in_caller_context(plpy, caller_path, timeout_s,
@@ -181,10 +177,11 @@ def guard_only(plpy: Any, sql: str, *, caller_path: Sequence[str] | None, max_co
                                                  search_path=search_path_of(caller_path), functions=functions))
 
 
-def refuse_superuser(plpy: Any, allowed: bool) -> None:
+def refuse_superuser(plpy: Plpy, allowed: bool) -> None:
     """Superusers pass every privilege check, so generated SQL runs only for ordinary roles unless allowed."""
     if allowed:
         return
-    row = plpy.execute("SELECT r.rolsuper AS super FROM pg_catalog.pg_roles r WHERE r.rolname = current_user")
+    row = plpy.execute(_spi.plan(plpy, "SELECT r.rolsuper AS super FROM pg_catalog.pg_roles r "
+                                       "WHERE r.rolname = current_user"))
     if row and row[0]["super"]:
         raise SuperuserRefused("sqlcoder does not run SQL as a superuser")

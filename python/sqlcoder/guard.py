@@ -27,10 +27,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from . import policy
+from . import _spi, policy
+from ._spi import Plpy
 from .errors import EmptySql, FunctionRefused, InvalidSql, MultipleStatements, NotAPlainQuery, QueryTooExpensive
 
-__all__ = ["CheckedQuery", "QueryObjects", "query_objects", "check", "strip_sql", "detail_for", "is_interrupt"]
+__all__ = ["CheckedQuery", "QueryObjects", "query_objects", "check", "strip_sql", "detail_for"]
 
 _ALIAS = "sqlcoder_q"
 _MAX_DETAIL_CHARS = 4000
@@ -60,21 +61,15 @@ class QueryObjects:
     opaque: frozenset[int] = frozenset()
 
 
-_objects_plan: Any = None  # prepared once per backend; the name is schema-qualified
-
-
-def query_objects(plpy: Any, sql: str) -> QueryObjects:
+def query_objects(plpy: Plpy, sql: str) -> QueryObjects:
     """Functions and relations of one plain query, analyzed as the current role with its search_path.
 
     Nothing is planned or executed. Raises ``plpy.SPIError``: 42601 for not
     exactly one statement, 25006 for anything but a plain query, or
     PostgreSQL's own error when the text does not parse or analyze.
     """
-    global _objects_plan
-    if _objects_plan is None:
-        _objects_plan = plpy.prepare("SELECT kind, objid FROM sqlcoder._query_objects($1)", ["text"])
     found: dict[str, set[int]] = {"function": set(), "relation": set(), "opaque": set()}
-    for row in plpy.execute(_objects_plan, [sql]):
+    for row in plpy.execute(_spi.plan(plpy, "SELECT kind, objid FROM sqlcoder._query_objects($1)", ["text"]), [sql]):
         found[row["kind"]].add(int(row["objid"]))
     return QueryObjects(functions=frozenset(found["function"]), relations=frozenset(found["relation"]),
                         opaque=frozenset(found["opaque"]))
@@ -103,13 +98,8 @@ def strip_sql(sql: Any) -> str:
     return text
 
 
-def _spi_fields(exc: Exception) -> tuple[str | None, str]:
-    message = str(exc.args[0]) if exc.args else str(exc)
-    return getattr(exc, "sqlstate", None), message
-
-
-def check(plpy: Any, sql: Any, *, max_rows: int, max_cost: float | None, search_path: str,
-          functions: policy.FunctionLists = policy.FunctionLists()) -> CheckedQuery:
+def check(plpy: Plpy, sql: Any, *, max_rows: int, max_cost: float | None, search_path: str,
+          functions: policy.FunctionLists = policy.FunctionLists(), typed: bool = False) -> CheckedQuery:
     """Run the guard's steps; raise a :class:`~sqlcoder.errors.SqlRefused` subclass on refusal.
 
     Call it with the caller's search_path in force (``search_path`` is the
@@ -120,8 +110,9 @@ def check(plpy: Any, sql: Any, *, max_rows: int, max_cost: float | None, search_
     text = strip_sql(sql)
     objects = _analyze(plpy, text)
     policy.check_functions(plpy, objects.functions, objects.opaque, functions, detail=detail_for(text))
-    runnable = (f"SELECT {_ALIAS}.* FROM (\n{text}\n) AS {_ALIAS} "
-                f"LIMIT {int(max_rows) + 1}")
+    # The query's own columns: _run_readonly turns each row into its row_to_json text (src/row_json.c),
+    # counted before it is built, unless ``typed`` keeps the columns and types (run_typed, execute_typed).
+    runnable = f"SELECT {_ALIAS}.* FROM (\n{text}\n) AS {_ALIAS} LIMIT {int(max_rows) + 1}"
     cost = _cost(plpy, runnable, search_path, text)
     if max_cost is not None and cost > max_cost:
         raise QueryTooExpensive(
@@ -130,14 +121,15 @@ def check(plpy: Any, sql: Any, *, max_rows: int, max_cost: float | None, search_
     return CheckedQuery(sql=text, runnable=runnable, cost=cost)
 
 
-def _analyze(plpy: Any, text: str) -> QueryObjects:
+def _analyze(plpy: Plpy, text: str) -> QueryObjects:
     """Step 1: one plain query that analyzes, and what it calls; refusals as sqlcoder errors."""
     try:
         return query_objects(plpy, text)
     except plpy.SPIError as exc:
-        if is_interrupt(exc):
+        if _spi.is_interrupt(exc):
             raise
-        sqlstate, message = _spi_fields(exc)
+        spi = _spi.fields(exc)
+        sqlstate, message = spi.sqlstate, spi.message
         if message.startswith("sqlcoder runs exactly one SQL statement"):
             raise MultipleStatements("sqlcoder runs exactly one SQL statement; this text holds several (or none)",
                                      detail=detail_for(text, f"PostgreSQL: {message}")) from None
@@ -145,33 +137,22 @@ def _analyze(plpy: Any, text: str) -> QueryObjects:
             raise FunctionRefused(message, detail=detail_for(text), hint=(
                 "Only immutable pg_catalog functions may run while a query is analyzed, whatever "
                 "allowed_functions says: write the value without a cast to that type.")) from None
-        if message.startswith("sqlcoder runs only a plain query"):
-            raise NotAPlainQuery("sqlcoder runs only a plain query (SELECT, VALUES, TABLE, or WITH without "
-                                 "INSERT/UPDATE/DELETE)", detail=detail_for(text)) from None
+        if message.startswith("sqlcoder runs only a plain query"):  # "...: this is a DELETE", from C
+            raise NotAPlainQuery(message, detail=detail_for(text)) from None
         raise InvalidSql(f"sqlcoder refused the SQL: {message}", sqlstate=sqlstate or "42601",
                          detail=detail_for(text)) from None
 
 
-def is_interrupt(exc: Exception) -> bool:
-    # A cancel or timeout that lands during a guard step is not a verdict on the SQL.
-    return getattr(exc, "sqlstate", None) in ("57014", "57P01", "57P02", "57P03", "40001", "40P01", "55P03")
-
-
-_explain_plan: Any = None
-
-
-def _cost(plpy: Any, runnable: str, search_path: str, text: str) -> float:
+def _cost(plpy: Plpy, runnable: str, search_path: str, text: str) -> float:
     """Step 4: the planner's total cost, planned read-only; a planning error keeps PostgreSQL's SQLSTATE."""
-    global _explain_plan
-    if _explain_plan is None:
-        _explain_plan = plpy.prepare("SELECT sqlcoder._readonly_explain($1, $2) AS plan", ["text", "text"])
+    explain = _spi.plan(plpy, "SELECT sqlcoder._readonly_explain($1, $2) AS plan", ["text", "text"])
     try:
-        plan = plpy.execute(_explain_plan, [runnable, search_path])[0]["plan"]
+        plan = plpy.execute(explain, [runnable, search_path])[0]["plan"]
     except plpy.SPIError as exc:
-        if is_interrupt(exc):
+        if _spi.is_interrupt(exc):  # a cancel or timeout is not a verdict on the SQL
             raise
-        sqlstate, message = _spi_fields(exc)
-        raise InvalidSql(f"sqlcoder refused the SQL: {message}", sqlstate=sqlstate or "42000",
+        spi = _spi.fields(exc)
+        raise InvalidSql(f"sqlcoder refused the SQL: {spi.message}", sqlstate=spi.sqlstate or "42000",
                          detail=detail_for(text)) from None
     document = json.loads(plan) if isinstance(plan, str) else plan
     return float(document[0]["Plan"]["Total Cost"])

@@ -25,8 +25,10 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator
 
-from .errors import (ClientGone, DaemonBusy, DaemonError, FeedbackError, ModelTimeout, SqlcoderError, SqlRefused,
-                     TimeLimitExceeded)
+from . import _spi
+from ._spi import Plpy
+from .errors import (ClientGone, DaemonBusy, DaemonError, FeedbackError, FeedbackReadOnly, ModelTimeout, SqlcoderError,
+                     SqlRefused, TimeLimitExceeded)
 
 __all__ = ["Entry", "Limits", "begin", "record", "recording", "stats", "feedback", "COLUMNS", "FOLDED_OUTCOMES"]
 
@@ -39,7 +41,6 @@ FOLDED_OUTCOMES = frozenset({"refused", "busy"})
 
 _BEGIN = "SELECT sqlcoder._history_begin($1::pg_catalog.jsonb, $2)"
 _WRITE = "SELECT sqlcoder._history_write($1::pg_catalog.jsonb, $2, $3, $4, $5) AS status"
-_plans: dict[str, Any] = {}
 
 
 @dataclass
@@ -68,8 +69,8 @@ class Entry:
 class Limits:
     """How long a call waits for its row, and how long the worker may try."""
 
-    timeout_ms: int = 200
-    write_timeout_ms: int = 5000
+    timeout_ms: int  # history_timeout_ms
+    write_timeout_ms: int  # history_write_timeout_ms
 
 
 def _clean(value: Any) -> Any:
@@ -84,28 +85,21 @@ def _payload(entry: Entry) -> str:
     return json.dumps({k: _clean(v) for k, v in asdict(entry).items()})
 
 
-def _plan(plpy: Any, key: str, sql: str, types: list[str]) -> Any:
-    plan = _plans.get(key)
-    if plan is None:
-        plan = _plans[key] = plpy.prepare(sql, types)
-    return plan
-
-
 def _fold_key(entry: Entry) -> str | None:
     if entry.outcome not in FOLDED_OUTCOMES:
         return None
     return json.dumps([entry.operation, entry.outcome, entry.error_sqlstate, entry.error, entry.question, entry.sql])
 
 
-def begin(plpy: Any, entry: Entry, limits: Limits) -> None:
+def begin(plpy: Plpy, entry: Entry, limits: Limits) -> None:
     """Remember the call, so that it is written as terminated or abandoned if the backend exits during it."""
     pending = Entry(entry.operation, question=entry.question, sql=entry.sql, outcome="terminated")
-    plpy.execute(_plan(plpy, "begin", _BEGIN, ["text", "int4"]), [_payload(pending), limits.write_timeout_ms])
+    plpy.execute(_spi.plan(plpy, _BEGIN, ["text", "int4"]), [_payload(pending), limits.write_timeout_ms])
 
 
-def record(plpy: Any, entry: Entry, limits: Limits = Limits()) -> str:
+def record(plpy: Plpy, entry: Entry, limits: Limits) -> str:
     """Have ``entry`` written for the calling role; returns what happened ('written', 'folded', 'lost: ...')."""
-    plan = _plan(plpy, "write", _WRITE, ["text", "text", "int4", "int4", "bool"])
+    plan = _spi.plan(plpy, _WRITE, ["text", "text", "int4", "int4", "bool"])
     # A call that succeeded is written in the caller's transaction (a worker
     # takes it over if that rolls back); a failed one is about to abort it.
     try:
@@ -117,9 +111,9 @@ def record(plpy: Any, entry: Entry, limits: Limits = Limits()) -> str:
         return f"lost: {exc}"
 
 
-def stats(plpy: Any) -> dict[str, Any]:
+def stats(plpy: Plpy) -> dict[str, Any]:
     """Rows asked for, written, folded and lost since the server started, with the last failure's reason."""
-    raw = plpy.execute("SELECT sqlcoder._history_stats()::text AS s")[0]["s"]
+    raw = plpy.execute(_spi.plan(plpy, "SELECT sqlcoder._history_stats()::text AS s"))[0]["s"]
     return json.loads(raw)
 
 
@@ -134,13 +128,13 @@ def _outcome(exc: BaseException) -> str:
         return "timeout"
     if isinstance(exc, DaemonError):
         return "daemon_error"
-    if getattr(exc, "sqlstate", None) == "57014":
+    if _spi.is_canceled(exc):
         return "canceled"
     return "error"
 
 
 @contextmanager
-def recording(plpy: Any, entry: Entry, limits: Limits = Limits()) -> Iterator[Entry]:
+def recording(plpy: Plpy, entry: Entry, limits: Limits) -> Iterator[Entry]:
     """Record ``entry`` when the block ends, however it ends; the block's own error still propagates."""
     started = time.monotonic()
     begin(plpy, entry, limits)
@@ -150,7 +144,8 @@ def recording(plpy: Any, entry: Entry, limits: Limits = Limits()) -> Iterator[En
         entry.failed(_outcome(exc), exc.sqlstate, exc.message)
         raise
     except plpy.SPIError as exc:
-        entry.failed(_outcome(exc), getattr(exc, "sqlstate", None), str(exc.args[0]) if exc.args else str(exc))
+        spi = _spi.fields(exc)
+        entry.failed(_outcome(exc), spi.sqlstate, spi.message)
         raise
     except Exception as exc:
         entry.failed("error", "XX000", f"{type(exc).__name__}: {exc}")
@@ -164,7 +159,7 @@ _FEEDBACK = ("UPDATE sqlcoder.history SET correct = $2, corrected_sql = $3, feed
              "WHERE id = $1 RETURNING id")
 
 
-def feedback(plpy: Any, history_id: Any, correct: Any, corrected_sql: Any) -> None:
+def feedback(plpy: Plpy, history_id: Any, correct: Any, corrected_sql: Any) -> None:
     """Store a verdict (and corrected SQL) on one history row; row-level security limits it to your own."""
     if history_id is None:
         raise FeedbackError("the history id must not be NULL")
@@ -173,6 +168,14 @@ def feedback(plpy: Any, history_id: Any, correct: Any, corrected_sql: Any) -> No
                             hint="sqlcoder.feedback(id, false, 'SELECT ...') stores a correction.")
     if isinstance(corrected_sql, str) and "\x00" in corrected_sql:
         raise FeedbackError("the corrected SQL contains a NUL character", hint=None)
-    rows = plpy.execute(plpy.prepare(_FEEDBACK, ["bigint", "boolean", "text"]), [history_id, correct, corrected_sql])
+    try:
+        rows = plpy.execute(_spi.plan(plpy, _FEEDBACK, ["bigint", "boolean", "text"]),
+                            [history_id, correct, corrected_sql])
+    except plpy.SPIError as exc:
+        spi = _spi.fields(exc)
+        if spi.sqlstate == "25006":  # BEGIN READ ONLY, or a standby
+            raise FeedbackReadOnly("sqlcoder.feedback cannot store the verdict: the transaction is read-only",
+                                   detail=spi.message) from None
+        raise
     if not rows:
         raise FeedbackError(f"no sqlcoder.history entry {history_id} of yours")

@@ -26,6 +26,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from . import _spi
+from ._spi import Plpy
 from .errors import ConfigError, FunctionRefused
 
 __all__ = ["DENIED", "DENIED_PREFIXES", "DENIED_EXTENSIONS", "ALLOWED", "FunctionLists", "load_lists",
@@ -105,8 +107,6 @@ ALLOWED: frozenset[str] = frozenset({
 _FACTS_SQL = ("SELECT oid::pg_catalog.int8 AS oid, qualified, arguments AS args, schema, name, volatility, language, "
               "owner_superuser, extension FROM sqlcoder._function_facts($1)")
 
-_plans: dict[str, Any] = {}
-
 
 @dataclass(frozen=True)
 class FunctionLists:
@@ -116,13 +116,7 @@ class FunctionLists:
     denied: frozenset[int] = frozenset()
 
 
-def _plan(plpy: Any, key: str, sql: str, types: list[str]) -> Any:
-    if key not in _plans:
-        _plans[key] = plpy.prepare(sql, types)
-    return _plans[key]
-
-
-def load_lists(plpy: Any, allowed: Iterable[str], denied: Iterable[str]) -> FunctionLists:
+def load_lists(plpy: Plpy, allowed: Iterable[str], denied: Iterable[str]) -> FunctionLists:
     """Resolve signatures to OIDs; call it with sqlcoder's pinned search_path (pg_catalog, pg_temp).
 
     A signature naming no function (dropped since) is skipped; one that does
@@ -133,11 +127,11 @@ def load_lists(plpy: Any, allowed: Iterable[str], denied: Iterable[str]) -> Func
         oids: set[int] = set()
         for signature in signatures:
             try:
-                row = plpy.execute(_plan(plpy, "resolve",
-                                         "SELECT pg_catalog.to_regprocedure($1)::pg_catalog.int8 AS oid", ["text"]),
-                                   [signature])
+                row = plpy.execute(_spi.plan(plpy, "SELECT pg_catalog.to_regprocedure($1)::pg_catalog.int8 AS oid",
+                                             ["text"]), [signature])
             except plpy.SPIError as exc:
-                raise ConfigError(f"invalid sqlcoder.config value for {key}: {signature!r} ({exc})") from None
+                raise ConfigError(f"invalid sqlcoder.config value for {key}: {signature!r} "
+                                  f"({_spi.fields(exc).message})") from None
             if row[0]["oid"] is not None:
                 oids.add(int(row[0]["oid"]))
         resolved.append(frozenset(oids))
@@ -180,12 +174,12 @@ def verdict(facts: dict[str, Any], opaque: bool, lists: FunctionLists) -> str | 
     return None
 
 
-def check_functions(plpy: Any, functions: frozenset[int], opaque: frozenset[int], lists: FunctionLists,
+def check_functions(plpy: Plpy, functions: frozenset[int], opaque: frozenset[int], lists: FunctionLists,
                     detail: str | None = None) -> None:
     """Raise :class:`FunctionRefused` for the first refused function (lowest OID first: a stable order)."""
     if not functions:
         return
-    rows = plpy.execute(_plan(plpy, "facts", _FACTS_SQL, ["oid[]"]), [sorted(functions)])
+    rows = plpy.execute(_spi.plan(plpy, _FACTS_SQL, ["oid[]"]), [sorted(functions)])
     for facts in sorted(rows, key=lambda r: int(r["oid"])):
         reason = verdict(facts, int(facts["oid"]) in opaque, lists)
         if reason is None:

@@ -7,8 +7,8 @@ from typing import Iterable
 from ._sqleval_prompt import SQL_EVAL_TEMPLATES, instructions_as_sql_eval, schema_as_sql_eval
 from .errors import NoSQLGenerated
 
-__all__ = ["TEMPLATES", "DEFAULT_TEMPLATE", "SQLCODER_70B_TEMPLATE", "SQL_EVAL_PROFILE", "choose_template",
-           "template_for_model", "render_prompt", "extract_sql"]
+__all__ = ["TEMPLATES", "TEMPLATE_SETTINGS", "DEFAULT_TEMPLATE", "SQLCODER_70B_TEMPLATE", "SQL_EVAL_PROFILE",
+           "choose_template", "template_for_model", "render_prompt", "extract_sql"]
 
 # sqlcoder-70b-alpha's template, from prompt.md of defog-ai/sqlcoder, verbatim.
 SQLCODER_70B_TEMPLATE = """### Task
@@ -81,6 +81,9 @@ DEFAULT_TEMPLATE = "sqlcoder-70b"
 # The ``template`` setting ``sql-eval``: what sql-eval rendered for the served model,
 # where that is known; the model's own template otherwise.
 SQL_EVAL_PROFILE = "sql-eval"
+AUTO = "auto"  # the served model's own template
+#: Every value the ``template`` setting accepts (config.py validates against it).
+TEMPLATE_SETTINGS: tuple[str, ...] = (AUTO, SQL_EVAL_PROFILE, *TEMPLATES)
 
 
 def template_for_model(model: str | None) -> str:
@@ -98,7 +101,7 @@ def template_for_model(model: str | None) -> str:
 def choose_template(setting: str, model: str | None) -> str:
     """The template for the ``template`` setting: a name, ``auto`` (the served model's own) or
     ``sql-eval`` (what sql-eval rendered for the served model, when known)."""
-    if setting not in ("auto", SQL_EVAL_PROFILE):
+    if setting not in (AUTO, SQL_EVAL_PROFILE):
         return setting
     own = template_for_model(model) if model else DEFAULT_TEMPLATE
     return f"sql-eval-{own}" if setting == SQL_EVAL_PROFILE and f"sql-eval-{own}" in TEMPLATES else own

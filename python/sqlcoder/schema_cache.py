@@ -17,7 +17,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from . import catalog, value_hints
+from . import _spi, catalog, ddl, value_hints
+from ._spi import Plpy
 from .pruning import RelevanceIndex
 
 __all__ = ["CachedSchema", "get", "clear", "MAX_ENTRIES"]
@@ -60,7 +61,7 @@ class CachedSchema:
     def blocks(self) -> list[str]:
         """``CREATE TABLE`` text per table, in schema order."""
         if self._blocks is None:
-            self._blocks = [catalog.render_table(t) for t in self.schema.tables]
+            self._blocks = [ddl.render_table(t) for t in self.schema.tables]
         return self._blocks
 
     @property
@@ -69,13 +70,13 @@ class CachedSchema:
         if self._joins is None:
             tables = self.schema.by_oid()
             position = {t.oid: i for i, t in enumerate(self.schema.tables)}
-            self._joins = [(position[j.left], position[j.right], catalog.render_join(j, tables))
+            self._joins = [(position[j.left], position[j.right], ddl.render_join(j, tables))
                            for j in self.schema.joins]
         return self._joins
 
     @property
     def text(self) -> str:
-        """The whole schema, as :func:`sqlcoder.catalog.render_schema` renders it."""
+        """The whole schema."""
         if self._text is None:
             self._text = self.render(range(len(self.schema.tables)))
         return self._text
@@ -89,11 +90,8 @@ class CachedSchema:
     def render(self, positions: Sequence[int] | range) -> str:
         """The tables at ``positions`` (schema order) and the joins among them."""
         keep = set(positions)
-        text = "\n\n".join(self.blocks[i] for i in sorted(keep))
-        lines = [line for left, right, line in self.joins if left in keep and right in keep]
-        if lines:
-            text += "\n\n" + "\n".join(lines)
-        return text
+        return ddl.layout((self.blocks[i] for i in sorted(keep)),
+                          (line for left, right, line in self.joins if left in keep and right in keep))
 
     def counts(self, model: str, count: Callable[[list[str]], list[int]]) -> tuple[list[int], list[int]]:
         """Token counts of every table block and join line, counted once per model."""
@@ -105,17 +103,9 @@ class CachedSchema:
 
 
 _entries: "OrderedDict[tuple[Any, ...], CachedSchema]" = OrderedDict()
-_plans: dict[str, Any] = {}
 
 
-def _plan(plpy: Any, key: str, sql: str, types: Sequence[str] = ()) -> Any:
-    plan = _plans.get(key)
-    if plan is None:
-        plan = _plans[key] = plpy.prepare(sql, list(types))
-    return plan
-
-
-def _read(plpy: Any, caller_path: Sequence[str], hints: value_hints.HintSettings | None, max_chars: int,
+def _read(plpy: Plpy, caller_path: Sequence[str], hints: value_hints.HintSettings | None, max_chars: int,
           snapshot: str = "", schema: catalog.Schema | None = None) -> CachedSchema:
     """A new entry: the schema read from the catalog (or given), with value hints when asked for."""
     entry = CachedSchema(schema or catalog.read_schema(plpy, caller_path, max_chars), snapshot=snapshot)
@@ -124,21 +114,21 @@ def _read(plpy: Any, caller_path: Sequence[str], hints: value_hints.HintSettings
     return entry
 
 
-def get(plpy: Any, caller_path: Sequence[str], hints: value_hints.HintSettings | None = None,
-        max_chars: int = catalog.DEFAULT_MAX_CHARS) -> CachedSchema:
+def get(plpy: Plpy, caller_path: Sequence[str], hints: value_hints.HintSettings | None,
+        max_chars: int) -> CachedSchema:
     """The caller's schema: from the cache when still current, else read and (usually) cached.
 
     ``hints``: show value hints with these settings (None: none). A newer
     ANALYZE of one of its tables renews the hints, not the schema.
     ``max_chars``: other roles' comments and expressions are cut to this.
     """
-    probe = plpy.execute(_plan(plpy, "probe", _PROBE_SQL))[0]
+    probe = plpy.execute(_spi.plan(plpy, _PROBE_SQL))[0]
     if probe["own_change"]:
         return _read(plpy, caller_path, hints, max_chars)
     key = (probe["db"], probe["role"], probe["roles"], tuple(caller_path), hints, max_chars)
     entry = _entries.get(key)
     if entry is not None:
-        changed = plpy.execute(_plan(plpy, "changed", _CHANGED_SQL, ["text"]), [entry.snapshot])[0]["changed"]
+        changed = plpy.execute(_spi.plan(plpy, _CHANGED_SQL, ["text"]), [entry.snapshot])[0]["changed"]
         if not changed:
             if entry.stats_tables and value_hints.analyze_version(plpy, entry.stats_tables) != entry.stats_version:
                 for table in entry.schema.tables:

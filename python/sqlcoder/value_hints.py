@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from . import _spi
+from ._spi import Plpy
 from .catalog import Schema
 
 __all__ = ["HintSettings", "attach", "analyze_version", "MAX_VALUE_CHARS"]
@@ -60,7 +62,6 @@ SELECT coalesce(pg_catalog.sum(pg_catalog.pg_stat_get_analyze_count(o)
                                + pg_catalog.pg_stat_get_autoanalyze_count(o)), 0)::pg_catalog.int8 AS v
 FROM pg_catalog.unnest($1::pg_catalog.oid[]) AS o
 """
-_plans: dict[str, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -71,18 +72,11 @@ class HintSettings:
     max_distinct: int
 
 
-def _plan(plpy: Any, key: str, sql: str, types: Sequence[str]) -> Any:
-    plan = _plans.get(key)
-    if plan is None:
-        plan = _plans[key] = plpy.prepare(sql, list(types))
-    return plan
-
-
-def analyze_version(plpy: Any, oids: Sequence[int]) -> int:
+def analyze_version(plpy: Plpy, oids: Sequence[int]) -> int:
     """How many times (manually or by autovacuum) these tables were analyzed, summed."""
     if not oids:
         return 0
-    return int(plpy.execute(_plan(plpy, "version", _VERSION_SQL, ["oid[]"]), [list(oids)])[0]["v"])
+    return int(plpy.execute(_spi.plan(plpy, _VERSION_SQL, ["oid[]"]), [list(oids)])[0]["v"])
 
 
 def _distinct(n_distinct: float | None, reltuples: float | None) -> float | None:
@@ -100,14 +94,14 @@ def usable(value: Any) -> bool:
             and not any(ord(ch) < 32 or ord(ch) == 127 for ch in value))
 
 
-def attach(plpy: Any, schema: Schema, settings: HintSettings) -> tuple[list[int], int]:
+def attach(plpy: Plpy, schema: Schema, settings: HintSettings) -> tuple[list[int], int]:
     """Set ``Column.values`` from pg_stats; return the tables watched for a newer ANALYZE, and their version."""
     oids = [t.oid for t in schema.tables]
     if not oids:
         return [], 0
     # The version before the statistics: an ANALYZE in between is then seen as newer next time.
     version = analyze_version(plpy, oids)
-    rows = plpy.execute(_plan(plpy, "hints", _HINTS_SQL, ["oid[]"]), [oids])
+    rows = plpy.execute(_spi.plan(plpy, _HINTS_SQL, ["oid[]"]), [oids])
     by_oid = schema.by_oid()
     for r in rows:
         distinct = _distinct(r["n_distinct"], r["reltuples"])

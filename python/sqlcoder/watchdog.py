@@ -21,6 +21,9 @@ import subprocess
 import sys
 from typing import Any
 
+from . import _spi
+from ._spi import Plpy
+
 __all__ = ["Watchdog", "absorb_pending_cancel"]
 
 # Run by the system Python with -I -S: no site packages, no environment.
@@ -92,11 +95,11 @@ class Watchdog:
         self.stop()
 
 
-def absorb_pending_cancel(plpy: Any) -> None:
+def absorb_pending_cancel(plpy: Plpy) -> None:
     """Let a cancel the watchdog sent after the work ended fire here, harmlessly, and swallow it."""
     try:
         with plpy.subtransaction():
             plpy.execute("SELECT 1")
     except plpy.SPIError as exc:
-        if getattr(exc, "sqlstate", None) != "57014":
+        if not _spi.is_canceled(exc):
             raise

@@ -139,16 +139,17 @@ class Daemon:
         out["connections"] = self.slots.snapshot()
         if self.state != "loading":
             out.update(self.backend.stats())
-        if "memory_estimate" in info:
-            out["memory_estimate"] = info["memory_estimate"]
+        for key in ("memory_estimate", "decoding", "token_counting"):  # backend-specific facts
+            if key in info:
+                out[key] = info[key]
         out["settings"] = self.settings.public()
         return out
 
     # -- lifecycle -----------------------------------------------------------
     def load(self) -> None:
         t0 = time.monotonic()
-        if self.settings.cpu_threads > 0:
-            import torch
+        if self.settings.cpu_threads > 0 and self.backend.name in ("transformers", "vllm"):
+            import torch  # llama_cpp takes cpu_threads itself and runs without torch
 
             torch.set_num_threads(self.settings.cpu_threads)
         self.backend.load()

@@ -8,6 +8,7 @@ DaemonError(code, message)
 ├── Busy                busy
 ├── Timeout             timeout
 ├── ShuttingDown        shutting_down        (the daemon is stopping: drain over, or no new work)
+├── Unavailable         unavailable          (the openai backend's model server is down or answers garbage)
 └── Internal            internal             (message is generic; details go to the log)
 """
 
@@ -17,7 +18,7 @@ from typing import Any
 
 __all__ = [
     "BadRequest", "Busy", "Cancelled", "DaemonError", "Forbidden", "Internal", "ShuttingDown", "Timeout", "TooLarge",
-    "UnsupportedVersion",
+    "Unavailable", "UnsupportedVersion",
 ]
 
 
@@ -64,6 +65,10 @@ class Timeout(DaemonError):
 
 class ShuttingDown(DaemonError):
     code = "shutting_down"
+
+
+class Unavailable(DaemonError):
+    code = "unavailable"
 
 
 class Internal(DaemonError):

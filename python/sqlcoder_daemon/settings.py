@@ -86,8 +86,8 @@ class Settings:
     ``--help``, the TOML config file and ``status`` all read these fields (:data:`SETTINGS`).
     """
 
-    model: str | None = _opt(None, "model to serve: a local directory or a Hugging Face hub id")
-    backend: str = _opt("transformers", "inference backend", choices=("transformers", "openai", "vllm"))
+    model: str | None = _opt(None, "model to serve: a local directory or a Hugging Face hub id (llama_cpp: a .gguf file)")
+    backend: str = _opt("transformers", "inference backend", choices=("transformers", "llama_cpp", "openai", "vllm"))
     socket: str = _opt("/run/sqlcoder/sqlcoder.sock", "Unix socket path the database connects to")
     socket_group: str | None = _opt(None, "group given to the socket (mode 0660), e.g. postgres")
     allow_uid: list[int] = _opt([], "peer uid allowed to connect (repeatable); default: own uid and postgres")
@@ -100,7 +100,7 @@ class Settings:
             choices=("auto", "bfloat16", "float16", "float32"))
     device_map: str = _opt("auto", "accelerate device map: auto, cpu, or a JSON object")
     max_memory: str | None = _opt(None, "per-device memory limits for accelerate, e.g. 0=38GiB,1=38GiB,cpu=64GiB")
-    cpu_threads: int = _opt(0, "torch CPU threads (0: torch's default, one per core)")
+    cpu_threads: int = _opt(0, "torch CPU threads (0: torch's default, one per core); llama_cpp: its threads")
     max_new_tokens: int = _opt(300, "default and upper bound of generated tokens per request")
     num_beams: int = _opt(4, "default beam count (1 = greedy)")
     max_num_beams: int = _opt(8, "largest num_beams a request may ask for")
@@ -115,6 +115,8 @@ class Settings:
     prefix_cache_bytes: int = _opt(2 * 1024**3, "LRU budget for prompt-prefix KV caches (0 disables)", parse=_size)
     prefix_cache_min_tokens: int = _opt(32, "shortest shared prefix worth reusing")
     check_memory: bool = _opt(True, "estimate memory before loading and refuse when it cannot fit")
+    llama_n_ctx: int = _opt(4096,
+            "llama_cpp backend: context window in tokens, allocated up front (0: the GGUF file's own)")
     openai_url: str | None = _opt(None, "openai backend: base URL of an OpenAI-compatible server (…/v1)")
     openai_api_key: str | None = _opt(None, "openai backend: API key (config file or flag, never SQL)", secret=True)
     openai_model: str | None = _opt(None, "openai backend: model name sent to the server (default: --model)")
@@ -255,6 +257,8 @@ def _validate(s: Settings) -> None:
             raise SettingsError(f"--{name.replace('_', '-')} must be at least 1")
     if s.idle_timeout_s <= 0:
         raise SettingsError("--idle-timeout-s must be above 0")
+    if s.llama_n_ctx < 0:
+        raise SettingsError("--llama-n-ctx must be 0 (the model's own) or a token count")
     if s.openai_listen and not s.openai_listen_api_key and not s.openai_listen_insecure:
         raise SettingsError("--openai-listen needs --openai-listen-api-key (or, to let every local user reach "
                             "the model, --openai-listen-insecure true)")

@@ -14,6 +14,10 @@ def create_backend(settings: Settings) -> Backend:
         from .transformers_backend import TransformersBackend
 
         return TransformersBackend(settings)
+    if settings.backend == "llama_cpp":
+        from .llama_cpp_backend import LlamaCppBackend
+
+        return LlamaCppBackend(settings)
     if settings.backend == "openai":
         from .openai_backend import OpenAIBackend
 

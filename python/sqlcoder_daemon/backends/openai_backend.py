@@ -1,65 +1,39 @@
-"""A backend that forwards to any OpenAI-compatible completions endpoint (vLLM, TGI, llama.cpp, Ollama, or
-another sqlcoder daemon's ``--openai-listen``).
+"""A backend that forwards to an OpenAI-compatible completions endpoint: vLLM, TGI, llama.cpp's server,
+llama-cpp-python's server, Ollama, or another sqlcoder daemon's ``--openai-listen``.
 
 The base URL and key come only from the daemon's own settings, never from SQL.
-Each job is one HTTP request; when its client leaves or its deadline passes,
-the HTTP connection is closed, which a well-behaved server takes as cancellation.
+Each job is one HTTP request to ``/v1/completions`` (SQLCoder takes a raw
+prompt; chat endpoints would wrap it in a chat template). Decoding is pinned
+to greedy on every server: ``temperature`` 0, ``top_k`` 1 and no repetition
+penalty (llama-cpp-python's server applies 1.1 by default, even when greedy).
+Completions are streamed where the server streams: when a job's client
+leaves or its deadline passes, the HTTP connection is closed, and a server
+notices that reliably only while streaming (llama-cpp-python's runs a whole
+reply to ``max_tokens``). A server that is down or answers garbage gives the
+caller ``unavailable``.
 """
 
 from __future__ import annotations
 
 import http.client
-import json
 import logging
 import threading
-import time
-import urllib.parse
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from ..errors import Busy, DaemonError, Internal, TooLarge
+from ..errors import DaemonError, Internal, Unavailable
 from ..jobs import GenerationResult, Job
 from ..settings import Settings
 from .base import Backend
+from .openai_remote import Remote, TokenCounter, abort, error_for, message, read_events, read_json
 
 __all__ = ["OpenAIBackend"]
 
 log = logging.getLogger(__name__)
 
-
-class _Remote:
-    """A minimal HTTP/JSON client over ``http.client`` that can be aborted from another thread."""
-
-    def __init__(self, base_url: str, api_key: str | None, timeout: float):
-        url = urllib.parse.urlsplit(base_url.rstrip("/"))
-        if url.scheme not in ("http", "https"):
-            raise ValueError(f"--openai-url must be http(s)://...; got {base_url!r}")
-        self.scheme, self.netloc, self.path = url.scheme, url.netloc, url.path
-        self.api_key = api_key
-        self.timeout = timeout
-
-    def connection(self) -> http.client.HTTPConnection:
-        cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
-        return cls(self.netloc, timeout=self.timeout)
-
-    def call(self, method: str, path: str, body: dict | None = None,
-             conn: http.client.HTTPConnection | None = None) -> tuple[int, Any]:
-        own = conn is None
-        conn = conn or self.connection()
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        try:
-            conn.request(method, path, body=json.dumps(body).encode() if body is not None else None, headers=headers)
-            resp = conn.getresponse()
-            data = resp.read()
-            try:
-                return resp.status, json.loads(data or b"null")
-            except ValueError:
-                return resp.status, {"error": {"message": data[:200].decode(errors="replace")}}
-        finally:
-            if own:
-                conn.close()
+#: Seconds the start-up checks wait for the server (a hung server must not hang the daemon's start).
+LOAD_TIMEOUT_S = 10.0
 
 
 class OpenAIBackend(Backend):
@@ -67,35 +41,51 @@ class OpenAIBackend(Backend):
 
     def __init__(self, settings: Settings):
         super().__init__(settings)
-        self.remote = _Remote(settings.openai_url, settings.get("openai_api_key"),
-                              settings.get("openai_timeout_s", 600))
+        self.remote = Remote(settings.openai_url, settings.get("openai_api_key"), settings.get("openai_timeout_s", 600))
         self.remote_model = settings.get("openai_model") or settings.model
         self.tokenizer = None
+        self.counter: TokenCounter | None = None
+        #: Stream completions until the server says it cannot (sqlcoder's own listener does not).
+        self.stream = True
         self._tok_lock = threading.Lock()
         self._info: dict[str, Any] = {}
 
     def load(self) -> None:
-        """Check the server answers ``/models``; use a local tokenizer when ``--model`` is a directory."""
-        status, body = self.remote.call("GET", f"{self.remote.path}/models")
+        """Check the server answers ``/models``; count tokens locally (``--model DIR``) or find its tokenizer."""
+        url = self.settings.openai_url
+        try:
+            status, body = self.remote.call("GET", f"{self.remote.path}/models", timeout=LOAD_TIMEOUT_S)
+        except (OSError, http.client.HTTPException) as e:
+            raise OSError(f"--openai-url {url}: cannot reach the model server ({e.__class__.__name__}: {e})") from None
         if status != 200:
-            raise OSError(f"{self.settings.openai_url}/models answered HTTP {status}: {_message(body)}")
-        models = body.get("data") or [] if isinstance(body, dict) else []
-        if not self.remote_model and models:
-            self.remote_model = models[0].get("id")
+            raise OSError(f"--openai-url {url}: GET /models answered HTTP {status}: {message(body)}")
+        models = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
+            raise OSError(f"--openai-url {url}: GET /models did not answer an OpenAI model list: {message(body)}")
+        ids = [m.get("id") for m in models]
+        named = self.settings.openai_model
+        if models and (not self.remote_model or (self.remote_model not in ids and not named)):
+            self.remote_model = ids[0]  # --model named a local tokenizer, not the served name
         entry = next((m for m in models if m.get("id") == self.remote_model), models[0] if models else {})
         if self.settings.model and Path(self.settings.model).is_dir():
             from transformers import AutoTokenizer
 
             self.tokenizer = AutoTokenizer.from_pretrained(self.settings.model)
+            counting = "local tokenizer"
+        else:
+            self.counter = TokenCounter(self.remote, self.remote_model)
+            counting = self.counter.probe() or "none (give --model a local tokenizer directory)"
+        meta = entry.get("meta") if isinstance(entry.get("meta"), dict) else {}
         self._info = {
-            "device": f"remote:{self.settings.openai_url}",
+            "device": f"remote:{url}",
             "quantization": "remote",
             "dtype": "remote",
-            "context_length": entry.get("max_model_len")
+            "context_length": entry.get("max_model_len") or meta.get("n_ctx_train")
             or (self.tokenizer.model_max_length if self.tokenizer else None),
             "remote_model": self.remote_model,
+            "token_counting": counting,
         }
-        log.info("forwarding to %s (model %s)", self.settings.openai_url, self.remote_model)
+        log.info("forwarding to %s (model %s, token counting: %s)", url, self.remote_model, counting)
 
     def info(self) -> dict[str, Any]:
         return dict(self._info)
@@ -104,15 +94,9 @@ class OpenAIBackend(Backend):
         if self.tokenizer is not None:
             with self._tok_lock:
                 return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
-        root = self.remote.path[: -len("/v1")] if self.remote.path.endswith("/v1") else self.remote.path
-        counts = []
-        for text in texts:  # vLLM's /tokenize; other servers need a local tokenizer (--model DIR)
-            status, body = self.remote.call("POST", f"{root}/tokenize",
-                                            {"model": self.remote_model, "prompt": text, "add_special_tokens": False})
-            if status != 200 or not isinstance(body, dict) or "count" not in body:
-                raise Internal("the remote server cannot count tokens; give --model a local tokenizer directory")
-            counts.append(int(body["count"]))
-        return counts
+        if self.counter is None:
+            raise Internal("the openai backend is not loaded")
+        return [self.counter.count(t) for t in texts]
 
     def generate(self, jobs: Sequence[Job]) -> list[GenerationResult | DaemonError]:
         results: list[GenerationResult | DaemonError | None] = [None] * len(jobs)
@@ -124,55 +108,93 @@ class OpenAIBackend(Backend):
             t = threading.Thread(target=self._one, args=(job, conn, results, i), daemon=True)
             threads.append(t)
             t.start()
-        while any(t.is_alive() for t in threads):
+        while True:
+            alive = [t for t in threads if t.is_alive()]
+            if not alive:
+                break
+            alive[0].join(0.02)  # returns as soon as that request is answered
             for job, conn, t in zip(jobs, conns, threads):
                 if t.is_alive() and job.should_stop():
-                    _abort(conn)  # the remote server sees the disconnect and stops generating
-            time.sleep(0.02)
+                    abort(conn)  # the remote server sees the disconnect
         return [r if r is not None else Internal("no result") for r in results]
 
     def _one(self, job: Job, conn: http.client.HTTPConnection, results: list, i: int) -> None:
         req = job.request
         body = {"model": self.remote_model, "prompt": req.prompt, "max_tokens": req.max_new_tokens,
-                "temperature": 0, "n": 1}
+                "temperature": 0, "top_k": 1, "repeat_penalty": 1.0, "n": 1}
         if req.num_beams > 1:
             body["num_beams"] = req.num_beams  # understood by sqlcoder's listener; others decode greedily
         try:
-            status, reply = self.remote.call("POST", f"{self.remote.path}/completions", body, conn=conn)
+            results[i] = self._completion(conn, body)
         except (OSError, http.client.HTTPException) as e:
-            results[i] = Internal(f"remote server: {e.__class__.__name__}") if not job.should_stop() else \
-                GenerationResult("", "stop", 0, 0)
-            return
+            results[i] = Unavailable(f"the model server cannot be reached ({e.__class__.__name__})")
         finally:
             conn.close()
-        if status == 429:
-            results[i] = Busy(f"remote server is busy: {_message(reply)}")
-        elif status == 413:
-            results[i] = TooLarge(f"remote server: {_message(reply)}")
-        elif status != 200:
-            log.warning("remote server answered HTTP %d: %s", status, _message(reply))
-            results[i] = Internal(f"remote server answered HTTP {status}")
+        if job.should_stop():  # we hung up on the server: whatever came back is cut short
+            results[i] = GenerationResult("", "stop", 0, 0)
+
+    def _completion(self, conn: http.client.HTTPConnection, body: dict) -> GenerationResult | DaemonError:
+        """One completion, streamed where the server streams: a server stops generating only when a
+        streamed client leaves (llama-cpp-python's finishes non-streamed requests regardless)."""
+        path = f"{self.remote.path}/completions"
+        if self.stream:
+            resp = self.remote.send(conn, "POST", path, dict(body, stream=True,
+                                                              stream_options={"include_usage": True}))
+            if "text/event-stream" in (resp.getheader("Content-Type") or ""):
+                return _parse_stream(resp) if resp.status == 200 else error_for(resp.status, {})
+            status, reply = read_json(resp)
+            if status in (400, 422) and "stream" in message(reply).lower():
+                log.info("the model server does not stream; sending whole completions from now on")
+                self.stream = False
+                conn.close()
+                return self._completion(self.remote.connection(), body)
         else:
-            choice = (reply.get("choices") or [{}])[0]
-            usage = reply.get("usage") or {}
-            finish = {"stop": "eos", "length": "length"}.get(choice.get("finish_reason"), "stop")
-            results[i] = GenerationResult(text=choice.get("text", ""), finish_reason=finish,
-                                          prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                                          completion_tokens=int(usage.get("completion_tokens", 0)))
+            status, reply = read_json(self.remote.send(conn, "POST", path, dict(body, stream=False)))
+        if status != 200:
+            log.warning("model server answered HTTP %d: %s", status, message(reply))
+            return error_for(status, reply)
+        return _parse_completion(reply)
 
 
-def _abort(conn: http.client.HTTPConnection) -> None:
-    import socket
+def _parse_stream(resp: http.client.HTTPResponse) -> GenerationResult | DaemonError:
+    """A streamed completion: the text of every chunk, the last finish_reason, usage when the server sends it."""
+    parts: list[str] = []
+    finish, usage = None, {}
+    try:
+        for event in read_events(resp):
+            if isinstance(event, dict) and isinstance(event.get("usage"), dict):
+                usage = event["usage"]
+            choices = event.get("choices") if isinstance(event, dict) else None
+            if not isinstance(choices, list) or not choices:
+                continue
+            choice = choices[0]
+            if not isinstance(choice, dict) or not isinstance(choice.get("text", ""), str):
+                raise ValueError("a chunk without text")
+            parts.append(choice.get("text") or "")
+            finish = choice.get("finish_reason") or finish
+    except ValueError as e:
+        log.warning("model server sent an invalid stream: %s", e)
+        return Unavailable("the model server sent a reply without a completion text")
+    if finish is None:
+        return Unavailable("the model server's stream ended before the completion did")
+    # Without usage (llama-cpp-python's server sends none when streaming): one token per chunk with text.
+    reply = {"choices": [{"text": "".join(parts), "finish_reason": finish}],
+             "usage": usage or {"completion_tokens": sum(1 for p in parts if p)}}
+    return _parse_completion(reply)
 
-    sock = conn.sock
-    if sock is not None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
-
-def _message(body: Any) -> str:
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        return str(body["error"].get("message", ""))[:300]
-    return str(body)[:300]
+def _parse_completion(reply: Any) -> GenerationResult | DaemonError:
+    """The first choice of a completions reply; a reply of another shape is the server's fault."""
+    choices = reply.get("choices") if isinstance(reply, dict) else None
+    choice = choices[0] if isinstance(choices, list) and choices else None
+    if not isinstance(choice, dict) or not isinstance(choice.get("text"), str):
+        log.warning("model server sent an invalid completion: %.300r", reply)
+        return Unavailable("the model server sent a reply without a completion text")
+    usage = reply.get("usage") if isinstance(reply.get("usage"), dict) else {}
+    finish = {"stop": "eos", "length": "length"}.get(choice.get("finish_reason"), "stop")
+    try:
+        prompt_tokens, completion_tokens = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+    except (TypeError, ValueError):
+        prompt_tokens = completion_tokens = 0
+    return GenerationResult(text=choice["text"], finish_reason=finish, prompt_tokens=prompt_tokens,
+                            completion_tokens=completion_tokens)
