@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.scripts import setting_defaults
 from sqlcoder import errors
 from sqlcoder.config import SETTINGS
 from sqlcoder_daemon import errors as daemon_errors
-from sqlcoder_daemon.settings import SETTINGS as DAEMON_SETTINGS, build_parser
-
-from fixtures.scripts import setting_defaults
+from sqlcoder_daemon.settings import SETTINGS as DAEMON_SETTINGS
+from sqlcoder_daemon.settings import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 OPERATIONS = (ROOT / "docs" / "operations.md").read_text()

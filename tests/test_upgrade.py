@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from sqlcoder_dev.pgcluster import Cluster
-
 from fixtures.pg import ROOT
+from sqlcoder_dev.pgcluster import Cluster
 
 NEWEST = (ROOT / "sqlcoder.control").read_text().split("default_version = '")[1].split("'")[0]
 # Every version a shipped script names, as the source or target of an update or as a full install.
@@ -30,11 +29,13 @@ SNAPSHOT_QUERIES = {
         WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
           AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'sqlcoder') ORDER BY 1""",
     "functions": """
-        SELECT pg_get_functiondef(p.oid) || coalesce(p.proacl::text, '') || coalesce(obj_description(p.oid, 'pg_proc'), '')
+        SELECT pg_get_functiondef(p.oid) || coalesce(p.proacl::text, '')
+               || coalesce(obj_description(p.oid, 'pg_proc'), '')
         FROM pg_proc p WHERE p.pronamespace = 'sqlcoder'::regnamespace ORDER BY p.oid::regprocedure::text""",
     "columns": """
         SELECT c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' ' || a.attnotnull
-               || ' ' || coalesce(pg_get_expr(d.adbin, d.adrelid), '') || ' ' || a.attidentity::text || a.attgenerated::text
+               || ' ' || coalesce(pg_get_expr(d.adbin, d.adrelid), '')
+               || ' ' || a.attidentity::text || a.attgenerated::text
                || ' ' || coalesce(col_description(c.oid, a.attnum), '') || coalesce(a.attacl::text, '')
         FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
         LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
@@ -155,7 +156,8 @@ def _objects(pg: Cluster, dbname: str) -> list[str]:
         SELECT 'schema ' || nspname FROM pg_namespace
         UNION ALL SELECT 'rel ' || oid::regclass::text FROM pg_class WHERE relnamespace <> 'pg_catalog'::regnamespace
           AND relnamespace <> 'information_schema'::regnamespace AND relnamespace <> 'pg_toast'::regnamespace
-        UNION ALL SELECT 'func ' || oid::regprocedure::text FROM pg_proc WHERE pronamespace <> 'pg_catalog'::regnamespace
+        UNION ALL SELECT 'func ' || oid::regprocedure::text FROM pg_proc
+          WHERE pronamespace <> 'pg_catalog'::regnamespace
           AND pronamespace <> 'information_schema'::regnamespace
         UNION ALL SELECT 'type ' || oid::regtype::text FROM pg_type WHERE typnamespace <> 'pg_catalog'::regnamespace
           AND typnamespace <> 'information_schema'::regnamespace AND typnamespace <> 'pg_toast'::regnamespace
@@ -199,7 +201,8 @@ def test_dump_and_restore_keep_settings_hints_instructions_and_history(pg: Clust
                        "ORDER BY key", dbname=dst).split()
     assert settings == ["max_rows=5", "socket_path=/srv/sqlcoder.sock"]
     assert pg.psql("SELECT count(*) FROM sqlcoder.join_hints", dbname=dst).strip() == "1"
-    assert pg.psql("SELECT instruction FROM sqlcoder.instructions", dbname=dst).strip() == "revenue is price times quantity"
+    instruction = pg.psql("SELECT instruction FROM sqlcoder.instructions", dbname=dst).strip()
+    assert instruction == "revenue is price times quantity"
     assert pg.psql("SELECT question FROM sqlcoder.history", dbname=dst).strip() == "q?"
     # golden examples: their tables (regclass) resolve to the restored tables
     assert pg.psql("SELECT tables::text FROM sqlcoder.examples", dbname=dst).strip() == "{a,b}"

@@ -14,14 +14,23 @@ from __future__ import annotations
 import json
 import time
 import traceback
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from . import __version__, _spi, assemble, config, correction, examples, execute, guard, history, policy
 from ._spi import Plpy
 from .client import DaemonClient
+from .errors import (
+    ClientGone,
+    DaemonError,
+    InvalidQuestion,
+    NoSQLGenerated,
+    NullQuestion,
+    SqlcoderError,
+    SqlRefused,
+    VersionMismatch,
+)
 from .model import Model
-from .errors import (ClientGone, DaemonError, InvalidQuestion, NoSQLGenerated, NullQuestion, SqlcoderError, SqlRefused,
-                     VersionMismatch)
 from .prompt import extract_sql
 
 __all__ = ["entry"]

@@ -11,7 +11,7 @@ the tables least relevant to the question are left out (with a NOTICE).
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from . import _spi, bounds, examples, schema_cache, value_hints
 from ._spi import Plpy

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import gc
 import json
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from . import _spi, bounds
 from ._spi import Plpy
@@ -87,7 +88,8 @@ WITH path AS (
   SELECT a.attrelid,
          pg_catalog.string_agg(pg_catalog.concat_ws(E'\\x1f',
            a.attnum, pg_catalog.quote_ident(a.attname),
-           CASE WHEN pg_catalog.starts_with(ft.ft, ty.prefix) THEN pg_catalog.substr(ft.ft, pg_catalog.length(ty.prefix) + 1)
+           CASE WHEN pg_catalog.starts_with(ft.ft, ty.prefix)
+                THEN pg_catalog.substr(ft.ft, pg_catalog.length(ty.prefix) + 1)
                 ELSE ft.ft END,
            a.attnotnull, a.attidentity,
            CASE WHEN a.attgenerated = '' THEN ''
@@ -97,7 +99,8 @@ WITH path AS (
                   WHERE dep.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND dep.objid = ad.oid
                     AND dep.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
                     AND dep.refobjid = a.attrelid AND dep.refobjsubid > 0
-                    AND NOT pg_catalog.has_column_privilege(a.attrelid, dep.refobjsubid::pg_catalog.int2, 'SELECT')) THEN '?'
+                    AND NOT pg_catalog.has_column_privilege(a.attrelid, dep.refobjsubid::pg_catalog.int2,
+                                                            'SELECT')) THEN '?'
                 ELSE pg_catalog.translate(pg_catalog.left(pg_catalog.pg_get_expr(ad.adbin, ad.adrelid), $3 + 1),
                                           E'\\x1c\\x1d\\x1e\\x1f', '    ') END,
            pg_catalog.translate(pg_catalog.left(COALESCE(d.description, ''), $3), E'\\x1c\\x1d\\x1e\\x1f', '    ')
@@ -151,8 +154,10 @@ ORDER BY r.ord, r.relname
 
 # A DBA's join hints; only those between columns the caller sees are kept.
 _JOIN_HINTS_SQL = """
-SELECT h.left_table::pg_catalog.oid::pg_catalog.int8 AS left_oid, pg_catalog.quote_ident(h.left_column) AS left_column,
-       h.right_table::pg_catalog.oid::pg_catalog.int8 AS right_oid, pg_catalog.quote_ident(h.right_column) AS right_column
+SELECT h.left_table::pg_catalog.oid::pg_catalog.int8 AS left_oid,
+       pg_catalog.quote_ident(h.left_column) AS left_column,
+       h.right_table::pg_catalog.oid::pg_catalog.int8 AS right_oid,
+       pg_catalog.quote_ident(h.right_column) AS right_column
 FROM sqlcoder.join_hints h
 ORDER BY h.id
 """

@@ -17,11 +17,23 @@ import select
 import socket
 import stat
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from .errors import (DaemonBusy, DaemonConnectionLost, DaemonNotResponding, DaemonNotRunning,
-                     DaemonPermissionDenied, DaemonProtocolError, DaemonRejected, DaemonReplyTooLarge,
-                     DaemonShuttingDown, DaemonVersionMismatch, ModelServerUnavailable, ModelTimeout)
+from .errors import (
+    DaemonBusy,
+    DaemonConnectionLost,
+    DaemonNotResponding,
+    DaemonNotRunning,
+    DaemonPermissionDenied,
+    DaemonProtocolError,
+    DaemonRejected,
+    DaemonReplyTooLarge,
+    DaemonShuttingDown,
+    DaemonVersionMismatch,
+    ModelServerUnavailable,
+    ModelTimeout,
+)
 
 __all__ = ["PROTOCOL_VERSION", "DaemonClient"]
 

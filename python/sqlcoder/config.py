@@ -10,8 +10,9 @@ next call of every session without a reconnect.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from . import _spi
 from ._spi import Plpy

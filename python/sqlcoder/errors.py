@@ -47,12 +47,12 @@ from __future__ import annotations
 __all__ = [
     "SqlcoderError", "InvalidQuestion", "NullQuestion", "ConfigError", "VersionMismatch",
     "DaemonError", "DaemonNotRunning", "DaemonPermissionDenied", "DaemonConnectionLost",
-    "DaemonProtocolError", "DaemonBusy", "DaemonShuttingDown", "ModelServerUnavailable", "ModelTimeout", "DaemonNotResponding",
-    "DaemonRejected", "NoSQLGenerated",
+    "DaemonProtocolError", "DaemonBusy", "DaemonShuttingDown", "ModelServerUnavailable", "ModelTimeout",
+    "DaemonNotResponding", "DaemonRejected", "NoSQLGenerated",
     "DaemonReplyTooLarge", "DaemonVersionMismatch", "SqlRefused", "InvalidSql", "EmptySql",
     "MultipleStatements", "NotAPlainQuery", "QueryTooExpensive", "FunctionRefused", "SuperuserRefused",
-    "TimeLimitExceeded", "FeedbackError", "FeedbackReadOnly", "QueryFailed", "ResultTooLarge", "ClientGone", "InvalidExample",
-    "ExampleNotOwner",
+    "TimeLimitExceeded", "FeedbackError", "FeedbackReadOnly", "QueryFailed", "ResultTooLarge", "ClientGone",
+    "InvalidExample", "ExampleNotOwner",
 ]
 
 
@@ -226,7 +226,8 @@ class SuperuserRefused(SqlRefused):
 
 class TimeLimitExceeded(SqlcoderError):
     sqlstate = "57014"
-    hint = "The query ran longer than query_timeout_ms in sqlcoder.config; narrow it, or ask a superuser to raise the limit."
+    hint = ("The query ran longer than query_timeout_ms in sqlcoder.config; narrow it, "
+            "or ask a superuser to raise the limit.")
 
 
 class FeedbackError(SqlcoderError):

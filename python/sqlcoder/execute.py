@@ -9,9 +9,9 @@ row the executor produces is counted in bytes (for run and execute: the exact
 length of its row_to_json text, checked before that text is built) and kept in a tuplestore
 (work_mem, then a temporary file) that survives the rollback below, and the
 executor is stopped as soon as ``max_rows`` or ``max_result_bytes`` is passed.
-The SQL wrapper then returns them with ``sqlcoder._result_rows(token)``. Guard and query run inside an explicit subtransaction that is always
-rolled back, so temp tables, transaction-level locks, NOTIFYs and the
-search_path we set vanish, and the caller's transaction stays as it was
+The SQL wrapper then returns them with ``sqlcoder._result_rows(token)``. Guard and
+query run inside an explicit subtransaction that is always rolled back, so temp
+tables, transaction-level locks, NOTIFYs and the search_path we set vanish, and the caller's transaction stays as it was
 (writable, or its own ``BEGIN READ ONLY``). Session-level advisory locks
 survive any rollback, so those the query took are released by hand.
 
@@ -22,8 +22,9 @@ limit covers planning, execution and building the result.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from . import _spi, guard, policy
 from ._spi import Plpy

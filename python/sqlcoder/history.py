@@ -21,14 +21,24 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from . import _spi
 from ._spi import Plpy
-from .errors import (ClientGone, DaemonBusy, DaemonError, FeedbackError, FeedbackReadOnly, ModelTimeout, SqlcoderError,
-                     SqlRefused, TimeLimitExceeded)
+from .errors import (
+    ClientGone,
+    DaemonBusy,
+    DaemonError,
+    FeedbackError,
+    FeedbackReadOnly,
+    ModelTimeout,
+    SqlcoderError,
+    SqlRefused,
+    TimeLimitExceeded,
+)
 
 __all__ = ["Entry", "Limits", "begin", "record", "recording", "stats", "feedback", "COLUMNS", "FOLDED_OUTCOMES"]
 

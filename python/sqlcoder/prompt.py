@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from ._sqleval_prompt import SQL_EVAL_TEMPLATES, instructions_as_sql_eval, schema_as_sql_eval
 from .errors import NoSQLGenerated
@@ -158,7 +158,8 @@ def extract_sql(completion: str) -> str:
     text = text.split("```")[0]
     text = text.split(";")[0].strip()
     if not text:
-        raise NoSQLGenerated("the model returned no SQL for this question", detail=f"model output: {completion[:500]!r}")
+        raise NoSQLGenerated("the model returned no SQL for this question",
+                             detail=f"model output: {completion[:500]!r}")
     if "i do not know" in text.lower() and not text.lower().lstrip("( ").startswith(("select", "with")):
         raise NoSQLGenerated("the model could not answer this question from the schema it was shown",
                              detail=f"model output: {completion[:500]!r}")

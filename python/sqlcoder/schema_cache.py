@@ -14,8 +14,9 @@ cached: that transaction may still roll back.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from . import _spi, catalog, ddl, value_hints
 from ._spi import Plpy
@@ -26,7 +27,8 @@ __all__ = ["CachedSchema", "get", "clear", "MAX_ENTRIES"]
 MAX_ENTRIES = 8
 
 _PROBE_SQL = """
-SELECT (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())::pg_catalog.int8 AS db,
+SELECT (SELECT d.oid FROM pg_catalog.pg_database d
+        WHERE d.datname = pg_catalog.current_database())::pg_catalog.int8 AS db,
        (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)::pg_catalog.int8 AS role,
        (SELECT pg_catalog.array_agg(r.oid ORDER BY r.oid) FROM pg_catalog.pg_roles r
         WHERE pg_catalog.pg_has_role(r.oid, 'USAGE'))::text AS roles,
@@ -102,7 +104,7 @@ class CachedSchema:
         return self.token_counts[model]
 
 
-_entries: "OrderedDict[tuple[Any, ...], CachedSchema]" = OrderedDict()
+_entries: OrderedDict[tuple[Any, ...], CachedSchema] = OrderedDict()
 
 
 def _read(plpy: Plpy, caller_path: Sequence[str], hints: value_hints.HintSettings | None, max_chars: int,

@@ -10,7 +10,8 @@ import argparse
 import dataclasses
 import json
 import tomllib
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 __all__ = ["SETTINGS", "Setting", "Settings", "SettingsError", "build_parser", "load_settings", "parse_max_memory"]
 
@@ -86,7 +87,8 @@ class Settings:
     ``--help``, the TOML config file and ``status`` all read these fields (:data:`SETTINGS`).
     """
 
-    model: str | None = _opt(None, "model to serve: a local directory or a Hugging Face hub id (llama_cpp: a .gguf file)")
+    model: str | None = _opt(None,
+                             "model to serve: a local directory or a Hugging Face hub id (llama_cpp: a .gguf file)")
     backend: str = _opt("transformers", "inference backend", choices=("transformers", "llama_cpp", "openai", "vllm"))
     socket: str = _opt("/run/sqlcoder/sqlcoder.sock", "Unix socket path the database connects to")
     socket_group: str | None = _opt(None, "group given to the socket (mode 0660), e.g. postgres")
@@ -109,7 +111,8 @@ class Settings:
     max_queue: int = _opt(64, "requests waiting beyond this answer 'busy'")
     max_batch_size: int = _opt(8, "most requests run together in one batched generate")
     batch_wait_ms: float = _opt(10.0,
-            "while requests arrive together, how long to wait for as many as the last batch had (a lone client never waits)")
+            "while requests arrive together, how long to wait for as many as the last batch had "
+            "(a lone client never waits)")
     timeout_ms: int = _opt(600_000, "default request deadline (queue time included)")
     drain_timeout_s: float = _opt(30.0, "on SIGTERM, how long in-flight requests may still run")
     prefix_cache_bytes: int = _opt(2 * 1024**3, "LRU budget for prompt-prefix KV caches (0 disables)", parse=_size)

@@ -76,21 +76,21 @@ class FakeDaemon:
         self.disconnects: list[float] = []  # monotonic times clients closed a hanging request
 
     # -- scripting -----------------------------------------------------------
-    def reply(self, text: str, model: str = "fake/sqlcoder") -> "FakeDaemon":
+    def reply(self, text: str, model: str = "fake/sqlcoder") -> FakeDaemon:
         """Answer every generate request with ``text`` as the model's raw completion."""
         with self._lock:
             self._script = _Script(mode="ok", text=text, model=model)
             self._rules = []
         return self
 
-    def reply_when(self, prompt_contains: str, text: str) -> "FakeDaemon":
+    def reply_when(self, prompt_contains: str, text: str) -> FakeDaemon:
         """Answer ``text`` to a generate whose prompt contains ``prompt_contains`` (until the next reply())."""
         with self._lock:
             self._rules.append((prompt_contains, text))
         return self
 
     def misbehave(self, mode: str, *, delay_s: float = 0.0, size: int = 0, code: str = "internal",
-                  text: str = " SELECT 1;") -> "FakeDaemon":
+                  text: str = " SELECT 1;") -> FakeDaemon:
         """Fail every generate request the way ``mode`` (a key of :data:`MODES`) says."""
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; one of {sorted(MODES)}")
@@ -99,7 +99,7 @@ class FakeDaemon:
         return self
 
     # -- lifecycle -----------------------------------------------------------
-    def start(self) -> "FakeDaemon":
+    def start(self) -> FakeDaemon:
         if self.path.exists():
             self.path.unlink()
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -123,7 +123,7 @@ class FakeDaemon:
         if self.path.exists():
             self.path.unlink()
 
-    def __enter__(self) -> "FakeDaemon":
+    def __enter__(self) -> FakeDaemon:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -135,7 +135,7 @@ class FakeDaemon:
         while not self._stop.is_set():
             try:
                 conn, _ = self._server.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 if self._stop.is_set():
@@ -152,7 +152,7 @@ class FakeDaemon:
             while not self._stop.is_set():
                 try:
                     chunk = conn.recv(65536)
-                except socket.timeout:
+                except TimeoutError:
                     continue
                 if not chunk:
                     return
@@ -241,7 +241,7 @@ class FakeDaemon:
         while not self._stop.is_set() and time.monotonic() < deadline:
             try:
                 data = conn.recv(1, socket.MSG_PEEK)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 data = b""
