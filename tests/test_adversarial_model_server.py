@@ -16,6 +16,7 @@ HOSTILE_MODEL_SERVERS = [
     ("server-40-mib-reply", "huge", "08001"),  # refused after 16 MiB: the daemon's memory stays bounded
     ("server-dribbles-bytes", "dribble", "57014"),  # never finishes: the request's deadline cuts it
     ("server-html-page", "garbage", "08001"),
+    ("server-list-finish-reason", "list-finish", "25006"),  # read as a completion (once a TypeError), then guarded
 ]
 
 

@@ -146,3 +146,13 @@ def test_streamed_completions_and_a_client_that_leaves(misbehaving: ModelServerS
             assert time.monotonic() < end, "the daemon kept reading the stream"
             time.sleep(0.02)
         assert d.request({"v": 1, "id": "s", "op": "status"})["status"]["requests"]["interrupted"] == 1
+
+
+def test_a_completion_whose_finish_reason_is_not_text_is_still_read() -> None:
+    """A hostile server's finish_reason may be any JSON value; a list does not even hash (it raised TypeError)."""
+    from sqlcoder_daemon.backends.openai_backend import _parse_completion
+    from sqlcoder_daemon.jobs import GenerationResult
+
+    for reason, want in ((["stop"], "stop"), ({"a": 1}, "stop"), (None, "stop"), ("length", "length"), ("stop", "eos")):
+        got = _parse_completion({"choices": [{"text": " SELECT 1;", "finish_reason": reason}]})
+        assert isinstance(got, GenerationResult) and (got.text, got.finish_reason) == (" SELECT 1;", want), reason

@@ -45,10 +45,9 @@ def entry(plpy: Plpy, extension_version: str, op: str, params: Any) -> dict[str,
     if extension_version != __version__:
         exc = VersionMismatch(f"sqlcoder extension version {extension_version} does not match the installed "
                               f"package version {__version__}")
-        reply = _error(exc.sqlstate, exc.message, exc.detail, exc.hint)
         if extension_version in _JSONB_ENVELOPE_VERSIONS:
-            return json.dumps({"error": json.loads(reply["error"])})
-        return reply
+            return json.dumps({"error": _error_fields(exc.sqlstate, exc.message, exc.detail, exc.hint)})
+        return _error(exc.sqlstate, exc.message, exc.detail, exc.hint)
     try:
         handler = _OPERATIONS.get(op)
         if handler is None:
@@ -76,8 +75,11 @@ def _as_text(value: Any) -> str | None:
 
 
 def _error(sqlstate: str, message: str, detail: str | None, hint: str | None) -> dict[str, str | None]:
-    return {"value": None,
-            "error": json.dumps({"sqlstate": sqlstate, "message": message, "detail": detail, "hint": hint})}
+    return {"value": None, "error": json.dumps(_error_fields(sqlstate, message, detail, hint))}
+
+
+def _error_fields(sqlstate: str, message: str, detail: str | None, hint: str | None) -> dict[str, str | None]:
+    return {"sqlstate": sqlstate, "message": message, "detail": detail, "hint": hint}
 
 
 def _check_question(question: Any, settings: config.Settings) -> str:

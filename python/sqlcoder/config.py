@@ -70,7 +70,9 @@ def _template(raw: str) -> str:
 
 def split_signatures(raw: str) -> tuple[str, ...]:
     """``a(integer); b(text)`` -> its function signatures; a ``;`` inside double quotes belongs to a name."""
-    parts, current, quoted = [], [], False
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
     for char in raw:
         if char == '"':
             quoted = not quoted

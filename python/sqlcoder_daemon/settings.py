@@ -152,13 +152,6 @@ class Settings:
                 raise KeyError(name)
             setattr(self, name, value)
 
-    def get(self, name: str, _default: Any = None) -> Any:
-        """The declared setting ``name``. Kept while open branches still call ``settings.get(key, default)``:
-        the local default is ignored, the declared one applies (read attributes instead)."""
-        if name not in _BY_NAME:
-            raise KeyError(name)
-        return getattr(self, name)
-
 
 _SCALARS: dict[str, Callable[[str], Any]] = {"str": str, "int": int, "float": float, "bool": _bool}
 

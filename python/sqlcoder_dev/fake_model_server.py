@@ -23,6 +23,7 @@ MODES = {
     "huge": "HTTP 200 with a 40 MiB body",
     "dribble": "HTTP 200 that sends one byte per 0.2 s (at most 60 s)",
     "sql": "a well-formed completion whose text is ModelServerStandIn.text",
+    "list-finish": "that completion with a finish_reason that is a JSON list (not even hashable)",
     "stream": "ModelServerStandIn.text as an event stream, a character per chunk (whole JSON if not asked to stream)",
     "stream-forever": "an event stream of 'x' chunks every 10 ms until the client leaves (at most 60 s)",
 }
@@ -84,8 +85,9 @@ class _Handler(BaseHTTPRequestHandler):
                 while not stop.wait(0.2) and time.monotonic() < end:
                     self.wfile.write(b" ")
                     self.wfile.flush()
-            elif mode in ("sql", "stream"):
-                reply = {"choices": [{"index": 0, "text": self.server.text, "finish_reason": "stop"}],
+            elif mode in ("sql", "stream", "list-finish"):
+                finish: Any = ["stop"] if mode == "list-finish" else "stop"
+                reply = {"choices": [{"index": 0, "text": self.server.text, "finish_reason": finish}],
                          "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
                 self._send(200, json.dumps(reply).encode())
             else:

@@ -66,19 +66,19 @@ class LlamaCppBackend(Backend):
         super().__init__(settings)
         self.llama_cpp = import_llama_cpp()  # fail at construction: before any loading work
         self.llm: Any = None  # llama_cpp.Llama once loaded
-        self.cache = StateCache(settings.get("prefix_cache_bytes", 0), settings.get("prefix_cache_min_tokens", 32))
+        self.cache = StateCache(settings.prefix_cache_bytes, settings.prefix_cache_min_tokens)
         self._info: dict[str, Any] = {}
 
     def load(self) -> None:
         s = self.settings
         path = Path(str(s.model)).expanduser()
         check_gguf(path)
-        estimate = check_gguf_fits(path, s.get("llama_n_ctx", 4096), self.cache.max_bytes) \
-            if s.get("check_memory", True) else None
-        threads = s.get("cpu_threads") or None
+        estimate = check_gguf_fits(path, s.llama_n_ctx, self.cache.max_bytes) \
+            if s.check_memory else None
+        threads = s.cpu_threads or None
         t0 = time.monotonic()
         try:
-            self.llm = self.llama_cpp.Llama(model_path=str(path), n_ctx=s.get("llama_n_ctx", 4096),
+            self.llm = self.llama_cpp.Llama(model_path=str(path), n_ctx=s.llama_n_ctx,
                                             n_threads=threads, n_threads_batch=threads, n_gpu_layers=0,
                                             logits_all=False, verbose=False)
         except (ValueError, RuntimeError) as e:

@@ -41,9 +41,11 @@ class OpenAIBackend(Backend):
 
     def __init__(self, settings: Settings):
         super().__init__(settings)
-        self.remote = Remote(settings.openai_url, settings.get("openai_api_key"), settings.get("openai_timeout_s", 600))
-        self.remote_model = settings.get("openai_model") or settings.model
-        self.tokenizer = None
+        if not settings.openai_url:
+            raise ValueError("--backend openai needs --openai-url")
+        self.remote = Remote(settings.openai_url, settings.openai_api_key, settings.openai_timeout_s)
+        self.remote_model = settings.openai_model or settings.model
+        self.tokenizer: Any = None  # a transformers tokenizer once loaded from a local --model directory
         self.counter: TokenCounter | None = None
         #: Stream completions until the server says it cannot (sqlcoder's own listener does not).
         self.stream = True
@@ -75,7 +77,9 @@ class OpenAIBackend(Backend):
         else:
             self.counter = TokenCounter(self.remote, self.remote_model)
             counting = self.counter.probe() or "none (give --model a local tokenizer directory)"
-        meta = entry.get("meta") if isinstance(entry.get("meta"), dict) else {}
+        meta = entry.get("meta")
+        if not isinstance(meta, dict):
+            meta = {}
         self._info = {
             "device": f"remote:{url}",
             "quantization": "remote",
@@ -191,7 +195,8 @@ def _parse_completion(reply: Any) -> GenerationResult | DaemonError:
         log.warning("model server sent an invalid completion: %.300r", reply)
         return Unavailable("the model server sent a reply without a completion text")
     usage = reply.get("usage") if isinstance(reply.get("usage"), dict) else {}
-    finish = {"stop": "eos", "length": "length"}.get(choice.get("finish_reason"), "stop")
+    reason = choice.get("finish_reason")  # any JSON value: a list or object would not even hash
+    finish = {"stop": "eos", "length": "length"}.get(reason, "stop") if isinstance(reason, str) else "stop"
     try:
         prompt_tokens, completion_tokens = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
     except (TypeError, ValueError):
