@@ -22,6 +22,7 @@ import httpx
 import psycopg
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
@@ -102,11 +103,27 @@ def wait(driver: webdriver.Chrome, css: str, timeout: float = 30):
     return WebDriverWait(driver, timeout).until(EC.presence_of_element_located((By.CSS_SELECTOR, css)))
 
 
+def _gone(old):
+    """The old page's element is gone. Chromium sometimes reports a node of a replaced document as an
+    inspector error ("does not belong to the document") instead of a stale reference: that is gone too."""
+    def check(_driver: webdriver.Chrome) -> bool:
+        try:
+            old.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+        return False
+    return check
+
+
 def submit(driver: webdriver.Chrome, button_id: str, timeout: float = 90) -> None:
     """Click a button that loads a new page, and wait until the old one is gone."""
     old = driver.find_element(By.TAG_NAME, "html")
     driver.find_element(By.ID, button_id).click()
-    WebDriverWait(driver, timeout).until(EC.staleness_of(old))
+    WebDriverWait(driver, timeout).until(_gone(old))
 
 
 def login(driver: webdriver.Chrome, base: str, role: str, password: str) -> None:
