@@ -40,6 +40,11 @@ BEGIN READ ONLY;
 SELECT sqlcoder.feedback(-1, true);
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
 ROLLBACK;
+-- and so does promoting a history row to an example
+BEGIN READ ONLY;
+SELECT sqlcoder.promote_example(-1);
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+ROLLBACK;
 SELECT sqlcoder.promote_example(-1);
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
 RESET ROLE;
