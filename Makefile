@@ -17,8 +17,18 @@ DATA_built     = $(patsubst sql/%.sql.in,build/%.sql,$(SCRIPT_SOURCES))
 # the Python package for `python -m ...` run there.
 MODULE_big   = sqlcoder_pg
 OBJS         = src/sqlcoder.o
+# The guard's view of a query (issue #16: one file per concern, declarations in src/query_objects.h).
 OBJS        += src/query_objects.o
+OBJS        += src/query_walker.o
+OBJS        += src/function_bodies.o
+OBJS        += src/analysis_hook.o
+OBJS        += src/function_facts.o
 OBJS        += src/client_check.o
+# History rows (issue #16: one file per concern, declarations in src/history.h).
+OBJS        += src/history_shmem.o
+OBJS        += src/history_role.o
+OBJS        += src/history_xact.o
+OBJS        += src/history_write.o
 OBJS        += src/history_worker.o
 OBJS        += src/raise_reply.o
 # Results kept in bytes-bounded tuplestores between the guard and the caller (issue #10).
