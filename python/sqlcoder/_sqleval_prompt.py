@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["SQL_EVAL_TEMPLATES", "instructions_as_sql_eval", "schema_as_sql_eval"]
+__all__ = ["LLAMA_3_SQLCODER_8B", "SQL_EVAL_TEMPLATES", "instructions_as_sql_eval", "schema_as_sql_eval"]
 
 SQL_EVAL_70B = """### Task
 Generate a SQL query to answer [QUESTION]{question}[/QUESTION]
@@ -38,9 +38,10 @@ Given the database schema, here is the SQL query that answers [QUESTION]{questio
 [SQL]
 """
 
-# As llama-3-sqlcoder-8b's own template, without the leading <|begin_of_text|>
-# (the daemon's tokenizer adds it).
-SQL_EVAL_LLAMA_3 = """<|start_header_id|>user<|end_header_id|>
+# llama-3-sqlcoder-8b's own template (its model card), without the leading
+# <|begin_of_text|> (the daemon's tokenizer adds it): sql-eval prompted the 8B
+# with exactly this, so prompt.py serves it under both names.
+LLAMA_3_SQLCODER_8B = """<|start_header_id|>user<|end_header_id|>
 
 Generate a SQL query to answer this question: `{question}`
 {instructions}
@@ -54,7 +55,7 @@ The following SQL query best answers the question `{question}`:
 
 SQL_EVAL_TEMPLATES: dict[str, str] = {
     "sql-eval-sqlcoder-70b": SQL_EVAL_70B,
-    "sql-eval-llama-3-sqlcoder-8b": SQL_EVAL_LLAMA_3,
+    "sql-eval-llama-3-sqlcoder-8b": LLAMA_3_SQLCODER_8B,
 }
 
 _JOIN = re.compile(r"^-- (?P<pair>.+ can be joined with .+)$")

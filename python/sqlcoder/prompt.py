@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ._sqleval_prompt import SQL_EVAL_TEMPLATES, instructions_as_sql_eval, schema_as_sql_eval
+from ._sqleval_prompt import LLAMA_3_SQLCODER_8B, SQL_EVAL_TEMPLATES, instructions_as_sql_eval, schema_as_sql_eval
 from .errors import NoSQLGenerated
 
 __all__ = ["TEMPLATES", "TEMPLATE_SETTINGS", "DEFAULT_TEMPLATE", "SQLCODER_70B_TEMPLATE", "SQL_EVAL_PROFILE",
@@ -57,18 +57,9 @@ Given the database schema, here is the SQL query that answers `{question}`:
 # llama-3-sqlcoder-8b's template (its model card) without the leading
 # <|begin_of_text|>: the daemon's tokenizer adds the beginning-of-sequence token.
 # Instructions come under Defog's header (sql-eval's utils/questions.py, May 2024):
-# "Follow the instructions below to generate the query:".
-LLAMA_3_SQLCODER_8B_TEMPLATE = """<|start_header_id|>user<|end_header_id|>
-
-Generate a SQL query to answer this question: `{question}`
-{instructions}
-
-DDL statements:
-{schema}<|eot_id|><|start_header_id|>assistant<|end_header_id|>
-
-The following SQL query best answers the question `{question}`:
-```sql
-"""
+# "Follow the instructions below to generate the query:". The same text is
+# sql-eval's prompt for that model, so it is written once, in _sqleval_prompt.py.
+LLAMA_3_SQLCODER_8B_TEMPLATE = LLAMA_3_SQLCODER_8B
 
 TEMPLATES: dict[str, str] = {
     "sqlcoder-70b": SQLCODER_70B_TEMPLATE,

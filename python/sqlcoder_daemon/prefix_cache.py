@@ -12,10 +12,12 @@ from __future__ import annotations
 import collections
 import dataclasses
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
 
-__all__ = ["PrefixCache", "PrefixEntry", "cache_layers", "new_cache"]
+__all__ = ["PrefixCache", "PrefixEntry", "PrefixLru", "cache_layers", "new_cache"]
+
+E = TypeVar("E")
 
 
 def cache_layers(cache: Any) -> list[tuple[Any, Any]]:
@@ -39,6 +41,65 @@ def new_cache(layers: Sequence[tuple[Any, Any]], length: int, repeats: int = 1) 
     return cache
 
 
+class PrefixLru(Generic[E]):
+    """What both backends' prefix caches share: entries under one lock, least recently used first, their
+    total size bounded in bytes, and the counters ``status`` shows. Subclasses look entries up."""
+
+    def __init__(self, max_bytes: int, min_tokens: int = 32):
+        self.max_bytes = max_bytes
+        self.min_tokens = max(1, min_tokens)
+        self._entries: collections.OrderedDict[int, E] = collections.OrderedDict()
+        self._next_key = 0
+        self._lock = threading.Lock()
+        self.bytes = 0
+        self.hits = self.misses = self.tokens_reused = self.evictions = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_bytes > 0
+
+    def _size(self, entry: E) -> int:
+        raise NotImplementedError
+
+    def _add(self, entry: E, redundant: Callable[[E], bool]) -> None:
+        """Insert ``entry`` after dropping the entries it makes ``redundant`` (its prefixes), then the least
+        recently used ones until it fits; the caller has checked that it fits alone."""
+        nbytes = self._size(entry)
+        with self._lock:
+            for key, old in list(self._entries.items()):
+                if redundant(old):
+                    self._drop(key)
+            while self._entries and self.bytes + nbytes > self.max_bytes:
+                self._drop(next(iter(self._entries)))
+                self.evictions += 1
+            self._entries[self._next_key] = entry
+            self._next_key += 1
+            self.bytes += nbytes
+
+    def _drop(self, key: int) -> None:
+        self.bytes -= self._size(self._entries.pop(key))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self.bytes = 0
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            lookups = self.hits + self.misses
+            return {
+                "enabled": self.enabled,
+                "entries": len(self._entries),
+                "bytes": self.bytes,
+                "max_bytes": self.max_bytes,
+                "hits": self.hits,
+                "misses": self.misses,
+                "hit_rate": round(self.hits / lookups, 4) if lookups else None,
+                "tokens_reused": self.tokens_reused,
+                "evictions": self.evictions,
+            }
+
+
 @dataclasses.dataclass
 class PrefixEntry:
     tokens: Any  # 1-D LongTensor on the CPU
@@ -46,24 +107,11 @@ class PrefixEntry:
     nbytes: int
 
 
-class PrefixCache:
+class PrefixCache(PrefixLru["PrefixEntry"]):
     """Longest-common-prefix lookup over recently seen prompts, evicting least recently used entries."""
 
-    def __init__(self, max_bytes: int, min_tokens: int = 32):
-        self.max_bytes = max_bytes
-        self.min_tokens = max(1, min_tokens)
-        self._entries: collections.OrderedDict[int, PrefixEntry] = collections.OrderedDict()
-        self._next_key = 0
-        self._lock = threading.Lock()
-        self.bytes = 0
-        self.hits = 0
-        self.misses = 0
-        self.tokens_reused = 0
-        self.evictions = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.max_bytes > 0
+    def _size(self, entry: PrefixEntry) -> int:
+        return entry.nbytes
 
     def lookup(self, tokens: Any, limit: int) -> tuple[int, PrefixEntry | None]:
         """The entry sharing the longest prefix with ``tokens`` (at most ``limit`` tokens) and that length."""
@@ -96,37 +144,6 @@ class PrefixCache:
         nbytes = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
         if nbytes > self.max_bytes:
             return
-        with self._lock:
-            for key, entry in list(self._entries.items()):
-                n = len(entry.tokens)
-                if n <= len(tokens) and torch.equal(entry.tokens, tokens[:n]):
-                    self._drop(key)  # a prefix of the new entry: the new one serves it too
-            while self._entries and self.bytes + nbytes > self.max_bytes:
-                self._drop(next(iter(self._entries)))
-                self.evictions += 1
-            self._entries[self._next_key] = PrefixEntry(tokens.clone(), layers, nbytes)
-            self._next_key += 1
-            self.bytes += nbytes
-
-    def _drop(self, key: int) -> None:
-        self.bytes -= self._entries.pop(key).nbytes
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            self.bytes = 0
-
-    def stats(self) -> dict[str, Any]:
-        with self._lock:
-            lookups = self.hits + self.misses
-            return {
-                "enabled": self.enabled,
-                "entries": len(self._entries),
-                "bytes": self.bytes,
-                "max_bytes": self.max_bytes,
-                "hits": self.hits,
-                "misses": self.misses,
-                "hit_rate": round(self.hits / lookups, 4) if lookups else None,
-                "tokens_reused": self.tokens_reused,
-                "evictions": self.evictions,
-            }
+        self._add(PrefixEntry(tokens.clone(), layers, nbytes),
+                  # a prefix of the new entry: the new one serves it too
+                  lambda old: len(old.tokens) <= len(tokens) and torch.equal(old.tokens, tokens[:len(old.tokens)]))

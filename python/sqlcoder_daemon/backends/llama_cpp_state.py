@@ -9,12 +9,12 @@ restores the entry sharing its longest prefix. An LRU bounded in bytes.
 
 from __future__ import annotations
 
-import collections
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from ..prefix_cache import PrefixLru
 
 log = logging.getLogger(__name__)
 
@@ -32,21 +32,15 @@ def common_prefix(a: Sequence[int], b: Sequence[int], limit: int) -> int:
     return n if len(diff) == 0 else int(diff[0])
 
 
-class StateCache:
+class StateCache(PrefixLru[tuple[list[int], bytes]]):
     """Token prefixes -> saved sequence states; counts reuse of the live cache too, for ``status``."""
 
     def __init__(self, max_bytes: int, min_tokens: int = 32):
-        self.max_bytes = max_bytes
-        self.min_tokens = max(1, min_tokens)
-        self._entries: collections.OrderedDict[int, tuple[list[int], bytes]] = collections.OrderedDict()
-        self._next_key = 0
-        self._lock = threading.Lock()
-        self.bytes = 0
-        self.hits = self.misses = self.tokens_reused = self.evictions = self.restores = 0
+        super().__init__(max_bytes, min_tokens)
+        self.restores = 0
 
-    @property
-    def enabled(self) -> bool:
-        return self.max_bytes > 0
+    def _size(self, entry: tuple[list[int], bytes]) -> int:
+        return len(entry[1])
 
     def lookup(self, tokens: Sequence[int], limit: int, live: int) -> tuple[int, bytes | None]:
         """The prefix to reuse: ``(n, state)`` when a saved state beats the ``live`` one, else ``(live, None)``.
@@ -79,33 +73,13 @@ class StateCache:
         state = save()
         if len(state) > self.max_bytes:
             return
-        tokens = list(tokens)
-        with self._lock:
-            for key, (saved, _) in list(self._entries.items()):
-                if len(saved) <= len(tokens) and common_prefix(saved, tokens, len(saved)) == len(saved):
-                    self._drop(key)
-            while self._entries and self.bytes + len(state) > self.max_bytes:
-                self._drop(next(iter(self._entries)))
-                self.evictions += 1
-            self._entries[self._next_key] = (tokens, state)
-            self._next_key += 1
-            self.bytes += len(state)
-
-    def _drop(self, key: int) -> None:
-        self.bytes -= len(self._entries.pop(key)[1])
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            self.bytes = 0
+        saved_tokens = list(tokens)
+        self._add((saved_tokens, state),
+                  lambda old: len(old[0]) <= len(saved_tokens)
+                  and common_prefix(old[0], saved_tokens, len(old[0])) == len(old[0]))
 
     def stats(self) -> dict[str, Any]:
-        with self._lock:
-            lookups = self.hits + self.misses
-            return {"enabled": self.enabled, "entries": len(self._entries), "bytes": self.bytes,
-                    "max_bytes": self.max_bytes, "hits": self.hits, "misses": self.misses,
-                    "hit_rate": round(self.hits / lookups, 4) if lookups else None,
-                    "tokens_reused": self.tokens_reused, "evictions": self.evictions, "restores": self.restores}
+        return {**super().stats(), "restores": self.restores}
 
 
 def kv_bytes_per_token(path: Path) -> int | None:
