@@ -267,25 +267,31 @@ write_pending_at_exit(int code, Datum arg)
 }
 
 static char *
-jsonb_arg(FunctionCallInfo fcinfo, int n)
+history_payload_arg(FunctionCallInfo fcinfo, int n)
 {
-	Jsonb	   *j = PG_GETARG_JSONB_P(n);
+	Jsonb	   *j;
+	char	   *payload;
 
-	return JsonbToCString(NULL, &j->root, VARSIZE(j));
+	/* Granted roles can call these functions directly, with anything. */
+	if (PG_ARGISNULL(n))
+		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("the history entry must not be NULL")));
+	j = PG_GETARG_JSONB_P(n);
+	payload = JsonbToCString(NULL, &j->root, VARSIZE(j));
+	/* The package cuts each text to 100,000 characters; only a direct call can send more. */
+	if (strlen(payload) > MAX_PAYLOAD_BYTES)
+		ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+						errmsg("the history entry is %zu bytes; the limit is %d", strlen(payload), MAX_PAYLOAD_BYTES),
+						errhint("Call sqlcoder.ask, run or execute; they record their own rows.")));
+	return payload;
 }
 
 /* sqlcoder._history_begin(entry jsonb, write_timeout_ms int): remember the call in progress. */
 Datum
 sqlcoder_history_begin(PG_FUNCTION_ARGS)
 {
-	char	   *payload = jsonb_arg(fcinfo, 0);
+	char	   *payload = history_payload_arg(fcinfo, 0);
 	const char *why = NULL;
 	const char *role;
-
-	if (strlen(payload) > MAX_PAYLOAD_BYTES)
-		ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-						errmsg("the history entry is %zu bytes; the limit is %d", strlen(payload), MAX_PAYLOAD_BYTES),
-						errhint("Call sqlcoder.ask, run or execute; they record their own rows.")));
 
 	if (pending_payload != NULL)
 		pfree(pending_payload);
@@ -321,14 +327,7 @@ sqlcoder_history_write(PG_FUNCTION_ARGS)
 	int			write_timeout_ms = PG_ARGISNULL(3) ? 5000 : PG_GETARG_INT32(3);
 	bool		in_transaction = !PG_ARGISNULL(4) && PG_GETARG_BOOL(4);
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("the history entry must not be NULL")));
-	payload = jsonb_arg(fcinfo, 0);
-	/* The package cuts each text to 100,000 characters; only a direct call can send more. */
-	if (strlen(payload) > MAX_PAYLOAD_BYTES)
-		ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-						errmsg("the history entry is %zu bytes; the limit is %d", strlen(payload), MAX_PAYLOAD_BYTES),
-						errhint("Call sqlcoder.ask, run or execute; they record their own rows.")));
+	payload = history_payload_arg(fcinfo, 0);
 	if (pending_payload != NULL)
 	{
 		pfree(pending_payload);

@@ -316,3 +316,23 @@ def test_typed_rows_cannot_be_taken_as_json(pg, fake, analyst, baseline) -> None
                               "jsonb_build_object('sql', 'SELECT 1 AS a, 2 AS b', 'typed', true)))::bigint)")
     assert got == "42804"
     assert_unharmed(pg, analyst, baseline)
+
+
+def test_null_arguments_to_every_granted_function_leave_the_server_up(pg, analyst, bystander) -> None:
+    """A granted role can call the internal functions directly, with anything, NULL included: a C function
+    that read a NULL argument would crash its backend, and PostgreSQL restarts every session after a crash."""
+    with pg.connect(DB) as admin:  # the access list itself is not granted
+        functions = [r[0] for r in admin.execute(
+            "SELECT p.oid::regprocedure::text || '|' || p.pronargs FROM sqlcoder._access_list a "
+            "JOIN pg_proc p ON p.oid = a.object::regprocedure JOIN pg_language l ON l.oid = p.prolang "
+            "WHERE a.kind = 'function' AND l.lanname = 'c' ORDER BY 1")]
+    assert len(functions) >= 8, functions
+    backend = bystander.execute("SELECT pg_backend_pid()").fetchone()[0]
+    for entry in functions:
+        signature, nargs = entry.rsplit("|", 1)
+        name = signature.split("(")[0]
+        nulls = ", ".join(["NULL"] * int(nargs))
+        outcome_of(analyst, f"SELECT * FROM {name}({nulls})" if "typed" not in name
+                   else f"SELECT * FROM {name}({nulls}) AS r(x int)")
+        assert analyst.execute("SELECT 1", prepare=False).fetchone()[0] == 1, signature
+    assert bystander.execute("SELECT pg_backend_pid()").fetchone()[0] == backend, "the server restarted"
