@@ -11,7 +11,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "python"))
 
-pytest_plugins = ["fixtures.pg", "fixtures.models"]
+# fixtures.adversarial: its module-scoped stand-in daemon and database are set up per test module using them.
+pytest_plugins = ["fixtures.pg", "fixtures.models", "fixtures.adversarial"]
 
 
 def pytest_addoption(parser):
