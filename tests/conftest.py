@@ -11,8 +11,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "python"))
 
-# fixtures.adversarial: its module-scoped stand-in daemon and database are set up per test module using them.
-pytest_plugins = ["fixtures.pg", "fixtures.models", "fixtures.adversarial"]
+pytest_plugins = ["fixtures.pg", "fixtures.models"]
 
 
 def pytest_addoption(parser):

@@ -15,7 +15,18 @@ import time
 import psycopg
 import pytest
 
-from fixtures.adversarial import DB, PWNED, assert_unharmed, fingerprint, outcome_of
+from fixtures.adversarial import (
+    DB,
+    PWNED,
+    analyst,
+    assert_unharmed,
+    baseline,
+    bystander,
+    fake,
+    fingerprint,
+    outcome_of,
+    sibling,
+)
 from fixtures.hostile import POLICY_CASES, ROWS
 
 # (case id, raw model completion, expected SQLSTATE or ROWS)

@@ -9,7 +9,17 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from fixtures.adversarial import DB, ROLE, assert_unharmed, outcome_of
+from fixtures.adversarial import (
+    DB,
+    ROLE,
+    analyst,
+    assert_unharmed,
+    baseline,
+    bystander,
+    fake,
+    outcome_of,
+    sibling,
+)
 from fixtures.hostile import ROWS
 from sqlcoder_dev.fake_daemon import FakeDaemon
 from sqlcoder_dev.pgcluster import Cluster

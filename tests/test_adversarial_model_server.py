@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from fixtures.adversarial import DB, assert_unharmed, outcome_of
+from fixtures.adversarial import DB, analyst, assert_unharmed, baseline, bystander, fake, outcome_of, sibling
 from sqlcoder_dev.daemonproc import DaemonProcess, process_rss
 from sqlcoder_dev.fake_daemon import socket_dir
 from sqlcoder_dev.fake_model_server import ModelServerStandIn

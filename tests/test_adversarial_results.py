@@ -8,7 +8,18 @@ from collections.abc import Iterator
 
 import pytest
 
-from fixtures.adversarial import DB, ROLE, assert_unharmed, fingerprint, outcome_of
+from fixtures.adversarial import (
+    DB,
+    ROLE,
+    analyst,
+    assert_unharmed,
+    baseline,
+    bystander,
+    fake,
+    fingerprint,
+    outcome_of,
+    sibling,
+)
 from fixtures.hostile import ROWS
 from sqlcoder_dev.fake_daemon import FakeDaemon
 from sqlcoder_dev.pgcluster import Cluster
