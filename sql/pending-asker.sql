@@ -112,10 +112,11 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
   PERFORM sqlcoder._set_access(role_name, true);
-  RETURN format('granted %s: USAGE on schema sqlcoder, EXECUTE on %s functions, %s',
+  RETURN format('granted %s: USAGE on schema sqlcoder, EXECUTE on %s functions, privileges on %s tables (%s)',
                 role_name,
                 (SELECT count(*) FROM sqlcoder._access_list WHERE kind = 'function'),
-                (SELECT string_agg(a.privileges || ' on ' || a.object, '; ' ORDER BY a.object)
+                (SELECT count(*) FROM sqlcoder._access_list WHERE kind = 'table'),
+                (SELECT string_agg(a.object, ', ' ORDER BY a.object)
                  FROM sqlcoder._access_list a WHERE a.kind = 'table'));
 END
 $$;
@@ -127,7 +128,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
   PERFORM sqlcoder._set_access(role_name, false);
-  RETURN format('revoked from %s: USAGE on schema sqlcoder, EXECUTE on %s functions, its privileges on %s tables',
+  RETURN format('revoked from %s: USAGE on schema sqlcoder, EXECUTE on %s functions, privileges on %s tables',
                 role_name,
                 (SELECT count(*) FROM sqlcoder._access_list WHERE kind = 'function'),
                 (SELECT count(*) FROM sqlcoder._access_list WHERE kind = 'table'));
