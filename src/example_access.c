@@ -12,7 +12,9 @@
  * 16: ExecCheckPermissions): table privileges, column privileges of exactly
  * the columns the query selects, and any ExecutorCheckPerms_hook (sepgsql).
  * So a role with column grants sees an example that reads only its columns,
- * and never one that reads another.
+ * and never one that reads another. EXECUTE on every function, operator,
+ * aggregate and window function the tree calls is checked as the executor
+ * checks it when the plan starts: as the current user, inside views too.
  *
  * false, never an error, when the query no longer analyzes (a dropped table
  * or column, a schema the role may not use), is not one plain SELECT, or is
@@ -24,6 +26,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "executor/executor.h"
 #include "fmgr.h"
@@ -32,6 +35,7 @@
 #include "nodes/parsenodes.h"
 #include "parser/parser.h"
 #include "tcop/tcopprot.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -67,13 +71,51 @@ check_query(Query *query, PermitContext *ctx)
 	return query_tree_walker(query, permitted_walker, ctx, 0);
 }
 
+/* The function a node calls, whose EXECUTE privilege the executor checks as the current user. */
+static Oid
+called_function(Node *node)
+{
+	switch (nodeTag(node))
+	{
+		case T_FuncExpr:
+			return ((FuncExpr *) node)->funcid;
+		case T_OpExpr:
+		case T_DistinctExpr:
+		case T_NullIfExpr:
+			set_opfuncid((OpExpr *) node);
+			return ((OpExpr *) node)->opfuncid;
+		case T_ScalarArrayOpExpr:
+			set_sa_opfuncid((ScalarArrayOpExpr *) node);
+			return ((ScalarArrayOpExpr *) node)->opfuncid;
+		case T_Aggref:
+			return ((Aggref *) node)->aggfnoid;
+		case T_WindowFunc:
+			return ((WindowFunc *) node)->winfnoid;
+		default:
+			return InvalidOid;
+	}
+}
+
 static bool
 permitted_walker(Node *node, PermitContext *ctx)
 {
+	Oid			fn;
+
 	if (node == NULL)
 		return false;
 	if (IsA(node, Query))
 		return check_query((Query *) node, ctx);
+	/* Functions in a view's query are called with the caller's privileges, as PostgreSQL does. */
+	fn = called_function(node);
+#if PG_VERSION_NUM >= 160000
+	if (OidIsValid(fn) && object_aclcheck(ProcedureRelationId, fn, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
+#else
+	if (OidIsValid(fn) && pg_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
+#endif
+	{
+		ctx->permitted = false;
+		return true;
+	}
 	/* RTE subqueries, CTEs and sublinks reach here as Query nodes. */
 	return expression_tree_walker(node, permitted_walker, ctx);
 }

@@ -229,6 +229,21 @@ def test_the_permission_check_covers_views_as_their_owner_checks_them(owner, nar
         admin.execute("DROP VIEW order_customers")
 
 
+def test_an_example_calling_a_function_the_role_may_not_execute_is_hidden(owner, narrow, admin) -> None:
+    admin.execute("CREATE FUNCTION public.doubled(integer) RETURNS integer LANGUAGE sql IMMUTABLE "
+                  "RETURN $1 * 2")
+    admin.execute("REVOKE EXECUTE ON FUNCTION public.doubled(integer) FROM PUBLIC")
+    admin.execute(f'GRANT EXECUTE ON FUNCTION public.doubled(integer) TO "{OWNER}"')
+    try:
+        add(owner, "doubled order ids", "SELECT doubled(id) FROM orders")
+        assert narrow.execute("SELECT count(*) FROM sqlcoder.examples").fetchone()[0] == 0
+        admin.execute(f'GRANT EXECUTE ON FUNCTION public.doubled(integer) TO "{NARROW}"')
+        assert narrow.execute("SELECT count(*) FROM sqlcoder.examples").fetchone()[0] == 1
+    finally:
+        admin.execute("DELETE FROM sqlcoder.examples")
+        admin.execute("DROP FUNCTION public.doubled(integer)")
+
+
 def test_the_check_runs_nothing_and_says_false_for_what_is_not_one_select(narrow) -> None:
     check = "SELECT sqlcoder._example_permitted(%s, current_schemas(true)::name[])"
     assert narrow.execute(check, ("SELECT id FROM orders",)).fetchone()[0] is True

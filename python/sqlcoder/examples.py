@@ -14,8 +14,9 @@ never names a table or column the caller cannot select.
 At ask time the examples a caller may read are indexed once per cached schema
 (``schema_cache``: a changed example, GRANT or REVOKE invalidates it) and the
 most similar questions win: tf-idf cosine over the same stemmed words as
-pruning, no extra model. The permission check runs again for the few chosen, and they are rendered the way Defog's sql-eval renders its
-k-shot examples (``EXAMPLE QUESTION n:`` / ``EXAMPLE QUERY n:``).
+pruning, no extra model. The permission check runs again for the few chosen,
+and they are rendered the way Defog's sql-eval renders its k-shot examples
+(``EXAMPLE QUESTION n:`` / ``EXAMPLE QUERY n:``).
 """
 
 from __future__ import annotations
