@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import subprocess
 
+from fixtures.pg import configure_socket
 from sqlcoder_dev import shop
 from sqlcoder_dev.daemonproc import DaemonProcess, socket_dir
 from sqlcoder_dev.pgcluster import Cluster
 from sqlcoder_dev.tiny import train_tiny_sqlcoder
-
-from fixtures.pg import configure_socket
 
 FIRST = "how many customers are there?"
 FIRST_SQL = "SELECT COUNT(*) FROM customers;"
