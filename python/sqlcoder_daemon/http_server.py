@@ -41,6 +41,9 @@ class LoopbackServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    #: The listen backlog, as the socket's (socketserver's default of 5 leaves a flood's clients unanswered
+    #: in SYN retries instead of refused at once over the cap).
+    request_queue_size = 128
 
     def __init__(self, addr: tuple[str, int], handler: type, daemon: Service, slots: ConnectionSlots):
         if ":" in addr[0]:
