@@ -333,3 +333,12 @@ def test_single_user_link_opens_one_session_once(pg: Cluster, web_db: str) -> No
     finally:
         solo.stop()
     assert not [line for line in solo.lines if "GET /login" in line and "token" in line]  # not in the log
+
+
+def test_every_case_is_in_the_security_note() -> None:
+    note = (ROOT / "docs" / "security.md").read_text()
+    section = note.split("### Slow clients and floods against the listeners and the page", 1)[1].split("\n## ", 1)[0]
+    rows = [row for row in section.splitlines() if row.startswith("| `")]
+    named = {name for row in rows for name in re.findall(r"`(test_\w+)`", row)}
+    tests = {n for n in globals() if n.startswith("test_")} - {"test_every_case_is_in_the_security_note"}
+    assert len(rows) >= 7 and named == tests, named ^ tests
