@@ -15,10 +15,12 @@ h11 one with two additions:
   gets ``408 Request Timeout`` and the connection is closed. A request that has
   arrived and is being answered (a question waiting on the model) has no deadline.
 - **A cap that sheds the slowest.** Past ``max_connections`` open connections, a
-  new one closes (408) the connection that has waited longest for its request;
-  only when every connection is being answered is the new one refused (503).
-  A normal page load sends its request at once, so a flood of slow clients
-  cannot keep it out.
+  new one closes (408) the connection that has waited longest for its request,
+  if that one has waited at least :data:`SHED_AFTER_S`. A connection younger
+  than that is never shed: the new one is let in, up to half as many again as
+  the cap, and refused (503) beyond. A normal page load sends its request at
+  once, so a flood of slow clients cannot keep it out unless it opens more
+  than that many connections within :data:`SHED_AFTER_S`.
 
 The soft descriptor limit is raised to fit the cap, the sessions' database
 connections and the server's own files.
@@ -38,7 +40,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .settings import WebSettings
 
-__all__ = ["FD_RESERVE", "MAX_HEADER_BYTES", "ServerLimits", "protocol_for", "raise_fd_limit", "serve"]
+__all__ = ["FD_RESERVE", "MAX_HEADER_BYTES", "SHED_AFTER_S", "ServerLimits", "ceiling", "protocol_for",
+           "raise_fd_limit", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,9 @@ log = logging.getLogger(__name__)
 FD_RESERVE = 256
 #: Request line and headers together (h11's limit for an incomplete event).
 MAX_HEADER_BYTES = 16 * 1024
+#: A connection waiting for its request this long may be shed at the cap; a younger one (a normal client whose
+#: request is on its way, accepted in the same burst as a flood's) never is.
+SHED_AFTER_S = 0.5
 _ARRIVED = (h11.DONE, h11.MUST_CLOSE, h11.CLOSED, h11.ERROR)
 
 
@@ -64,10 +70,11 @@ class ServerLimits:
 
     def __init__(self, max_connections: int, request_timeout_s: float):
         self.max_connections = max_connections
+        self.ceiling = ceiling(max_connections)
         self.request_timeout_s = request_timeout_s
         self.open: set[BoundedH11Protocol] = set()
-        #: Connections waiting for (the rest of) a request; dict order is the order they began to wait.
-        self.waiting: dict[BoundedH11Protocol, None] = {}
+        #: Connections waiting for (the rest of) a request, with the time they began to wait, oldest first.
+        self.waiting: dict[BoundedH11Protocol, float] = {}
         self.timed_out = 0
         self.shed = 0
         self.refused = 0
@@ -86,7 +93,7 @@ class BoundedH11Protocol(H11Protocol):
     def _await_request(self) -> None:
         """Start the deadline for the next request (the connection opened, or a reply went out)."""
         self._stop_waiting()
-        self.limits.waiting[self] = None
+        self.limits.waiting[self] = self.loop.time()
         self._deadline = self.loop.call_later(self.limits.request_timeout_s, self._expire)
 
     def _stop_waiting(self) -> None:
@@ -120,13 +127,14 @@ class BoundedH11Protocol(H11Protocol):
         limits = self.limits
         limits.open.add(self)
         if len(limits.open) > limits.max_connections:
-            oldest = next(iter(limits.waiting), None)
-            if oldest is None:  # every connection is being answered: this one waits its turn elsewhere
+            oldest = next(iter(limits.waiting.items()), None)
+            if oldest is not None and self.loop.time() - oldest[1] >= SHED_AFTER_S:
+                limits.shed += 1
+                oldest[0]._close_with(_TIMED_OUT)
+            elif len(limits.open) > limits.ceiling:  # all answering, or all just arrived
                 limits.refused += 1
                 self._close_with(_FULL)
                 return
-            limits.shed += 1
-            oldest._close_with(_TIMED_OUT)
         self._await_request()
 
     def handle_events(self) -> None:
@@ -146,6 +154,11 @@ class BoundedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
 
+def ceiling(max_connections: int) -> int:
+    """Most connections ever open: the cap, and room for a burst of new ones while nothing can be shed."""
+    return max_connections + max_connections // 2
+
+
 def protocol_for(limits: ServerLimits) -> type[BoundedH11Protocol]:
     """A protocol class bound to one server's limits (uvicorn instantiates the class it is given)."""
     return type("SqlcoderH11Protocol", (BoundedH11Protocol,), {"limits": limits})
@@ -153,7 +166,7 @@ def protocol_for(limits: ServerLimits) -> type[BoundedH11Protocol]:
 
 def raise_fd_limit(settings: WebSettings) -> None:
     """Raise the soft descriptor limit to fit the connection cap, up to the hard limit; warn when it cannot."""
-    want = settings.max_connections + 2 * settings.max_sessions + FD_RESERVE
+    want = ceiling(settings.max_connections) + 2 * settings.max_sessions + FD_RESERVE
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft >= want:
         return
