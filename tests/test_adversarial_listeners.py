@@ -331,6 +331,18 @@ def test_single_user_link_opens_one_session_once(pg: Cluster, web_db: str) -> No
         assert clients[2].get(following, follow_redirects=False).status_code == 200  # spent already
         for c in clients:
             c.close()
+        # 20 clients racing with one link: one session.
+        deadline = time.monotonic() + 10
+        while len(solo.links()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        raced = solo.links()[2]
+
+        async def race() -> list[int]:
+            async with httpx.AsyncClient(timeout=30) as client:
+                replies = await asyncio.gather(*(client.get(raced) for _ in range(20)))
+            return [r.status_code for r in replies]
+
+        assert sorted(asyncio.run(race())) == [200] * 19 + [303]
     finally:
         solo.stop()
     assert not [line for line in solo.lines if "GET /login" in line and "token" in line]  # not in the log
