@@ -78,6 +78,9 @@ SNAPSHOT_QUERIES = {
         WHERE e.extname = 'sqlcoder' AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = t.oid) ORDER BY 1""",
     "config": """
         SELECT key || '=' || value || ' ' || description FROM sqlcoder.config ORDER BY key""",
+    # what grant_access grants: rows each part adds, in the install script and in the update alike
+    "access_list": """
+        SELECT kind || ' ' || object || ' ' || privileges FROM sqlcoder._access_list ORDER BY 1""",
 }
 
 
