@@ -1,4 +1,4 @@
-"""An in-process vLLM engine, for AWQ/GPTQ checkpoints on GPUs (optional extra: ``pip install 'sqlcoder-daemon[vllm]'``).
+"""An in-process vLLM engine for AWQ/GPTQ checkpoints on GPUs (extra: ``pip install 'sqlcoder-daemon[vllm]'``).
 
 vLLM batches internally, so the scheduler's batches go to it as one call.
 Cancellation of a running request is not possible with the offline ``LLM``
