@@ -138,12 +138,17 @@ system-deps: .cache/apt.stamp
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); fi
 	@touch $@
 
+# One distribution per program (pyproject.toml beside each package); a checkout gets them
+# all, editable, plus sqlcoder-dev's test tooling. The in-database package is `make install`'s.
+DISTRIBUTIONS = python/sqlcoder_daemon python/sqlcoder_web python/sqlcoder_eval python/sqlcoder_dev
 venv: $(VENV)/.stamp
-$(VENV)/.stamp: pyproject.toml | .cache/apt.stamp
+$(VENV)/.stamp: $(addsuffix /pyproject.toml,$(DISTRIBUTIONS)) | .cache/apt.stamp
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check '$(TORCH_SPEC)'
+	@# 0.3.0's checkouts installed every program as one distribution named sqlcoder.
+	@$(PY) -m pip uninstall -q -y sqlcoder >/dev/null 2>&1 || true
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
-	  $(PY) -m pip install -q --disable-pip-version-check -e '.[dev,eval,web,llama-cpp]'
+	  $(PY) -m pip install -q --disable-pip-version-check $(addprefix -e ,$(DISTRIBUTIONS))
 	@touch $@
 
 # A sub-make, so that PGXS is read after system-deps installed it.
