@@ -259,3 +259,15 @@ def test_the_planted_code_works_without_sqlcoder(pg, fake, sql) -> None:
     finally:
         with pg.connect(LOOT_DB) as conn:
             conn.execute("DELETE FROM loot")
+
+
+def test_every_planted_case_is_in_the_security_note() -> None:
+    from fixtures.pg import ROOT
+    note = (ROOT / "docs" / "security.md").read_text()
+    rows = {cells[0]: cells for cells in
+            ([c.strip() for c in line.strip().strip("|").split(" | ")] for line in note.splitlines()
+             if line.startswith("| `"))}
+    assert [c[0] for c in PLANTED_CASES if f"`{c[0]}`" not in rows] == []
+    assert [c[0] for c in PLANTED_CASES if rows[f"`{c[0]}`"][3] != "42501"] == []
+    assert len({c[1] for c in PLANTED_CASES}) == 4 and all(
+        sum(c[1] == kind for c in PLANTED_CASES) >= 2 for kind in {c[1] for c in PLANTED_CASES})
