@@ -26,5 +26,6 @@ extern void query_add_output_functions(Collector *c, Query *q);
 /* function_bodies.c */
 extern void query_add_function(Collector *c, Oid funcid, Node *call);
 extern void query_add_type(Collector *c, Oid typid);
+extern void query_add_range_support(Collector *c, Oid typid);
 
 #endif							/* SQLCODER_QUERY_OBJECTS_H */

@@ -100,6 +100,12 @@ query_collect_walker(Node *node, Collector *c)
 		case T_RangeTblEntry:
 			add_relation(c, (RangeTblEntry *) node);
 			return false;		/* range_table_walker goes on into its parts */
+		case T_Var:
+		case T_Const:
+			/* a range column or value: the planner's estimates run its subtype_diff */
+			if (type_is_range(exprType(node)) || type_is_multirange(exprType(node)))
+				query_add_range_support(c, exprType(node));
+			break;
 		case T_FuncExpr:
 			query_add_function(c, ((FuncExpr *) node)->funcid, node);
 			query_add_type(c, ((FuncExpr *) node)->funcresulttype);
