@@ -26,6 +26,11 @@
  *     wrapper's routines are called through pointers the relation cache
  *     keeps, not through fmgr: its handler is decided like a function.
  *
+ * Parallel workers would run parts of the plan with the hooks unarmed, so
+ * arming also sets max_parallel_workers_per_gather to 0 for the rest of the
+ * armed C function's call (each is declared with a SET clause, whose GUC
+ * level undoes it on return).
+ *
  * Outside an armed region every hook returns at once (needs_fmgr_hook aside,
  * which costs one syscache lookup per fmgr_info of a function that is not
  * built in). Arming is saved and restored by each caller in PG_FINALLY, and
@@ -42,6 +47,7 @@
 #include "foreign/foreign.h"
 #include "nodes/pathnodes.h"
 #include "optimizer/plancat.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 
 #include "function_policy.h"
@@ -59,6 +65,13 @@ policy_hook_arm(const char *phase)
 {
 	const char *previous = armed_phase;
 
+	/*
+	 * Parallel workers would run parts of the plan with the hooks unarmed
+	 * (their state is this backend's): none for the rest of the caller's
+	 * call, whose SET clause restores the setting when it returns.
+	 */
+	(void) set_config_option("max_parallel_workers_per_gather", "0", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
 	armed_phase = phase;
 	return previous;
 }

@@ -15,7 +15,9 @@ extern void policy_hook_install(void);
  * Arm the policy for what follows; "phase" says what PostgreSQL is about to
  * do ("planning the query"). Returns the previous state, which the caller
  * hands to policy_hook_restore in PG_FINALLY, so errors and nested calls
- * always leave the hooks as they found them.
+ * always leave the hooks as they found them. Arming also turns parallel
+ * workers off (max_parallel_workers_per_gather = 0, GUC_ACTION_LOCAL): call
+ * it only from a function declared with a SET clause, which restores it.
  */
 extern const char *policy_hook_arm(const char *phase);
 extern void policy_hook_restore(const char *previous);

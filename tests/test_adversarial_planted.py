@@ -314,3 +314,14 @@ def test_every_planted_case_is_in_the_security_note() -> None:
     assert [c[0] for c in PLANTED_CASES if rows[f"`{c[0]}`"][3] != "42501"] == []
     assert len({c[1] for c in PLANTED_CASES}) == 4 and all(
         sum(c[1] == kind for c in PLANTED_CASES) >= 2 for kind in {c[1] for c in PLANTED_CASES})
+
+
+def test_no_parallel_worker_runs_unarmed(victim) -> None:
+    """Parallel workers would run plan parts with the hooks unarmed: the armed calls plan none."""
+    victim.execute("SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0; SET min_parallel_table_scan_size = 0")
+    sql = "SELECT count(*) FROM customers"
+    plain = victim.execute("EXPLAIN (FORMAT JSON) " + sql).fetchone()[0]
+    assert "Gather" in str(plain), "the control should plan parallel workers"
+    guarded = victim.execute("SELECT sqlcoder._readonly_explain(%s, 'public')", (sql,)).fetchone()[0]
+    assert "Gather" not in str(guarded)
+    assert victim.execute("SHOW max_parallel_workers_per_gather").fetchone()[0] == "2"
