@@ -325,3 +325,18 @@ def test_no_parallel_worker_runs_unarmed(victim) -> None:
     guarded = victim.execute("SELECT sqlcoder._readonly_explain(%s, 'public')", (sql,)).fetchone()[0]
     assert "Gather" not in str(guarded)
     assert victim.execute("SHOW max_parallel_workers_per_gather").fetchone()[0] == "2"
+
+
+def test_a_nested_guarded_call_is_refused_and_the_outer_one_resets(pg, fake, victim, bystander) -> None:
+    """A DBA's procedural function (trusted on its label by the walk) that calls sqlcoder.execute itself:
+    the inner call is refused where it is set up, and afterwards nothing is left armed."""
+    with pg.connect(DB) as admin:
+        admin.execute("CREATE OR REPLACE FUNCTION public.dba_nested() RETURNS bigint LANGUAGE plpgsql STABLE "
+                      "AS $$ BEGIN RETURN (SELECT count(*) FROM sqlcoder.execute('SELECT 1')); END $$")
+        admin.execute(f'GRANT EXECUTE ON FUNCTION public.dba_nested() TO "{VICTIM}"')
+    err = _refusal(victim, "SELECT * FROM sqlcoder.execute('SELECT public.dba_nested()')")
+    assert err.diag.message_primary.startswith("sqlcoder refused the query: it calls sqlcoder.execute(text, integer)")
+    assert "sqlcoder schema are always refused" in err.diag.message_hint
+    assert victim.execute("SELECT count(*) FROM sqlcoder.execute('SELECT 1')").fetchone() == (1,)
+    assert victim.execute("SELECT public.dba_nested()").fetchone() == (1,)  # outside a guarded call: as ever
+    _assert_nothing_left(pg, victim, bystander)
