@@ -27,11 +27,14 @@ DATA_built     = $(sort $(patsubst sql/%.sql.in,build/%.sql,$(SCRIPT_SOURCES)) b
 # the Python package for `python -m ...` run there.
 MODULE_big   = sqlcoder_pg
 OBJS         = src/sqlcoder.o
-# The guard's view of a query (issue #16: one file per concern, declarations in src/query_objects.h).
+# The guard: its view of a query (src/query_objects.h), the function policy (src/function_policy.h)
+# and the hooks that enforce it wherever PostgreSQL calls a function (src/policy_hook.h).
 OBJS        += src/query_objects.o
 OBJS        += src/query_walker.o
 OBJS        += src/function_bodies.o
-OBJS        += src/analysis_hook.o
+OBJS        += src/function_policy.o
+OBJS        += src/policy_hook.o
+OBJS        += src/guarded_explain.o
 OBJS        += src/function_facts.o
 OBJS        += src/client_check.o
 # History rows (issue #16: one file per concern, declarations in src/history.h).
