@@ -37,6 +37,8 @@ OBJS        += src/policy_hook.o
 OBJS        += src/guarded_explain.o
 OBJS        += src/function_facts.o
 OBJS        += src/client_check.o
+# Whether the caller may run a golden example's query: the executor's own permission check.
+OBJS        += src/example_access.o
 # History rows (issue #16: one file per concern, declarations in src/history.h).
 OBJS        += src/history_shmem.o
 OBJS        += src/history_role.o

@@ -101,7 +101,7 @@ def test_the_writer_role_may_only_insert_history_rows(pg: Cluster, new_db) -> No
                    has_table_privilege(r.oid, 'sqlcoder.history', 'UPDATE'),
                    has_table_privilege(r.oid, 'sqlcoder.history', 'DELETE'),
                    has_table_privilege(r.oid, 'sqlcoder.config_override', 'SELECT'),
-                   has_function_privilege(r.oid, 'sqlcoder.run(text, text, integer)', 'EXECUTE')
+                   has_function_privilege(r.oid, 'sqlcoder.run(text, text, integer, bigint)', 'EXECUTE')
             FROM pg_roles r JOIN pg_authid a ON a.oid = r.oid WHERE r.rolname = 'sqlcoder_history_writer'""").fetchone()
         assert got == (False, False, False, False, False, True, 0, True, False, False, False, False, False)
 

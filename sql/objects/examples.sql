@@ -23,14 +23,24 @@ COMMENT ON TABLE sqlcoder.examples IS
 SELECT pg_catalog.pg_extension_config_dump('sqlcoder.examples', '');
 SELECT pg_catalog.pg_extension_config_dump('sqlcoder.examples_id_seq', '');
 
--- A role reads an example only if it may SELECT every table the example reads
--- (whole tables: a column grant is not enough, the SQL may name other
--- columns); it adds one only for tables it owns, and removes its own or one
--- for tables it owns. Superusers bypass these policies.
+-- A role reads an example exactly when PostgreSQL's permission check on the
+-- analyzed query would let it run it (src/example_access.c; column privileges
+-- included), after the cheap test that every table it reads shows the role a
+-- column; it adds one only for tables it owns, and removes its own or one for
+-- tables it owns. Superusers bypass these policies.
+CREATE FUNCTION sqlcoder._example_permitted(sql text, search_path name[])
+RETURNS boolean
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE
+AS '$libdir/sqlcoder_pg', 'sqlcoder_example_permitted';
+COMMENT ON FUNCTION sqlcoder._example_permitted(text, name[]) IS
+  'internal: whether PostgreSQL''s permission check on the analyzed query lets the current role run it '
+  '(nothing runs)';
+REVOKE ALL ON FUNCTION sqlcoder._example_permitted(text, name[]) FROM PUBLIC;
 ALTER TABLE sqlcoder.examples ENABLE ROW LEVEL SECURITY;
 CREATE POLICY readers ON sqlcoder.examples FOR SELECT USING (
   NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(tables) AS t(rel)
-              WHERE NOT coalesce(pg_catalog.has_table_privilege(t.rel::pg_catalog.oid, 'SELECT'), false)));
+              WHERE NOT coalesce(pg_catalog.has_any_column_privilege(t.rel::pg_catalog.oid, 'SELECT'), false))
+  AND sqlcoder._example_permitted(sql, search_path));
 CREATE POLICY owners_add ON sqlcoder.examples FOR INSERT WITH CHECK (
   created_by = current_user
   AND pg_catalog.cardinality(tables) > 0
@@ -191,6 +201,7 @@ REVOKE ALL ON FUNCTION sqlcoder._example_before_insert(), sqlcoder._on_examples_
 -- insert only these columns (the trigger fills tables, the default
 -- created_by), and delete where the policy allows.
 INSERT INTO sqlcoder._access_list (kind, object, privileges) VALUES
+  ('function', 'sqlcoder._example_permitted(text, name[])', 'EXECUTE'),
   ('table', 'sqlcoder.examples', 'SELECT, DELETE, INSERT (question, sql, search_path, history_id)'),
   ('function', 'sqlcoder.add_example(text, text)', 'EXECUTE'),
   ('function', 'sqlcoder.remove_example(bigint)', 'EXECUTE'),
