@@ -26,6 +26,7 @@ OBJS        += src/function_facts.o
 OBJS        += src/client_check.o
 # The entry point, and the history writer (one seam, declared in src/history.h).
 OBJS        += src/invoke.o
+OBJS        += src/catalog_edit.o
 OBJS        += src/raise_reply.o
 OBJS        += src/history_queue.o
 OBJS        += src/history_writer.o
@@ -61,9 +62,12 @@ endif
 # versions never mix; the SQL functions refuse to run a package of another version.
 PYTHON_PKG_DIR = $(datadir)/$(datamoduledir)/sqlcoder_python/$(EXTVERSION)
 
-build/%.sql: sql/%.sql.in sqlcoder.control
+build/%.sql: sql/%.sql.in sqlcoder.control $(wildcard sql/pending/*.sql.in)
 	@mkdir -p build
 	sed -e 's|@PYTHON_DIR@|$(PYTHON_PKG_DIR)|g' $< > $@
+	@# Until the 0.4.0 scripts exist, the pending difference is appended to what makes 0.3.0.
+	case $@ in build/sqlcoder--0.3.0.sql|build/sqlcoder--0.2.0--0.3.0.sql) \
+	  sed -e 's|@PYTHON_DIR@|$(PYTHON_PKG_DIR)|g' sql/pending/*.sql.in >> $@;; esac
 
 install: install-python
 uninstall: uninstall-python

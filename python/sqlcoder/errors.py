@@ -52,8 +52,14 @@ __all__ = [
     "DaemonReplyTooLarge", "DaemonVersionMismatch", "SqlRefused", "InvalidSql", "EmptySql",
     "MultipleStatements", "NotAPlainQuery", "QueryTooExpensive", "FunctionRefused", "SuperuserRefused",
     "TimeLimitExceeded", "FeedbackError", "FeedbackReadOnly", "QueryFailed", "ResultTooLarge", "ClientGone",
-    "InvalidExample", "ExampleNotOwner",
+    "InvalidExample", "ExampleNotOwner", "LOCK_TIMEOUT_SQLSTATE", "LOCK_TIMEOUT_HINT",
 ]
+
+
+# A lock wait past lock_timeout_ms (PostgreSQL's own lock_not_available), on any table a call reads.
+LOCK_TIMEOUT_SQLSTATE = "55P03"
+LOCK_TIMEOUT_HINT = ("Another session holds a lock on a table this call reads (pg_locks shows which); try again "
+                     "when it is released, or ask a DBA to raise lock_timeout_ms in sqlcoder.config.")
 
 
 class SqlcoderError(Exception):
