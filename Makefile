@@ -5,10 +5,20 @@
 EXTENSION    = sqlcoder
 EXTVERSION   = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" sqlcoder.control)
 
-# Every version's script is generated from its .in template so that the
-# in-database Python package directory is fixed at install time (never a GUC).
+# The extension's SQL (sql/README.md). The current version's full install
+# script is built from one definition per object in sql/objects/, joined in the
+# order of SQL_OBJECTS (a file uses only what the files before it made). The
+# released versions' scripts and the update scripts between versions are kept
+# in sql/ exactly as they shipped. To change an object: edit its file in
+# sql/objects/ AND add the same change to the newest update script,
+# sql/sqlcoder--<previous>--$(EXTVERSION).sql.in; tests/test_upgrade.py proves a
+# fresh install and an updated one are the same database.
+SQL_OBJECTS    = $(addprefix sql/objects/,schema.sql settings.sql entry.sql ask.sql status.sql \
+                   catalog.sql hints.sql guard.sql history.sql run.sql examples.sql)
+# Every script is generated (from its .in template or from SQL_OBJECTS) so that
+# the in-database Python package directory is fixed at install time (never a GUC).
 SCRIPT_SOURCES = $(wildcard sql/sqlcoder--*.sql.in)
-DATA_built     = $(patsubst sql/%.sql.in,build/%.sql,$(SCRIPT_SOURCES))
+DATA_built     = $(sort $(patsubst sql/%.sql.in,build/%.sql,$(SCRIPT_SOURCES)) build/$(EXTENSION)--$(EXTVERSION).sql)
 
 # A small C library for what only PostgreSQL's internals can answer: the
 # analyzed query's functions and relations (guard), whether the client is
@@ -68,6 +78,21 @@ build/%.sql: sql/%.sql.in sqlcoder.control $(wildcard sql/pending/*.sql.in)
 	@# Until the 0.4.0 scripts exist, the pending difference is appended to what makes 0.3.0.
 	case $@ in build/sqlcoder--0.3.0.sql|build/sqlcoder--0.2.0--0.3.0.sql) \
 	  sed -e 's|@PYTHON_DIR@|$(PYTHON_PKG_DIR)|g' sql/pending/*.sql.in >> $@;; esac
+
+# The files of SQL_OBJECTS, each under a line naming it; $(1) names the result.
+JOIN_SQL_OBJECTS = { printf '/* %s: sqlcoder %s, installed fresh; made from sql/objects/ */\n' '$(1)' '$(EXTVERSION)'; \
+                     for f in $(SQL_OBJECTS); do printf '\n-- %s\n' "$$f"; cat "$$f"; done; }
+
+build/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_OBJECTS) sqlcoder.control Makefile
+	@mkdir -p build
+	$(call JOIN_SQL_OBJECTS,$@) | sed -e 's|@PYTHON_DIR@|$(PYTHON_PKG_DIR)|g' > $@
+
+# At a release, before default_version moves on: keep this version's full script as shipped
+# (sql/README.md, "Releasing"), so that later versions can test the update from it.
+.PHONY: freeze-sql
+freeze-sql:
+	@test ! -e sql/$(EXTENSION)--$(EXTVERSION).sql.in || { echo "sql/$(EXTENSION)--$(EXTVERSION).sql.in exists"; exit 1; }
+	$(call JOIN_SQL_OBJECTS,sql/$(EXTENSION)--$(EXTVERSION).sql.in) > sql/$(EXTENSION)--$(EXTVERSION).sql.in
 
 install: install-python
 uninstall: uninstall-python

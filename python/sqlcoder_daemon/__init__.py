@@ -7,4 +7,4 @@ __all__ = ["__version__"]
 try:
     __version__ = _metadata.version("sqlcoder")
 except _metadata.PackageNotFoundError:  # running from a source tree (PYTHONPATH=python)
-    __version__ = "0.3.0"
+    __version__ = "0.4.0"
