@@ -72,12 +72,9 @@ endif
 # versions never mix; the SQL functions refuse to run a package of another version.
 PYTHON_PKG_DIR = $(datadir)/$(datamoduledir)/sqlcoder_python/$(EXTVERSION)
 
-build/%.sql: sql/%.sql.in sqlcoder.control $(wildcard sql/pending/*.sql.in)
+build/%.sql: sql/%.sql.in sqlcoder.control
 	@mkdir -p build
 	sed -e 's|@PYTHON_DIR@|$(PYTHON_PKG_DIR)|g' $< > $@
-	@# Until the 0.4.0 scripts exist, the pending difference is appended to what makes 0.3.0.
-	case $@ in build/sqlcoder--0.3.0.sql|build/sqlcoder--0.2.0--0.3.0.sql) \
-	  sed -e 's|@PYTHON_DIR@|$(PYTHON_PKG_DIR)|g' sql/pending/*.sql.in >> $@;; esac
 
 # The files of SQL_OBJECTS, each under a line naming it; $(1) names the result.
 JOIN_SQL_OBJECTS = { printf '/* %s: sqlcoder %s, installed fresh; made from sql/objects/ */\n' '$(1)' '$(EXTVERSION)'; \
