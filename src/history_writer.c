@@ -33,6 +33,7 @@
 
 #define WRITER_IDLE_MS		2000
 #define PURGE_MAX_BATCHES	10
+#define ROLE_BYTES_FRESH_MS 5000
 
 PGDLLEXPORT void sqlcoder_history_main(Datum arg);
 
@@ -57,6 +58,7 @@ typedef struct RoleBytes
 	NameData	role;			/* hash key */
 	int64		bytes;
 	int64		max_bytes;		/* history_max_bytes_per_role when read */
+	TimestampTz read_at;		/* read again after ROLE_BYTES_FRESH_MS: a DBA's new limit applies soon */
 } RoleBytes;
 
 static dlist_head deferred = DLIST_STATIC_INIT(deferred);
@@ -180,7 +182,7 @@ bytes_of(const NameData *role, int timeout_ms)
 	bool		found;
 	RoleBytes  *rb = hash_search(role_bytes, role, HASH_ENTER, &found);
 
-	if (!found)
+	if (!found || TimestampDifferenceExceeds(rb->read_at, GetCurrentTimestamp(), ROLE_BYTES_FRESH_MS))
 	{
 		Oid			types[1] = {NAMEOID};
 		Datum		values[1] = {NameGetDatum(role)};
@@ -195,6 +197,7 @@ bytes_of(const NameData *role, int timeout_ms)
 			got[1] = PG_INT64_MAX;
 		}
 		rb->bytes = got[0];
+		rb->read_at = GetCurrentTimestamp();
 		rb->max_bytes = got[1] > 0 ? got[1] : PG_INT64_MAX;
 	}
 	return rb;
