@@ -52,7 +52,7 @@ __all__ = [
     "DaemonReplyTooLarge", "DaemonVersionMismatch", "SqlRefused", "InvalidSql", "EmptySql",
     "MultipleStatements", "NotAPlainQuery", "QueryTooExpensive", "FunctionRefused", "SuperuserRefused",
     "TimeLimitExceeded", "FeedbackError", "FeedbackReadOnly", "QueryFailed", "ResultTooLarge", "ClientGone",
-    "InvalidExample", "ExampleNotOwner", "LOCK_TIMEOUT_SQLSTATE", "LOCK_TIMEOUT_HINT",
+    "InvalidExample", "ExampleNotOwner",
 ]
 
 
