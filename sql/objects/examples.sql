@@ -195,7 +195,8 @@ END
 $$;
 COMMENT ON FUNCTION sqlcoder._edit_catalog_as_owner(text, jsonb, oid) IS
   'internal: add or remove a join hint, instruction or example for the caller whose OID sqlcoder._edit_catalog '
-  'passes, under the rules of who may (SECURITY DEFINER; granted to nobody)';
+  'passes, under the rules of who may (SECURITY DEFINER: granted roles may not write these tables; granted to nobody, '
+  'reached only through _edit_catalog)';
 REVOKE ALL ON FUNCTION sqlcoder._edit_catalog_as_owner(text, jsonb, oid) FROM PUBLIC;
 
 CREATE FUNCTION sqlcoder._edit_catalog(op text, args jsonb)
