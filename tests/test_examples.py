@@ -96,13 +96,18 @@ def test_add_records_the_relations_by_oid_from_postgres_analysis(owner) -> None:
     assert not sql.endswith(";")
 
 
-def test_a_direct_insert_cannot_choose_the_tables(owner) -> None:
-    owner.execute("INSERT INTO sqlcoder.examples (question, sql, search_path) "
-                  "VALUES ('all orders', 'SELECT * FROM orders', current_schemas(true))")
-    assert owner.execute("SELECT tables::text[] FROM sqlcoder.examples").fetchone()[0] == ["orders"]
+def test_a_direct_insert_or_a_forged_edit_cannot_choose_the_tables(owner) -> None:
+    """Examples change through functions only; the tables are what the check as the caller found."""
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
-        owner.execute("INSERT INTO sqlcoder.examples (question, sql, tables) VALUES ('x', 'SELECT 1 FROM orders', "
-                      "'{customers}')")
+        owner.execute("INSERT INTO sqlcoder.examples (question, sql, search_path) "
+                      "VALUES ('all orders', 'SELECT * FROM orders', current_schemas(true))")
+    new_id = owner.execute("""SELECT sqlcoder._edit_catalog('add_example', jsonb_build_object(
+        'question', 'all orders', 'sql', 'SELECT * FROM orders', 'search_path', current_schemas(true),
+        'tables', '["customers"]'::jsonb))""").fetchone()[0]
+    assert owner.execute("SELECT tables::text[] FROM sqlcoder.examples WHERE id = %s",
+                         (new_id,)).fetchone()[0] == ["orders"]
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        owner.execute("SELECT sqlcoder._edit_catalog_as_owner('add_example', '{}', 10)")
 
 
 def test_adding_for_a_table_one_does_not_own_is_refused_with_a_hint(analyst) -> None:

@@ -21,6 +21,8 @@ from . import __version__, _spi, assemble, config, correction, examples, execute
 from ._spi import Plpy
 from .client import DaemonClient
 from .errors import (
+    LOCK_TIMEOUT_HINT,
+    LOCK_TIMEOUT_SQLSTATE,
     ClientGone,
     DaemonError,
     InvalidQuestion,
@@ -40,8 +42,12 @@ __all__ = ["entry"]
 _JSONB_ENVELOPE_VERSIONS = frozenset({"0.1.0"})
 
 
-def entry(plpy: Plpy, extension_version: str, op: str, params: Any) -> dict[str, str | None] | str:
-    """Run operation ``op``; the reply is what ``sqlcoder._result`` expects."""
+def entry(plpy: Plpy, extension_version: str, op: str, params: Any,
+          token: str | None = None) -> dict[str, str | None] | str:
+    """Run operation ``op``; the reply is what ``sqlcoder._result`` expects.
+
+    ``token`` is what ``sqlcoder._invoke`` made for this call; the history functions take nothing else.
+    """
     if extension_version != __version__:
         exc = _version_mismatch(extension_version)
         if extension_version in _JSONB_ENVELOPE_VERSIONS:
@@ -54,11 +60,14 @@ def entry(plpy: Plpy, extension_version: str, op: str, params: Any) -> dict[str,
         kwargs = json.loads(params) if isinstance(params, str) else (params or {})
         if "caller_path" in kwargs:
             kwargs["caller_path"] = visible_path(plpy, kwargs["caller_path"])
-        return {"value": _as_text(handler(plpy, **kwargs)), "error": None}
+        with history.call_token(token):
+            return {"value": _as_text(handler(plpy, **kwargs)), "error": None}
     except SqlcoderError as exc:
         return _error(exc.sqlstate, exc.message, exc.detail, exc.hint)
     except plpy.SPIError as exc:
         spi = _spi.fields(exc)
+        if spi.sqlstate == LOCK_TIMEOUT_SQLSTATE and not spi.hint:
+            return _error(spi.sqlstate, spi.message, spi.detail, LOCK_TIMEOUT_HINT)
         return _error(spi.sqlstate or "XX000", spi.message, spi.detail, spi.hint)
     except Exception as exc:  # a bug: log the traceback on the server, not to the client
         plpy.log("sqlcoder internal error:\n" + traceback.format_exc())

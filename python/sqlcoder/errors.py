@@ -58,6 +58,12 @@ __all__ = [
 ]
 
 
+# A lock wait past lock_timeout_ms (PostgreSQL's own lock_not_available), on any table a call reads.
+LOCK_TIMEOUT_SQLSTATE = "55P03"
+LOCK_TIMEOUT_HINT = ("Another session holds a lock on a table this call reads (pg_locks shows which); try again "
+                     "when it is released, or ask a DBA to raise lock_timeout_ms in sqlcoder.config.")
+
+
 class SqlcoderError(Exception):
     """Base class: a message, an optional detail, and the class's SQLSTATE and hint."""
 
