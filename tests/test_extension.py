@@ -154,6 +154,8 @@ def test_functions_planted_in_the_creation_path_are_not_bound(pg: Cluster, versi
             WHERE d.classid = 'pg_proc'::regclass AND p.pronamespace = 'public'::regnamespace""", dbname="planted")
         assert bound.strip() == ""
         if version == _version():
+            # A table to show: with none visible, prompt is an error before anything is rendered.
+            pg.psql("CREATE TABLE public.orders (id int)", dbname="planted")
             assert "planted" not in pg.psql("SELECT sqlcoder.prompt('how many?')", dbname="planted")
     finally:
         pg.psql('DROP DATABASE "planted" WITH (FORCE)')
