@@ -21,12 +21,12 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
-#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
-#include "row_json.h"
+#include "result.h"
 
 typedef enum ColumnKind
 {
@@ -70,6 +70,10 @@ init_escaped_width(void)
 	escaped_width['\r'] = escaped_width['\t'] = escaped_width['"'] = escaped_width['\\'] = 2;
 }
 
+/*
+ * This loop and write_escaped's are over one value (at most 1 GB, about a
+ * second): no interrupt check, a cancel acts at the next row.
+ */
 static int64
 escaped_length(const char *s, int64 n)
 {

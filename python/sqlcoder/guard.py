@@ -29,7 +29,8 @@ from typing import Any
 
 from . import _spi, policy
 from ._spi import Plpy
-from .errors import EmptySql, FunctionRefused, InvalidSql, MultipleStatements, NotAPlainQuery, QueryTooExpensive
+from .errors import (EmptySql, FunctionRefused, InvalidSql, MultipleStatements, NotAPlainQuery, QueryTooExpensive,
+                     query_failed)
 
 __all__ = ["CheckedQuery", "QueryObjects", "query_objects", "check", "strip_sql", "detail_for"]
 
@@ -152,6 +153,8 @@ def _cost(plpy: Plpy, runnable: str, search_path: str, text: str) -> float:
         if _spi.is_interrupt(exc):  # a cancel or timeout is not a verdict on the SQL
             raise
         spi = _spi.fields(exc)
+        if spi.sqlstate == "53200":  # planning (folded constants) passed max_memory_bytes
+            raise query_failed(spi.message, sqlstate=spi.sqlstate, detail=detail_for(text), hint=spi.hint) from None
         raise InvalidSql(f"sqlcoder refused the SQL: {spi.message}", sqlstate=spi.sqlstate or "42000",
                          detail=detail_for(text)) from None
     document = json.loads(plan) if isinstance(plan, str) else plan
