@@ -45,6 +45,7 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
+#include "policy_hook.h"
 #include "result.h"
 
 PG_FUNCTION_INFO_V1(sqlcoder_run_readonly);
@@ -75,6 +76,7 @@ sqlcoder_run_readonly(PG_FUNCTION_ARGS)
 	Stash	   *stash;
 	Datum		values[5];
 	bool		nulls[5] = {false, false, false, false, false};
+	const char *previous;
 
 	if (get_call_result_type(fcinfo, NULL, &result_desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "sqlcoder._run_readonly must return a composite");
@@ -95,20 +97,32 @@ sqlcoder_run_readonly(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	plan = SPI_prepare(query, 0, NULL);
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	if (!SPI_is_cursor_plan(plan))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_CURSOR_DEFINITION),
-				 errmsg("sqlcoder: the query must be exactly one statement that returns rows")));
-	SPI_freeplan(plan);
+	/* The function policy holds from analysis to the last row built (policy_hook.c). */
+	previous = policy_hook_arm("analyzing the query");
+	PG_TRY();
+	{
+		plan = SPI_prepare(query, 0, NULL);
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		if (!SPI_is_cursor_plan(plan))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_CURSOR_DEFINITION),
+					 errmsg("sqlcoder: the query must be exactly one statement that returns rows")));
+		SPI_freeplan(plan);
+	}
+	PG_FINALLY();
+	{
+		policy_hook_restore(previous);
+	}
+	PG_END_TRY();
 
 	stash = result_stash_create();
+
 	receiver = result_receiver_create(stash, max_rows, max_bytes, as_json);
 
 	memset(&options, 0, sizeof(options));
 	options.dest = receiver;
+	previous = policy_hook_arm("planning and running the query and building its rows");
 	PG_TRY();
 	{
 		/*
@@ -124,10 +138,12 @@ sqlcoder_run_readonly(PG_FUNCTION_ARGS)
 	}
 	PG_CATCH();
 	{
+		policy_hook_restore(previous);
 		result_stash_free(stash);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
+	policy_hook_restore(previous);
 	SPI_finish();
 
 	counts = result_receiver_counts(receiver);

@@ -102,7 +102,7 @@ def test_vllm_backend_missing_says_how_to_install(capsys: pytest.CaptureFixture[
     else:
         pytest.skip("vllm is installed here, so the missing-package message cannot be shown")
     assert main(["--backend", "vllm", "--model", "x", "--socket", "/nonexistent/x.sock"]) == 1
-    assert "pip install 'sqlcoder[vllm]'" in capsys.readouterr().err
+    assert "pip install 'sqlcoder-daemon[vllm]'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("quantize, layer", [("nf4", "Linear4bit"), ("int8", "Linear8bitLt"), ("none", "Linear")])

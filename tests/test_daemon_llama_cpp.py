@@ -173,4 +173,4 @@ def test_a_model_that_cannot_fit_is_refused_before_loading(capfd, tmp_path: Path
 def test_missing_package_says_how_to_install(capfd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import llama_cpp now raises ImportError
     line = _start_fails(capfd, tmp_path, tmp_path / "m.gguf")
-    assert "pip install 'sqlcoder[llama-cpp]'" in line
+    assert "pip install 'sqlcoder-daemon[llama-cpp]'" in line

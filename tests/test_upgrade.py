@@ -78,6 +78,9 @@ SNAPSHOT_QUERIES = {
         WHERE e.extname = 'sqlcoder' AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = t.oid) ORDER BY 1""",
     "config": """
         SELECT key || '=' || value || ' ' || description FROM sqlcoder.config ORDER BY key""",
+    # what grant_access grants: rows each part adds, in the install script and in the update alike
+    "access_list": """
+        SELECT kind || ' ' || object || ' ' || privileges FROM sqlcoder._access_list ORDER BY 1""",
 }
 
 
@@ -225,6 +228,8 @@ def _conn_args(pg: Cluster) -> list[str]:
 RELEASED_SCRIPTS = {
     "sqlcoder--0.1.0.sql.in": "d34f06396133f84609ca71a1cfcc54ef2fd2edcc840b0b710011e70327e6d9cf",
     "sqlcoder--0.1.0--0.2.0.sql.in": "ad56868a4f0b1f8a2880731ecab56f635ba5ee664098e3e6b8aab6ea618691c7",
+    "sqlcoder--0.2.0--0.3.0.sql.in": "fda720874f6f31176b7638e1fb12eaff738171c13beb624edda299d08f2c55db",
+    "sqlcoder--0.3.0.sql.in": "612d8f70e7bfe0c5b1f0c9b4b2127a6fc9e01f57193c9e4e753e09cd5b16b7b7",
 }
 
 

@@ -161,6 +161,9 @@ def run_query(plpy: Plpy, sql: Any, *, caller_path: Sequence[str] | None, max_ro
         except plpy.SPIError as exc:
             if _spi.is_interrupt(exc):
                 raise
+            refused = guard.hook_refusal(exc, checked.sql)
+            if refused is not None:
+                raise refused from None
             spi = _spi.fields(exc)
             raise query_failed(spi.message, sqlstate=spi.sqlstate, detail=guard.detail_for(checked.sql, spi.detail),
                                hint=spi.hint) from None

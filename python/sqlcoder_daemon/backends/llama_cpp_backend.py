@@ -1,4 +1,4 @@
-"""A CPU backend: a GGUF model run by llama.cpp through llama-cpp-python (``pip install 'sqlcoder[llama-cpp]'``).
+"""A CPU backend: a GGUF model run by llama.cpp through llama-cpp-python (``pip install 'sqlcoder-daemon[llama-cpp]'``).
 
 For database hosts without a GPU, as defog serves sqlcoder-7b-2 (Q4_K_M GGUF).
 Decoding is greedy (llama.cpp has no beam search): a request's ``num_beams``
@@ -29,7 +29,8 @@ __all__ = ["LlamaCppBackend", "check_gguf", "import_llama_cpp"]
 log = logging.getLogger(__name__)
 
 MISSING = ("the llama_cpp backend needs the optional 'llama-cpp-python' package, which is not installed: "
-           "pip install 'sqlcoder[llama-cpp]' (builds llama.cpp with the C compiler), or use --backend transformers")
+           "pip install 'sqlcoder-daemon[llama-cpp]' (builds llama.cpp with the C compiler), "
+           "or use --backend transformers")
 
 #: Prompt tokens evaluated between two checks of the job's cancel flag and deadline.
 PREFILL_CHUNK = 256
