@@ -298,7 +298,8 @@ def _columns(expr: str, n: int) -> str:
 
 MEMORY = [
     # The executor builds a row whole before it is counted: 24 x 100 MB (4.6 GB peak before).
-    ("wide-computed-columns", "SELECT " + _columns("repeat(md5(g::text), 3125000)", 24) + " FROM generate_series(1, 2) g"),
+    ("wide-computed-columns",
+     "SELECT " + _columns("repeat(md5(g::text), 3125000)", 24) + " FROM generate_series(1, 2) g"),
     # The planner folds constants while the guard's EXPLAIN plans: 24 x 100 MB before anything runs.
     ("wide-folded-columns", "SELECT " + _columns("repeat(md5('y'), 3125000)", 24)),
     # An aggregate's state: 2,000 values of 1 MB held at once, one small result row.

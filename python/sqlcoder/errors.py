@@ -54,7 +54,7 @@ __all__ = [
     "DaemonReplyTooLarge", "DaemonVersionMismatch", "SqlRefused", "InvalidSql", "EmptySql",
     "MultipleStatements", "NotAPlainQuery", "QueryTooExpensive", "FunctionRefused", "SuperuserRefused",
     "TimeLimitExceeded", "FeedbackError", "FeedbackReadOnly", "QueryFailed", "MemoryLimitExceeded",
-    "TempFilesLimitExceeded", "query_failed", "ResultTooLarge", "ClientGone",
+    "TempFilesLimitExceeded", "ResultTooLarge", "ClientGone",
     "InvalidExample", "ExampleNotOwner",
 ]
 
@@ -257,12 +257,16 @@ class QueryFailed(SqlcoderError):
 class MemoryLimitExceeded(QueryFailed):
     """An allocation passed the guarded call's address-space limit (sqlcoder._limit_call): PostgreSQL's 53200."""
 
+    sqlstate = "53200"
+
     hint = ("The query needed more memory than max_memory_bytes in sqlcoder.config allows one call: select fewer "
             "or narrower columns, or ask a superuser to raise max_memory_bytes.")
 
 
 class TempFilesLimitExceeded(QueryFailed):
     """A sort, hash or materialisation spilled more than the call's temp_file_limit: PostgreSQL's 53400."""
+
+    sqlstate = "53400"
 
     hint = ("The query wrote more temporary files than max_temp_bytes in sqlcoder.config allows one call "
             "(a large sort, DISTINCT, hash or CTE): narrow it, or ask a superuser to raise max_temp_bytes.")

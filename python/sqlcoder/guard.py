@@ -36,8 +36,15 @@ from typing import Any
 
 from . import _spi, policy
 from ._spi import Plpy
-from .errors import (EmptySql, FunctionRefused, InvalidSql, MultipleStatements, NotAPlainQuery, QueryTooExpensive,
-                     query_failed)
+from .errors import (
+    EmptySql,
+    FunctionRefused,
+    InvalidSql,
+    MultipleStatements,
+    NotAPlainQuery,
+    QueryTooExpensive,
+    query_failed,
+)
 
 __all__ = ["CheckedQuery", "QueryObjects", "query_objects", "check", "strip_sql", "detail_for", "hook_refusal"]
 
