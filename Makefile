@@ -37,13 +37,16 @@ OBJS        += src/policy_hook.o
 OBJS        += src/guarded_explain.o
 OBJS        += src/function_facts.o
 OBJS        += src/client_check.o
-# History rows (issue #16: one file per concern, declarations in src/history.h).
-OBJS        += src/history_shmem.o
-OBJS        += src/history_role.o
-OBJS        += src/history_xact.o
-OBJS        += src/history_write.o
-OBJS        += src/history_worker.o
+# Whether the caller may run a golden example's query: the executor's own permission check.
+OBJS        += src/example_access.o
+# The entry point, and the history writer (one seam, declared in src/history.h).
+OBJS        += src/invoke.o
+OBJS        += src/catalog_edit.o
 OBJS        += src/raise_reply.o
+OBJS        += src/history_queue.o
+OBJS        += src/history_writer.o
+OBJS        += src/history_calls.o
+OBJS        += src/history_role.o
 # Results kept in bytes-bounded tuplestores between the guard and the caller, the seam's
 # declarations in src/result.h; the memory and temp-file limits of a guarded call.
 OBJS        += src/result_stash.o

@@ -199,7 +199,7 @@ def test_idle_connections_are_closed_and_the_cap_answers_busy(d: DaemonProcess) 
     finally:
         for c in idle:
             c.close()
-    st = status(d)["connections"]
+    st = status(d)["connections"]["socket"]
     assert st["max"] == 4 and st["idle_closed"] >= 4 and st["refused"] >= 1
 
 

@@ -45,10 +45,10 @@ def test_each_object_is_defined_once() -> None:
 
 def test_the_entry_point_runs_the_newest_package() -> None:
     entry = (OBJECTS / "entry.sql").read_text()
-    assert f'api.entry(plpy, "{NEWEST}", op, params)' in entry
+    assert f'api.entry(plpy, "{NEWEST}", op, params, token)' in entry
     updates = sorted((ROOT / "sql").glob(f"sqlcoder--*--{NEWEST}.sql.in"))
     assert len(updates) == 1, "one update script leads to the newest version"
-    assert f'api.entry(plpy, "{NEWEST}", op, params)' in updates[0].read_text()
+    assert f'api.entry(plpy, "{NEWEST}", op, params, token)' in updates[0].read_text()
 
 
 def test_the_definition_pattern_names_policies_per_table() -> None:

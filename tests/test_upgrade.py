@@ -141,7 +141,9 @@ def test_settings_survive_the_update(pg: Cluster, fresh_db, old: str) -> None:
     rows = pg.psql("SELECT key || '=' || value FROM sqlcoder.config WHERE key IN ('socket_path', 'model_timeout_ms') "
                    "ORDER BY key", dbname=db).split()
     assert rows == ["model_timeout_ms=5000", "socket_path=/srv/sqlcoder/model.sock"]
-    # and the functions work after the update (the package version matches the new extension version)
+    # and the functions work after the update (the package version matches the new extension version);
+    # a table to show, since a prompt of an empty schema is an error
+    pg.psql("CREATE TABLE things (id int)", dbname=db)
     assert "### Task" in pg.psql("SELECT sqlcoder.prompt('how many?')", dbname=db)
 
 
@@ -238,3 +240,22 @@ def test_released_scripts_never_change(name: str) -> None:
     import hashlib
     assert hashlib.sha256((ROOT / "sql" / name).read_bytes()).hexdigest() == RELEASED_SCRIPTS[name], (
         f"{name} belongs to a released version; put the change into the newest update script")
+
+
+def test_roles_granted_before_the_update_may_call_the_new_signatures(pg: Cluster, fresh_db) -> None:
+    """ask, prompt, run and run_typed took follow_up in 0.4.0 (new signatures): their grants follow."""
+    db = fresh_db("upgrade_grants")
+    role = "upgrade_granted_analyst"
+    pg.psql(f'DO $$BEGIN CREATE ROLE "{role}" LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END$$')
+    try:
+        pg.psql("CREATE EXTENSION sqlcoder VERSION '0.3.0' CASCADE", dbname=db)
+        pg.psql(f"SELECT sqlcoder.grant_access('{role}')", dbname=db)
+        pg.psql("ALTER EXTENSION sqlcoder UPDATE", dbname=db)
+        got = pg.psql(f"SELECT has_function_privilege('{role}', f, 'EXECUTE') FROM unnest(ARRAY["
+                      "'sqlcoder.ask(text, text, bigint)', 'sqlcoder.prompt(text, text, bigint)', "
+                      "'sqlcoder.run(text, text, integer, bigint)', 'sqlcoder.run_typed(text, text, integer, bigint)', "
+                      "'sqlcoder._example_permitted(text, name[])']) AS f", dbname=db).split()
+        assert got == ["t"] * 5
+    finally:
+        pg.psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)', check=False)
+        pg.psql(f'DROP ROLE IF EXISTS "{role}"', check=False)

@@ -37,8 +37,10 @@ Exception tree::
     ├── FeedbackError                 22023  no history entry of yours with that id, a NULL argument
     │   └── FeedbackReadOnly          25006  feedback inside a read-only transaction
     ├── ClientGone                    08006  the client disconnected while the call waited on the model
-    └── InvalidExample                22023  a golden example without a question, or reading no table
-        └── ExampleNotOwner           42501  the adder does not own every table the example reads
+    ├── InvalidExample                22023  a golden example without a question, or reading no table
+    │   └── ExampleNotOwner           42501  the adder does not own every table the example reads
+    ├── FollowUpError                 22023  follow_up names no history row of yours, or one without SQL
+    └── NothingVisible                42P01  no table on the caller's search_path is visible to the caller
 
 They are plain Python exceptions so the package can be tested without a
 server; :mod:`sqlcoder.api` turns them into PostgreSQL errors.
@@ -55,8 +57,14 @@ __all__ = [
     "MultipleStatements", "NotAPlainQuery", "QueryTooExpensive", "FunctionRefused", "SuperuserRefused",
     "TimeLimitExceeded", "FeedbackError", "FeedbackReadOnly", "QueryFailed", "MemoryLimitExceeded",
     "TempFilesLimitExceeded", "ResultTooLarge", "ClientGone",
-    "InvalidExample", "ExampleNotOwner",
+    "InvalidExample", "ExampleNotOwner", "FollowUpError", "NothingVisible",
 ]
+
+
+# A lock wait past lock_timeout_ms (PostgreSQL's own lock_not_available), on any table a call reads.
+LOCK_TIMEOUT_SQLSTATE = "55P03"
+LOCK_TIMEOUT_HINT = ("Another session holds a lock on a table this call reads (pg_locks shows which); try again "
+                     "when it is released, or ask a DBA to raise lock_timeout_ms in sqlcoder.config.")
 
 
 class SqlcoderError(Exception):
@@ -314,3 +322,19 @@ class ExampleNotOwner(InvalidExample):
     sqlstate = "42501"
     hint = ("Only a superuser or the owner of every table the SQL reads can add it as an example: ask them to run "
             "sqlcoder.add_example.")
+
+
+# -- Follow-up questions, and a path that shows nothing -----------------------
+
+class FollowUpError(SqlcoderError):
+    sqlstate = "22023"
+    hint = ("Pass follow_up => the id of one of your own sqlcoder.history rows (SELECT id, question FROM "
+            "sqlcoder.history ORDER BY id DESC LIMIT 5), or 0 for your latest question of this session.")
+
+
+class NothingVisible(SqlcoderError):
+    """Raised before the model is called: a prompt without a table can only produce a wrong query."""
+
+    sqlstate = "42P01"
+    hint = ("Ask a DBA to GRANT you USAGE on the schema and SELECT on its tables, or SET search_path to the "
+            "schema that holds them.")

@@ -95,8 +95,11 @@ class Settings:
     allow_uid: list[int] = _opt([], "peer uid allowed to connect (repeatable); default: own uid and postgres")
     allow_user: list[str] = _opt([], "user name allowed to connect (repeatable)")
     max_connections: int = _opt(512,
-            "most connections open at once (socket and HTTP); more are answered 'busy' and closed")
-    idle_timeout_s: float = _opt(30.0, "close a connection that takes longer than this to send a request")
+            "most connections open at once on the Unix socket; more are answered 'busy' and closed "
+            "(each HTTP listener has its own cap)")
+    idle_timeout_s: float = _opt(30.0,
+            "each request must arrive whole (HTTP: headers and body) within this many seconds of the "
+            "connection opening or the previous reply, however slowly it drips; else the connection is closed")
     quantize: str = _opt("nf4", "weight quantization (bitsandbytes)", choices=("nf4", "int8", "none"))
     dtype: str = _opt("auto", "compute dtype; auto: bfloat16 on GPU, float32 on CPU",
             choices=("auto", "bfloat16", "float16", "float32"))
@@ -128,7 +131,11 @@ class Settings:
     openai_listen_api_key: str | None = _opt(None, "bearer key the OpenAI-compatible listener requires", secret=True)
     openai_listen_insecure: bool = _opt(False,
             "let the OpenAI-compatible listener run without an API key (any local user reaches the model)")
+    openai_listen_max_connections: int = _opt(64,
+            "most connections open at once on the OpenAI-compatible listener; more get 503 and are closed")
     metrics_listen: str | None = _opt(None, "serve Prometheus /metrics and /status on this loopback host:port")
+    metrics_listen_max_connections: int = _opt(16,
+            "most connections open at once on the metrics listener; more get 503 and are closed")
     log_level: str = _opt("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     log_prompts: bool = _opt(False, "include prompt text in the per-request log line")
     trust_remote_code: bool = _opt(False, "let transformers run code shipped with the model")
@@ -248,7 +255,7 @@ def _validate(s: Settings) -> None:
     if s.backend == "openai" and not s.openai_url:
         raise SettingsError("--backend openai needs --openai-url")
     for name in ("max_new_tokens", "num_beams", "max_num_beams", "max_request_bytes", "max_queue", "max_batch_size",
-                 "max_connections"):
+                 "max_connections", "openai_listen_max_connections", "metrics_listen_max_connections"):
         if getattr(s, name) < 1:
             raise SettingsError(f"--{name.replace('_', '-')} must be at least 1")
     if s.idle_timeout_s <= 0:

@@ -89,8 +89,10 @@ class AskPredictor:
     @staticmethod
     def _has_two_arg_form(ctx: Context) -> bool:
         if "ask2" not in ctx.session:
+            # ask(text, text) until 0.3.0, ask(text, text, bigint) with follow_up since.
             row = ctx.conn.execute(
-                "SELECT pg_catalog.to_regprocedure('sqlcoder.ask(text,text)') IS NOT NULL").fetchone()
+                "SELECT pg_catalog.to_regprocedure('sqlcoder.ask(text,text)') IS NOT NULL "
+                "OR pg_catalog.to_regprocedure('sqlcoder.ask(text,text,bigint)') IS NOT NULL").fetchone()
             ctx.session["ask2"] = bool(row and row[0])
         return ctx.session["ask2"]
 

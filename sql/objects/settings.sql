@@ -85,6 +85,11 @@ INSERT INTO sqlcoder.config_default (key, value, description) VALUES
    'history rows older than this are deleted, in small batches, by the history writer'),
   ('history_max_rows', '1000000',
    'most history rows kept; the oldest beyond it are deleted in small batches'),
+  ('history_max_bytes_per_role', '104857600',
+   'most bytes of history text kept per role; the writer deletes that role''s oldest rows beyond it'),
+  ('lock_timeout_ms', '2000',
+   'longest a sqlcoder call waits for a lock (on its settings, catalogs, hints, instructions, examples, or a table '
+   'its query reads); then it fails with 55P03'),
   ('max_comment_chars', '1000',
    'longest comment, instruction or join hint line shown to the model; longer ones are cut with a marker'),
   ('max_instructions_chars', '4000',
