@@ -47,12 +47,13 @@ OBJS        += src/history_queue.o
 OBJS        += src/history_writer.o
 OBJS        += src/history_calls.o
 OBJS        += src/history_role.o
-# Results kept in bytes-bounded tuplestores between the guard and the caller (issue #10;
-# issue #16: one file per concern, declarations in src/result_rows.h).
+# Results kept in bytes-bounded tuplestores between the guard and the caller, the seam's
+# declarations in src/result.h; the memory and temp-file limits of a guarded call.
 OBJS        += src/result_stash.o
 OBJS        += src/result_receiver.o
 OBJS        += src/result_rows.o
 OBJS        += src/result_typed.o
+OBJS        += src/call_limits.o
 OBJS        += src/row_json.o
 # Debian's PGXS would also build LLVM bitcode for JIT inlining, which needs clang:
 # the library is small and never hot. `override`, since Makefile.global sets it.

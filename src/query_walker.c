@@ -14,6 +14,7 @@
 #include "foreign/foreign.h"
 #include "miscadmin.h"
 #include "nodes/nodeFuncs.h"
+#include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/typcache.h"
 
@@ -167,6 +168,17 @@ query_collect_walker(Node *node, Collector *c)
 			break;
 		case T_TableSampleClause:
 			query_add_function(c, ((TableSampleClause *) node)->tsmhandler, NULL);
+			break;
+		case T_TableFunc:
+
+			/*
+			 * XMLTABLE (PostgreSQL 15's only table function) evaluates its
+			 * row and column paths with libxml2's XPath engine, no function
+			 * call in sight: it is reported as xpath(text, xml, text[]),
+			 * the function with that engine, so the policy's verdict on
+			 * xpath is XMLTABLE's too.
+			 */
+			query_add_function(c, F_XPATH_TEXT_XML__TEXT, NULL);
 			break;
 		default:
 			break;

@@ -30,32 +30,23 @@
  *
  * This file holds the first two; the kept results are in result_stash.c,
  * the receiver that fills them in result_receiver.c, declarations shared by
- * these files in result_rows.h.
+ * these files in result.h.
  */
 #include "postgres.h"
 
-#include "access/detoast.h"
 #include "access/htup_details.h"
-#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
-#include "lib/stringinfo.h"
-#include "executor/tuptable.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "nodes/execnodes.h"
-#include "nodes/pg_list.h"
-#include "tcop/dest.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
-#include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/resowner.h"
-#include "utils/tuplestore.h"
 
 #include "policy_hook.h"
-#include "result_rows.h"
+#include "result.h"
 
 PG_FUNCTION_INFO_V1(sqlcoder_run_readonly);
 PG_FUNCTION_INFO_V1(sqlcoder_result_rows);
@@ -80,7 +71,8 @@ sqlcoder_run_readonly(PG_FUNCTION_ARGS)
 	TupleDesc	result_desc;
 	SPIPlanPtr	plan;
 	SPIExecuteOptions options;
-	StashReceiver receiver;		/* on the stack: read after SPI_finish freed SPI's memory */
+	DestReceiver *receiver;
+	ResultCounts counts;
 	Stash	   *stash;
 	Datum		values[5];
 	bool		nulls[5] = {false, false, false, false, false};
@@ -94,10 +86,10 @@ sqlcoder_run_readonly(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("sqlcoder: max_rows and max_bytes must not be negative")));
 
-	if (list_length(result_stashes) >= MAX_WAITING_RESULTS)
+	if (result_stash_waiting() >= MAX_WAITING_RESULTS)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("sqlcoder: %d results of this transaction were never returned", list_length(result_stashes)),
+				 errmsg("sqlcoder: %d results of this transaction were never returned", result_stash_waiting()),
 				 errhint("Call sqlcoder.run or sqlcoder.execute; each returns its rows at once.")));
 
 	/* Local to this call: the SET clause restores the path when it returns. */
@@ -126,19 +118,10 @@ sqlcoder_run_readonly(PG_FUNCTION_ARGS)
 
 	stash = result_stash_create();
 
-	memset(&receiver, 0, sizeof(receiver));
-	receiver.pub.receiveSlot = result_receiver_receive;
-	receiver.pub.rStartup = result_receiver_startup;
-	receiver.pub.rShutdown = result_receiver_noop;
-	receiver.pub.rDestroy = result_receiver_noop;
-	receiver.pub.mydest = DestNone;
-	receiver.stash = stash;
-	receiver.max_rows = max_rows;
-	receiver.max_bytes = max_bytes;
-	receiver.as_json = as_json;
+	receiver = result_receiver_create(stash, max_rows, max_bytes, as_json);
 
 	memset(&options, 0, sizeof(options));
-	options.dest = (DestReceiver *) &receiver;
+	options.dest = receiver;
 	previous = policy_hook_arm("planning and running the query and building its rows");
 	PG_TRY();
 	{
@@ -163,24 +146,18 @@ sqlcoder_run_readonly(PG_FUNCTION_ARGS)
 	policy_hook_restore(previous);
 	SPI_finish();
 
-	if (receiver.exceeded)
+	counts = result_receiver_counts(receiver);
+	if (counts.exceeded)
 	{
 		result_stash_free(stash);
 		nulls[0] = true;
 	}
 	else
-	{
-		MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
-
-		stash->token = result_next_token++;
-		result_stashes = lappend(result_stashes, stash);
-		MemoryContextSwitchTo(old);
-		values[0] = Int64GetDatum(stash->token);
-	}
-	values[1] = Int64GetDatum(receiver.rows);
-	values[2] = Int64GetDatum(receiver.bytes);
-	values[3] = BoolGetDatum(receiver.truncated);
-	values[4] = BoolGetDatum(receiver.exceeded);
+		values[0] = Int64GetDatum(result_stash_keep(stash));
+	values[1] = Int64GetDatum(counts.rows);
+	values[2] = Int64GetDatum(counts.bytes);
+	values[3] = BoolGetDatum(counts.truncated);
+	values[4] = BoolGetDatum(counts.exceeded);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(result_desc, values, nulls)));
 }
 
@@ -230,16 +207,9 @@ sqlcoder_result_rows(PG_FUNCTION_ARGS)
 	PG_TRY();
 	{
 		slot = MakeSingleTupleTableSlot(stash->desc, &TTSOpsMinimalTuple);
-		for (;;)
+		/* Up to max_rows rows, some read back from a file: a cancel acts between them. */
+		while (result_stash_read(stash, slot))
 		{
-			bool		found;
-
-			/* A row read back from the file is allocated here; the slot frees it at the next read. */
-			old = MemoryContextSwitchTo(stash->cxt);
-			found = tuplestore_gettupleslot(stash->store, true, false, slot);
-			MemoryContextSwitchTo(old);
-			if (!found)
-				break;
 			tuplestore_puttupleslot(out, slot);
 			CHECK_FOR_INTERRUPTS();
 		}

@@ -6,27 +6,18 @@
  */
 #include "postgres.h"
 
-#include "access/detoast.h"
-#include "access/htup_details.h"
-#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
-#include "lib/stringinfo.h"
-#include "executor/tuptable.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "nodes/execnodes.h"
-#include "nodes/pg_list.h"
-#include "tcop/dest.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/resowner.h"
-#include "utils/tuplestore.h"
 
-#include "result_rows.h"
+#include "result.h"
 
 PG_FUNCTION_INFO_V1(sqlcoder_run_typed);
 PG_FUNCTION_INFO_V1(sqlcoder_execute_typed);
@@ -178,15 +169,9 @@ typed_rows(FunctionCallInfo fcinfo, const char *call_sql, int nargs, Oid *argtyp
 			Datum	   *values = palloc(expected->natts * sizeof(Datum));
 			bool	   *nulls = palloc(expected->natts * sizeof(bool));
 
-			for (;;)
+			/* Up to max_rows rows, each converted: a cancel acts between them. */
+			while (result_stash_read(stash, slot))
 			{
-				bool		found;
-
-				old = MemoryContextSwitchTo(stash->cxt);
-				found = tuplestore_gettupleslot(stash->store, true, false, slot);
-				MemoryContextSwitchTo(old);
-				if (!found)
-					break;
 				slot_getallattrs(slot);
 				old = MemoryContextSwitchTo(per_row);
 				for (int i = 0; i < expected->natts; i++)

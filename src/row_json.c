@@ -28,7 +28,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
-#include "row_json.h"
+#include "result.h"
 
 typedef enum ColumnKind
 {
@@ -72,6 +72,10 @@ init_escaped_width(void)
 	escaped_width['\r'] = escaped_width['\t'] = escaped_width['"'] = escaped_width['\\'] = 2;
 }
 
+/*
+ * This loop and write_escaped's are over one value (at most 1 GB, about a
+ * second): no interrupt check, a cancel acts at the next row.
+ */
 static int64
 escaped_length(const char *s, int64 n)
 {

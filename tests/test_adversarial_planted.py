@@ -13,6 +13,7 @@ to call the code, with nothing copied, the victim's settings unchanged and the b
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 
@@ -192,6 +193,21 @@ def _assert_nothing_left(pg: Cluster, victim: psycopg.Connection, bystander: psy
         assert shown.fetchone()[0] == 0
 
 
+@contextlib.contextmanager
+def _xpath_allowed(pg: Cluster, allowed: bool) -> Iterator[None]:
+    """XMLTABLE is refused as xpath by default (libxml2 never checks interrupts): allowed, its COLUMNS' domain is."""
+    signature = "pg_catalog.xpath(text, xml, text[])"
+    if allowed:
+        with pg.connect(DB) as admin:
+            admin.execute("SELECT sqlcoder.allow_function(%s)", (signature,))
+    try:
+        yield
+    finally:
+        if allowed:
+            with pg.connect(DB) as admin:
+                admin.execute("SELECT sqlcoder.reset_function(%s)", (signature,))
+
+
 def _refusal(victim: psycopg.Connection, sql: str, *args: object) -> psycopg.errors.InsufficientPrivilege:
     with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
         victim.execute(sql, args).fetchall()
@@ -202,7 +218,8 @@ def _refusal(victim: psycopg.Connection, sql: str, *args: object) -> psycopg.err
 def test_planted_code_is_refused_where_postgresql_would_call_it(pg, fake, victim, bystander, case, kind, sql,
                                                                  phase) -> None:
     fake.reply(f" {sql};")
-    err = _refusal(victim, "SELECT * FROM sqlcoder.run('how are the customers feeling?')")
+    with _xpath_allowed(pg, case.startswith("xmltable")):
+        err = _refusal(victim, "SELECT * FROM sqlcoder.run('how are the customers feeling?')")
     assert err.diag.message_primary.startswith("sqlcoder refused the query: it calls atk."), \
         err.diag.message_primary
     assert "sqlcoder.allow_function('atk." in err.diag.message_hint
@@ -216,7 +233,8 @@ def test_planted_code_is_refused_where_postgresql_would_call_it(pg, fake, victim
 
 @pytest.mark.parametrize("case, kind, sql, phase", PLANTED_CASES, ids=[c[0] for c in PLANTED_CASES])
 def test_planted_code_is_refused_through_execute(pg, fake, victim, bystander, case, kind, sql, phase) -> None:
-    err = _refusal(victim, "SELECT * FROM sqlcoder.execute(%s)", sql)
+    with _xpath_allowed(pg, case.startswith("xmltable")):
+        err = _refusal(victim, "SELECT * FROM sqlcoder.execute(%s)", sql)
     assert err.diag.message_primary.startswith("sqlcoder refused the query: it calls atk.")
     _assert_nothing_left(pg, victim, bystander)
 

@@ -209,7 +209,8 @@ def op_ask(plpy: Plpy, question: Any = None, instructions: Any = None, caller_pa
             if settings.guard_ask:
                 execute.guard_only(plpy, sql, caller_path=caller_path, max_cost=settings.max_query_cost,
                                    timeout_s=settings.query_timeout_s,
-                                   functions=_function_lists(plpy, settings))
+                                   functions=_function_lists(plpy, settings),
+                                   max_memory_bytes=settings.max_memory_bytes)
             return sql
 
         sql = _generate_checked(plpy, settings, question, instructions, caller_path, entry, check, earlier)
@@ -320,7 +321,8 @@ def _run_recorded(plpy: Plpy, settings: config.Settings, entry: history.Entry, s
     result = execute.run_query(plpy, sql, caller_path=caller_path, max_rows=max_rows,
                                max_cost=settings.max_query_cost, timeout_s=settings.query_timeout_s,
                                max_bytes=settings.max_result_bytes, functions=_function_lists(plpy, settings),
-                               typed=typed)
+                               typed=typed, max_memory_bytes=settings.max_memory_bytes,
+                               max_temp_bytes=settings.max_temp_bytes)
     entry.sql, entry.query_ms = result.sql, result.query_ms
     entry.row_count, entry.truncated, entry.outcome = result.row_count, result.truncated, "ok"
     if result.truncated:

@@ -142,6 +142,9 @@ class Settings:
     max_instructions_chars: int = _key(_positive_int)
     # Results bounded in bytes (issue #10).
     max_result_bytes: int = _key(_positive_int)
+    # What one guarded call may take from its backend (sqlcoder._limit_call).
+    max_memory_bytes: int = _key(_positive_int)
+    max_temp_bytes: int = _key(_positive_int)
     # Golden examples, self-correction, value hints (issue #14).
     max_examples: int = _key(_non_negative_int)
     self_correct: bool = _key(_on_off)

@@ -32,6 +32,8 @@ Exception tree::
     │   └── SuperuserRefused          42501  a superuser may not run generated SQL
     ├── TimeLimitExceeded             57014  query_timeout_ms passed (the watchdog cancelled it)
     ├── QueryFailed                   (PostgreSQL's own) the query failed while running; DETAIL adds the SQL
+    │   ├── MemoryLimitExceeded       53200  the guarded call passed max_memory_bytes (out of memory)
+    │   └── TempFilesLimitExceeded    53400  its temporary files passed max_temp_bytes
     ├── FeedbackError                 22023  no history entry of yours with that id, a NULL argument
     │   └── FeedbackReadOnly          25006  feedback inside a read-only transaction
     ├── ClientGone                    08006  the client disconnected while the call waited on the model
@@ -53,7 +55,8 @@ __all__ = [
     "DaemonNotResponding", "DaemonRejected", "NoSQLGenerated",
     "DaemonReplyTooLarge", "DaemonVersionMismatch", "SqlRefused", "InvalidSql", "EmptySql",
     "MultipleStatements", "NotAPlainQuery", "QueryTooExpensive", "FunctionRefused", "SuperuserRefused",
-    "TimeLimitExceeded", "FeedbackError", "FeedbackReadOnly", "QueryFailed", "ResultTooLarge", "ClientGone",
+    "TimeLimitExceeded", "FeedbackError", "FeedbackReadOnly", "QueryFailed", "MemoryLimitExceeded",
+    "TempFilesLimitExceeded", "ResultTooLarge", "ClientGone",
     "InvalidExample", "ExampleNotOwner", "FollowUpError", "NothingVisible",
 ]
 
@@ -257,6 +260,37 @@ class QueryFailed(SqlcoderError):
                  hint: str | None = None):
         super().__init__(message, detail=detail, hint=hint)
         self.sqlstate = sqlstate or "XX000"
+
+
+class MemoryLimitExceeded(QueryFailed):
+    """An allocation passed the guarded call's address-space limit (sqlcoder._limit_call): PostgreSQL's 53200."""
+
+    sqlstate = "53200"
+
+    hint = ("The query needed more memory than max_memory_bytes in sqlcoder.config allows one call: select fewer "
+            "or narrower columns, or ask a superuser to raise max_memory_bytes.")
+
+
+class TempFilesLimitExceeded(QueryFailed):
+    """A sort, hash or materialisation spilled more than the call's temp_file_limit: PostgreSQL's 53400."""
+
+    sqlstate = "53400"
+
+    hint = ("The query wrote more temporary files than max_temp_bytes in sqlcoder.config allows one call "
+            "(a large sort, DISTINCT, hash or CTE): narrow it, or ask a superuser to raise max_temp_bytes.")
+
+
+_LIMIT_FAILURES: dict[str, type[QueryFailed]] = {"53200": MemoryLimitExceeded, "53400": TempFilesLimitExceeded}
+
+
+def query_failed(message: str, *, sqlstate: str | None, detail: str | None, hint: str | None) -> QueryFailed:
+    """PostgreSQL's error from a guarded query; out of memory and temp_file_limit name sqlcoder's setting.
+
+    Recognised by SQLSTATE alone; PostgreSQL's own HINT, where it gave one
+    ("out of shared memory" names max_locks_per_transaction), is kept.
+    """
+    cls = _LIMIT_FAILURES.get(sqlstate or "", QueryFailed)
+    return cls(message, sqlstate=sqlstate, detail=detail, hint=hint or cls.hint)
 
 
 # -- Result bytes and abandoned calls (issue #10) ------------------------------

@@ -36,7 +36,15 @@ from typing import Any
 
 from . import _spi, policy
 from ._spi import Plpy
-from .errors import EmptySql, FunctionRefused, InvalidSql, MultipleStatements, NotAPlainQuery, QueryTooExpensive
+from .errors import (
+    EmptySql,
+    FunctionRefused,
+    InvalidSql,
+    MultipleStatements,
+    NotAPlainQuery,
+    QueryTooExpensive,
+    query_failed,
+)
 
 __all__ = ["CheckedQuery", "QueryObjects", "query_objects", "check", "strip_sql", "detail_for", "hook_refusal"]
 
@@ -175,6 +183,8 @@ def _cost(plpy: Plpy, runnable: str, search_path: str, text: str) -> float:
         if refused is not None:
             raise refused from None
         spi = _spi.fields(exc)
+        if spi.sqlstate == "53200":  # planning (folded constants) passed max_memory_bytes
+            raise query_failed(spi.message, sqlstate=spi.sqlstate, detail=detail_for(text), hint=spi.hint) from None
         raise InvalidSql(f"sqlcoder refused the SQL: {spi.message}", sqlstate=spi.sqlstate or "42000",
                          detail=detail_for(text)) from None
     document = json.loads(plan) if isinstance(plan, str) else plan

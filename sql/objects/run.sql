@@ -47,6 +47,19 @@ COMMENT ON FUNCTION sqlcoder._client_connected() IS
 REVOKE ALL ON FUNCTION sqlcoder._run_readonly(text, text, bigint, bigint, boolean), sqlcoder._result_rows(bigint),
   sqlcoder._client_connected() FROM PUBLIC;
 
+-- Memory and temporary files of a guarded call (src/call_limits.c), until
+-- the calling subtransaction ends. Any role may call it: both limits only
+-- ever lower what is in force.
+CREATE FUNCTION sqlcoder._limit_call(max_memory_bytes bigint, max_temp_bytes bigint)
+RETURNS void
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS '$libdir/sqlcoder_pg', 'sqlcoder_limit_call';
+COMMENT ON FUNCTION sqlcoder._limit_call(bigint, bigint) IS
+  'internal: limit the address space and temporary files of this backend until the current subtransaction '
+  'ends (only ever lower); used by run, execute and ask';
+REVOKE ALL ON FUNCTION sqlcoder._limit_call(bigint, bigint) FROM PUBLIC;
+
 -- Each row is one json value from the executor to the caller: no JSON list
 -- of JSON texts parsed back into rows.
 CREATE FUNCTION sqlcoder.run(question text, instructions text DEFAULT NULL, max_rows integer DEFAULT NULL,
@@ -108,4 +121,5 @@ INSERT INTO sqlcoder._access_list (kind, object, privileges) VALUES
   ('function', 'sqlcoder.execute_typed(text, integer)', 'EXECUTE'),
   ('function', 'sqlcoder._run_readonly(text, text, bigint, bigint, boolean)', 'EXECUTE'),
   ('function', 'sqlcoder._result_rows(bigint)', 'EXECUTE'),
-  ('function', 'sqlcoder._client_connected()', 'EXECUTE');
+  ('function', 'sqlcoder._client_connected()', 'EXECUTE'),
+  ('function', 'sqlcoder._limit_call(bigint, bigint)', 'EXECUTE');

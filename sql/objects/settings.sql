@@ -66,6 +66,15 @@ INSERT INTO sqlcoder.config_default (key, value, description) VALUES
    'most bytes (of the rows'' JSON text) sqlcoder.run and sqlcoder.execute return; the query is stopped and '
    'refused (54000) as soon as its result passes it');
 
+-- What one guarded call may take from its backend (run.sql, src/call_limits.c).
+INSERT INTO sqlcoder.config_default (key, value, description) VALUES
+  ('max_memory_bytes', '536870912',
+   'most bytes of address space a guarded query may add to its backend (planning, running, building the '
+   'result); past it the query fails with 53200 out of memory'),
+  ('max_temp_bytes', '1073741824',
+   'most bytes of temporary files a guarded query may write (temp_file_limit for the call, never above the '
+   'server''s own); past it the query fails with 53400');
+
 -- History writing and retention (history.sql), and bounded text in prompts.
 INSERT INTO sqlcoder.config_default (key, value, description) VALUES
   ('history_timeout_ms', '200',
