@@ -145,6 +145,11 @@ test: setup lint
 demo: setup
 	$(PY) -m sqlcoder_dev.demo
 
+# The same demo on real pretrained weights, offline: SmolLM2-135M-Instruct (a 135M smoke-test
+# model, not SQLCoder) as GGUF on the llama.cpp backend. Expect wrong SQL and precise errors.
+demo-smollm2: setup
+	$(PY) -m sqlcoder_dev.demo --smollm2
+
 # The browser page (sqlcoder-web) against the same demo database; Ctrl-C stops it.
 web-demo: setup
 	$(PY) -m sqlcoder_dev.web_demo
