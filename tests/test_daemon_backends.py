@@ -27,10 +27,12 @@ def pair(random_model: Path) -> Iterator[tuple[DaemonProcess, DaemonProcess]]:
     port = _free_port()
     with DaemonProcess(random_model, socket_path("model.sock"),
                        ["--quantize", "none", "--device-map", "cpu", "--openai-listen", f"127.0.0.1:{port}",
-                        "--openai-listen-api-key", "k-123", "--max-new-tokens", "4000"]) as model:
+                        "--openai-listen-api-key", "k-123", "--max-new-tokens", "4000",
+                        "--repetition-guard-tokens", "0"]) as model:
         with DaemonProcess(random_model, socket_path("front.sock"),
                            ["--backend", "openai", "--openai-url", f"http://127.0.0.1:{port}/v1",
-                            "--openai-api-key", "k-123", "--max-new-tokens", "4000"]) as front:
+                            "--openai-api-key", "k-123", "--max-new-tokens", "4000",
+                            "--repetition-guard-tokens", "0"]) as front:
             yield model, front
 
 

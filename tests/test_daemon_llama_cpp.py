@@ -38,7 +38,8 @@ def llama_daemon(demo_model: Path) -> Iterator[DaemonProcess]:
 @pytest.fixture(scope="module")
 def random_llama_daemon(random_gguf: Path) -> Iterator[DaemonProcess]:
     """A random model (it rarely says EOS: long generations to cancel) on llama_cpp."""
-    with DaemonProcess(random_gguf, socket_path(), ["--backend", "llama_cpp", "--max-new-tokens", "4000"]) as d:
+    with DaemonProcess(random_gguf, socket_path(), ["--backend", "llama_cpp", "--max-new-tokens", "4000",
+                                                    "--repetition-guard-tokens", "0"]) as d:
         yield d
 
 

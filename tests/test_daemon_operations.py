@@ -81,7 +81,8 @@ def d(random_model: Path, config_file: Path) -> Iterator[DaemonProcess]:
     with DaemonProcess(random_model, socket_path(),
                        [*TINY, "--config", str(config_file), "--socket-group", "postgres", "--max-connections", "4",
                         "--idle-timeout-s", "2", "--openai-listen", f"127.0.0.1:{port}",
-                        "--openai-listen-api-key", KEY, "--max-new-tokens", "4000"]) as daemon:
+                        "--openai-listen-api-key", KEY, "--max-new-tokens", "4000",
+                        "--repetition-guard-tokens", "0"]) as daemon:
         daemon.port = port  # type: ignore[attr-defined]
         yield daemon
 
@@ -308,7 +309,8 @@ def test_frozen_daemon_through_the_client(d: DaemonProcess) -> None:
 
 def test_sigterm_drain_deadline_answers_shutting_down_and_exits_nonzero(random_model: Path, tmp_path: Path) -> None:
     d = DaemonProcess(random_model, socket_path(),
-                      [*TINY, "--max-new-tokens", "4000", "--max-batch-size", "1", "--drain-timeout-s", "1"],
+                      [*TINY, "--max-new-tokens", "4000",
+                      "--repetition-guard-tokens", "0", "--max-batch-size", "1", "--drain-timeout-s", "1"],
                       log_path=tmp_path / "d.log")
     with d:
         gone = Connection(d.socket_path)

@@ -23,6 +23,7 @@ from .client import DaemonClient
 from .errors import (
     LOCK_TIMEOUT_HINT,
     LOCK_TIMEOUT_SQLSTATE,
+    AnswerTruncated,
     ClientGone,
     DaemonError,
     InvalidQuestion,
@@ -250,7 +251,8 @@ def _generate_checked(plpy: Plpy, settings: config.Settings, question: Any, inst
             try:
                 sql, ms = _timed_generate(plpy, settings, question, instructions, caller_path, entry, model,
                                           correction.render(sql, message), earlier)
-            except (NoSQLGenerated, SqlRefused, DaemonError) as again:  # e.g. the call's budget ran out
+            # e.g. the call's budget ran out
+            except (NoSQLGenerated, AnswerTruncated, SqlRefused, DaemonError) as again:
                 attempts.append(correction.Attempt("", again.sqlstate, again.message, None))
                 _give_up(entry, attempts, first)
             continue
@@ -293,7 +295,14 @@ def _generate(plpy: Plpy, settings: config.Settings, question: Any, instructions
     generated = model.generate(prompt, max_new_tokens=settings.max_new_tokens, num_beams=settings.num_beams)
     if generated.model is not None:
         entry.model = generated.model
-    return extract_sql(generated.text)
+    try:
+        return extract_sql(generated.text, generated.finish_reason)
+    except AnswerTruncated as exc:
+        # history.attempts keeps the finish reason and what the model wrote (no SQL column change needed).
+        entry.attempts = [{"sql": None, "sqlstate": exc.sqlstate, "error": exc.message, "model_ms": None,
+                           "finish_reason": generated.finish_reason,
+                           "output": generated.text[:correction.MAX_SHOWN_CHARS]}]
+        raise
 
 
 # -- Running SQL read-only, history, feedback (issue #5) ------------------------

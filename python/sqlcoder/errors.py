@@ -21,6 +21,8 @@ Exception tree::
     │   │   └── DaemonNotResponding   57014  no reply at all, not even the daemon's own timeout error
     │   └── DaemonRejected            58000  the daemon answered with an error
     ├── NoSQLGenerated                22000  the model gave no SQL ("I do not know")
+    ├── AnswerTruncated               22001  the answer ran to max_new_tokens before its query ended
+    │   └── AnswerRepeats             22001  the daemon stopped an answer that kept repeating itself
     ├── SqlRefused                    42000  the guard refused the SQL (DETAIL holds it)
     │   ├── InvalidSql                (PostgreSQL's own, e.g. 42601, 42P01) does not parse/analyze
     │   ├── EmptySql                  22023  NULL, empty, or a NUL character
@@ -52,7 +54,7 @@ __all__ = [
     "SqlcoderError", "InvalidQuestion", "NullQuestion", "ConfigError", "VersionMismatch",
     "DaemonError", "DaemonNotRunning", "DaemonPermissionDenied", "DaemonConnectionLost",
     "DaemonProtocolError", "DaemonBusy", "DaemonShuttingDown", "ModelServerUnavailable", "ModelTimeout",
-    "DaemonNotResponding", "DaemonRejected", "NoSQLGenerated",
+    "DaemonNotResponding", "DaemonRejected", "NoSQLGenerated", "AnswerTruncated", "AnswerRepeats",
     "DaemonReplyTooLarge", "DaemonVersionMismatch", "SqlRefused", "InvalidSql", "EmptySql",
     "MultipleStatements", "NotAPlainQuery", "QueryTooExpensive", "FunctionRefused", "SuperuserRefused",
     "TimeLimitExceeded", "FeedbackError", "FeedbackReadOnly", "QueryFailed", "MemoryLimitExceeded",
@@ -165,6 +167,20 @@ class NoSQLGenerated(SqlcoderError):
     sqlstate = "22000"
     hint = ("Rephrase the question, or make sure the tables it is about are visible to you "
             "(search_path and SELECT privileges); see sqlcoder.prompt(question).")
+
+
+class AnswerTruncated(SqlcoderError):
+    """The model was still writing its query when max_new_tokens ran out: the text is cut, so PostgreSQL's
+    verdict on it ("syntax error at end of input") would only mislead. DETAIL holds the model's text."""
+
+    sqlstate = "22001"  # string_data_right_truncation
+    hint = ("The model's answer ran to max_new_tokens before the query ended: a superuser can raise max_new_tokens "
+            "in sqlcoder.config (up to the daemon's --max-new-tokens), or rephrase the question more narrowly.")
+
+
+class AnswerRepeats(AnswerTruncated):
+    hint = ("The model kept repeating itself, so the daemon stopped it (--repetition-guard-tokens) before the "
+            "query ended: rephrase the question, or serve a larger model; see sqlcoder.prompt(question).")
 
 
 # -- Running generated SQL (issue #5) -----------------------------------------

@@ -35,10 +35,12 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class Generated:
-    """A generate reply: the model's text and the model that wrote it (when the daemon says)."""
+    """A generate reply: the model's text, the model that wrote it (when the daemon says) and why it ended:
+    ``eos``, ``length`` (max_new_tokens), ``repetition`` (the daemon's repetition guard) or ``stop``."""
 
     text: str
     model: str | None
+    finish_reason: str = "eos"
 
 
 _cache: dict[str, tuple[float, ModelInfo]] = {}  # socket path -> (expiry, info), per backend
@@ -118,4 +120,5 @@ class Model:
         text = reply.get("text")
         if not isinstance(text, str):
             raise DaemonProtocolError("the sqlcoder daemon's generate reply has no text")
-        return Generated(text, model)
+        finish = reply.get("finish_reason")
+        return Generated(text, model, finish if isinstance(finish, str) else "eos")

@@ -107,6 +107,9 @@ class Settings:
     max_memory: str | None = _opt(None, "per-device memory limits for accelerate, e.g. 0=38GiB,1=38GiB,cpu=64GiB")
     cpu_threads: int = _opt(0, "torch CPU threads (0: torch's default, one per core); llama_cpp: its threads")
     max_new_tokens: int = _opt(300, "default and upper bound of generated tokens per request")
+    repetition_guard_tokens: int = _opt(48,
+            "stop a completion once its last N tokens repeat one block of up to 64 tokens (finish reason "
+            "'repetition'; never changes a token, so greedy output stays a prefix of the unguarded one; 0: off)")
     num_beams: int = _opt(4, "default beam count (1 = greedy)")
     max_num_beams: int = _opt(8, "largest num_beams a request may ask for")
     max_request_bytes: int = _opt(4 * 1024**2, "longest request line accepted (bytes; 4MiB style allowed)",
@@ -258,6 +261,8 @@ def _validate(s: Settings) -> None:
                  "max_connections", "openai_listen_max_connections", "metrics_listen_max_connections"):
         if getattr(s, name) < 1:
             raise SettingsError(f"--{name.replace('_', '-')} must be at least 1")
+    if s.repetition_guard_tokens < 0:
+        raise SettingsError("--repetition-guard-tokens must be 0 (off) or a token count")
     if s.idle_timeout_s <= 0:
         raise SettingsError("--idle-timeout-s must be above 0")
     if s.llama_n_ctx < 0:

@@ -20,6 +20,7 @@ from typing import Any
 from ..errors import DaemonError, Internal, TooLarge
 from ..jobs import GenerationResult, Job
 from ..memory import proc_bytes
+from ..repetition import loops
 from ..settings import Settings
 from .base import Backend
 from .llama_cpp_state import StateCache, check_gguf_fits, common_prefix
@@ -163,6 +164,9 @@ class LlamaCppBackend(Backend):
                 finish = "eos"
                 break
             if len(completion) >= max_new:
+                break
+            if loops(completion, self.settings.repetition_guard_tokens):
+                finish = "repetition"
                 break
             if job.should_stop():  # cancellation and deadlines take effect at the next token
                 finish = "stop"
