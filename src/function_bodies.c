@@ -34,32 +34,18 @@
 #include "utils/syscache.h"
 #include "utils/typcache.h"
 
+#include "function_policy.h"
 #include "query_objects.h"
 
 /* The transition, final, combine and (de)serial functions an aggregate runs. */
 static void
 add_aggregate_support(Collector *c, Oid aggfnoid)
 {
-	HeapTuple	tup = SearchSysCache1(AGGFNOID, ObjectIdGetDatum(aggfnoid));
-	Oid			support[8];
-	int			i;
+	Oid			support[AGGREGATE_SUPPORT_FUNCTIONS];
 
-	if (!HeapTupleIsValid(tup))
+	if (!aggregate_support_functions(aggfnoid, support))
 		return;
-	{
-		Form_pg_aggregate agg = (Form_pg_aggregate) GETSTRUCT(tup);
-
-		support[0] = agg->aggtransfn;
-		support[1] = agg->aggfinalfn;
-		support[2] = agg->aggcombinefn;
-		support[3] = agg->aggserialfn;
-		support[4] = agg->aggdeserialfn;
-		support[5] = agg->aggmtransfn;
-		support[6] = agg->aggminvtransfn;
-		support[7] = agg->aggmfinalfn;
-	}
-	ReleaseSysCache(tup);
-	for (i = 0; i < 8; i++)
+	for (int i = 0; i < AGGREGATE_SUPPORT_FUNCTIONS; i++)
 		if (OidIsValid(support[i]))
 			query_add_function(c, support[i], NULL);
 }

@@ -319,29 +319,40 @@ own_refusal(Oid funcid, Form_pg_proc proc, bool *allowed_outright)
 
 static void decide(Verdict *v);
 
+/*
+ * The support functions an aggregate runs (InvalidOid where it has none);
+ * false when aggfnoid is no aggregate. The walk and the policy both use it.
+ */
+bool
+aggregate_support_functions(Oid aggfnoid, Oid support[AGGREGATE_SUPPORT_FUNCTIONS])
+{
+	HeapTuple	tup = SearchSysCache1(AGGFNOID, ObjectIdGetDatum(aggfnoid));
+	Form_pg_aggregate agg;
+
+	if (!HeapTupleIsValid(tup))
+		return false;
+	agg = (Form_pg_aggregate) GETSTRUCT(tup);
+	support[0] = agg->aggtransfn;
+	support[1] = agg->aggfinalfn;
+	support[2] = agg->aggcombinefn;
+	support[3] = agg->aggserialfn;
+	support[4] = agg->aggdeserialfn;
+	support[5] = agg->aggmtransfn;
+	support[6] = agg->aggminvtransfn;
+	support[7] = agg->aggmfinalfn;
+	ReleaseSysCache(tup);
+	return true;
+}
+
 /* The support functions an aggregate runs, each decided in its own right. */
 static void
 decide_aggregate_support(Verdict *v)
 {
-	HeapTuple	tup = SearchSysCache1(AGGFNOID, ObjectIdGetDatum(v->funcid));
-	Oid			support[8];
+	Oid			support[AGGREGATE_SUPPORT_FUNCTIONS];
 
-	if (!HeapTupleIsValid(tup))
+	if (!aggregate_support_functions(v->funcid, support))
 		return;
-	{
-		Form_pg_aggregate agg = (Form_pg_aggregate) GETSTRUCT(tup);
-
-		support[0] = agg->aggtransfn;
-		support[1] = agg->aggfinalfn;
-		support[2] = agg->aggcombinefn;
-		support[3] = agg->aggserialfn;
-		support[4] = agg->aggdeserialfn;
-		support[5] = agg->aggmtransfn;
-		support[6] = agg->aggminvtransfn;
-		support[7] = agg->aggmfinalfn;
-	}
-	ReleaseSysCache(tup);
-	for (int i = 0; i < 8 && !v->refused; i++)
+	for (int i = 0; i < AGGREGATE_SUPPORT_FUNCTIONS && !v->refused; i++)
 	{
 		Verdict		s = {support[i], false, support[i], NULL};
 

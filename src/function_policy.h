@@ -27,4 +27,8 @@ extern bool function_policy_is_planted_code(Oid funcid);
 /* Drop the lists handed over by sqlcoder._guard_policy (end of its scope). */
 extern void function_policy_forget(void);
 
+/* pg_aggregate's support-function columns, in the order aggregate_support_functions fills them. */
+#define AGGREGATE_SUPPORT_FUNCTIONS 8
+extern bool aggregate_support_functions(Oid aggfnoid, Oid support[AGGREGATE_SUPPORT_FUNCTIONS]);
+
 #endif							/* SQLCODER_FUNCTION_POLICY_H */
