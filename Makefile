@@ -11,7 +11,7 @@ EXTVERSION   = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" sqlcoder.co
 # released versions' scripts and the update scripts between versions are kept
 # in sql/ exactly as they shipped. To change an object: edit its file in
 # sql/objects/ AND add the same change to the newest update script,
-# sql/sqlcoder--<previous>--$(EXTVERSION).sql.in; tests/test_upgrade.py proves a
+# sql/sqlcoder--<previous>--$(EXTVERSION).sql.in; tests/sqlcoder/test_upgrade.py proves a
 # fresh install and an updated one are the same database.
 SQL_OBJECTS    = $(addprefix sql/objects/,schema.sql settings.sql entry.sql ask.sql status.sql \
                    catalog.sql hints.sql guard.sql history.sql run.sql examples.sql)
@@ -175,7 +175,7 @@ lint: venv
 	$(VENV)/bin/mypy
 
 # pg_regress (`make installcheck`) needs a running server; the suite runs it
-# against its own throwaway cluster (tests/test_regress.py).
+# against its own throwaway cluster (tests/sqlcoder/test_regress.py).
 test: setup lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -194,7 +194,7 @@ web-demo: setup
 bench: setup
 	$(PY) -m bench
 
-# Two minutes, so not part of `make bench`; tests/test_daemon_soak.py runs a 20 s version.
+# Two minutes, so not part of `make bench`; tests/daemon/test_soak.py runs a 20 s version.
 soak: setup
 	PYTHONPATH=python $(PY) bench/soak_daemon.py 120 32
 

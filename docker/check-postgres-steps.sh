@@ -10,7 +10,7 @@
 #      runs docker/initdb/10-sqlcoder.sh the way the image's entrypoint does,
 #      and the extension, its socket setting and a grant are checked.
 #
-# Run from anywhere: docker/check-postgres-steps.sh  (tests/test_packaging_images.py does)
+# Run from anywhere: docker/check-postgres-steps.sh  (tests/repo/test_packaging_images.py does)
 # Environment: PG_CONFIG (default pg_config), PYTHON (default .venv/bin/python).
 set -Eeuo pipefail
 
