@@ -17,6 +17,8 @@ DATA_built     = $(patsubst sql/%.sql.in,build/%.sql,$(SCRIPT_SOURCES))
 # the Python package for `python -m ...` run there.
 MODULE_big   = sqlcoder_pg
 OBJS         = src/sqlcoder.o
+# The per-call override of constrained_decoding (a superuser-only option).
+OBJS        += src/decoding_option.o
 # The guard's view of a query (issue #16: one file per concern, declarations in src/query_objects.h).
 OBJS        += src/query_objects.o
 OBJS        += src/query_walker.o

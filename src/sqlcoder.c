@@ -7,4 +7,14 @@
 #include "postgres.h"
 #include "fmgr.h"
 
+#include "sqlcoder.h"
+
 PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+void
+_PG_init(void)
+{
+	sqlcoder_define_decoding_option();
+}

@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from . import __version__, _spi, assemble, config, correction, examples, execute, guard, history, policy
+from . import __version__, _spi, assemble, config, correction, examples, execute, grammar, guard, history, policy
 from ._spi import Plpy
 from .client import DaemonClient
 from .errors import (
@@ -240,11 +240,50 @@ def _generate(plpy: Plpy, settings: config.Settings, question: Any, instructions
               entry: history.Entry, model: Model, correction_block: str = "") -> str:
     """One generate request through ``model``, whose client's budget (model_timeout_ms) covers the whole
     call: status probe, token counts, generate, and any correction's requests."""
-    prompt = _build_prompt(plpy, settings, question, instructions, caller_path, model, correction_block)
-    generated = model.generate(prompt, max_new_tokens=settings.max_new_tokens, num_beams=settings.num_beams)
+    text = _check_question(question, settings)
+    built = assemble.build_call_prompt(plpy, settings, text, _instructions(instructions, settings), caller_path or [],
+                                       model, correction_block)
+    wire = _grammar(plpy, settings, built, caller_path or [])
+    generated = model.generate(built.text, max_new_tokens=settings.max_new_tokens, num_beams=settings.num_beams,
+                               grammar=wire)
     if generated.model is not None:
         entry.model = generated.model
+    if wire is not None and not generated.constrained:
+        plpy.notice("sqlcoder: the model daemon's backend cannot constrain decoding to the schema's grammar; this "
+                    "answer was generated unconstrained (the guard checks it as always)",
+                    hint="sqlcoder.status() shows the backend's grammar support; docs/daemon.md lists which backends "
+                         "and model servers honour it.")
     return extract_sql(generated.text)
+
+
+#: Largest grammar sent (each form); the daemon's default max_grammar_bytes.
+MAX_GRAMMAR_BYTES = 1 << 20
+_OVERRIDE_SQL = ("SELECT sqlcoder._client_connected() AS loaded, "
+                 "pg_catalog.current_setting('sqlcoder.constrained_decoding', true) AS override")
+
+
+def constrained(plpy: Plpy, settings: config.Settings) -> bool:
+    """``constrained_decoding``, or the superuser-only option ``sqlcoder.constrained_decoding`` (on/off) when
+    set. Calling a function of the extension's library first defines that option, so a value a non-superuser
+    set before it was defined is dropped (with PostgreSQL's WARNING) rather than read."""
+    override = plpy.execute(_spi.plan(plpy, _OVERRIDE_SQL))[0]["override"]
+    if override in ("on", "off"):
+        return override == "on"
+    return settings.constrained_decoding
+
+
+def _grammar(plpy: Plpy, settings: config.Settings, built: assemble.CallPrompt,
+             caller_path: list[str]) -> dict[str, str] | None:
+    """The call's grammar for the daemon, or None when decoding is not to be constrained."""
+    if not constrained(plpy, settings):
+        return None
+    made = grammar.for_prompt(plpy, built.cached, built.tables, caller_path, settings.allowed_functions,
+                              settings.denied_functions)
+    if max(len(made.gbnf.encode()), len(made.lark.encode())) > MAX_GRAMMAR_BYTES:
+        plpy.notice(f"sqlcoder: the schema's grammar is over {MAX_GRAMMAR_BYTES} bytes; this answer was generated "
+                    "unconstrained", hint="Narrow the search_path, or leave tables out of it.")
+        return None
+    return made.as_request()
 
 
 # -- Running SQL read-only, history, feedback (issue #5) ------------------------

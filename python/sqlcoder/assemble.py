@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from . import _spi, bounds, examples, schema_cache, value_hints
 from ._spi import Plpy
@@ -21,7 +22,8 @@ from .model import Model, ModelInfo
 from .prompt import choose_template, render_prompt
 from .pruning import select_tables
 
-__all__ = ["dba_instructions", "context_budget", "build_prompt", "DEFAULT_MAX_NEW_TOKENS"]
+__all__ = ["dba_instructions", "context_budget", "build_prompt", "build_call_prompt", "CallPrompt",
+           "DEFAULT_MAX_NEW_TOKENS"]
 
 DEFAULT_MAX_NEW_TOKENS = 300  # the protocol's default for generate
 # A token covers at least one byte for the SentencePiece (byte fallback) and
@@ -67,6 +69,16 @@ def _hint_settings(settings: Settings) -> value_hints.HintSettings | None:
     return value_hints.HintSettings(settings.value_hints_max_values, settings.value_hints_max_distinct)
 
 
+@dataclass(frozen=True)
+class CallPrompt:
+    """A prompt and the schema it shows: ``tables`` are positions in ``cached.schema.tables`` (all of them
+    when nothing was left out), which the call's grammar (grammar.py) names."""
+
+    text: str
+    cached: schema_cache.CachedSchema
+    tables: tuple[int, ...]
+
+
 def build_prompt(plpy: Plpy, settings: Settings, question: str, instructions: Sequence[str],
                  caller_path: Sequence[str], model: Model, correction: str = "") -> str:
     """The prompt for ``question``, pruned to the model's context when the daemon is reachable.
@@ -74,6 +86,12 @@ def build_prompt(plpy: Plpy, settings: Settings, question: str, instructions: Se
     After the schema come the golden examples the caller may read (at most
     ``max_examples``), then ``correction`` (a refused attempt, correction.py).
     """
+    return build_call_prompt(plpy, settings, question, instructions, caller_path, model, correction).text
+
+
+def build_call_prompt(plpy: Plpy, settings: Settings, question: str, instructions: Sequence[str],
+                      caller_path: Sequence[str], model: Model, correction: str = "") -> CallPrompt:
+    """:func:`build_prompt`, with the tables the prompt shows."""
     cached = schema_cache.get(plpy, caller_path, _hint_settings(settings), settings.max_comment_chars)
     chosen = examples.select(plpy, cached, question, settings.max_examples)
     lines, cut = bounds.bound_instructions(dba_instructions(plpy, caller_path, settings.max_comment_chars),
@@ -85,8 +103,9 @@ def build_prompt(plpy: Plpy, settings: Settings, question: str, instructions: Se
     tail = examples.render(chosen) + correction
     full = render_prompt(question, cached.text, lines, template, tail)
     budget = context_budget(settings, info)
+    every = tuple(range(len(cached.schema.tables)))
     if info is None or budget is None or len(full.encode("utf-8")) + _BYTES_SLACK <= budget:
-        return full
+        return CallPrompt(full, cached, every)
     try:
         count = model.count_tokens
         # Examples take at most a quarter of the budget, the least similar leave first.
@@ -94,17 +113,18 @@ def build_prompt(plpy: Plpy, settings: Settings, question: str, instructions: Se
             chosen.pop()
         tail = examples.render(chosen) + correction
         full = render_prompt(question, cached.text, lines, template, tail)
-        return _pruned(plpy, cached, question, lines, template, budget, info.model, count, full, tail)
+        text, kept = _pruned(plpy, cached, question, lines, template, budget, info.model, count, full, tail)
+        return CallPrompt(text, cached, kept)
     except DaemonNotResponding:
         if model.client.budget is not None:
             raise
-        return full
+        return CallPrompt(full, cached, every)
     except DaemonError:
-        return full  # counting failed: send everything and let the daemon judge
+        return CallPrompt(full, cached, every)  # counting failed: send everything and let the daemon judge
 
 
 def _pruned(plpy: Plpy, cached: schema_cache.CachedSchema, question: str, lines: list[str], template: str,
-            budget: int, model: str, count: Counter, full: str, tail: str = "") -> str:
+            budget: int, model: str, count: Counter, full: str, tail: str = "") -> tuple[str, tuple[int, ...]]:
     blocks, join_counts = cached.counts(model, count)
     costs = [c + _SEPARATOR_TOKENS for c in blocks]
     for (left, right, _), tokens in zip(cached.joins, join_counts):
@@ -115,7 +135,7 @@ def _pruned(plpy: Plpy, cached: schema_cache.CachedSchema, question: str, lines:
     # Count the whole prompt only when the estimate says it may fit: then it is
     # small, while a huge schema could exceed the daemon's request size limit.
     if base + sum(costs) <= budget + _ESTIMATE_SLACK and count([full])[0] <= budget:
-        return full
+        return full, tuple(range(len(cached.schema.tables)))
     scores = cached.index.scores(question)
     kept = select_tables(scores, costs, budget - base)
     # Exact check: joins and token merges at the seams may cost a little more
@@ -133,4 +153,4 @@ def _pruned(plpy: Plpy, cached: schema_cache.CachedSchema, question: str, lines:
     total = len(cached.schema.tables)
     plpy.notice(f"sqlcoder: the schema does not fit the model's context ({budget} tokens); "
                 f"{total - len(kept)} of {total} tables were left out")
-    return prompt
+    return prompt, tuple(sorted(kept))

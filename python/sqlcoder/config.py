@@ -137,6 +137,8 @@ class Settings:
     value_hints: bool = _key(_on_off)
     value_hints_max_values: int = _key(_positive_int)
     value_hints_max_distinct: int = _key(_positive_int)
+    # Schema-constrained decoding: the model may write only SQL over the schema its prompt shows (grammar.py).
+    constrained_decoding: bool = _key(_on_off)
 
     # Durations in seconds, for the socket, the watchdog and the model budget.
     @property

@@ -32,9 +32,12 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from . import _spi, policy
+from ._spi import Plpy
 from .catalog import Table
+from .schema_cache import CachedSchema
 
-__all__ = ["FUNCTIONS_SQL", "SPECIAL_FUNCTIONS", "Grammar", "build", "function_names"]
+__all__ = ["FUNCTIONS_SQL", "SPECIAL_FUNCTIONS", "Grammar", "build", "for_prompt", "function_names"]
 
 #: Names the model may call that are syntax, not pg_proc functions.
 SPECIAL_FUNCTIONS = ("coalesce", "nullif", "greatest", "least")
@@ -341,3 +344,33 @@ def build(tables: Sequence[Table], functions: Iterable[str]) -> Grammar:
     gbnf = "\n".join([_GBNF_FIXED, *(_gbnf_names(rule, n) for rule, n in names.items())])
     lark = "\n".join([_LARK_FIXED, *(_lark_names(rule, n) for rule, n in names.items())])
     return Grammar(gbnf + "\n", lark + "\n")
+
+
+def _bare_name(signature: str) -> str:
+    """``pg_catalog.lower(text)`` -> ``lower``: the name a query calls a DBA's listed function by."""
+    name = signature.split("(", 1)[0].strip().rsplit(".", 1)[-1]
+    return name[1:-1].replace('""', '"') if name.startswith('"') else name.lower()
+
+
+def for_prompt(plpy: Plpy, cached: CachedSchema, tables: Sequence[int], caller_path: Sequence[str],
+               allowed: Sequence[str] = (), denied: Sequence[str] = ()) -> Grammar:
+    """The grammar of a prompt showing ``cached``'s tables at ``tables``, for the caller's functions and the
+    DBA's lists (``allowed_functions``, ``denied_functions``); kept with the cached schema, which is dropped
+    when the catalog changes, so a call with the same tables reuses it."""
+    key = (tuple(tables), tuple(allowed), tuple(denied))
+    hit = cached.derived.get("grammar")
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    functions = cached.derived.get("grammar_functions")
+    if functions is None or functions[0] != key[1:]:
+        plan = _spi.plan(plpy, FUNCTIONS_SQL, ["name[]", "name[]", "name[]"])
+        rows = plpy.execute(plan, [list(caller_path), ["sqlcoder"],
+                                   sorted(policy.ALLOWED | {_bare_name(s) for s in allowed})])
+        refused = set().union(*policy.DENIED.values()) | {_bare_name(s) for s in denied}
+        prefixes = tuple(p for group in policy.DENIED_PREFIXES.values() for p in group)
+        functions = (key[1:], function_names((r["name"] for r in rows), refused, prefixes))
+        cached.derived["grammar_functions"] = functions
+    shown = cached.schema.tables
+    built = build([shown[i] for i in tables], functions[1])
+    cached.derived["grammar"] = (key, built)
+    return built

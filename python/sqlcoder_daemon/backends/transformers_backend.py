@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..constrain import GrammarCache, GrammarProcessor
 from ..errors import DaemonError, TooLarge
 from ..jobs import GenerationResult, Job
 from ..memory import check_fits, proc_bytes
@@ -81,6 +82,7 @@ class TransformersBackend(Backend):
         self.prefix_cache = PrefixCache(settings.prefix_cache_bytes, settings.prefix_cache_min_tokens)
         self._info: dict[str, Any] = {}
         self.memory_estimate: dict[str, Any] | None = None
+        self._grammars: GrammarCache | None = None  # made at the first request with a grammar
 
     # -- loading -------------------------------------------------------------
     def quantization_config(self, compute_dtype: Any) -> Any:
@@ -160,7 +162,28 @@ class TransformersBackend(Backend):
         return dict(self._info)
 
     def stats(self) -> dict[str, Any]:
-        return {"prefix_cache": self.prefix_cache.stats(), "memory": memory_stats()}
+        out = {"prefix_cache": self.prefix_cache.stats(), "memory": memory_stats()}
+        if self._grammars is not None:
+            out["grammar_cache"] = self._grammars.stats()
+        return out
+
+    def grammar_support(self) -> dict[str, Any]:
+        try:
+            import llguidance  # noqa: F401
+        except ImportError:
+            return {"supported": False, "reason": "the llguidance package is not installed"}
+        return {"supported": True, "format": "lark", "library": "llguidance", "beam_search": True}
+
+    def _matchers(self, jobs: Sequence[Job]) -> list[Any]:
+        """A fresh matcher per job with a grammar (None for the others, and where it does not compile)."""
+        if not any(j.request.grammar is not None and j.request.grammar.lark for j in jobs):
+            return [None] * len(jobs)
+        if self._grammars is None:
+            with self._tok_lock:
+                self._grammars = GrammarCache(self.tokenizer)
+        grammars = self._grammars
+        return [grammars.matcher(j.request.grammar.lark) if j.request.grammar is not None and j.request.grammar.lark
+                else None for j in jobs]
 
     # -- tokens --------------------------------------------------------------
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
@@ -211,6 +234,8 @@ class TransformersBackend(Backend):
         if req.num_beams > 1:
             gen_kwargs["early_stopping"] = False  # transformers' default, stated so reference behaviour is pinned
         cached = [0] * len(prompts)
+        matchers = self._matchers(jobs)
+        processor: GrammarProcessor | None = None
         with torch.inference_mode():
             prepared = self._with_prefix_cache(prompts, req.num_beams) if self.prefix_cache.enabled else None
             if prepared is not None:
@@ -221,11 +246,16 @@ class TransformersBackend(Backend):
                 batch = self.tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt")
                 input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
             dev = self.input_device
+            if any(m is not None for m in matchers):
+                from transformers import LogitsProcessorList
+
+                processor = GrammarProcessor(matchers, input_ids.shape[1], self._grammars.n_vocab)  # type: ignore[union-attr]
+                gen_kwargs["logits_processor"] = LogitsProcessorList([processor])
             out = self.model.generate(input_ids=input_ids.to(dev), attention_mask=attention_mask.to(dev),
                                       **gen_kwargs)
         width = input_ids.shape[1]
         results = []
-        for row, prompt, n_cached, job in zip(out.cpu().tolist(), prompts, cached, jobs):
+        for i, (row, prompt, n_cached, job) in enumerate(zip(out.cpu().tolist(), prompts, cached, jobs)):
             completion = row[width:]
             finish = "length"
             if self.eos_token_id in completion:
@@ -237,7 +267,8 @@ class TransformersBackend(Backend):
             with self._tok_lock:
                 text = self.tokenizer.decode(completion, skip_special_tokens=True)
             results.append(GenerationResult(text=text, finish_reason=finish, prompt_tokens=len(prompt),
-                                            completion_tokens=len(completion), cached_tokens=n_cached))
+                                            completion_tokens=len(completion), cached_tokens=n_cached,
+                                            constrained=processor is not None and processor.constrained(i)))
         return results
 
     def _with_prefix_cache(self, prompts: list[list[int]], num_beams: int) -> tuple[Any, Any, Any, int] | None:
