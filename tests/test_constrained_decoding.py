@@ -78,3 +78,29 @@ def test_batches_mix_grammars_and_the_prefix_cache_changes_nothing(model_dir: Pa
         if f:
             assert _allowed_throughout(plain, a.text), a.text
     assert all(r.cached_tokens > 0 for r in again)
+
+
+def test_llama_cpp_answers_under_its_native_gbnf_grammar(model_dir: Path) -> None:
+    """The same tiny model as GGUF: llama.cpp's own grammar sampler keeps greedy decoding inside the GBNF form,
+    which llguidance (reading the Lark form) confirms token by token."""
+    pytest.importorskip("llama_cpp", reason="the llama-cpp extra is part of make setup")
+    from sqlcoder_daemon.backends.llama_cpp_backend import LlamaCppBackend
+    from sqlcoder_dev.gguf_export import ensure_gguf
+
+    llama = LlamaCppBackend(load_settings(["--backend", "llama_cpp", "--model", str(ensure_gguf(model_dir)),
+                                           "--prefix-cache-bytes", "0"]))
+    llama.load()
+    try:
+        req = GenerateRequest(id="t", op="generate", prompt=f"{SCHEMA}-- how many orders?\n", max_new_tokens=24,
+                              num_beams=1, timeout_ms=600_000, grammar=Grammar(gbnf=GRAMMAR.gbnf))
+        result = llama.generate([Job(req)])[0]
+        free = llama.generate([_job(f"{SCHEMA}-- how many orders?\n", 1, constrained=False, new=24)])[0]
+    finally:
+        llama.close()
+    assert result.constrained and not free.constrained and result.completion_tokens > 0
+    hf = _backend(model_dir, "--prefix-cache-bytes", "0")
+    hf._matchers([_job("x", 1)])  # compiles the Lark form
+    assert _allowed_throughout(hf, result.text), result.text
+    assert not _allowed_throughout(hf, free.text), free.text
+    assert llama.grammar_support() == {"supported": True, "format": "gbnf", "library": "llama.cpp",
+                                       "beam_search": False}
