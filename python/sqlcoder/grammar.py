@@ -61,6 +61,7 @@ ORDER BY 1
 """
 
 _PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_$]*\Z")
+_ALL_PLAIN = re.compile(r"[a-z_][a-z0-9_$]*(?:\n[a-z_][a-z0-9_$]*)*")
 
 _KEYWORDS = (
     "all", "and", "any", "array", "as", "asc", "at", "between", "both", "by", "case", "cast", "cross", "cube",
@@ -207,18 +208,15 @@ def _nocase(word: str) -> str:
     return " ".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else f'"{c}"' for c in word)
 
 
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t",
+            **{chr(c): f"\\x{c:02x}" for c in range(32) if chr(c) not in "\n\r\t"}}
+_ESCAPE = re.compile(r'[\\"\x00-\x1f]')
+
+
 def _literal(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _spellings(name: str) -> Iterable[str]:
-    """How a name the catalog rendered (quote_ident) may be written in GBNF: as rendered; a bare name also
-    in upper case and double-quoted."""
-    yield name
-    if _PLAIN_NAME.match(name):
-        if name.upper() != name:
-            yield name.upper()
-        yield f'"{name}"'
+    """``text`` as one double-quoted literal, the same in GBNF and Lark: a name holding quotes, backslashes or
+    line breaks (a quoted identifier may) stays one name."""
+    return '"' + _ESCAPE.sub(lambda m: _ESCAPES[m.group(0)], text) + '"'
 
 
 def _joined(rules: str) -> str:
@@ -304,38 +302,48 @@ class Grammar:
 
 
 def _names(tables: Sequence[Table], functions: Iterable[str]) -> dict[str, list[str]]:
-    found: dict[str, dict[str, None]] = {rule: {} for rule in _NAME_RULES}
-    for table in tables:
-        found["tablename"][table.name] = None
-        found["schema"][table.schema] = None
-        for column in table.columns:
-            found["colname-s"][column.name] = None
-            base = _type_base(column.type)
-            if " " not in base and base.lower() not in _TYPES:
-                found["schematype"][base] = None  # a user-defined type (an enum): "mood", "public.mood"
-    for name in functions:
-        found["fname"][name] = None
-    return {rule: list(names) for rule, names in found.items()}
+    columns = [t.columns for t in tables]
+    types = {c.type for cols in columns for c in cols}
+    bases = {_type_base(t) for t in types}
+    return {
+        "tablename": list(dict.fromkeys(t.name for t in tables)),
+        "schema": list(dict.fromkeys(t.schema for t in tables)),
+        "colname-s": list(dict.fromkeys(c.name for cols in columns for c in cols)),
+        # user-defined types (an enum): "mood", "public.mood"
+        "schematype": sorted(b for b in bases if " " not in b and b.lower() not in _TYPES),
+        "fname": list(dict.fromkeys(functions)),
+    }
+
+
+def _split_plain(names: list[str]) -> tuple[list[str], list[str]]:
+    """Bare lower-case names (most of a catalog, checked in one match) and the others."""
+    if _ALL_PLAIN.fullmatch("\n".join(names)):
+        return names, []
+    plain = [n for n in names if _PLAIN_NAME.match(n)]
+    return plain, [n for n in names if not _PLAIN_NAME.match(n)]
 
 
 def _gbnf_names(rule: str, names: list[str]) -> str:
-    spellings = list(dict.fromkeys(s for name in names for s in _spellings(name)))
-    if not spellings:
+    """Each name as rendered; a bare name also in upper case and double-quoted. Joined in a few string
+    operations, not one call per name: a 10,000-table schema has 100,000 columns."""
+    if not names:
         return f"{rule} ::= ws [\\x00]"  # matches nothing a model writes into SQL
-    return f"{rule} ::= ws (" + " | ".join(_literal(s) for s in spellings) + ")"
+    plain, other = _split_plain(names)
+    parts = [_literal(n) for n in other]
+    if plain:
+        lower = '" | "'.join(plain)
+        parts += ['"' + lower + '"', '"' + lower.upper() + '"', '"\\"' + '\\"" | "\\"'.join(plain) + '\\""']
+    return f"{rule} ::= ws (" + " | ".join(parts) + ")"
 
 
 def _lark_names(rule: str, names: list[str]) -> str:
-    alternatives: dict[str, None] = {}
-    for name in names:
-        if _PLAIN_NAME.match(name):
-            alternatives[_literal(name) + "i"] = None
-            alternatives[_literal(f'"{name}"')] = None
-        else:
-            alternatives[_literal(name)] = None
-    if not alternatives:
+    if not names:
         return f"{_lark_name(rule)}: /[\\x00]/"
-    return f"{_lark_name(rule)}: " + " | ".join(alternatives)
+    plain, other = _split_plain(names)
+    parts = [_literal(n) for n in other]
+    if plain:
+        parts += ['"' + '"i | "'.join(plain) + '"i', '"\\"' + '\\"" | "\\"'.join(plain) + '\\""']
+    return f"{_lark_name(rule)}: " + " | ".join(parts)
 
 
 def build(tables: Sequence[Table], functions: Iterable[str]) -> Grammar:
