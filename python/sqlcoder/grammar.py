@@ -199,7 +199,9 @@ _TOKENS: dict[str, tuple[str, str]] = {
     "ident": (r'[a-zA-Z_] [a-zA-Z0-9_$]* | "\"" ([^"] | "\"\"")+ "\""', r'/[a-zA-Z_][a-zA-Z0-9_$]*|"([^"]|"")+"/'),
 }
 _NAME_RULES = ("tablename", "schema", "colname-s", "schematype", "fname")
-_WS_GBNF = r"[ \t\n]*"
+# Whitespace before a token: bounded (one line break, a few spaces or tabs each side), so a model cannot
+# spin on blank lines where the grammar would let it go on (after a complete query, say).
+_WS_GBNF = r'[ \t]{0,8} ("\n" [ \t]{0,8})?'
 _WS_LARK = r"/[ \t\n]+/"
 
 

@@ -45,6 +45,7 @@ class GrammarCache:
 
         self.tokenizer = llguidance.hf.from_tokenizer(hf_tokenizer)
         self.n_vocab = int(self.tokenizer.vocab_size)
+        self._blank: Any = None
         self.size = size
         self._lock = threading.Lock()
         self._compiled: collections.OrderedDict[str, Any] = collections.OrderedDict()
@@ -79,6 +80,16 @@ class GrammarCache:
                 self._compiled.popitem(last=False)
         return template.deep_copy()
 
+    def blank_tokens(self) -> Any:
+        """A bool tensor over the vocabulary: tokens that are only whitespace (computed once)."""
+        import torch
+
+        if self._blank is None:
+            decode = self.tokenizer.decode_bytes
+            self._blank = torch.tensor([(b := decode([i])) != b"" and b.isspace() for i in range(self.n_vocab)],
+                                       dtype=torch.bool)
+        return self._blank
+
     def stats(self) -> dict[str, int]:
         with self._lock:
             return {"compiled": len(self._compiled), "compiles": self.compiles, "hits": self.hits,
@@ -91,7 +102,13 @@ class GrammarProcessor:
     ``width`` is the input width (prompt and padding): what a row holds past it is what it generated.
     """
 
-    def __init__(self, matchers: Sequence[Any | None], width: int, n_vocab: int):
+    #: Whitespace-only tokens in a row after which only other tokens (or the end) may follow. The Lark form
+    #: skips whitespace between tokens without bound; a model that wants to write something the grammar
+    #: refuses (prose after the query) would otherwise spin on blank lines up to max_new_tokens.
+    MAX_BLANK_RUN = 3
+
+    def __init__(self, matchers: Sequence[Any | None], width: int, n_vocab: int, blank: Any = None):
+        self.blank = blank
         self.start = list(matchers)
         self.width = width
         self.n_vocab = n_vocab
@@ -142,8 +159,13 @@ class GrammarProcessor:
         if not masked:
             return scores
         bits = (mask.unsqueeze(-1) >> torch.arange(32, dtype=torch.int32)) & 1
-        allowed = bits.reshape(n_rows, -1)[:, : scores.shape[1]].to(torch.bool).to(scores.device)
-        return scores.masked_fill(~allowed, float("-inf"))
+        allowed = bits.reshape(n_rows, -1)[:, : scores.shape[1]].to(torch.bool)
+        if self.blank is not None:
+            for row, seq in enumerate(generated):
+                run = seq[-self.MAX_BLANK_RUN:]
+                if len(run) == self.MAX_BLANK_RUN and all(t < self.n_vocab and self.blank[t] for t in run):
+                    allowed[row, : self.n_vocab] &= ~self.blank
+        return scores.masked_fill(~allowed.to(scores.device), float("-inf"))
 
     def constrained(self, job: int) -> bool:
         """Whether job ``job`` was decoded under its grammar (compiled, and never left in an error state)."""

@@ -249,7 +249,9 @@ class TransformersBackend(Backend):
             if any(m is not None for m in matchers):
                 from transformers import LogitsProcessorList
 
-                processor = GrammarProcessor(matchers, input_ids.shape[1], self._grammars.n_vocab)  # type: ignore[union-attr]
+                grammars = self._grammars
+                assert grammars is not None
+                processor = GrammarProcessor(matchers, input_ids.shape[1], grammars.n_vocab, grammars.blank_tokens())
                 gen_kwargs["logits_processor"] = LogitsProcessorList([processor])
             out = self.model.generate(input_ids=input_ids.to(dev), attention_mask=attention_mask.to(dev),
                                       **gen_kwargs)
