@@ -160,16 +160,16 @@ def main() -> int:
     with Cluster() as cluster:
         cluster.createdb("gbench_probe")
         cluster.psql("CREATE EXTENSION sqlcoder CASCADE", dbname="gbench_probe")
-        got = answers(cluster, llama)
-        for kind, results in got.items():
-            n = len(results)
-            bench(f"{kind}_valid_rate", sum(v for v, _ in results) / n, f"ratio ({n} questions)")
-            bench(f"{kind}_accuracy", sum(c for _, c in results) / n, f"ratio ({n} questions)")
         schema = Table(1, "public", "orders", columns=[Column("id", "integer"), Column("total", "numeric")])
         gbnf = grammar.build([schema], grammar.function_names(["count", "sum"])).gbnf
         prompt = "### Task\nGenerate a SQL query to answer [QUESTION]total of all orders[/QUESTION]\n\n" \
                  "### Database Schema\nCREATE TABLE orders (id integer, total numeric);\n\n### Answer\n[SQL]\n"
         bench("constrained_token_slowdown", token_slowdown(llama, prompt, gbnf), "ratio")
+        got = answers(cluster, llama)
+        for kind, results in got.items():
+            n = len(results)
+            bench(f"{kind}_valid_rate", sum(v for v, _ in results) / n, f"ratio ({n} questions)")
+            bench(f"{kind}_accuracy", sum(c for _, c in results) / n, f"ratio ({n} questions)")
     llama.close()
     return 0
 
