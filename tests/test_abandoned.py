@@ -120,6 +120,7 @@ def test_a_killed_client_stops_the_real_daemons_generation(pg: Cluster, fake, ra
     on a CPU) is cancelled mid-way, not run to the end."""
     with DaemonProcess(random_model, socket_path(),
                        ["--quantize", "none", "--device-map", "cpu", "--max-new-tokens", "3000",
+                        "--repetition-guard-tokens", "0",
                         "--socket-group", "postgres"]) as daemon:
         dbname = f"{DB}_real"
         setup_run_database(pg, dbname, SHOP_TEMPLATE, daemon.socket_path, ROLE,

@@ -27,10 +27,12 @@ def pair(random_model: Path) -> Iterator[tuple[DaemonProcess, DaemonProcess]]:
     port = _free_port()
     with DaemonProcess(random_model, socket_path("model.sock"),
                        ["--quantize", "none", "--device-map", "cpu", "--openai-listen", f"127.0.0.1:{port}",
-                        "--openai-listen-api-key", "k-123", "--max-new-tokens", "4000"]) as model:
+                        "--openai-listen-api-key", "k-123", "--max-new-tokens", "4000",
+                        "--repetition-guard-tokens", "0"]) as model:
         with DaemonProcess(random_model, socket_path("front.sock"),
                            ["--backend", "openai", "--openai-url", f"http://127.0.0.1:{port}/v1",
-                            "--openai-api-key", "k-123", "--max-new-tokens", "4000"]) as front:
+                            "--openai-api-key", "k-123", "--max-new-tokens", "4000",
+                            "--repetition-guard-tokens", "0"]) as front:
             yield model, front
 
 
@@ -102,7 +104,7 @@ def test_vllm_backend_missing_says_how_to_install(capsys: pytest.CaptureFixture[
     else:
         pytest.skip("vllm is installed here, so the missing-package message cannot be shown")
     assert main(["--backend", "vllm", "--model", "x", "--socket", "/nonexistent/x.sock"]) == 1
-    assert "pip install 'sqlcoder[vllm]'" in capsys.readouterr().err
+    assert "pip install 'sqlcoder-daemon[vllm]'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("quantize, layer", [("nf4", "Linear4bit"), ("int8", "Linear8bitLt"), ("none", "Linear")])

@@ -38,7 +38,8 @@ def llama_daemon(demo_model: Path) -> Iterator[DaemonProcess]:
 @pytest.fixture(scope="module")
 def random_llama_daemon(random_gguf: Path) -> Iterator[DaemonProcess]:
     """A random model (it rarely says EOS: long generations to cancel) on llama_cpp."""
-    with DaemonProcess(random_gguf, socket_path(), ["--backend", "llama_cpp", "--max-new-tokens", "4000"]) as d:
+    with DaemonProcess(random_gguf, socket_path(), ["--backend", "llama_cpp", "--max-new-tokens", "4000",
+                                                    "--repetition-guard-tokens", "0"]) as d:
         yield d
 
 
@@ -173,4 +174,4 @@ def test_a_model_that_cannot_fit_is_refused_before_loading(capfd, tmp_path: Path
 def test_missing_package_says_how_to_install(capfd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import llama_cpp now raises ImportError
     line = _start_fails(capfd, tmp_path, tmp_path / "m.gguf")
-    assert "pip install 'sqlcoder[llama-cpp]'" in line
+    assert "pip install 'sqlcoder-daemon[llama-cpp]'" in line

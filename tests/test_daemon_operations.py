@@ -81,7 +81,8 @@ def d(random_model: Path, config_file: Path) -> Iterator[DaemonProcess]:
     with DaemonProcess(random_model, socket_path(),
                        [*TINY, "--config", str(config_file), "--socket-group", "postgres", "--max-connections", "4",
                         "--idle-timeout-s", "2", "--openai-listen", f"127.0.0.1:{port}",
-                        "--openai-listen-api-key", KEY, "--max-new-tokens", "4000"]) as daemon:
+                        "--openai-listen-api-key", KEY, "--max-new-tokens", "4000",
+                        "--repetition-guard-tokens", "0"]) as daemon:
         daemon.port = port  # type: ignore[attr-defined]
         yield daemon
 
@@ -199,7 +200,7 @@ def test_idle_connections_are_closed_and_the_cap_answers_busy(d: DaemonProcess) 
     finally:
         for c in idle:
             c.close()
-    st = status(d)["connections"]
+    st = status(d)["connections"]["socket"]
     assert st["max"] == 4 and st["idle_closed"] >= 4 and st["refused"] >= 1
 
 
@@ -308,7 +309,8 @@ def test_frozen_daemon_through_the_client(d: DaemonProcess) -> None:
 
 def test_sigterm_drain_deadline_answers_shutting_down_and_exits_nonzero(random_model: Path, tmp_path: Path) -> None:
     d = DaemonProcess(random_model, socket_path(),
-                      [*TINY, "--max-new-tokens", "4000", "--max-batch-size", "1", "--drain-timeout-s", "1"],
+                      [*TINY, "--max-new-tokens", "4000",
+                      "--repetition-guard-tokens", "0", "--max-batch-size", "1", "--drain-timeout-s", "1"],
                       log_path=tmp_path / "d.log")
     with d:
         gone = Connection(d.socket_path)
@@ -394,7 +396,7 @@ def test_openai_listener_validates_like_the_socket(d: DaemonProcess, fields: dic
 
 def test_every_case_in_the_security_note_has_its_test() -> None:
     note = (Path(__file__).resolve().parents[1] / "docs" / "security.md").read_text()
-    section = note.split("### Local users and operators against the daemon", 1)[1].split("\n## ", 1)[0]
+    section = re.split(r"\n##+ ", note.split("### Local users and operators against the daemon", 1)[1], maxsplit=1)[0]
     named = {name for row in section.splitlines() if row.startswith("| `")
              for name in re.findall(r"`(test_\w+)`", row)}
     assert len(named) >= 9 and named <= set(globals()), sorted(named - set(globals()))

@@ -38,7 +38,8 @@ def status(d: DaemonProcess) -> dict:
 @pytest.fixture(scope="module")
 def daemon(random_model: Path) -> Iterator[DaemonProcess]:
     with DaemonProcess(random_model, socket_path(),
-                       ["--quantize", "none", "--device-map", "cpu", "--max-new-tokens", "4000", "--max-queue", "8",
+                       ["--quantize", "none", "--device-map", "cpu", "--max-new-tokens", "4000",
+                        "--repetition-guard-tokens", "0", "--max-queue", "8",
                         "--max-batch-size", "8", "--batch-wait-ms", "50"]) as d:
         yield d
 
@@ -127,7 +128,8 @@ def test_sigterm_drains_in_flight_requests_and_logs_each(random_model: Path, tmp
     port = _free_port()
     d = DaemonProcess(random_model, socket_path(),
                       ["--quantize", "none", "--device-map", "cpu", "--metrics-listen", f"127.0.0.1:{port}",
-                       "--log-prompts", "true", "--max-new-tokens", "4000", "--drain-timeout-s", "600"],
+                       "--log-prompts", "true", "--max-new-tokens", "4000",
+                       "--repetition-guard-tokens", "0", "--drain-timeout-s", "600"],
                       log_path=tmp_path / "daemon.log")
     seen_loading = threading.Event()
 

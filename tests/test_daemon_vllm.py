@@ -16,7 +16,7 @@ from sqlcoder_dev.pgcluster import Cluster
 
 def _why_not() -> str | None:
     if importlib.util.find_spec("vllm") is None:
-        return "vllm is not installed (pip install 'sqlcoder[vllm]' on a CUDA host)"
+        return "vllm is not installed (pip install 'sqlcoder-daemon[vllm]' on a CUDA host)"
     import torch
 
     if not torch.cuda.is_available():

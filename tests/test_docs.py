@@ -143,9 +143,9 @@ def raised_messages() -> list[tuple[str, str]]:
 
 
 def sql_raised_messages() -> list[tuple[str, str]]:
-    """(where, literal text) for each RAISE EXCEPTION message in the extension scripts, split at ``%``."""
+    """(where, literal text) for each RAISE EXCEPTION message of the extension's SQL, split at ``%``."""
     found = []
-    for script in sorted((ROOT / "sql").glob("*.sql.in")):
+    for script in sorted((ROOT / "sql" / "objects").glob("*.sql")):
         for match in re.finditer(r"RAISE EXCEPTION '((?:[^']|'')*)'", script.read_text()):
             for part in match.group(1).replace("''", "'").split("%"):
                 if len(part.strip()) >= 3:

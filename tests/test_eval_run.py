@@ -279,3 +279,15 @@ def test_run_reads_several_question_files_and_reports_each(evalpg, tmp_path, cap
     assert sorted((r["source"], r["id"], r["correct"]) for r in records) == [
         ("instruct_advanced_postgres.csv", 2, True), ("instruct_basic_postgres.csv", 0, True)]
     assert next(r for r in records if r["id"] == 2)["instructions"] == "Count rows."
+
+
+def test_a_refused_answer_keeps_its_sql_and_the_model_text() -> None:
+    """Records of refused answers are readable: the SQL from the guard's DETAIL, the text from 'model output:'."""
+    from sqlcoder_eval.predictors import refused_answer
+
+    assert refused_answer("SQL: SELECT nope FROM t") == ("SELECT nope FROM t", None)
+    assert refused_answer("attempt 1: SQL: SELECT a\nattempt 1: error: x\nattempt 2: SQL: SELECT b") == \
+        ("SELECT a", None)
+    text = "SELECT a AND a AND a AND 'quote\\n"
+    assert refused_answer(f"model output: {text!r}") == (None, text)
+    assert refused_answer(None) == (None, None)

@@ -96,13 +96,18 @@ def test_add_records_the_relations_by_oid_from_postgres_analysis(owner) -> None:
     assert not sql.endswith(";")
 
 
-def test_a_direct_insert_cannot_choose_the_tables(owner) -> None:
-    owner.execute("INSERT INTO sqlcoder.examples (question, sql, search_path) "
-                  "VALUES ('all orders', 'SELECT * FROM orders', current_schemas(true))")
-    assert owner.execute("SELECT tables::text[] FROM sqlcoder.examples").fetchone()[0] == ["orders"]
+def test_a_direct_insert_or_a_forged_edit_cannot_choose_the_tables(owner) -> None:
+    """Examples change through functions only; the tables are what the check as the caller found."""
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
-        owner.execute("INSERT INTO sqlcoder.examples (question, sql, tables) VALUES ('x', 'SELECT 1 FROM orders', "
-                      "'{customers}')")
+        owner.execute("INSERT INTO sqlcoder.examples (question, sql, search_path) "
+                      "VALUES ('all orders', 'SELECT * FROM orders', current_schemas(true))")
+    new_id = owner.execute("""SELECT sqlcoder._edit_catalog('add_example', jsonb_build_object(
+        'question', 'all orders', 'sql', 'SELECT * FROM orders', 'search_path', current_schemas(true),
+        'tables', '["customers"]'::jsonb))""").fetchone()[0]
+    assert owner.execute("SELECT tables::text[] FROM sqlcoder.examples WHERE id = %s",
+                         (new_id,)).fetchone()[0] == ["orders"]
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        owner.execute("SELECT sqlcoder._edit_catalog_as_owner('add_example', '{}', 10)")
 
 
 def test_adding_for_a_table_one_does_not_own_is_refused_with_a_hint(analyst) -> None:
@@ -190,14 +195,68 @@ def test_max_examples_limits_and_zero_turns_them_off(owner, analyst, admin) -> N
         admin.execute("DELETE FROM sqlcoder.config WHERE key = 'max_examples'")
 
 
-def test_a_role_never_gets_an_example_reading_a_table_it_cannot_read(owner, narrow) -> None:
-    add(owner, "how many orders were cancelled?", "SELECT count(*) FROM orders WHERE status = 'cancelled'")
+def test_a_role_never_gets_an_example_reading_a_column_it_cannot_read(owner, narrow) -> None:
+    add(owner, "which customers ordered?", "SELECT DISTINCT customer_id FROM orders")
     add(owner, "how many customers are there?", "SELECT count(*) FROM customers")
-    text = prompt(narrow, "how many orders were cancelled? how many customers are there?")
+    text = prompt(narrow, "which customers ordered? how many customers are there?")
     assert "EXAMPLE QUERY 1: SELECT count(*) FROM customers\n" in text
-    assert "cancelled'" not in text.split("EXAMPLE QUESTION 1")[1]
+    assert "customer_id FROM orders" not in text  # NARROW may select orders.id and status only
     # Nor through the table: row-level security hides it.
     assert narrow.execute("SELECT count(*) FROM sqlcoder.examples").fetchone()[0] == 1
+
+
+def test_column_grants_are_enough_for_an_example_reading_only_those_columns(owner, narrow) -> None:
+    """PostgreSQL would run it for NARROW (SELECT on orders.id and orders.status): so it is shown."""
+    add(owner, "how many orders were cancelled?", "SELECT count(*) FROM orders WHERE status = 'cancelled'")
+    add(owner, "cancelled orders", "SELECT o.id FROM orders o WHERE o.status = 'cancelled'")
+    add(owner, "cancelled orders with their customer", "SELECT id, customer_id FROM orders WHERE status = 'cancelled'")
+    add(owner, "orders with a cancelled item", "SELECT o.id FROM orders o WHERE EXISTS (SELECT 1 FROM order_items oi "
+        "WHERE oi.order_id = o.id) AND o.customer_id > 0")
+    text = prompt(narrow, "how many cancelled orders?")
+    assert "SELECT count(*) FROM orders WHERE status = 'cancelled'" in text
+    assert "SELECT o.id FROM orders o WHERE o.status = 'cancelled'" in text
+    assert "customer_id" not in text.split("Correct answers")[1]  # the column NARROW lacks, even in a sublink's query
+    visible = {r[0] for r in narrow.execute("SELECT question FROM sqlcoder.examples")}
+    assert visible == {"how many orders were cancelled?", "cancelled orders"}
+
+
+def test_the_permission_check_covers_views_as_their_owner_checks_them(owner, narrow, admin) -> None:
+    """A view is checked as PostgreSQL checks it: the caller needs SELECT on the view, the owner on its tables."""
+    admin.execute("CREATE VIEW order_customers AS SELECT o.id, o.customer_id FROM orders o")
+    admin.execute(f'ALTER VIEW order_customers OWNER TO "{OWNER}"')
+    try:
+        add(owner, "order customers", "SELECT id, customer_id FROM order_customers")
+        assert narrow.execute("SELECT count(*) FROM sqlcoder.examples").fetchone()[0] == 0
+        owner.execute(f'GRANT SELECT ON order_customers TO "{NARROW}"')
+        assert narrow.execute("SELECT count(*) FROM sqlcoder.examples").fetchone()[0] == 1
+    finally:
+        admin.execute("DELETE FROM sqlcoder.examples")
+        admin.execute("DROP VIEW order_customers")
+
+
+def test_an_example_calling_a_function_the_role_may_not_execute_is_hidden(owner, narrow, admin) -> None:
+    admin.execute("CREATE FUNCTION public.doubled(integer) RETURNS integer LANGUAGE sql IMMUTABLE "
+                  "RETURN $1 * 2")
+    admin.execute("REVOKE EXECUTE ON FUNCTION public.doubled(integer) FROM PUBLIC")
+    admin.execute(f'GRANT EXECUTE ON FUNCTION public.doubled(integer) TO "{OWNER}"')
+    try:
+        add(owner, "doubled order ids", "SELECT doubled(id) FROM orders")
+        assert narrow.execute("SELECT count(*) FROM sqlcoder.examples").fetchone()[0] == 0
+        admin.execute(f'GRANT EXECUTE ON FUNCTION public.doubled(integer) TO "{NARROW}"')
+        assert narrow.execute("SELECT count(*) FROM sqlcoder.examples").fetchone()[0] == 1
+    finally:
+        admin.execute("DELETE FROM sqlcoder.examples")
+        admin.execute("DROP FUNCTION public.doubled(integer)")
+
+
+def test_the_check_runs_nothing_and_says_false_for_what_is_not_one_select(narrow) -> None:
+    check = "SELECT sqlcoder._example_permitted(%s, current_schemas(true)::name[])"
+    assert narrow.execute(check, ("SELECT id FROM orders",)).fetchone()[0] is True
+    for sql in ("SELECT customer_id FROM orders", "DELETE FROM orders", "SELECT 1; SELECT 2", "SELECT nope FROM x",
+                "CREATE TABLE t (a int)", "SELECT id INTO t2 FROM orders", "x" * 300_000, "SELECT ("):
+        assert narrow.execute(check, (sql,)).fetchone()[0] is False, sql
+    assert narrow.execute("SELECT count(*) FROM pg_class WHERE relname IN ('t', 't2')").fetchone()[0] == 0
+    assert narrow.execute("SELECT sqlcoder._example_permitted(NULL, '{}')").fetchone()[0] is None
 
 
 def test_a_revoke_hides_a_cached_example(owner, narrow, admin) -> None:

@@ -32,7 +32,8 @@ def test_package_installed_in_versioned_directory(pg: Cluster, new_db) -> None:
     pkg = _sharedir() / "extension" / "sqlcoder_python" / _version() / "sqlcoder"
     assert (pkg / "__init__.py").read_text().count(f'__version__ = "{_version()}"') == 1
     db = new_db(sample=False)
-    body = pg.psql("SELECT prosrc FROM pg_proc WHERE oid = 'sqlcoder._invoke(text, jsonb)'::regprocedure", dbname=db)
+    body = pg.psql("SELECT prosrc FROM pg_proc WHERE oid = 'sqlcoder._invoke_python(text, jsonb, text)'::regprocedure",
+                   dbname=db)
     assert f'"{pkg.parent}"' in body
     assert "current_setting" not in body  # no GUC decides where the code comes from
 
@@ -153,6 +154,8 @@ def test_functions_planted_in_the_creation_path_are_not_bound(pg: Cluster, versi
             WHERE d.classid = 'pg_proc'::regclass AND p.pronamespace = 'public'::regnamespace""", dbname="planted")
         assert bound.strip() == ""
         if version == _version():
+            # A table to show: with none visible, prompt is an error before anything is rendered.
+            pg.psql("CREATE TABLE public.orders (id int)", dbname="planted")
             assert "planted" not in pg.psql("SELECT sqlcoder.prompt('how many?')", dbname="planted")
     finally:
         pg.psql('DROP DATABASE "planted" WITH (FORCE)')

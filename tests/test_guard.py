@@ -85,3 +85,26 @@ def test_watchdog_leaves_no_child_behind() -> None:
     dog.stop()
     with pytest.raises(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def test_watchdog_repeats_the_cancel_then_terminates_code_that_swallows_it() -> None:
+    """Code that catches every cancel gets another every repeat_s, and SIGTERM grace_s after the limit."""
+    got: list[tuple[int, float]] = []
+    handlers = {sig: signal.signal(sig, lambda s, _f: got.append((s, time.monotonic())))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        started = time.monotonic()
+        dog = Watchdog(0.2, repeat_s=0.05, grace_s=0.5).start()
+        deadline = time.monotonic() + 10
+        while not any(s == signal.SIGTERM for s, _ in got) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert dog.stop() is True
+    finally:
+        for sig, previous in handlers.items():
+            signal.signal(sig, previous)
+    cancels = [t for s, t in got if s == signal.SIGINT]
+    terminate = [t for s, t in got if s == signal.SIGTERM]
+    assert len(cancels) >= 5, got
+    assert len(terminate) == 1
+    assert cancels[0] - started >= 0.2
+    assert terminate[0] - cancels[0] >= 0.5

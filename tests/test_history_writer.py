@@ -101,7 +101,7 @@ def test_the_writer_role_may_only_insert_history_rows(pg: Cluster, new_db) -> No
                    has_table_privilege(r.oid, 'sqlcoder.history', 'UPDATE'),
                    has_table_privilege(r.oid, 'sqlcoder.history', 'DELETE'),
                    has_table_privilege(r.oid, 'sqlcoder.config_override', 'SELECT'),
-                   has_function_privilege(r.oid, 'sqlcoder.run(text, text, integer)', 'EXECUTE')
+                   has_function_privilege(r.oid, 'sqlcoder.run(text, text, integer, bigint)', 'EXECUTE')
             FROM pg_roles r JOIN pg_authid a ON a.oid = r.oid WHERE r.rolname = 'sqlcoder_history_writer'""").fetchone()
         assert got == (False, False, False, False, False, True, 0, True, False, False, False, False, False)
 
@@ -123,25 +123,21 @@ def test_an_unsafe_writer_role_is_never_used_and_the_call_still_answers(pg: Clus
         pg.psql("DROP DATABASE IF EXISTS unsafe_writer_check")
 
 
-def test_a_direct_call_cannot_write_a_row_for_another_role(pg: Cluster, new_db, analyst) -> None:
+def test_a_granted_role_cannot_call_the_history_functions(pg: Cluster, new_db, analyst) -> None:
+    """Only sqlcoder._invoke's own call has the token: a forged role, an unbounded row or a flood never starts."""
     db = new_db(sample=False)
     role = analyst(db)
     with pg.connect(db, user=role) as conn:
-        status = conn.execute("""SELECT sqlcoder._history_write('{"role": "postgres", "operation": "ask",
-                                 "outcome": "ok", "question": "forged"}', NULL, 5000, 5000, false)""").fetchone()[0]
-        assert status in ("written", "unconfirmed")
-    rows = wait_for(lambda: pg.psql("SELECT role FROM sqlcoder.history WHERE question = 'forged'", dbname=db).split(),
-                    lambda r: len(r) > 0)
-    assert rows == [role]
-
-
-def test_a_direct_call_cannot_hand_a_worker_an_unbounded_row(pg: Cluster, new_db, analyst) -> None:
-    db = new_db(sample=False)
-    role = analyst(db)
-    with pg.connect(db, user=role) as conn:
-        for call in ("sqlcoder._history_write(e, NULL, 200, 5000, false)", "sqlcoder._history_begin(e, 5000)"):
-            with pytest.raises(psycopg.errors.ProgramLimitExceeded, match="the limit is 4194304"):
-                conn.execute(f"SELECT {call} FROM (SELECT jsonb_build_object('question', repeat('x', 5000000)) e) s")
+        for call in ("""sqlcoder._history_write(NULL, '{"role": "postgres", "operation": "ask"}', NULL, 200, 5000)""",
+                     "sqlcoder._history_write(repeat('0', 32), jsonb_build_object('question', repeat('x', 5000000)), "
+                     "NULL, 200, 5000)",
+                     "sqlcoder._history_begin('', '{}', 5000)",
+                     "sqlcoder._history_write(md5('guess') || md5('guess'), '{}', NULL, 200, 2147483647)"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="called by sqlcoder itself"):
+                conn.execute(f"SELECT {call}")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT sqlcoder._invoke_python('status', '{}', NULL)")
+    assert pg.psql("SELECT count(*) FROM sqlcoder.history", dbname=db).strip() == "0"
 
 
 # -- a hardened, crowded cluster ------------------------------------------------

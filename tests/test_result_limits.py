@@ -171,7 +171,7 @@ SAME_AS_ROW_TO_JSON = [
     "NULL::int AS ni",
     "SELECT ARRAY['a\"b', NULL, 'c'] AS ta, ARRAY[[1, 2], [3, 4]] AS ia, ROW(1, 'x\\y', NULL)::record AS r, "
     "'<a x=\"1\">é</a>'::xml AS x, '<?xml version=\"1.0\"?><a/>'::xml AS xd, ARRAY['{\"k\":  1}'::json] AS ja",
-    "SELECT 1 AS a, 'two' AS a, 3 AS \"we\"\"ird\\\\key\", 'x' AS \"ü\", 'tab' AS \"t\tb\"",
+    "SELECT 1 AS a, 'two' AS b, 3 AS \"we\"\"ird\\\\key\", 'x' AS \"ü\", 'tab' AS \"t\tb\"",
     "SELECT g, repeat(chr(9) || 'y\"', g) AS s, CASE WHEN g % 2 = 0 THEN NULL ELSE g::text END AS odd "
     "FROM generate_series(1, 5) g",
     "SELECT FROM generate_series(1, 2)",

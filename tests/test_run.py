@@ -54,11 +54,33 @@ def test_run_returns_one_json_object_per_row_in_column_order(analyst, fake) -> N
     assert rows == ['{"name":"Ada Lovelace","id":1}', '{"name":"Grace Hopper","id":2}']
 
 
-def test_execute_keeps_duplicate_names_types_and_nulls(analyst) -> None:
+def test_execute_keeps_types_and_nulls_and_every_column_of_a_repeated_name(analyst) -> None:
     rows = rows_text(analyst, "SELECT r::text FROM sqlcoder.execute("
                               "'SELECT 1 AS a, 2 AS a, NULL::int AS n, ARRAY[1,2] AS arr, 1.50::numeric AS x, "
                               "''{\"k\": 1}''::jsonb AS j, true AS b') r")
-    assert rows == ['{"a":1,"a":2,"n":null,"arr":[1,2],"x":1.50,"j":{"k": 1},"b":true}']
+    assert rows == ['{"a":1,"a_2":2,"n":null,"arr":[1,2],"x":1.50,"j":{"k": 1},"b":true}']
+
+
+def test_a_join_of_two_id_columns_loses_neither_in_json_drivers(analyst) -> None:
+    """c.id and o.id: a driver keeps one value per key, so each repeated name gets its own key."""
+    sql = ("SELECT c.id, o.id, o.id AS id_2, c.name AS id, 'é'::text AS \"é\", 1 AS \"é\" "
+           "FROM customers c JOIN orders o ON o.customer_id = c.id ORDER BY o.id LIMIT 1")
+    (row,) = analyst.execute("SELECT r FROM sqlcoder.execute(%s) r", (sql,)).fetchone()
+    assert list(row) == ["id", "id_3", "id_2", "id_4", "é", "é_2"]  # id_2 is a real column's name
+    customer, order = analyst.execute("SELECT c.id, o.id FROM customers c JOIN orders o ON o.customer_id = c.id "
+                                      "ORDER BY o.id LIMIT 1").fetchone()
+    assert (row["id"], row["id_3"], row["id_2"]) == (customer, order, order)
+    # A 63-byte name repeated: its key stays a valid name, cut before the suffix.
+    long = "x" * 63
+    (row,) = analyst.execute(f"SELECT r FROM sqlcoder.execute('SELECT 1 AS {long}, 2 AS {long}, 3 AS {long}') r"
+                             ).fetchone()
+    assert row == {long: 1, "x" * 61 + "_2": 2, "x" * 61 + "_3": 3}
+
+
+def test_typed_forms_keep_the_query_columns_of_a_repeated_name(analyst) -> None:
+    rows = analyst.execute("SELECT * FROM sqlcoder.execute_typed('SELECT 1 AS id, 2 AS id') AS r(a int, b int)"
+                           ).fetchall()
+    assert rows == [(1, 2)]
 
 
 def test_execute_preserves_row_order(analyst) -> None:

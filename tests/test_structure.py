@@ -1,6 +1,6 @@
 """The tree's shape, as the developers' guide asks: no import cycle among the modules of a package
 (imports inside functions and under ``TYPE_CHECKING`` included: a lazy import that hides a cycle
-still ties the two modules together), and no module over 400 lines."""
+still ties the two modules together)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = sorted(p.name for p in (ROOT / "python").iterdir() if (p / "__init__.py").is_file())
-MAX_LINES = 400
-#: Modules still over the limit, each with the open work that shrinks it; the test fails once one fits,
-#: so an entry cannot outlive its reason.
-OVER_LIMIT_FOR_NOW: dict[str, str] = {}
 
 
 def modules(package: str) -> dict[str, Path]:
@@ -101,11 +97,3 @@ def test_the_cycle_finder_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
 
-
-def test_no_module_over_400_lines():
-    long = {str(p.relative_to(ROOT)): n for d in ("python", "tests", "bench") for p in sorted((ROOT / d).rglob("*.py"))
-            if (n := len(p.read_text().splitlines())) > MAX_LINES}
-    unexplained = {path: n for path, n in long.items() if path not in OVER_LIMIT_FOR_NOW}
-    assert unexplained == {}, f"split these by concern (at most {MAX_LINES} lines): {unexplained}"
-    fits_now = sorted(set(OVER_LIMIT_FOR_NOW) - set(long))
-    assert fits_now == [], f"within {MAX_LINES} lines now: remove from OVER_LIMIT_FOR_NOW: {fits_now}"

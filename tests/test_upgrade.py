@@ -78,6 +78,9 @@ SNAPSHOT_QUERIES = {
         WHERE e.extname = 'sqlcoder' AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = t.oid) ORDER BY 1""",
     "config": """
         SELECT key || '=' || value || ' ' || description FROM sqlcoder.config ORDER BY key""",
+    # what grant_access grants: rows each part adds, in the install script and in the update alike
+    "access_list": """
+        SELECT kind || ' ' || object || ' ' || privileges FROM sqlcoder._access_list ORDER BY 1""",
 }
 
 
@@ -138,7 +141,9 @@ def test_settings_survive_the_update(pg: Cluster, fresh_db, old: str) -> None:
     rows = pg.psql("SELECT key || '=' || value FROM sqlcoder.config WHERE key IN ('socket_path', 'model_timeout_ms') "
                    "ORDER BY key", dbname=db).split()
     assert rows == ["model_timeout_ms=5000", "socket_path=/srv/sqlcoder/model.sock"]
-    # and the functions work after the update (the package version matches the new extension version)
+    # and the functions work after the update (the package version matches the new extension version);
+    # a table to show, since a prompt of an empty schema is an error
+    pg.psql("CREATE TABLE things (id int)", dbname=db)
     assert "### Task" in pg.psql("SELECT sqlcoder.prompt('how many?')", dbname=db)
 
 
@@ -225,6 +230,8 @@ def _conn_args(pg: Cluster) -> list[str]:
 RELEASED_SCRIPTS = {
     "sqlcoder--0.1.0.sql.in": "d34f06396133f84609ca71a1cfcc54ef2fd2edcc840b0b710011e70327e6d9cf",
     "sqlcoder--0.1.0--0.2.0.sql.in": "ad56868a4f0b1f8a2880731ecab56f635ba5ee664098e3e6b8aab6ea618691c7",
+    "sqlcoder--0.2.0--0.3.0.sql.in": "fda720874f6f31176b7638e1fb12eaff738171c13beb624edda299d08f2c55db",
+    "sqlcoder--0.3.0.sql.in": "612d8f70e7bfe0c5b1f0c9b4b2127a6fc9e01f57193c9e4e753e09cd5b16b7b7",
 }
 
 
@@ -233,3 +240,22 @@ def test_released_scripts_never_change(name: str) -> None:
     import hashlib
     assert hashlib.sha256((ROOT / "sql" / name).read_bytes()).hexdigest() == RELEASED_SCRIPTS[name], (
         f"{name} belongs to a released version; put the change into the newest update script")
+
+
+def test_roles_granted_before_the_update_may_call_the_new_signatures(pg: Cluster, fresh_db) -> None:
+    """ask, prompt, run and run_typed took follow_up in 0.4.0 (new signatures): their grants follow."""
+    db = fresh_db("upgrade_grants")
+    role = "upgrade_granted_analyst"
+    pg.psql(f'DO $$BEGIN CREATE ROLE "{role}" LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END$$')
+    try:
+        pg.psql("CREATE EXTENSION sqlcoder VERSION '0.3.0' CASCADE", dbname=db)
+        pg.psql(f"SELECT sqlcoder.grant_access('{role}')", dbname=db)
+        pg.psql("ALTER EXTENSION sqlcoder UPDATE", dbname=db)
+        got = pg.psql(f"SELECT has_function_privilege('{role}', f, 'EXECUTE') FROM unnest(ARRAY["
+                      "'sqlcoder.ask(text, text, bigint)', 'sqlcoder.prompt(text, text, bigint)', "
+                      "'sqlcoder.run(text, text, integer, bigint)', 'sqlcoder.run_typed(text, text, integer, bigint)', "
+                      "'sqlcoder._example_permitted(text, name[])']) AS f", dbname=db).split()
+        assert got == ["t"] * 5
+    finally:
+        pg.psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)', check=False)
+        pg.psql(f'DROP ROLE IF EXISTS "{role}"', check=False)

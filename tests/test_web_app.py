@@ -21,7 +21,8 @@ from sqlcoder_web.settings import parse_args
 def test_login_to_a_lost_database_says_so() -> None:
     store = SessionStore(60, 60, 4)
     with pytest.raises(auth.LoginFailed, match="cannot be reached"):
-        asyncio.run(auth.login(store, "host=/nonexistent port=1 dbname=x", "someone", "pw", 2))
+        asyncio.run(auth.login(store, auth.login_throttle(), "host=/nonexistent port=1 dbname=x", "someone", "pw", 2,
+                               "127.0.0.1"))
     assert len(store) == 0
 
 
@@ -70,7 +71,7 @@ def test_single_user_mode_names_a_lost_database_and_recovers() -> None:
         with TestClient(app, base_url="http://127.0.0.1:8765", follow_redirects=False) as client:
             assert "printed when it started" in client.get("/login").text
             assert client.get("/login?token=wrong").status_code == 200 and client.get("/").status_code == 303
-            assert client.get(f"/login?token={app.state.single_user_token}").status_code == 303
+            assert client.get(f"/login?token={app.state.single_user_link.token}").status_code == 303
             index = client.get("/").text
             assert "signed in as <strong id=\"who\">solo</strong>" in index and "role-note" not in index
             csrf = re.search(r'name="csrf" value="([^"]+)"', index).group(1)
@@ -88,10 +89,10 @@ def test_single_user_mode_names_a_lost_database_and_recovers() -> None:
                 assert all("slept" in f.result().text for f in slow)
             assert "<td class=\"number\">42</td>" in run_one()  # the same pool, not renewed
             solo.psql("SELECT sqlcoder.revoke_access('solo')")
-            client.get(f"/login?token={app.state.single_user_token}")
+            client.get(f"/login?token={app.state.single_user_link.token}")
             assert "may not use sqlcoder yet" in client.get("/").text  # told, before asking anything
             solo.psql("SELECT sqlcoder.grant_access('solo')")
-            client.get(f"/login?token={app.state.single_user_token}")
+            client.get(f"/login?token={app.state.single_user_link.token}")
             csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/").text).group(1)
             solo.psql("CHECKPOINT")  # the cluster runs without synchronous commit and stops immediately
             solo.stop(remove=False)
@@ -109,7 +110,7 @@ def test_sessions_expire_when_idle_or_old_and_take_their_pool_with_them() -> Non
         old = Session(role="b", pool=make_pool("dbname=x", 1, password="pw"))
         await idle.pool.open(wait=False)
         await old.pool.open(wait=False)
-        k1, k2 = store.add(idle), store.add(old)
+        k1, k2 = await store.add(idle), await store.add(old)
         assert store.full() and await store.get(k1) is idle and k1 != k2
         idle.last_seen -= 61
         old.created -= 3601

@@ -4,5 +4,5 @@ Standard library only: it runs in the system's Python, never with torch. The
 SQL functions call :func:`sqlcoder.api.entry`, which does the rest.
 """
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 __all__ = ["__version__"]

@@ -35,10 +35,12 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class Generated:
-    """A generate reply: the model's text and the model that wrote it (when the daemon says)."""
+    """A generate reply: the model's text, the model that wrote it (when the daemon says) and why it ended:
+    ``eos``, ``length`` (max_new_tokens), ``repetition`` (the daemon's repetition guard) or ``stop``."""
 
     text: str
     model: str | None
+    finish_reason: str = "eos"
     #: Whether the daemon decoded under the grammar sent with the request (False also when none was sent).
     constrained: bool = False
 
@@ -126,4 +128,5 @@ class Model:
         text = reply.get("text")
         if not isinstance(text, str):
             raise DaemonProtocolError("the sqlcoder daemon's generate reply has no text")
-        return Generated(text, model, reply.get("constrained") is True)
+        finish = reply.get("finish_reason")
+        return Generated(text, model, finish if isinstance(finish, str) else "eos", reply.get("constrained") is True)

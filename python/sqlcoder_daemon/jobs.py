@@ -17,7 +17,8 @@ class GenerationResult:
     """What a backend returns for one request."""
 
     text: str
-    finish_reason: str  # "eos", "length" or "stop"
+    #: "eos", "length" (max_new_tokens), "repetition" (the repetition guard, repetition.py) or "stop" (cancelled).
+    finish_reason: str
     prompt_tokens: int
     completion_tokens: int
     #: Prompt tokens whose key/value cache came from the prefix cache.

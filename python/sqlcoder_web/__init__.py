@@ -7,4 +7,4 @@ the page shows nothing the role could not query in psql.
 
 __all__ = ["__version__"]
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"

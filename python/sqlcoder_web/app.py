@@ -30,7 +30,7 @@ from starlette.templating import Jinja2Templates
 
 from . import auth, db, results
 from .security import SecurityMiddleware, origin_ok
-from .sessions import Lease, Session, SessionBusy, SessionStore, make_pool, new_token, same_token
+from .sessions import Lease, Session, SessionBusy, SessionsFull, SessionStore, make_pool, new_token, same_token
 from .settings import WebSettings
 
 __all__ = ["create_app", "COOKIE", "LOGIN_COOKIE", "MAX_QUESTION_CHARS", "MAX_SQL_CHARS"]
@@ -56,10 +56,12 @@ def format_sql(sql: str) -> str:
 
 
 def create_app(settings: WebSettings) -> Starlette:
-    """The application for ``settings``; ``app.state.single_user_token`` opens a single-user session."""
+    """The application for ``settings``; in single-user mode ``app.state.single_user_link`` (an
+    :class:`auth.OneTimeLink`) opens a session, once per link."""
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     store = SessionStore(settings.session_idle_minutes * 60, settings.session_max_hours * 3600,
-                         settings.max_sessions)
+                         settings.max_sessions, settings.max_sessions_per_role)
+    throttle = auth.login_throttle()
     shared: dict[str, Any] = {}  # the single-user pool
 
     def cookie_args(request: Request) -> dict[str, Any]:
@@ -233,10 +235,8 @@ def create_app(settings: WebSettings) -> Starlette:
     async def login(request: Request) -> Response:
         if request.method == "GET":
             token = request.query_params.get("token")
-            if settings.single_user and same_token(token, app.state.single_user_token):
+            if settings.single_user and app.state.single_user_link.take(token):  # spent: once per link
                 await store.reap()
-                if store.full():
-                    return await login_page(request, auth.TOO_MANY, 503)
                 session = Session(role="", pool=shared["pool"], owns_pool=False)
                 try:
                     async with Lease(session) as lease:
@@ -245,7 +245,11 @@ def create_app(settings: WebSettings) -> Starlette:
                     return await login_page(request, db.problem_from(exc).message, 503)
                 session.role, session.note = who.role, auth.role_note(who)
                 await store.remove(request.cookies.get(COOKIE))
-                return start_session(request, store.add(session))
+                try:
+                    key = await store.add(session)
+                except SessionsFull:
+                    return await login_page(request, auth.TOO_MANY, 503)
+                return start_session(request, key)
             return await login_page(request)
         form = await request.form()
         if settings.single_user:
@@ -253,10 +257,11 @@ def create_app(settings: WebSettings) -> Starlette:
         if not origin_ok(request) or not same_token(str(form.get("csrf", "")), request.cookies.get(LOGIN_COOKIE)):
             return await login_page(request, "The login form expired; please try again.", 403)
         try:
-            done = await auth.login(store, settings.conninfo, str(form.get("role", "")).strip(),
-                                    str(form.get("password", "")), settings.connect_timeout_s)
+            done = await auth.login(store, throttle, settings.conninfo, str(form.get("role", "")).strip(),
+                                    str(form.get("password", "")), settings.connect_timeout_s,
+                                    request.client.host if request.client else "")
         except auth.LoginFailed as exc:
-            return await login_page(request, str(exc), 401, role=str(form.get("role", "")).strip())
+            return await login_page(request, str(exc), exc.status, role=str(form.get("role", "")).strip())
         await store.remove(request.cookies.get(COOKIE))  # a fresh cookie value at every login
         return start_session(request, done.key)
 
@@ -287,6 +292,7 @@ def create_app(settings: WebSettings) -> Starlette:
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     app = Starlette(routes=routes, middleware=[Middleware(SecurityMiddleware)], lifespan=lifespan)
-    app.state.single_user_token = new_token() if settings.single_user else None
+    app.state.single_user_link = auth.OneTimeLink(settings.base_url) if settings.single_user else None
     app.state.sessions = store
+    app.state.login_throttle = throttle
     return app

@@ -1,4 +1,4 @@
-"""A CPU backend: a GGUF model run by llama.cpp through llama-cpp-python (``pip install 'sqlcoder[llama-cpp]'``).
+"""A CPU backend: a GGUF model run by llama.cpp through llama-cpp-python (``pip install 'sqlcoder-daemon[llama-cpp]'``).
 
 For database hosts without a GPU, as defog serves sqlcoder-7b-2 (Q4_K_M GGUF).
 Decoding is greedy (llama.cpp has no beam search): a request's ``num_beams``
@@ -20,6 +20,7 @@ from typing import Any
 from ..errors import DaemonError, Internal, TooLarge
 from ..jobs import GenerationResult, Job
 from ..memory import proc_bytes
+from ..repetition import loops
 from ..settings import Settings
 from .base import Backend
 from .llama_cpp_state import StateCache, check_gguf_fits, common_prefix
@@ -29,7 +30,8 @@ __all__ = ["LlamaCppBackend", "check_gguf", "import_llama_cpp"]
 log = logging.getLogger(__name__)
 
 MISSING = ("the llama_cpp backend needs the optional 'llama-cpp-python' package, which is not installed: "
-           "pip install 'sqlcoder[llama-cpp]' (builds llama.cpp with the C compiler), or use --backend transformers")
+           "pip install 'sqlcoder-daemon[llama-cpp]' (builds llama.cpp with the C compiler), "
+           "or use --backend transformers")
 
 #: Prompt tokens evaluated between two checks of the job's cancel flag and deadline.
 PREFILL_CHUNK = 256
@@ -167,6 +169,9 @@ class LlamaCppBackend(Backend):
                     finish = "eos"
                     break
                 if len(completion) >= max_new:
+                    break
+                if loops(completion, self.settings.repetition_guard_tokens):
+                    finish = "repetition"
                     break
                 if job.should_stop():  # cancellation and deadlines take effect at the next token
                     finish = "stop"

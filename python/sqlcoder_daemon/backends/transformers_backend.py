@@ -21,6 +21,7 @@ from ..errors import DaemonError, TooLarge
 from ..jobs import GenerationResult, Job
 from ..memory import check_fits, proc_bytes
 from ..prefix_cache import PrefixCache, cache_layers, new_cache
+from ..repetition import loops
 from ..settings import Settings, parse_max_memory
 from .base import Backend
 
@@ -67,6 +68,30 @@ class _StopWhenUnwanted:
         # Beam search checks its 2 * num_beams candidates per job, so derive the row count from the input.
         rows = max(1, input_ids.shape[0] // len(self.jobs))
         return torch.tensor(flags, device=input_ids.device).repeat_interleave(rows)
+
+
+class _StopLooping:
+    """A StoppingCriteria for greedy decoding: rows whose completion loops (repetition.py) are finished.
+
+    Not used with beam search: there transformers finishes each candidate the criterion flags, as at
+    EOS, which would change which beam wins compared with Defog's unguarded decoding.
+    """
+
+    def __init__(self, span: int):
+        self.span = span
+        self.width = 0  # prompt columns of the batch, set once the inputs are built
+        self.looped: set[int] = set()
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        flags = []
+        for row, ids in enumerate(input_ids[:, self.width:].tolist()):
+            hit = row not in self.looped and loops(ids, self.span)
+            if hit:
+                self.looped.add(row)
+            flags.append(hit)
+        return torch.tensor(flags, device=input_ids.device)
 
 
 class TransformersBackend(Backend):
@@ -233,6 +258,10 @@ class TransformersBackend(Backend):
         )
         if req.num_beams > 1:
             gen_kwargs["early_stopping"] = False  # transformers' default, stated so reference behaviour is pinned
+        guard = _StopLooping(self.settings.repetition_guard_tokens) \
+            if req.num_beams == 1 and self.settings.repetition_guard_tokens else None
+        if guard is not None:
+            gen_kwargs["stopping_criteria"].append(guard)
         cached = [0] * len(prompts)
         matchers = self._matchers(jobs)
         processor: GrammarProcessor | None = None
@@ -253,14 +282,20 @@ class TransformersBackend(Backend):
                 assert grammars is not None
                 processor = GrammarProcessor(matchers, input_ids.shape[1], grammars.n_vocab, grammars.blank_tokens())
                 gen_kwargs["logits_processor"] = LogitsProcessorList([processor])
+            if guard is not None:
+                guard.width = input_ids.shape[1]
             out = self.model.generate(input_ids=input_ids.to(dev), attention_mask=attention_mask.to(dev),
                                       **gen_kwargs)
         width = input_ids.shape[1]
         results = []
-        for i, (row, prompt, n_cached, job) in enumerate(zip(out.cpu().tolist(), prompts, cached, jobs)):
+        for n, (row, prompt, n_cached, job) in enumerate(zip(out.cpu().tolist(), prompts, cached, jobs)):
             completion = row[width:]
             finish = "length"
-            if self.eos_token_id in completion:
+            if guard is not None and n in guard.looped:
+                # Stopped by the guard; in a batch, padding (EOS) follows while the other rows go on.
+                completion = completion[: len(completion) - _trailing(completion, self.eos_token_id)]
+                finish = "repetition"
+            elif self.eos_token_id in completion:
                 # Also cuts the padding (EOS) that follows a sequence finished before the others.
                 completion = completion[: completion.index(self.eos_token_id) + 1]
                 finish = "eos"
@@ -270,7 +305,7 @@ class TransformersBackend(Backend):
                 text = self.tokenizer.decode(completion, skip_special_tokens=True)
             results.append(GenerationResult(text=text, finish_reason=finish, prompt_tokens=len(prompt),
                                             completion_tokens=len(completion), cached_tokens=n_cached,
-                                            constrained=processor is not None and processor.constrained(i)))
+                                            constrained=processor is not None and processor.constrained(n)))
         return results
 
     def _with_prefix_cache(self, prompts: list[list[int]], num_beams: int) -> tuple[Any, Any, Any, int] | None:
@@ -318,6 +353,14 @@ class TransformersBackend(Backend):
         mask = torch.tensor([[1] * n + [0] * (width - len(sfx)) + [1] * len(sfx) for sfx in suffixes],
                             dtype=torch.long)
         return input_ids, mask, cache, reused
+
+
+def _trailing(ids: list[int], token: int) -> int:
+    """How many times ``token`` ends ``ids``."""
+    n = 0
+    while n < len(ids) and ids[-1 - n] == token:
+        n += 1
+    return n
 
 
 def memory_stats() -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""An in-process vLLM engine, for AWQ/GPTQ checkpoints on GPUs (optional extra: ``pip install 'sqlcoder[vllm]'``).
+"""An in-process vLLM engine for AWQ/GPTQ checkpoints on GPUs (extra: ``pip install 'sqlcoder-daemon[vllm]'``).
 
 vLLM batches internally, so the scheduler's batches go to it as one call.
 Cancellation of a running request is not possible with the offline ``LLM``
@@ -21,7 +21,7 @@ __all__ = ["VLLMBackend", "import_vllm"]
 log = logging.getLogger(__name__)
 
 MISSING = ("the vllm backend needs the optional 'vllm' package, which is not installed: "
-           "pip install 'sqlcoder[vllm]' (on a host with a CUDA GPU), or use --backend transformers")
+           "pip install 'sqlcoder-daemon[vllm]' (on a host with a CUDA GPU), or use --backend transformers")
 
 
 def import_vllm() -> Any:
