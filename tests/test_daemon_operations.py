@@ -394,7 +394,7 @@ def test_openai_listener_validates_like_the_socket(d: DaemonProcess, fields: dic
 
 def test_every_case_in_the_security_note_has_its_test() -> None:
     note = (Path(__file__).resolve().parents[1] / "docs" / "security.md").read_text()
-    section = note.split("### Local users and operators against the daemon", 1)[1].split("\n## ", 1)[0]
+    section = note.split("### Local users and operators against the daemon", 1)[1].split("\n#", 1)[0]
     named = {name for row in section.splitlines() if row.startswith("| `")
              for name in re.findall(r"`(test_\w+)`", row)}
     assert len(named) >= 9 and named <= set(globals()), sorted(named - set(globals()))
