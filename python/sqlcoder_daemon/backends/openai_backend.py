@@ -112,7 +112,8 @@ class OpenAIBackend(Backend):
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if self.tokenizer is not None:
             with self._tok_lock:
-                return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+                return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False,
+                                                                  split_special_tokens=True)["input_ids"]]
         if self.counter is None:
             raise Internal("the openai backend is not loaded")
         return [self.counter.count(t) for t in texts]

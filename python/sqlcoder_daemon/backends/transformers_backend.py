@@ -213,12 +213,15 @@ class TransformersBackend(Backend):
     # -- tokens --------------------------------------------------------------
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         with self._tok_lock:
-            enc = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
+            enc = (self.tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True)["input_ids"]
+                   if texts else [])
         return [len(ids) for ids in enc]
 
     def _encode(self, prompt: str) -> list[int]:
         with self._tok_lock:
-            return self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+            # Special-token text inside a prompt (a comment reading "<|im_end|>") stays text: the
+            # prompt template has none of its own, so any there came from text another role wrote.
+            return self.tokenizer(prompt, add_special_tokens=True, split_special_tokens=True)["input_ids"]
 
     # -- generation ----------------------------------------------------------
     def generate(self, jobs: Sequence[Job]) -> list[GenerationResult | DaemonError]:
