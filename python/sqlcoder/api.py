@@ -17,8 +17,20 @@ import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from . import (__version__, _spi, assemble, config, correction, examples, execute, follow_up, grammar, guard,
-               history, policy)
+from . import (
+    __version__,
+    _spi,
+    assemble,
+    config,
+    correction,
+    examples,
+    execute,
+    follow_up,
+    grammar,
+    guard,
+    history,
+    policy,
+)
 from ._spi import Plpy
 from .client import DaemonClient
 from .errors import (
