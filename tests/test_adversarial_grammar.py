@@ -27,6 +27,8 @@ DB, ROLE = "adv_grammar", "adv_grammar_analyst"
 def fake(pg: Cluster) -> Iterator[FakeDaemon]:
     with FakeDaemon(socket_dir() / "fake-grammar.sock") as daemon:
         setup_run_database(pg, DB, SHOP_TEMPLATE, daemon.path, ROLE, {})
+        with pg.connect(DB) as admin:  # off by default until measured; these cases are about it on
+            admin.execute("UPDATE sqlcoder.config SET value = 'on' WHERE key = 'constrained_decoding'")
         try:
             yield daemon
         finally:

@@ -115,7 +115,7 @@ INSERT INTO sqlcoder.config_default (key, value, description) VALUES
 -- Schema-constrained decoding (python/sqlcoder/grammar.py); the option that overrides
 -- it is src/decoding_option.c.
 INSERT INTO sqlcoder.config_default (key, value, description) VALUES
-  ('constrained_decoding', 'on',
+  ('constrained_decoding', 'off',
    'on: the model may write only SQL over the tables, columns and functions its prompt shows (a grammar the '
    'daemon''s backend honours; the guard still checks every answer). A superuser overrides it per call or '
    'role with the option sqlcoder.constrained_decoding (on/off)');
