@@ -361,7 +361,7 @@ def _grammar(plpy: Plpy, settings: config.Settings, built: assemble.CallPrompt,
     return made.as_request()
 
 
-# -- Running SQL read-only, history, feedback (issue #5) ------------------------
+# -- Running SQL read-only, history, feedback ------------------------
 
 def _function_lists(plpy: Plpy, settings: config.Settings) -> policy.FunctionLists:
     """The DBA's allowed/denied functions, resolved here, in sqlcoder's pinned search_path."""
