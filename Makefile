@@ -27,6 +27,8 @@ DATA_built     = $(sort $(patsubst sql/%.sql.in,build/%.sql,$(SCRIPT_SOURCES)) b
 # the Python package for `python -m ...` run there.
 MODULE_big   = sqlcoder_pg
 OBJS         = src/sqlcoder.o
+# The per-call override of constrained_decoding, a superuser-only option (src/decoding_option.h).
+OBJS        += src/decoding_option.o
 # The guard: its view of a query (src/query_objects.h), the function policy (src/function_policy.h)
 # and the hooks that enforce it wherever PostgreSQL calls a function (src/policy_hook.h).
 OBJS        += src/query_objects.o

@@ -1,6 +1,6 @@
 /*
  * src/query_objects.c: which functions and relations one SQL statement uses,
- * as PostgreSQL's own parse analysis resolved them (issue #10, the guard).
+ * as PostgreSQL's own parse analysis resolved them (the guard).
  *
  *   sqlcoder._query_objects(sql text) RETURNS TABLE (kind text, objid oid)
  *

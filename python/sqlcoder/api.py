@@ -17,7 +17,20 @@ import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from . import __version__, _spi, assemble, config, correction, examples, execute, follow_up, guard, history, policy
+from . import (
+    __version__,
+    _spi,
+    assemble,
+    config,
+    correction,
+    examples,
+    execute,
+    follow_up,
+    grammar,
+    guard,
+    history,
+    policy,
+)
 from ._spi import Plpy
 from .client import DaemonClient
 from .errors import (
@@ -159,9 +172,16 @@ def visible_path(plpy: Plpy, caller_path: Any) -> list[str]:
 def _build_prompt(plpy: Plpy, settings: config.Settings, question: Any, instructions: Any,
                   caller_path: list[str], model: Model | None = None, correction_block: str = "",
                   earlier: follow_up.Earlier | None = None) -> str:
+    return _build_call_prompt(plpy, settings, question, instructions, caller_path, model, correction_block,
+                              earlier).text
+
+
+def _build_call_prompt(plpy: Plpy, settings: config.Settings, question: Any, instructions: Any,
+                       caller_path: list[str], model: Model | None = None, correction_block: str = "",
+                       earlier: follow_up.Earlier | None = None) -> assemble.CallPrompt:
     text = _check_question(question, settings)
-    return assemble.build_prompt(plpy, settings, text, _instructions(instructions, settings), caller_path or [],
-                                 model or _model(plpy, settings), correction_block, earlier)
+    return assemble.build_call_prompt(plpy, settings, text, _instructions(instructions, settings),
+                                      caller_path or [], model or _model(plpy, settings), correction_block, earlier)
 
 
 def _earlier(plpy: Plpy, settings: config.Settings, follow_up_id: Any) -> follow_up.Earlier | None:
@@ -291,10 +311,17 @@ def _generate(plpy: Plpy, settings: config.Settings, question: Any, instructions
               earlier: follow_up.Earlier | None = None) -> str:
     """One generate request through ``model``, whose client's budget (model_timeout_ms) covers the whole
     call: status probe, token counts, generate, and any correction's requests."""
-    prompt = _build_prompt(plpy, settings, question, instructions, caller_path, model, correction_block, earlier)
-    generated = model.generate(prompt, max_new_tokens=settings.max_new_tokens, num_beams=settings.num_beams)
+    built = _build_call_prompt(plpy, settings, question, instructions, caller_path, model, correction_block, earlier)
+    wire = _grammar(plpy, settings, built, caller_path or [])
+    generated = model.generate(built.text, max_new_tokens=settings.max_new_tokens, num_beams=settings.num_beams,
+                               grammar=wire)
     if generated.model is not None:
         entry.model = generated.model
+    if wire is not None and not generated.constrained:
+        plpy.notice("sqlcoder: the model daemon's backend cannot constrain decoding to the schema's grammar; this "
+                    "answer was generated unconstrained (the guard checks it as always)",
+                    hint="sqlcoder.status() shows the backend's grammar support; docs/daemon.md lists which backends "
+                         "and model servers honour it.")
     try:
         return extract_sql(generated.text, generated.finish_reason)
     except AnswerTruncated as exc:
@@ -305,7 +332,36 @@ def _generate(plpy: Plpy, settings: config.Settings, question: Any, instructions
         raise
 
 
-# -- Running SQL read-only, history, feedback (issue #5) ------------------------
+#: Largest grammar sent (each form); the daemon's default max_grammar_bytes.
+MAX_GRAMMAR_BYTES = 1 << 20
+_OVERRIDE_SQL = "SELECT pg_catalog.current_setting('sqlcoder.constrained_decoding', true) AS override"
+
+
+def constrained(plpy: Plpy, settings: config.Settings) -> bool:
+    """``constrained_decoding``, or the superuser-only option ``sqlcoder.constrained_decoding`` (on/off) when
+    set. The entry point (C, sqlcoder._invoke) loads the library, which defines that option before this
+    reads it, so a value a non-superuser set before it was defined is dropped (with PostgreSQL's WARNING)."""
+    override = plpy.execute(_spi.plan(plpy, _OVERRIDE_SQL))[0]["override"]
+    if override in ("on", "off"):
+        return override == "on"
+    return settings.constrained_decoding
+
+
+def _grammar(plpy: Plpy, settings: config.Settings, built: assemble.CallPrompt,
+             caller_path: list[str]) -> dict[str, str] | None:
+    """The call's grammar for the daemon, or None when decoding is not to be constrained."""
+    if not constrained(plpy, settings):
+        return None
+    made = grammar.for_prompt(plpy, built.cached, built.tables, caller_path, settings.allowed_functions,
+                              settings.denied_functions)
+    if max(len(made.gbnf.encode()), len(made.lark.encode())) > MAX_GRAMMAR_BYTES:
+        plpy.notice(f"sqlcoder: the schema's grammar is over {MAX_GRAMMAR_BYTES} bytes; this answer was generated "
+                    "unconstrained", hint="Narrow the search_path, or leave tables out of it.")
+        return None
+    return made.as_request()
+
+
+# -- Running SQL read-only, history, feedback ------------------------
 
 def _function_lists(plpy: Plpy, settings: config.Settings) -> policy.FunctionLists:
     """The DBA's allowed/denied functions, resolved here, in sqlcoder's pinned search_path."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from . import _spi, bounds, catalog, examples, follow_up, schema_cache, value_hints
 from ._spi import Plpy
@@ -21,7 +22,8 @@ from .model import Model, ModelInfo
 from .prompt import choose_template, render_prompt
 from .pruning import select_tables
 
-__all__ = ["dba_instructions", "context_budget", "build_prompt", "DEFAULT_MAX_NEW_TOKENS"]
+__all__ = ["dba_instructions", "context_budget", "build_prompt", "build_call_prompt", "CallPrompt",
+           "DEFAULT_MAX_NEW_TOKENS"]
 
 DEFAULT_MAX_NEW_TOKENS = 300  # the protocol's default for generate
 # A token covers at least one byte for the SentencePiece (byte fallback) and
@@ -88,6 +90,16 @@ def refuse_empty(plpy: Plpy, caller_path: Sequence[str]) -> None:
         hint=f"SET search_path = {', '.join([*path, *others])};")
 
 
+@dataclass(frozen=True)
+class CallPrompt:
+    """A prompt and the schema it shows: ``tables`` are positions in ``cached.schema.tables`` (all of them
+    when nothing was left out), which the call's grammar (grammar.py) names."""
+
+    text: str
+    cached: schema_cache.CachedSchema
+    tables: tuple[int, ...]
+
+
 def build_prompt(plpy: Plpy, settings: Settings, question: str, instructions: Sequence[str],
                  caller_path: Sequence[str], model: Model, correction: str = "",
                  earlier: follow_up.Earlier | None = None) -> str:
@@ -98,6 +110,13 @@ def build_prompt(plpy: Plpy, settings: Settings, question: str, instructions: Se
     follow_up.py), then ``correction`` (a refused attempt, correction.py).
     Nothing is asked of the model when the caller may see no table.
     """
+    return build_call_prompt(plpy, settings, question, instructions, caller_path, model, correction, earlier).text
+
+
+def build_call_prompt(plpy: Plpy, settings: Settings, question: str, instructions: Sequence[str],
+                      caller_path: Sequence[str], model: Model, correction: str = "",
+                      earlier: follow_up.Earlier | None = None) -> CallPrompt:
+    """:func:`build_prompt`, with the tables the prompt shows."""
     cached = schema_cache.get(plpy, caller_path, _hint_settings(settings), settings.max_comment_chars)
     if not cached.schema.tables:
         refuse_empty(plpy, caller_path)
@@ -113,8 +132,9 @@ def build_prompt(plpy: Plpy, settings: Settings, question: str, instructions: Se
     tail = examples.render(chosen) + refines + correction
     full = render_prompt(question, cached.text, lines, template, tail)
     budget = context_budget(settings, info)
+    every = tuple(range(len(cached.schema.tables)))
     if info is None or budget is None or len(full.encode("utf-8")) + _BYTES_SLACK <= budget:
-        return full
+        return CallPrompt(full, cached, every)
     try:
         count = model.count_tokens
         # Examples take at most a quarter of the budget, the least similar leave first.
@@ -122,17 +142,20 @@ def build_prompt(plpy: Plpy, settings: Settings, question: str, instructions: Se
             chosen.pop()
         tail = examples.render(chosen) + refines + correction
         full = render_prompt(question, cached.text, lines, template, tail)
-        return _pruned(plpy, cached, question, lines, template, budget, info.model, count, full, tail, relevant)
+        text, kept = _pruned(plpy, cached, question, lines, template, budget, info.model, count, full, tail,
+                             relevant)
+        return CallPrompt(text, cached, kept)
     except DaemonNotResponding:
         if model.client.budget is not None:
             raise
-        return full
+        return CallPrompt(full, cached, every)
     except DaemonError:
-        return full  # counting failed: send everything and let the daemon judge
+        return CallPrompt(full, cached, every)  # counting failed: send everything and let the daemon judge
 
 
 def _pruned(plpy: Plpy, cached: schema_cache.CachedSchema, question: str, lines: list[str], template: str,
-            budget: int, model: str, count: Counter, full: str, tail: str = "", relevant: str = "") -> str:
+            budget: int, model: str, count: Counter, full: str, tail: str = "",
+            relevant: str = "") -> tuple[str, tuple[int, ...]]:
     blocks, join_counts = cached.counts(model, count)
     costs = [c + _SEPARATOR_TOKENS for c in blocks]
     for (left, right, _), tokens in zip(cached.joins, join_counts):
@@ -143,7 +166,7 @@ def _pruned(plpy: Plpy, cached: schema_cache.CachedSchema, question: str, lines:
     # Count the whole prompt only when the estimate says it may fit: then it is
     # small, while a huge schema could exceed the daemon's request size limit.
     if base + sum(costs) <= budget + _ESTIMATE_SLACK and count([full])[0] <= budget:
-        return full
+        return full, tuple(range(len(cached.schema.tables)))
     scores = cached.index.scores(relevant or question)
     kept = select_tables(scores, costs, budget - base)
     # Exact check: joins and token merges at the seams may cost a little more
@@ -161,4 +184,4 @@ def _pruned(plpy: Plpy, cached: schema_cache.CachedSchema, question: str, lines:
     total = len(cached.schema.tables)
     plpy.notice(f"sqlcoder: the schema does not fit the model's context ({budget} tokens); "
                 f"{total - len(kept)} of {total} tables were left out")
-    return prompt
+    return prompt, tuple(sorted(kept))

@@ -122,16 +122,16 @@ class Settings:
     num_beams: int | None = _key(_optional_positive_int)
     template: str = _key(_template)
     context_budget_tokens: int | None = _key(_optional_positive_int)
-    # Running generated SQL (issue #5).
+    # Running generated SQL.
     max_rows: int = _key(_positive_int)
     query_timeout_ms: int = _key(_positive_int)
     max_query_cost: float | None = _key(_optional_positive_float)
     allow_superuser_run: bool = _key(_on_off)
     guard_ask: bool = _key(_on_off)
-    # The guard's function policy (issue #10): ';'-separated function signatures.
+    # The guard's function policy: ';'-separated function signatures.
     allowed_functions: tuple[str, ...] = _key(split_signatures)
     denied_functions: tuple[str, ...] = _key(split_signatures)
-    # History, retention and bounded text (issue #11).
+    # History, retention and bounded text.
     history_timeout_ms: int = _key(_int_up_to(60_000))
     history_write_timeout_ms: int = _key(_int_up_to(600_000))
     history_retention: str = _key(_interval)
@@ -140,18 +140,20 @@ class Settings:
     lock_timeout_ms: int = _key(_int_up_to(3_600_000))
     max_comment_chars: int = _key(_positive_int)
     max_instructions_chars: int = _key(_positive_int)
-    # Results bounded in bytes (issue #10).
+    # Results bounded in bytes.
     max_result_bytes: int = _key(_positive_int)
     # What one guarded call may take from its backend (sqlcoder._limit_call).
     max_memory_bytes: int = _key(_positive_int)
     max_temp_bytes: int = _key(_positive_int)
-    # Golden examples, self-correction, value hints (issue #14).
+    # Golden examples, self-correction, value hints.
     max_examples: int = _key(_non_negative_int)
     self_correct: bool = _key(_on_off)
     max_corrections: int = _key(_non_negative_int)
     value_hints: bool = _key(_on_off)
     value_hints_max_values: int = _key(_positive_int)
     value_hints_max_distinct: int = _key(_positive_int)
+    # Schema-constrained decoding: the model may write only SQL over the schema its prompt shows (grammar.py).
+    constrained_decoding: bool = _key(_on_off)
 
     # Durations in seconds, for the socket, the watchdog and the model budget.
     @property

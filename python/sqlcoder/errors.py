@@ -183,7 +183,7 @@ class AnswerRepeats(AnswerTruncated):
             "query ended: rephrase the question, or serve a larger model; see sqlcoder.prompt(question).")
 
 
-# -- Running generated SQL (issue #5) -----------------------------------------
+# -- Running generated SQL -----------------------------------------
 
 class DaemonReplyTooLarge(DaemonProtocolError):
     hint = ("The reply was larger than max_reply_bytes in sqlcoder.config; a superuser can raise it, or lower "
@@ -309,7 +309,7 @@ def query_failed(message: str, *, sqlstate: str | None, detail: str | None, hint
     return cls(message, sqlstate=sqlstate, detail=detail, hint=hint or cls.hint)
 
 
-# -- Result bytes and abandoned calls (issue #10) ------------------------------
+# -- Result bytes and abandoned calls ------------------------------
 
 class ResultTooLarge(SqlRefused):
     """Counted row by row as the query ran; it was stopped as soon as the limit was passed."""
@@ -326,7 +326,7 @@ class ClientGone(SqlcoderError):
     hint = "The client closed its connection (killed, or a pool's timeout) while sqlcoder waited on the model."
 
 
-# -- Golden examples (issue #14) -------------------------------------------------
+# -- Golden examples -------------------------------------------------
 
 class InvalidExample(SqlcoderError):
     sqlstate = "22023"

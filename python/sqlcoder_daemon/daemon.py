@@ -147,6 +147,7 @@ class Daemon:
                                  if getattr(self.settings, f"{name}_listen")}}
         if self.state != "loading":
             out.update(self.backend.stats())
+        out["grammar"] = self.backend.grammar_support()
         for key in ("memory_estimate", "decoding", "token_counting"):  # backend-specific facts
             if key in info:
                 out[key] = info[key]
@@ -359,4 +360,5 @@ class Daemon:
 
 def _limits(settings: Settings) -> Limits:
     return Limits(max_new_tokens=settings.max_new_tokens, num_beams=settings.num_beams,
-                  max_num_beams=settings.max_num_beams, timeout_ms=settings.timeout_ms)
+                  max_num_beams=settings.max_num_beams, timeout_ms=settings.timeout_ms,
+                  max_grammar_bytes=settings.max_grammar_bytes)

@@ -23,6 +23,8 @@ class GenerationResult:
     completion_tokens: int
     #: Prompt tokens whose key/value cache came from the prefix cache.
     cached_tokens: int = 0
+    #: Decoded under the request's grammar (False when it had none, or the backend could not honour it).
+    constrained: bool = False
 
 
 @dataclasses.dataclass(eq=False)

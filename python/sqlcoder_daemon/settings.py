@@ -114,6 +114,12 @@ class Settings:
     max_num_beams: int = _opt(8, "largest num_beams a request may ask for")
     max_request_bytes: int = _opt(4 * 1024**2, "longest request line accepted (bytes; 4MiB style allowed)",
             parse=_size)
+    max_grammar_bytes: int = _opt(1024**2, "longest grammar (each form) a generate request may carry (bytes)",
+            parse=_size)
+    openai_grammar: str = _opt("grammar",
+            "openai backend: how the server takes a GBNF grammar: grammar (llama.cpp's server, llama-cpp-python's), "
+            "guided_grammar (vLLM before 0.10), structured_outputs (vLLM 0.10 on), none (cannot)",
+            choices=("grammar", "guided_grammar", "structured_outputs", "none"))
     max_queue: int = _opt(64, "requests waiting beyond this answer 'busy'")
     max_batch_size: int = _opt(8, "most requests run together in one batched generate")
     batch_wait_ms: float = _opt(10.0,

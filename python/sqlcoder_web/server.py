@@ -9,11 +9,13 @@ held the server at its descriptor limit, so a normal page load timed out); its
 such a flood into a refusal of everyone else. So the HTTP protocol is uvicorn's
 h11 one with two additions:
 
-- **A deadline per request.** From the moment the connection opens, or the
-  previous reply has gone out, the request line, headers and body must arrive
-  within ``request_timeout_s``, however slowly they drip; otherwise the client
-  gets ``408 Request Timeout`` and the connection is closed. A request that has
-  arrived and is being answered (a question waiting on the model) has no deadline.
+- **A deadline per request.** From the moment the connection opens, or the next
+  request's first byte arrives on a kept-alive one, the request line, headers
+  and body must arrive within ``request_timeout_s``, however slowly they drip;
+  otherwise the client gets ``408 Request Timeout`` (if it sent part of a
+  request) and the connection is closed. Between requests, uvicorn's
+  keep-alive timer closes an idle connection. A request that has arrived and
+  is being answered (a question waiting on the model) has no deadline.
 - **A cap that sheds the slowest.** Past ``max_connections`` open connections, a
   new one closes (408) the connection that has waited longest for its request,
   if that one has waited at least :data:`SHED_AFTER_S`. A connection younger
@@ -22,8 +24,10 @@ h11 one with two additions:
   once, so a flood of slow clients cannot keep it out unless it opens more
   than that many connections within :data:`SHED_AFTER_S`.
 
-The soft descriptor limit is raised to fit the cap, the sessions' database
-connections and the server's own files.
+The listen backlog is 128 (uvicorn's default of 2,048 is also how many
+connections asyncio accepts in one go, each holding a descriptor before the cap
+sees it). The soft descriptor limit is raised to fit the cap's ceiling, one
+backlog's burst, the sessions' database connections and the server's own files.
 """
 
 from __future__ import annotations
@@ -40,8 +44,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .settings import WebSettings
 
-__all__ = ["FD_RESERVE", "MAX_HEADER_BYTES", "SHED_AFTER_S", "ServerLimits", "ceiling", "protocol_for",
-           "raise_fd_limit", "serve"]
+__all__ = ["FD_RESERVE", "LISTEN_BACKLOG", "MAX_HEADER_BYTES", "SHED_AFTER_S", "ServerLimits", "ceiling",
+           "protocol_for", "raise_fd_limit", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,9 @@ log = logging.getLogger(__name__)
 FD_RESERVE = 256
 #: Request line and headers together (h11's limit for an incomplete event).
 MAX_HEADER_BYTES = 16 * 1024
+#: The listen backlog, which asyncio also takes as how many connections to accept at once: accepted
+#: connections hold descriptors before the cap sees them, so a burst must stay small beside the cap.
+LISTEN_BACKLOG = 128
 #: A connection waiting for its request this long may be shed at the cap; a younger one (a normal client whose
 #: request is on its way, accepted in the same burst as a flood's) never is.
 SHED_AFTER_S = 0.5
@@ -88,10 +95,14 @@ class BoundedH11Protocol(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
+        #: Between requests on a kept-alive connection: sheddable, closed by uvicorn's keep-alive timer.
+        self._idle = False
+        #: Some of the awaited request has arrived (only then does a closed client get a 408 to read).
+        self._partial = False
 
     # -- the deadline ------------------------------------------------------------------
     def _await_request(self) -> None:
-        """Start the deadline for the next request (the connection opened, or a reply went out)."""
+        """Start the deadline for a request: from the connection's opening, or the next request's first byte."""
         self._stop_waiting()
         self.limits.waiting[self] = self.loop.time()
         self._deadline = self.loop.call_later(self.limits.request_timeout_s, self._expire)
@@ -100,21 +111,25 @@ class BoundedH11Protocol(H11Protocol):
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
+        self._idle = self._partial = False
         self.limits.waiting.pop(self, None)
 
     def _expire(self) -> None:
         self.limits.timed_out += 1
         self._close_with(_TIMED_OUT)
 
-    def _close_with(self, reply: bytes) -> None:
-        """Answer ``reply`` unless a response has begun, and close; the application, if it is reading the
-        body, sees the client gone and its replies are dropped."""
+    def _close_with(self, reply: bytes, always: bool = False) -> None:
+        """Close, first answering ``reply`` when part of a request came (or ``always``) and no response has
+        begun; the application, if it is reading the body, sees the client gone and its replies are dropped.
+        A connection that sent nothing of a request is closed silently, as uvicorn's keep-alive timer does:
+        a client about to reuse it must not read an answer to a request it has not sent."""
+        partial = self._partial
         self._stop_waiting()
         self.limits.open.discard(self)
         if self.transport.is_closing():
             return
         cycle = self.cycle
-        if cycle is None or cycle.response_complete or not cycle.response_started:
+        if (partial or always) and (cycle is None or cycle.response_complete or not cycle.response_started):
             self.transport.write(reply)
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True
@@ -133,9 +148,16 @@ class BoundedH11Protocol(H11Protocol):
                 oldest[0]._close_with(_TIMED_OUT)
             elif len(limits.open) > limits.ceiling:  # all answering, or all just arrived
                 limits.refused += 1
-                self._close_with(_FULL)
+                self._close_with(_FULL, always=True)
                 return
         self._await_request()
+
+    def data_received(self, data: bytes) -> None:
+        if self._idle:
+            self._await_request()  # the next request: its deadline counts from its first byte
+        if self._deadline is not None:
+            self._partial = True
+        super().data_received(data)
 
     def handle_events(self) -> None:
         super().handle_events()
@@ -144,9 +166,13 @@ class BoundedH11Protocol(H11Protocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if (not self.transport.is_closing() and self._deadline is None
-                and self.conn.their_state in (h11.IDLE, h11.SEND_BODY)):
-            self._await_request()
+        if self.transport.is_closing() or self._deadline is not None or self._idle:
+            return
+        if self.conn.their_state is h11.IDLE and not self.conn.trailing_data[0]:
+            self.limits.waiting[self] = self.loop.time()  # idle: sheddable, no deadline of ours
+            self._idle = True
+        elif self.conn.their_state in (h11.IDLE, h11.SEND_BODY):
+            self._await_request()  # a pipelined request begun, or a body still coming
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_waiting()
@@ -166,7 +192,7 @@ def protocol_for(limits: ServerLimits) -> type[BoundedH11Protocol]:
 
 def raise_fd_limit(settings: WebSettings) -> None:
     """Raise the soft descriptor limit to fit the connection cap, up to the hard limit; warn when it cannot."""
-    want = ceiling(settings.max_connections) + 2 * settings.max_sessions + FD_RESERVE
+    want = ceiling(settings.max_connections) + LISTEN_BACKLOG + 2 * settings.max_sessions + FD_RESERVE
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft >= want:
         return
@@ -191,5 +217,5 @@ def serve(app: Any, settings: WebSettings) -> None:
     uvicorn.run(app, host=settings.host, port=settings.port, root_path=settings.root_path,
                 proxy_headers=True, forwarded_allow_ips=settings.forwarded_allow_ips,
                 http=protocol_for(limits), ws="none", timeout_keep_alive=settings.keep_alive_s,
-                h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+                h11_max_incomplete_event_size=MAX_HEADER_BYTES, backlog=LISTEN_BACKLOG,
                 access_log=False, server_header=False, log_level="info")

@@ -37,7 +37,7 @@ class WebSettings:
     max_connections: int = _opt(1024, "most HTTP connections open at once; one more closes the connection that "
                                       "has waited longest for its request to arrive")
     request_timeout_s: int = _opt(20, "each request must arrive whole (headers and body) within this many "
-                                      "seconds of the connection opening or the previous reply")
+                                      "seconds of the connection opening (kept alive: of its first byte)")
     keep_alive_s: int = _opt(5, "close a connection idle this long after a reply")
     connect_timeout_s: int = _opt(5, "wait this long for a database connection before saying it cannot be reached")
     history_limit: int = _opt(50, "how many of your past questions the side list shows")

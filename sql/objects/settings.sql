@@ -112,6 +112,14 @@ INSERT INTO sqlcoder.config_default (key, value, description) VALUES
   ('value_hints_max_distinct', '50',
    'value hints only for columns whose estimated number of distinct values (pg_stats.n_distinct) is at most this');
 
+-- Schema-constrained decoding (python/sqlcoder/grammar.py); the option that overrides
+-- it is src/decoding_option.c.
+INSERT INTO sqlcoder.config_default (key, value, description) VALUES
+  ('constrained_decoding', 'off',
+   'on: the model may write only SQL over the tables, columns and functions its prompt shows (a grammar the '
+   'daemon''s backend honours; the guard still checks every answer). A superuser overrides it per call or '
+   'role with the option sqlcoder.constrained_decoding (on/off)');
+
 CREATE TABLE sqlcoder.config_override (
     key   text PRIMARY KEY REFERENCES sqlcoder.config_default (key) ON DELETE CASCADE,
     value text NOT NULL

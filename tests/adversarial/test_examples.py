@@ -15,7 +15,7 @@ from helpers.hostile import ROWS
 from sqlcoder_dev.fake_daemon import FakeDaemon
 from sqlcoder_dev.pgcluster import Cluster
 
-# -- Golden examples, self-correction, value hints (issue #14) ------------------------------------
+# -- Golden examples, self-correction, value hints ------------------------------------
 # Another role's text reaches the prompt through examples; the model gets a second chance through
 # self-correction. Each case: (id, what the attacker does, expected SQLSTATE or ROWS).
 

@@ -32,7 +32,7 @@ from sqlcoder_dev.drip import DripFlood, drip_until_closed, http_request_bytes, 
 from sqlcoder_dev.pgcluster import Cluster
 from sqlcoder_dev.web_demo import require_password
 from sqlcoder_web import auth
-from sqlcoder_web.server import ceiling
+from sqlcoder_web.server import LISTEN_BACKLOG, ceiling
 
 pytestmark = pytest.mark.slow
 
@@ -206,7 +206,7 @@ def web(pg: Cluster, web_db: str) -> Iterator[WebServer]:
     # A descriptor limit below the flood's 2,500 connections (and above what the default cap needs), as on a
     # host where LimitNOFILE is a few thousand: without a cap, the flood would reach it.
     server = WebServer(["--conninfo", f"host={pg.sockdir} port={pg.port} dbname={web_db}",
-                        "--request-timeout-s", str(REQUEST_S)], nofile=2048)
+                        "--request-timeout-s", str(REQUEST_S)], nofile=2300)
     yield server
     server.stop()
 
@@ -234,9 +234,9 @@ def test_body_drip_flood_leaves_page_loads_working(web: WebServer) -> None:
         time.sleep(2)
         for _ in range(3):
             assert httpx.get(web.base + "/login", timeout=10).status_code == 200  # a hang fails: timeout
-            page = user.get("/", timeout=10)
+            page = httpx.get(web.base + "/", cookies=user.cookies, timeout=10)  # a new connection, as a load
             assert page.status_code == 200 and ROLES[0] in page.text
-            assert process_fds(web.proc.pid) <= ceiling(1024) + 2 * 64 + 256
+            assert process_fds(web.proc.pid) <= ceiling(1024) + LISTEN_BACKLOG + 2 * 64 + 256
             time.sleep(1)
     assert flood.reconnects >= 2500  # every dripper was closed (at its deadline, or shed at the cap)
     user.close()
@@ -251,6 +251,17 @@ def test_a_drip_fed_page_request_is_closed_at_its_deadline(web: WebServer, where
         result = drip_until_closed(sock, payload, 0.25, prefix)
     assert result.closed and REQUEST_S - 0.5 <= result.seconds <= 2 * REQUEST_S, result
     assert result.reply.startswith(b"HTTP/1.1 408 "), result.reply[:200]
+    # The deadline is the request's, not the connection's: a kept-alive connection idle for longer (but less
+    # than --keep-alive-s) serves its next request.
+    conn = http.client.HTTPConnection("127.0.0.1", web.port, timeout=10)
+    try:
+        for pause in (0, REQUEST_S + 0.5):
+            time.sleep(pause)
+            conn.request("GET", "/login")
+            reply = conn.getresponse()
+            assert reply.status == 200 and b'name="csrf"' in reply.read()
+    finally:
+        conn.close()
 
 
 def test_one_role_logging_in_64_times_leaves_room_for_everyone_else(web: WebServer, pg: Cluster) -> None:
@@ -276,9 +287,10 @@ async def _guesses(base: str, pairs: list[tuple[str, str]]) -> tuple[list[int], 
     forms: dict[str, str] = {}
     for _, address in pairs:
         if address not in clients:
+            limits = httpx.Limits(max_connections=300, max_keepalive_connections=0)  # each guess on its own
             clients[address] = httpx.AsyncClient(
-                base_url=base, timeout=120, limits=httpx.Limits(max_connections=300),
-                transport=httpx.AsyncHTTPTransport(local_address=address, limits=httpx.Limits(max_connections=300)))
+                base_url=base, timeout=120, limits=limits,
+                transport=httpx.AsyncHTTPTransport(local_address=address, limits=limits))
             page = await clients[address].get("/login")
             forms[address] = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
     started = time.monotonic()

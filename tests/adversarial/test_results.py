@@ -13,7 +13,7 @@ from helpers.hostile import ROWS
 from sqlcoder_dev.fake_daemon import FakeDaemon
 from sqlcoder_dev.pgcluster import Cluster
 
-# ===== Results bounded in bytes, abandoned calls (issue #10 items 3-4) =====
+# ===== Results bounded in bytes, abandoned calls =====
 # Hostile output that asks for a huge result, and a client that goes away.
 # Each result case also measures the backend's peak memory (VmHWM in /proc;
 # the analyst fixture is a fresh backend per case).

@@ -1,5 +1,5 @@
 """The daemon under an operator's hands: its socket file, signals, connection limits, descriptor limits,
-a frozen daemon, the listen backlog, the OpenAI-compatible listener (issue #12, one test per row).
+a frozen daemon, the listen backlog, the OpenAI-compatible listener (one test per row).
 
 Real daemon subprocesses and real signals throughout; the client side is the in-database
 package's own ``DaemonClient`` (and, for the frozen daemon, ``sqlcoder.ask`` in PostgreSQL).

@@ -126,7 +126,7 @@ def test_socket_permission_denied(pg, conn, shop_daemon) -> None:
 
 
 def test_regular_file_at_the_socket_path_is_named(pg, conn, shop_daemon) -> None:
-    """Not 08004 with advice about --socket-group: the file that is in the way is named (issue #12)."""
+    """Not 08004 with advice about --socket-group: the file that is in the way is named."""
     path = socket_dir() / "planted.sock"
     path.write_text("not a socket")  # root's 0644: postgres may not write it, so connect() says EACCES
     set_config(pg, "socket_path", str(path))

@@ -1,7 +1,7 @@
 """sqlcoder._query_objects: the functions and relations PostgreSQL's analyzer resolved for one plain query.
 
-The contract other parts build on (guard.query_objects, the examples of
-issue #14): OIDs as PostgreSQL chose them, views as named, relations in
+The contract other parts build on (guard.query_objects, the golden
+examples): OIDs as PostgreSQL chose them, views as named, relations in
 subqueries and CTEs, functions behind operators, casts, aggregates, views
 and SQL bodies; errors with SQLSTATEs for anything but one plain query.
 """

@@ -65,13 +65,13 @@ class VLLMBackend(Backend):
         return dict(self._info)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return [len(self.tokenizer.encode(t, add_special_tokens=False)) for t in texts]
+        return [len(self.tokenizer.encode(t, add_special_tokens=False, split_special_tokens=True)) for t in texts]
 
     def generate(self, jobs: Sequence[Job]) -> list[GenerationResult | DaemonError]:
         req = jobs[0].request
         ctx = self._info["context_length"]
         prompts = [j.request.prompt for j in jobs]
-        ids = [self.tokenizer.encode(p) for p in prompts]
+        ids = [self.tokenizer.encode(p, split_special_tokens=True) for p in prompts]  # special-token text stays text
         too_long = {i for i, t in enumerate(ids) if len(t) >= ctx}
         run = [i for i in range(len(jobs)) if i not in too_long]
         results: list[GenerationResult | DaemonError] = [
