@@ -28,6 +28,7 @@ questions (every gold query of sql-eval but seven).
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -61,6 +62,10 @@ ORDER BY 1
 """
 
 _PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_$]*\Z")
+#: A GBNF group that matches nothing a model writes into SQL.
+_NOTHING = "[\\x00]"
+#: Names after a shared prefix that go in as one flat group: the parse stacks a name position may hold.
+_FLAT_NAMES = 32
 _ALL_PLAIN = re.compile(r"[a-z_][a-z0-9_$]*(?:\n[a-z_][a-z0-9_$]*)*")
 
 _KEYWORDS = (
@@ -326,16 +331,49 @@ def _split_plain(names: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _gbnf_names(rule: str, names: list[str]) -> str:
-    """Each name as rendered; a bare name also in upper case and double-quoted. Joined in a few string
-    operations, not one call per name: a 10,000-table schema has 100,000 columns."""
-    if not names:
-        return f"{rule} ::= ws [\\x00]"  # matches nothing a model writes into SQL
+    """Each name as rendered; a bare name also in upper case and double-quoted.
+
+    Bare names go in as a prefix tree (``"cust" ("omers" | "om_id")``), not one alternative per name:
+    llama.cpp's grammar engine keeps one parse stack per alternative still alive, and checks every token
+    against each, so a flat list of the 2,000 function names a catalog allows made each token cost
+    seconds. With the tree, a name position holds one stack per distinct next character.
+    """
     plain, other = _split_plain(names)
-    parts = [_literal(n) for n in other]
+    lower = upper = _NOTHING
     if plain:
-        lower = '" | "'.join(plain)
-        parts += ['"' + lower + '"', '"' + lower.upper() + '"', '"\\"' + '\\"" | "\\"'.join(plain) + '\\""']
-    return f"{rule} ::= ws (" + " | ".join(parts) + ")"
+        distinct = sorted(dict.fromkeys(plain))  # distinct already, and mostly in order: cheap
+        lower = _prefix_tree(distinct, 0, len(distinct), 0)
+        upper = lower.upper()
+    parts = [_literal(n) for n in other] + [f"{rule}-lower", f"{rule}-upper", f'"\\"" {rule}-lower "\\""']
+    # The same rules whatever the names: a name can add none.
+    return "\n".join([f"{rule} ::= ws (" + " | ".join(parts) + ")", f"{rule}-lower ::= {lower}",
+                      f"{rule}-upper ::= {upper}"])
+
+
+def _prefix_tree(names: list[str], lo: int, hi: int, depth: int) -> str:
+    """``names[lo:hi]`` (sorted, distinct, bare: no character needs escaping), which share their first
+    ``depth`` characters, as one GBNF group of what follows that prefix. A few names go in flat; work
+    is per branching node, and per name only in C-level joins, so 100,000 column names take milliseconds."""
+    optional = len(names[lo]) == depth  # the prefix itself is a name: it sorts first
+    if optional:
+        lo += 1
+    if hi - lo <= _FLAT_NAMES:
+        body = '("' + '" | "'.join([n[depth:] for n in names[lo:hi]]) + '")'
+        return body + "?" if optional else body
+    parts = []
+    while lo < hi:
+        first = names[lo]
+        end = bisect.bisect_left(names, first[:depth] + chr(ord(first[depth]) + 1), lo, hi)
+        if end - lo == 1:
+            parts.append(f'"{first[depth:]}"')
+        else:
+            last, k = names[end - 1], depth + 1
+            while k < len(first) and k < len(last) and first[k] == last[k]:
+                k += 1
+            parts.append(f'"{first[depth:k]}" ' + _prefix_tree(names, lo, end, k))
+        lo = end
+    body = "(" + " | ".join(parts) + ")"
+    return body + "?" if optional else body
 
 
 def _lark_names(rule: str, names: list[str]) -> str:
