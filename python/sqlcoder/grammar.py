@@ -246,7 +246,7 @@ def _gbnf_fixed() -> str:
     lines = [syntax.replace("root ::= ", "root ::= (", 1).replace("\n", ") ws\n", 1)]
     lines += [f"{name} ::= ws ({body})" for name, (body, _) in _TOKENS.items()]
     lines += [f"{name} ::= ws {_nocase(word)}" for name, word in sorted(_KEYWORD_NAMES.items())]
-    lines.append("basetype ::= " + " | ".join(_nocase(t) for t in _TYPES))
+    lines.append("basetype ::= ws (" + " | ".join(_nocase(t) for t in _TYPES) + ")")
     lines.append(f"ws ::= {_WS_GBNF}")
     return "\n".join(lines)
 
@@ -331,7 +331,7 @@ def _split_plain(names: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _gbnf_names(rule: str, names: list[str]) -> str:
-    """Each name as rendered; a bare name also in upper case and double-quoted.
+    """Each name as rendered; a bare name also in any case (PostgreSQL folds it) and double-quoted.
 
     Bare names go in as a prefix tree (``"cust" ("omers" | "om_id")``), not one alternative per name:
     llama.cpp's grammar engine keeps one parse stack per alternative still alive, and checks every token
@@ -339,15 +339,20 @@ def _gbnf_names(rule: str, names: list[str]) -> str:
     seconds. With the tree, a name position holds one stack per distinct next character.
     """
     plain, other = _split_plain(names)
-    lower = upper = _NOTHING
+    exact = anycase = _NOTHING
     if plain:
         distinct = sorted(dict.fromkeys(plain))  # distinct already, and mostly in order: cheap
-        lower = _prefix_tree(distinct, 0, len(distinct), 0)
-        upper = lower.upper()
-    parts = [_literal(n) for n in other] + [f"{rule}-lower", f"{rule}-upper", f'"\\"" {rule}-lower "\\""']
+        exact = _prefix_tree(distinct, 0, len(distinct), 0)
+        anycase = exact.translate(_ANY_CASE).replace(' ""', "").replace('"" ', "")
+    parts = [_literal(n) for n in other] + [f"{rule}-bare", f'"\\"" {rule}-exact "\\""']
     # The same rules whatever the names: a name can add none.
-    return "\n".join([f"{rule} ::= ws (" + " | ".join(parts) + ")", f"{rule}-lower ::= {lower}",
-                      f"{rule}-upper ::= {upper}"])
+    return "\n".join([f"{rule} ::= ws (" + " | ".join(parts) + ")", f"{rule}-exact ::= {exact}",
+                      f"{rule}-bare ::= {anycase}"])
+
+
+#: Inside a prefix tree's literals, each letter as a class of both cases: ``"ab1"`` becomes
+#: ``"" [aA] "" [bB] "1"``, and the empty literals are then dropped.
+_ANY_CASE = str.maketrans({c: f'" [{c}{c.upper()}] "' for c in "abcdefghijklmnopqrstuvwxyz"})
 
 
 def _prefix_tree(names: list[str], lo: int, hi: int, depth: int) -> str:
