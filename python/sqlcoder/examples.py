@@ -158,7 +158,7 @@ class ExampleIndex:
 
 def _index(plpy: Plpy, cached: Any) -> ExampleIndex:
     """The examples the caller may read, indexed once per cached schema entry."""
-    index = cached.derived.get(_CACHE_KEY)
+    index: ExampleIndex | None = cached.derived.get(_CACHE_KEY)
     if index is None:
         rows = plpy.execute(_spi.plan(plpy, _READ_SQL))
         index = ExampleIndex.build([Example(int(r["id"]), r["question"], r["sql"],
@@ -177,7 +177,7 @@ def permitted(plpy: Plpy, example: Example) -> bool:
 
 def _positions(cached: Any) -> dict[int, int]:
     """OID -> position of every table the caller is shown (cached with the schema)."""
-    positions = cached.derived.get("positions")
+    positions: dict[int, int] | None = cached.derived.get("positions")
     if positions is None:
         positions = cached.derived["positions"] = {t.oid: i for i, t in enumerate(cached.schema.tables)}
     return positions

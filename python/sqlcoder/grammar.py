@@ -370,7 +370,8 @@ def for_prompt(plpy: Plpy, cached: CachedSchema, tables: Sequence[int], caller_p
     key = (tuple(tables), tuple(allowed), tuple(denied))
     hit = cached.derived.get("grammar")
     if hit is not None and hit[0] == key:
-        return hit[1]
+        found: Grammar = hit[1]
+        return found
     functions = cached.derived.get("grammar_functions")
     if functions is None or functions[0] != key[1:]:
         plan = _spi.plan(plpy, FUNCTIONS_SQL, ["name[]", "name[]", "name[]"])

@@ -135,8 +135,9 @@ def record(plpy: Plpy, entry: Entry, limits: Limits) -> str:
     plan = _spi.plan(plpy, _WRITE, ["text", "text", "text", "int4", "int4"])
     try:
         with plpy.subtransaction():
-            return plpy.execute(plan, [_token[0], _payload(entry), _fold_key(entry), limits.timeout_ms,
-                                       limits.write_timeout_ms])[0]["status"]
+            status: str = plpy.execute(plan, [_token[0], _payload(entry), _fold_key(entry), limits.timeout_ms,
+                                              limits.write_timeout_ms])[0]["status"]
+            return status
     except plpy.SPIError as exc:  # counted nowhere else: say so in the log, never to the caller
         plpy.log(f"sqlcoder: a history row was not written: {exc}")
         return f"lost: {exc}"
@@ -145,7 +146,8 @@ def record(plpy: Plpy, entry: Entry, limits: Limits) -> str:
 def stats(plpy: Plpy) -> dict[str, Any]:
     """Rows asked for, written, folded and lost since the server started, with the last failure's reason."""
     raw = plpy.execute(_spi.plan(plpy, "SELECT sqlcoder._history_stats()::text AS s"))[0]["s"]
-    return json.loads(raw)
+    counts: dict[str, Any] = json.loads(raw)
+    return counts
 
 
 def _outcome(exc: BaseException) -> str:
