@@ -1,8 +1,8 @@
 """Entry points behind the SQL functions: one dispatcher, one function per operation.
 
 ``entry`` never lets an exception escape: it returns the composite
-``sqlcoder._reply`` as ``{"value": text, "error": None}`` or
-``{"value": None, "error": json}``, and ``sqlcoder._result`` raises the error
+``sqlcoder_internal._reply`` as ``{"value": text, "error": None}`` or
+``{"value": None, "error": json}``, and ``sqlcoder_internal._result`` raises the error
 from PL/pgSQL, so a user sees SQLSTATE, message, DETAIL and HINT, never a
 Python traceback. Errors PostgreSQL raised inside our SPI calls (a cancel, a
 statement_timeout, a failing query) keep their own SQLSTATE and message.
@@ -60,9 +60,9 @@ _JSONB_ENVELOPE_VERSIONS = frozenset({"0.1.0"})
 
 def entry(plpy: Plpy, extension_version: str, op: str, params: Any,
           token: str | None = None) -> dict[str, str | None] | str:
-    """Run operation ``op``; the reply is what ``sqlcoder._result`` expects.
+    """Run operation ``op``; the reply is what ``sqlcoder_internal._result`` expects.
 
-    ``token`` is what ``sqlcoder._invoke`` made for this call; the history functions take nothing else.
+    ``token`` is what ``sqlcoder_internal._invoke`` made for this call; the history functions take nothing else.
     """
     if extension_version != __version__:
         exc = _version_mismatch(extension_version)
@@ -169,7 +169,7 @@ def _request(plpy: Plpy, settings: config.Settings, question: Any, instructions:
 def _checker(plpy: Plpy) -> Callable[[], None]:
     """Between socket polls: let PostgreSQL act on a pending cancel or statement_timeout, and give up
     when the client has gone away (the socket to the daemon is then closed, which cancels the request)."""
-    plan = _spi.plan(plpy, "SELECT sqlcoder._client_connected() AS connected")
+    plan = _spi.plan(plpy, "SELECT sqlcoder_internal._client_connected() AS connected")
 
     def check() -> None:
         if not plpy.execute(plan)[0]["connected"]:
@@ -310,7 +310,7 @@ _OVERRIDE_SQL = "SELECT pg_catalog.current_setting('sqlcoder.constrained_decodin
 
 def constrained(plpy: Plpy, settings: config.Settings) -> bool:
     """``constrained_decoding``, or the superuser-only option ``sqlcoder.constrained_decoding`` (on/off) when
-    set. The entry point (C, sqlcoder._invoke) loads the library, which defines that option before this
+    set. The entry point (C, sqlcoder_internal._invoke) loads the library, which defines that option before this
     reads it, so a value a non-superuser set before it was defined is dropped (with PostgreSQL's WARNING)."""
     override: str | None = plpy.execute(_spi.plan(plpy, _OVERRIDE_SQL))[0]["override"]
     if override in ("on", "off"):
@@ -345,7 +345,7 @@ def _max_rows(settings: config.Settings, requested: Any) -> int:
 def _run_recorded(call: Call, sql: Any, caller_path: Any, max_rows: int, typed: bool) -> int:
     """Run guarded SQL read-only; callers have already refused a superuser (refuse_superuser).
 
-    Returns the token under which the rows wait for the SQL wrapper (``sqlcoder._result_rows``, or
+    Returns the token under which the rows wait for the SQL wrapper (``sqlcoder_internal._result_rows``, or
     for ``typed`` rows with the query's own columns, ``run_typed``/``execute_typed`` in C).
     """
     plpy, settings, entry = call.plpy, call.settings, call.entry
@@ -364,7 +364,7 @@ def _run_recorded(call: Call, sql: Any, caller_path: Any, max_rows: int, typed: 
 
 def op_run(plpy: Plpy, question: Any = None, instructions: Any = None, caller_path: Any = None,
            max_rows: Any = None, typed: Any = False, follow_up: Any = None) -> int:
-    """Generate SQL and run it read-only; the rows' token for ``sqlcoder._result_rows``."""
+    """Generate SQL and run it read-only; the rows' token for ``sqlcoder_internal._result_rows``."""
     call = Call(plpy, config.load(plpy), history.Entry("run", question=question))
     with _recording(call):
         limit = _max_rows(call.settings, max_rows)

@@ -7,7 +7,7 @@ list every relation it reads, by OID; the inserting role must own each one
 (superusers may add any). Row-level security on ``sqlcoder.examples`` shows a
 role exactly the examples PostgreSQL would let it run: the query analyzed as
 that role and its range tables put through the executor's own permission
-check (``sqlcoder._example_permitted``, src/example_access.c), so a role with
+check (``sqlcoder_internal._example_permitted``, src/example_access.c), so a role with
 column grants sees an example that reads only its columns, and an example
 never names a table or column the caller cannot select.
 
@@ -51,7 +51,7 @@ FROM pg_catalog.pg_class c
 WHERE c.oid = ANY ($1::pg_catalog.oid[])
 """
 # PostgreSQL's own permission check on the analyzed query (src/example_access.c), as the caller.
-_PERMITTED_SQL = "SELECT sqlcoder._example_permitted($1, $2::pg_catalog.name[]) AS permitted"
+_PERMITTED_SQL = "SELECT sqlcoder_internal._example_permitted($1, $2::pg_catalog.name[]) AS permitted"
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from . import _spi, policy
+from . import SCHEMAS, _spi, policy
 from ._spi import Plpy
 from .catalog import Table
 from .schema_cache import CachedSchema
@@ -375,7 +375,7 @@ def for_prompt(plpy: Plpy, cached: CachedSchema, tables: Sequence[int], caller_p
     functions = cached.derived.get("grammar_functions")
     if functions is None or functions[0] != key[1:]:
         plan = _spi.plan(plpy, FUNCTIONS_SQL, ["name[]", "name[]", "name[]"])
-        rows = plpy.execute(plan, [list(caller_path), ["sqlcoder"],
+        rows = plpy.execute(plan, [list(caller_path), list(SCHEMAS),
                                    sorted(policy.ALLOWED | {_bare_name(s) for s in allowed})])
         refused = set().union(*policy.DENIED.values()) | {_bare_name(s) for s in denied}
         prefixes = tuple(p for group in policy.DENIED_PREFIXES.values() for p in group)
