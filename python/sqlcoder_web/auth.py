@@ -101,5 +101,5 @@ async def login(store: SessionStore, conninfo: str, role: str, password: str, ti
         await conn.close()
     pool = make_pool(conninfo, timeout_s, user=role, password=password)
     await pool.open(wait=False)
-    session = Session(role=who.role, pool=pool, note=role_note(who))
+    session = Session(role=who.role, pool=pool, note=role_note(who), superuser=who.superuser)
     return LoggedIn(store.add(session), session, who)

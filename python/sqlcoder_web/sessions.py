@@ -14,6 +14,7 @@ import hmac
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ __all__ = ["Lease", "Session", "SessionBusy", "SessionStore", "make_pool", "new_
 log = logging.getLogger(__name__)
 
 IDLE_CONNECTION_S = 120.0
+MAX_KEPT_ANSWERS = 8  # per session: the rows of its latest answers, shown again when one is reopened
 MAX_CONNECTIONS = 2  # per session: a question and, beside it, a click in another tab
 
 
@@ -56,6 +58,28 @@ class Session:
     owns_pool: bool = True
     note: str | None = None  # shown on every page: why this role will not get far
     in_use: int = 0  # connections its requests hold right now
+    superuser: bool = False  # sees the daemon's full status and an error's technical details
+    #: Connections its requests hold right now, so that a cancel reaches the statement each runs.
+    running: set[psycopg.AsyncConnection] = field(default_factory=set)
+    #: History id -> (the SQL on screen, its result): the latest answers' rows, newest last.
+    answers: OrderedDict[int, tuple[str, Result]] = field(default_factory=OrderedDict)
+
+    def keep_answer(self, history_id: int, sql: str, result: Result) -> None:
+        self.answers[history_id] = (sql, result)
+        self.answers.move_to_end(history_id)
+        while len(self.answers) > MAX_KEPT_ANSWERS:
+            self.answers.popitem(last=False)
+
+    async def cancel_running(self) -> int:
+        """Ask PostgreSQL to cancel the statement on each connection in use (a question waiting on the
+        model ends and closes its daemon request); returns how many were signalled."""
+        conns = list(self.running)
+        for conn in conns:
+            try:
+                await conn.cancel_safe(timeout=5)
+            except psycopg.Error as exc:  # the connection went away meanwhile: nothing left to cancel
+                log.info("cancel not delivered: %s", exc)
+        return len(conns)
 
     async def renew_pool(self) -> None:
         """Swap in a fresh pool with the same connection parameters (see :class:`Lease`)."""
@@ -169,10 +193,13 @@ class Lease:
                 await self._session.renew_pool()
                 raise
             self._session.in_use += 1
+            self._session.running.add(self._conn)
         return self._conn
 
     async def _release(self) -> None:
-        cm, self._cm, self._conn = self._cm, None, None
+        cm, conn, self._cm, self._conn = self._cm, self._conn, None, None
+        if conn is not None:
+            self._session.running.discard(conn)
         if cm is not None:
             self._session.in_use -= 1
             await cm.__aexit__(None, None, None)
