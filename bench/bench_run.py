@@ -6,8 +6,9 @@ Prints ``BENCH <name> <value> <unit>`` lines:
   (guard with the function policy, watchdog process, read-only
   subtransaction, history row).
 - ``policy_check_ms_50``: the guard's analysis and function policy alone
-  (``sqlcoder._query_objects`` plus the policy's pg_proc lookup, in
-  PL/Python) for a query calling 50 distinct functions.
+  (the lists handed to the C hooks, ``sqlcoder._query_objects`` analyzing
+  with the hooks armed, plus the policy's pg_proc lookup, in PL/Python) for
+  a query calling 50 distinct functions.
 - ``time_limit_sleep_s`` / ``time_limit_cross_join_s``: when a 1 s limit
   returns control for ``pg_sleep(5)`` and a 20,000 x 20,000 cross join.
 - ``cancel_latency_ms``: pg_cancel_backend to error, for a call waiting on a
@@ -55,6 +56,7 @@ from sqlcoder import guard, policy
 lists = policy.FunctionLists()
 started = time.perf_counter()
 for _ in range(n):
+    policy.hand_to_hooks(plpy, lists)
     objects = guard.query_objects(plpy, sql)
     policy.check_functions(plpy, objects.functions, objects.opaque, lists)
 return (time.perf_counter() - started) / n * 1000

@@ -12,7 +12,7 @@ Prints ``BENCH`` lines, each measured figure beside its memory-bandwidth floor
 
 Not part of ``make bench`` (needs a CUDA GPU with about 40 GiB free). Run
 ``python bench/gpu_70b_shape.py`` and keep the figures in docs/performance.md.
-The test suite runs it on the CPU with a scaled-down shape (tests/test_daemon_gpu_bench.py).
+The test suite runs it on the CPU with a scaled-down shape (tests/daemon/test_gpu_bench.py).
 """
 
 from __future__ import annotations

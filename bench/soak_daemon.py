@@ -1,6 +1,6 @@
 """``make soak``: 32 concurrent clients against the real daemon for two minutes (a tiny CPU model).
 
-Checks what the in-suite soak (tests/test_daemon_soak.py, 20 s) checks, for
+Checks what the in-suite soak (tests/daemon/test_soak.py, 20 s) checks, for
 longer: no failed request, no leaked file descriptor, flat memory. Prints
 ``BENCH`` lines and exits non-zero on a failed check.
 Usage: ``python bench/soak_daemon.py [SECONDS] [CLIENTS]``.

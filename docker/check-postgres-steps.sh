@@ -10,7 +10,7 @@
 #      runs docker/initdb/10-sqlcoder.sh the way the image's entrypoint does,
 #      and the extension, its socket setting and a grant are checked.
 #
-# Run from anywhere: docker/check-postgres-steps.sh  (tests/test_packaging_images.py does)
+# Run from anywhere: docker/check-postgres-steps.sh  (tests/repo/test_packaging_images.py does)
 # Environment: PG_CONFIG (default pg_config), PYTHON (default .venv/bin/python).
 set -Eeuo pipefail
 
@@ -80,9 +80,9 @@ with Cluster() as pg:
         "plpython3u pulled in by CASCADE": ("SELECT count(*) FROM pg_extension WHERE extname = 'plpython3u'", "1"),
         "socket_path": ("SELECT value FROM sqlcoder.config WHERE key = 'socket_path'", socket_path),
         "grant to app_reader": (
-            "SELECT has_function_privilege('app_reader', 'sqlcoder.ask(text, text)', 'EXECUTE')", "t"),
+            "SELECT has_function_privilege('app_reader', 'sqlcoder.ask(text, text, bigint)', 'EXECUTE')", "t"),
         "no grant to PUBLIC": (
-            "SELECT has_function_privilege('public', 'sqlcoder.ask(text, text)', 'EXECUTE')", "f"),
+            "SELECT has_function_privilege('public', 'sqlcoder.ask(text, text, bigint)', 'EXECUTE')", "f"),
     }
     failed = 0
     for name, (sql, want) in checks.items():

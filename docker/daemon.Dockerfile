@@ -45,19 +45,20 @@ RUN python3 -m venv /opt/sqlcoder
 ENV PATH=/opt/sqlcoder/bin:$PATH
 
 # torch first and on its own, so that the build arg decides which CUDA build
-# is installed and `pip install .` below finds torch already satisfied.
+# is installed and the daemon's install below finds torch already satisfied.
 # (Pinned through the build arg, which hadolint cannot see: DL3013.)
 # hadolint ignore=DL3013
 RUN pip install "torch==${TORCH_VERSION}" ${TORCH_INDEX_URL:+--index-url "${TORCH_INDEX_URL}"}
 
+# Only the daemon's own distribution: the page, the eval tool and the
+# developer tooling (stand-in daemons, the tiny-model trainer) stay out.
 WORKDIR /src
-COPY pyproject.toml ./
-COPY python ./python
+COPY python/sqlcoder_daemon ./sqlcoder_daemon
 # [quant] brings bitsandbytes (nf4/int8); huggingface_hub (a transformers
 # dependency, named for clarity) does the optional download at start. Versions
-# are pyproject.toml's ranges, like any other install of the daemon (DL3013).
+# are the distribution's ranges, like any other install of the daemon (DL3013).
 # hadolint ignore=DL3013
-RUN pip install ".[quant]" huggingface_hub \
+RUN pip install "./sqlcoder_daemon[quant]" huggingface_hub \
  && python -c "import torch, transformers, accelerate, bitsandbytes, sqlcoder_daemon" \
  && rm -rf /src
 WORKDIR /

@@ -3,7 +3,8 @@
  * run, for sqlcoder._query_objects(): an aggregate's support functions, the
  * bodies of SQL-language functions (analyzed and walked in turn; other
  * languages are reported opaque), and the CHECK constraints of domains the
- * query builds values of (also inside composites, arrays and ranges).
+ * query builds values of (also inside composites, arrays, ranges and
+ * multiranges), and a range type's support functions.
  */
 #include "postgres.h"
 
@@ -11,67 +12,40 @@
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/xact.h"
-#include "catalog/objectaccess.h"
 #include "catalog/pg_aggregate.h"
-#include "catalog/pg_namespace.h"
-#include "catalog/pg_class.h"
 #include "catalog/pg_constraint.h"
-#include "catalog/pg_inherits.h"
 #include "catalog/pg_language.h"
 #include "catalog/pg_proc.h"
+#include "catalog/pg_range.h"
 #include "catalog/pg_type.h"
-#include "catalog/dependency.h"
-#include "commands/extension.h"
 #include "executor/functions.h"
-#include "fmgr.h"
-#include "foreign/fdwapi.h"
-#include "foreign/foreign.h"
-#include "funcapi.h"
 #include "miscadmin.h"
 #include "nodes/nodeFuncs.h"
 #include "parser/parser.h"
 #include "rewrite/rewriteHandler.h"
-#include "tcop/cmdtag.h"
 #include "tcop/tcopprot.h"
-#include "tcop/utility.h"
-#include "lib/stringinfo.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
-#include "utils/regproc.h"
-#include "utils/resowner.h"
 #include "utils/rel.h"
+#include "utils/resowner.h"
 #include "utils/syscache.h"
 #include "utils/typcache.h"
 
+#include "function_policy.h"
 #include "query_objects.h"
 
 /* The transition, final, combine and (de)serial functions an aggregate runs. */
 static void
 add_aggregate_support(Collector *c, Oid aggfnoid)
 {
-	HeapTuple	tup = SearchSysCache1(AGGFNOID, ObjectIdGetDatum(aggfnoid));
-	Oid			support[8];
-	int			i;
+	Oid			support[AGGREGATE_SUPPORT_FUNCTIONS];
 
-	if (!HeapTupleIsValid(tup))
+	if (!aggregate_support_functions(aggfnoid, support))
 		return;
-	{
-		Form_pg_aggregate agg = (Form_pg_aggregate) GETSTRUCT(tup);
-
-		support[0] = agg->aggtransfn;
-		support[1] = agg->aggfinalfn;
-		support[2] = agg->aggcombinefn;
-		support[3] = agg->aggserialfn;
-		support[4] = agg->aggdeserialfn;
-		support[5] = agg->aggmtransfn;
-		support[6] = agg->aggminvtransfn;
-		support[7] = agg->aggmfinalfn;
-	}
-	ReleaseSysCache(tup);
-	for (i = 0; i < 8; i++)
+	for (int i = 0; i < AGGREGATE_SUPPORT_FUNCTIONS; i++)
 		if (OidIsValid(support[i]))
 			query_add_function(c, support[i], NULL);
 }
@@ -257,6 +231,30 @@ walk_domain_checks(Collector *c, Oid typid)
 }
 
 /*
+ * A range type's canonical and subtype_diff functions run inside range
+ * input and the planner's estimates, never as a call in the query; for a
+ * multirange, those of its range.
+ */
+void
+query_add_range_support(Collector *c, Oid typid)
+{
+	HeapTuple	tup;
+	Oid			canonical,
+				subdiff;
+
+	if (get_typtype(typid) == TYPTYPE_MULTIRANGE)
+		typid = get_multirange_range(typid);
+	tup = SearchSysCache1(RANGETYPE, ObjectIdGetDatum(typid));
+	if (!HeapTupleIsValid(tup))
+		return;
+	canonical = ((Form_pg_range) GETSTRUCT(tup))->rngcanonical;
+	subdiff = ((Form_pg_range) GETSTRUCT(tup))->rngsubdiff;
+	ReleaseSysCache(tup);
+	query_add_function(c, canonical, NULL);
+	query_add_function(c, subdiff, NULL);
+}
+
+/*
  * Types whose values the query builds can run code: a domain's CHECK
  * constraints (also inside composites and arrays built by record_in,
  * array_in, json_populate_record), a range's subtype.
@@ -304,7 +302,12 @@ query_add_type(Collector *c, Oid typid)
 			query_add_type(c, lfirst_oid(lc));
 	}
 	else if (typtype == TYPTYPE_RANGE)
+	{
+		query_add_range_support(c, typid);
 		query_add_type(c, get_range_subtype(typid));
+	}
+	else if (typtype == TYPTYPE_MULTIRANGE)
+		query_add_type(c, get_multirange_range(typid));
 	else if (OidIsValid(elemtype))
 		query_add_type(c, elemtype);
 }

@@ -1,115 +1,107 @@
 /*
- * src/history.h: declarations shared by the files that write sqlcoder.history
- * rows (history_shmem.c, history_role.c, history_xact.c, history_write.c,
- * history_worker.c); private to this library.
+ * src/history.h: the history writer seam, private to this library.
+ *
+ * history_queue.c   shared state: counters, the fold table, one bounded ring
+ *                   of rows per database and the state of its writer
+ * history_writer.c  the one long-lived background worker per database that
+ *                   drains its ring into sqlcoder.history
+ * history_calls.c   sqlcoder._history_begin/_history_write/_history_stats, the
+ *                   backend side, reachable only inside sqlcoder._invoke
+ * history_role.c    the safety check on sqlcoder_history_writer
+ *
+ * Every piece of state is static in the file that owns it; the other files
+ * reach it through the functions below.
  */
 #ifndef SQLCODER_HISTORY_H
 #define SQLCODER_HISTORY_H
 
 #include "postgres.h"
 
-#include "port/atomics.h"
-#include "postmaster/bgworker.h"
-#include "storage/dsm.h"
-#include "storage/spin.h"
-#include "utils/timestamp.h"
+#include "datatype/timestamp.h"
 
-#define WRITER_ROLE		"sqlcoder_history_writer"
-#define FOLD_SLOTS		32
-#define FOLD_WINDOW_MS	1000
-#define FOLD_STALE_MS	30000	/* a slot whose worker died is reused after this */
-#define PURGE_EVERY_MS	60000
-#define PURGE_MAX_BATCHES 10
-#define REASON_LEN		200
-#define MAX_PAYLOAD_BYTES (4 * 1024 * 1024)
+#define HISTORY_WRITER_ROLE		"sqlcoder_history_writer"
+/* The longest row text accepted; the package cuts each text to 100,000 characters. */
+#define HISTORY_MAX_PAYLOAD		(1024 * 1024)
+#define HISTORY_REASON_LEN		200
+#define HISTORY_OUTCOME_LEN		32
+/* Range of the caller-supplied waits, so that neither overflows nor waits for days. */
+#define HISTORY_MAX_TIMEOUT_MS	60000
+#define HISTORY_MAX_WRITE_TIMEOUT_MS 600000
 
-/* Counters, in shared memory (or per backend as a fallback). */
-typedef enum
+typedef enum HistoryCounter
 {
-	C_CALLS,					/* rows asked to be written */
-	C_WRITTEN,					/* rows committed by a worker */
-	C_FOLDED,					/* calls folded into another row's repeat_count */
-	C_UNCONFIRMED,				/* the caller stopped waiting after history_timeout_ms */
-	C_NO_WORKER,				/* no background worker slot within the timeout */
-	C_UNSAFE_ROLE,				/* the writer role is missing or has more than it should */
-	C_FAILED,					/* the worker could not write it (lock, disk, ...) */
-	C_AT_EXIT,					/* written for a call its backend left (terminated, abandoned) */
-	C_PURGED,					/* rows removed by retention */
-	C_IN_CALLER_XACT,			/* rows written in the caller's committed transaction */
-	C_AT_ABORT,					/* rows handed to a worker because the caller's transaction rolled back */
-	C_COUNT
-} Counter;
+	HC_CALLS,					/* rows asked to be written */
+	HC_WRITTEN,					/* rows committed by the writer */
+	HC_FOLDED,					/* calls folded into another row's repeat_count */
+	HC_UNCONFIRMED,				/* the caller stopped waiting after history_timeout_ms */
+	HC_QUEUE_FULL,				/* the ring stayed full for history_timeout_ms */
+	HC_NO_QUEUE,				/* more databases write history at once than there are rings */
+	HC_UNSAFE_ROLE,				/* the writer role is missing or has more than it should */
+	HC_FAILED,					/* the writer could not write it (lock, disk, standby, ...) */
+	HC_AT_EXIT,					/* queued for a call its backend left (terminated, abandoned) */
+	HC_PURGED,					/* rows removed by retention (age, row count, bytes per role) */
+	HC_WRITER_STARTS,			/* background workers started for writing */
+	HC_COUNT
+} HistoryCounter;
 
-typedef struct FoldSlot
+/* One row as the backend hands it over and the writer takes it. */
+typedef struct HistoryRow
 {
-	Oid			dbid;
-	Oid			roleid;
-	uint64		key;
-	TimestampTz started;
-	int32		count;
-	bool		open;
-} FoldSlot;
-
-typedef struct HistoryShared
-{
-	slock_t		mutex;
-	uint64		counters[C_COUNT];
-	TimestampTz last_purge;
-	TimestampTz last_failure_at;
-	char		last_failure[REASON_LEN];
-	FoldSlot	fold[FOLD_SLOTS];
-} HistoryShared;
-
-/* What the backend hands the worker, in a DSM segment. */
-typedef enum
-{
-	JOB_PENDING, JOB_COPIED, JOB_WRITTEN, JOB_FAILED
-} JobState;
-
-typedef struct HistoryJob
-{
-	pg_atomic_uint32 state;
 	Oid			roleid;			/* the caller's current_user, found here, never passed in */
 	NameData	rolename;
 	int32		fold_slot;		/* -1: not folded */
 	int32		write_timeout_ms;
-	int32		notify_procno;	/* the waiting backend's latch; -1 none */
-	bool		purge_only;		/* no row: only delete rows past retention */
-	char		outcome[32];	/* overrides the payload's outcome when set */
+	char		outcome[HISTORY_OUTCOME_LEN];	/* overrides the payload's outcome when set */
 	double		latency_ms;		/* overrides the payload's latency when >= 0 */
-	char		reason[REASON_LEN];
-	Size		payload_len;
-	char		payload[FLEXIBLE_ARRAY_MEMBER];
-} HistoryJob;
+	uint32		payload_len;
+	const char *payload;		/* JSON text, payload_len bytes */
+} HistoryRow;
 
-/* bgw_extra: which database, as which role. */
-typedef struct WorkerArgs
+typedef enum HistoryEnqueue
 {
-	Oid			dbid;
-	Oid			writer;
-} WorkerArgs;
+	HQ_QUEUED,					/* *seq says which */
+	HQ_FULL,					/* no room before the deadline */
+	HQ_NO_QUEUE,				/* no ring for this database */
+	HQ_NO_MEMORY				/* no shared memory for the counters, or no DSM segment */
+} HistoryEnqueue;
 
-extern HistoryShared *history_shared;
+typedef enum HistoryOutcome
+{
+	HO_PENDING,					/* not taken by the writer yet */
+	HO_WRITTEN,					/* committed, or taken for folding */
+	HO_FAILED					/* the writer gave up on it (counted, logged) */
+} HistoryOutcome;
 
-/* history_shmem.c */
-extern HistoryShared *history_shared_state(void);
-extern void history_count(Counter c, int64 n);
-extern void history_lost(Counter c, const char *role, const char *reason);
+/* history_queue.c: the shared struct (false: none; counters per backend, nothing queued) */
+extern bool history_shared_ready(void);
+
+/* history_queue.c: counters and logging */
+extern void history_count(HistoryCounter c, int64 n);
+extern void history_lost(HistoryCounter c, const char *role, const char *reason);
+extern char *history_stats_json(void);
+
+/* history_queue.c: folding identical refusals within a second */
 extern bool history_fold(Oid roleid, const char *key, int *slot);
-extern void history_release_slot(int slot);
+extern void history_release_fold(int slot);
+extern int	history_fold_wait_ms(int slot);
+extern int32 history_take_fold(int slot);
+
+/* history_queue.c: the backend side of the ring */
+extern HistoryEnqueue history_enqueue(const HistoryRow *row, TimestampTz deadline, uint64 *seq);
+extern HistoryOutcome history_wait(uint64 seq, TimestampTz deadline);
+extern void history_ensure_writer(Oid writer);
+
+/* history_queue.c: the writer side of the ring */
+extern bool history_attach_as_writer(Oid dbid);
+extern bool history_dequeue(HistoryRow *row, uint64 *seq);
+extern void history_finish(uint64 seq, bool ok);
+extern bool history_writer_may_exit(void);
 extern bool history_purge_due(void);
+
+/* history_writer.c */
+extern bool history_start_writer(Oid dbid, Oid writer);
 
 /* history_role.c */
 extern Oid	history_writer_role(const char **why);
-
-/* history_worker.c */
-extern const char *const history_insert_sql;
-extern dsm_segment *history_make_job(const char *payload, Oid roleid, const char *rolename, int fold_slot,
-									 int write_timeout_ms, bool notify);
-extern bool history_start_worker(dsm_segment *seg, Oid writer, bool notify, BackgroundWorkerHandle **handle);
-
-/* history_xact.c */
-extern bool history_write_in_transaction(const char *payload, Oid roleid, const char *role, Oid writer,
-										 int timeout_ms, int write_timeout_ms);
 
 #endif							/* SQLCODER_HISTORY_H */

@@ -1,47 +1,15 @@
 /*
  * src/history_role.c: the safety check on sqlcoder_history_writer, the role
- * history rows are written as (by a worker, or in the caller's transaction).
+ * history rows are written as (by the history writer of each database).
  */
 #include "postgres.h"
 
 #include "access/htup_details.h"
-#include "access/xact.h"
-#include "access/xlog.h"
-#include "catalog/pg_auth_members.h"
 #include "catalog/pg_authid.h"
-#include "catalog/pg_type.h"
-#include "common/hashfn.h"
-#include "executor/spi.h"
-#include "fmgr.h"
-#include "funcapi.h"
-#include "miscadmin.h"
-#include "pgstat.h"
-#include "port/atomics.h"
-#include "postmaster/bgworker.h"
-#include "storage/dsm.h"
-#include "storage/ipc.h"
-#include "storage/latch.h"
-#include "storage/lwlock.h"
-#include "storage/proc.h"
-#include "storage/shmem.h"
-#include "storage/spin.h"
-#include "tcop/tcopprot.h"
-#include "utils/acl.h"
-#include "utils/builtins.h"
 #include "utils/catcache.h"
-#include "utils/guc.h"
-#include "utils/json.h"
-#include "utils/jsonb.h"
-#include "utils/memutils.h"
-#include "utils/resowner.h"
-#include "utils/snapmgr.h"
 #include "utils/syscache.h"
-#include "utils/timeout.h"
-#include "utils/timestamp.h"
 
 #include "history.h"
-
-/* -- the writer role -------------------------------------------------------- */
 
 /*
  * The writer role's OID, or InvalidOid (with *why) when it is missing or has
@@ -60,10 +28,10 @@ history_writer_role(const char **why)
 	CatCList   *memberships;
 	bool		bad;
 
-	tup = SearchSysCache1(AUTHNAME, CStringGetDatum(WRITER_ROLE));
+	tup = SearchSysCache1(AUTHNAME, CStringGetDatum(HISTORY_WRITER_ROLE));
 	if (!HeapTupleIsValid(tup))
 	{
-		*why = "role " WRITER_ROLE " does not exist";
+		*why = "role " HISTORY_WRITER_ROLE " does not exist";
 		return InvalidOid;
 	}
 	form = (Form_pg_authid) GETSTRUCT(tup);
@@ -74,7 +42,7 @@ history_writer_role(const char **why)
 	ReleaseSysCache(tup);
 	if (bad)
 	{
-		*why = "role " WRITER_ROLE " has an attribute or a password it must not have";
+		*why = "role " HISTORY_WRITER_ROLE " has an attribute or a password it must not have";
 		return InvalidOid;
 	}
 	members = SearchSysCacheList1(AUTHMEMROLEMEM, ObjectIdGetDatum(oid));
@@ -84,7 +52,7 @@ history_writer_role(const char **why)
 	ReleaseSysCacheList(memberships);
 	if (bad)
 	{
-		*why = "role " WRITER_ROLE " has members or is a member of another role";
+		*why = "role " HISTORY_WRITER_ROLE " has members or is a member of another role";
 		return InvalidOid;
 	}
 	return oid;

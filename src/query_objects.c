@@ -1,6 +1,6 @@
 /*
  * src/query_objects.c: which functions and relations one SQL statement uses,
- * as PostgreSQL's own parse analysis resolved them (issue #10, the guard).
+ * as PostgreSQL's own parse analysis resolved them (the guard).
  *
  *   sqlcoder._query_objects(sql text) RETURNS TABLE (kind text, objid oid)
  *
@@ -40,50 +40,27 @@
  * SELECT INTO) -> 25006.
  *
  * The walk is in query_walker.c (the analyzed query) and function_bodies.c
- * (what a called function or a built type can run); the hook that guards
- * parse analysis is in analysis_hook.c.
+ * (what a called function or a built type can run). While it analyzes, the
+ * function policy is armed (policy_hook.c): parse analysis can evaluate a
+ * literal's domain CHECK constraints, which can call any function.
+ *
+ * Errors the Python side tells apart carry the constraint name
+ * sqlcoder_one_statement or sqlcoder_plain_query (schema sqlcoder).
  */
 #include "postgres.h"
 
-#include "access/genam.h"
-#include "access/htup_details.h"
-#include "access/table.h"
-#include "access/xact.h"
-#include "catalog/objectaccess.h"
-#include "catalog/pg_aggregate.h"
-#include "catalog/pg_namespace.h"
-#include "catalog/pg_class.h"
-#include "catalog/pg_constraint.h"
-#include "catalog/pg_inherits.h"
-#include "catalog/pg_language.h"
-#include "catalog/pg_proc.h"
-#include "catalog/pg_type.h"
-#include "catalog/dependency.h"
-#include "commands/extension.h"
-#include "executor/functions.h"
 #include "fmgr.h"
-#include "foreign/fdwapi.h"
-#include "foreign/foreign.h"
 #include "funcapi.h"
-#include "miscadmin.h"
-#include "nodes/nodeFuncs.h"
+#include "nodes/parsenodes.h"
 #include "parser/parser.h"
-#include "rewrite/rewriteHandler.h"
 #include "tcop/cmdtag.h"
 #include "tcop/tcopprot.h"
 #include "tcop/utility.h"
-#include "lib/stringinfo.h"
-#include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/fmgroids.h"
-#include "utils/guc.h"
-#include "utils/lsyscache.h"
-#include "utils/regproc.h"
-#include "utils/resowner.h"
-#include "utils/rel.h"
-#include "utils/syscache.h"
-#include "utils/typcache.h"
+#include "utils/elog.h"
+#include "utils/tuplestore.h"
 
+#include "policy_hook.h"
 #include "query_objects.h"
 
 PG_FUNCTION_INFO_V1(sqlcoder_query_objects);
@@ -116,7 +93,9 @@ refuse_statement(const char *what)
 			(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
 			 errmsg("sqlcoder runs only a plain query: this is %s %s", vowel ? "an" : "a", what),
 			 errhint("sqlcoder only reads: SELECT, VALUES, TABLE, or WITH without INSERT/UPDATE/DELETE. "
-					 "Run other statements yourself, outside sqlcoder.")));
+					 "Run other statements yourself, outside sqlcoder."),
+			 err_generic_string(PG_DIAG_SCHEMA_NAME, "sqlcoder"),
+			 err_generic_string(PG_DIAG_CONSTRAINT_NAME, "sqlcoder_plain_query")));
 }
 
 static Query *
@@ -131,7 +110,9 @@ analyze_one_plain_query(const char *sql)
 		ereport(ERROR,
 				(errcode(ERRCODE_SYNTAX_ERROR),
 				 errmsg("sqlcoder runs exactly one SQL statement; this text holds %d", list_length(raw)),
-				 errhint("Remove everything but one query.")));
+				 errhint("Remove everything but one query."),
+				 err_generic_string(PG_DIAG_SCHEMA_NAME, "sqlcoder"),
+				 err_generic_string(PG_DIAG_CONSTRAINT_NAME, "sqlcoder_one_statement")));
 	stmt = linitial_node(RawStmt, raw);
 	if (IsA(stmt->stmt, SelectStmt) && ((SelectStmt *) stmt->stmt)->intoClause != NULL)
 		refuse_statement("SELECT INTO");
@@ -170,6 +151,7 @@ sqlcoder_query_objects(PG_FUNCTION_ARGS)
 	ErrorContextCallback errcallback;
 	char	   *sql;
 	Query	   *volatile q = NULL;
+	const char *previous;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -181,8 +163,7 @@ sqlcoder_query_objects(PG_FUNCTION_ARGS)
 	errcallback.arg = sql;
 	errcallback.previous = error_context_stack;
 	error_context_stack = &errcallback;
-	query_prev_object_access_hook = object_access_hook;
-	object_access_hook = query_analysis_access_hook;
+	previous = policy_hook_arm("analyzing the query");
 	PG_TRY();
 	{
 		q = analyze_one_plain_query(sql);
@@ -191,7 +172,7 @@ sqlcoder_query_objects(PG_FUNCTION_ARGS)
 	}
 	PG_FINALLY();
 	{
-		object_access_hook = query_prev_object_access_hook;
+		policy_hook_restore(previous);
 	}
 	PG_END_TRY();
 	error_context_stack = errcallback.previous;

@@ -1,14 +1,13 @@
 /*
  * src/query_objects.h: declarations shared by the files behind
  * sqlcoder._query_objects() (query_objects.c, query_walker.c,
- * function_bodies.c, analysis_hook.c); private to this library.
+ * function_bodies.c); private to this library.
  */
 #ifndef SQLCODER_QUERY_OBJECTS_H
 #define SQLCODER_QUERY_OBJECTS_H
 
 #include "postgres.h"
 
-#include "catalog/objectaccess.h"
 #include "nodes/parsenodes.h"
 
 typedef struct Collector
@@ -27,9 +26,6 @@ extern void query_add_output_functions(Collector *c, Query *q);
 /* function_bodies.c */
 extern void query_add_function(Collector *c, Oid funcid, Node *call);
 extern void query_add_type(Collector *c, Oid typid);
-
-/* analysis_hook.c */
-extern object_access_hook_type query_prev_object_access_hook;
-extern void query_analysis_access_hook(ObjectAccessType access, Oid classId, Oid objectId, int subId, void *arg);
+extern void query_add_range_support(Collector *c, Oid typid);
 
 #endif							/* SQLCODER_QUERY_OBJECTS_H */

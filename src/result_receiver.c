@@ -9,30 +9,26 @@
 #include "postgres.h"
 
 #include "access/detoast.h"
-#include "access/htup_details.h"
-#include "access/xact.h"
 #include "catalog/pg_type.h"
-#include "executor/spi.h"
-#include "lib/stringinfo.h"
-#include "executor/tuptable.h"
-#include "fmgr.h"
-#include "funcapi.h"
-#include "miscadmin.h"
-#include "nodes/execnodes.h"
-#include "nodes/pg_list.h"
-#include "tcop/dest.h"
-#include "utils/builtins.h"
-#include "utils/guc.h"
-#include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/resowner.h"
-#include "utils/tuplestore.h"
 
-#include "result_rows.h"
+#include "result.h"
+
+typedef struct StashReceiver
+{
+	DestReceiver pub;
+	Stash	   *stash;
+	int64		max_rows;
+	int64		max_bytes;
+	ResultCounts counts;
+	bool		as_json;		/* keep each row as its row_to_json text */
+	RowJson    *json;			/* as_json: turns the query's rows into that text */
+	MemoryContext row_cxt;		/* as_json: one row's conversion, reset after each */
+} StashReceiver;
 
 /* The kept rows have the query's own columns, or one json column (as_json). */
-void
-result_receiver_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
+static void
+receiver_startup(DestReceiver *self, int operation, TupleDesc typeinfo)
 {
 	StashReceiver *r = (StashReceiver *) self;
 	Stash	   *stash = r->stash;
@@ -69,17 +65,17 @@ receive_json(StashReceiver *r, TupleTableSlot *slot)
 	bool		isnull = false;
 
 	length = row_json_lower_bound(r->json, slot);
-	if (r->bytes + length <= r->max_bytes)
+	if (r->counts.bytes + length <= r->max_bytes)
 	{
 		old = MemoryContextSwitchTo(r->row_cxt);
 		length = row_json_measure(r->json, slot);
 		MemoryContextSwitchTo(old);
 	}
-	r->bytes += length;
-	if (r->bytes > r->max_bytes)
+	r->counts.bytes += length;
+	if (r->counts.bytes > r->max_bytes)
 	{
 		MemoryContextReset(r->row_cxt);
-		r->exceeded = true;
+		r->counts.exceeded = true;
 		return false;
 	}
 	old = MemoryContextSwitchTo(r->row_cxt);
@@ -87,46 +83,50 @@ receive_json(StashReceiver *r, TupleTableSlot *slot)
 	MemoryContextSwitchTo(old);
 	tuplestore_putvalues(r->stash->store, r->stash->desc, &json, &isnull);	/* copies it */
 	MemoryContextReset(r->row_cxt);
-	r->rows++;
+	r->counts.rows++;
 	return true;
 }
 
 /* false stops the executor: the row cap or the byte limit is reached. */
-bool
-result_receiver_receive(TupleTableSlot *slot, DestReceiver *self)
+static bool
+receiver_receive(TupleTableSlot *slot, DestReceiver *self)
 {
 	StashReceiver *r = (StashReceiver *) self;
 	TupleDesc	desc = slot->tts_tupleDescriptor;
 	Datum	   *values;
 	bool		detoasted = false;
 
-	if (r->rows >= r->max_rows)
+	if (r->counts.rows >= r->max_rows)
 	{
-		r->truncated = true;
+		r->counts.truncated = true;
 		return false;
 	}
 	if (r->as_json)
 		return receive_json(r, slot);
 	slot_getallattrs(slot);
 	values = slot->tts_values;
-	/* Counted as text would count it, roughly: a NULL as 4 bytes ("null"). */
+	/*
+	 * Counted as text would count it, roughly: a NULL as 4 bytes ("null").
+	 * This loop and the next are over the row's columns (at most 1,664):
+	 * no interrupt check needed, the executor checks between rows.
+	 */
 	for (int i = 0; i < desc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
 		Datum		value = slot->tts_values[i];
 
 		if (slot->tts_isnull[i])
-			r->bytes += 4;
+			r->counts.bytes += 4;
 		else if (att->attlen == -1)
-			r->bytes += (int64) (toast_raw_datum_size(value) - VARHDRSZ);
+			r->counts.bytes += (int64) (toast_raw_datum_size(value) - VARHDRSZ);
 		else if (att->attlen == -2)
-			r->bytes += (int64) strlen(DatumGetCString(value));
+			r->counts.bytes += (int64) strlen(DatumGetCString(value));
 		else
-			r->bytes += att->attlen;
+			r->counts.bytes += att->attlen;
 	}
-	if (r->bytes > r->max_bytes)
+	if (r->counts.bytes > r->max_bytes)
 	{
-		r->exceeded = true;
+		r->counts.exceeded = true;
 		return false;
 	}
 	/* A column read straight from a table may be a TOAST pointer: keep the value itself. */
@@ -154,11 +154,35 @@ result_receiver_receive(TupleTableSlot *slot, DestReceiver *self)
 	}
 	else
 		tuplestore_puttupleslot(r->stash->store, slot);
-	r->rows++;
+	r->counts.rows++;
 	return true;
 }
 
-void
-result_receiver_noop(DestReceiver *self)
+static void
+receiver_noop(DestReceiver *self)
 {
+}
+
+/* A receiver that fills stash, allocated in the stash's context: its counts outlive SPI's memory. */
+DestReceiver *
+result_receiver_create(Stash *stash, int64 max_rows, int64 max_bytes, bool as_json)
+{
+	StashReceiver *r = MemoryContextAllocZero(stash->cxt, sizeof(StashReceiver));
+
+	r->pub.receiveSlot = receiver_receive;
+	r->pub.rStartup = receiver_startup;
+	r->pub.rShutdown = receiver_noop;
+	r->pub.rDestroy = receiver_noop;
+	r->pub.mydest = DestNone;
+	r->stash = stash;
+	r->max_rows = max_rows;
+	r->max_bytes = max_bytes;
+	r->as_json = as_json;
+	return (DestReceiver *) r;
+}
+
+ResultCounts
+result_receiver_counts(DestReceiver *receiver)
+{
+	return ((StashReceiver *) receiver)->counts;
 }

@@ -30,31 +30,23 @@
  *
  * This file holds the first two; the kept results are in result_stash.c,
  * the receiver that fills them in result_receiver.c, declarations shared by
- * these files in result_rows.h.
+ * these files in result.h.
  */
 #include "postgres.h"
 
-#include "access/detoast.h"
 #include "access/htup_details.h"
-#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
-#include "lib/stringinfo.h"
-#include "executor/tuptable.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "nodes/execnodes.h"
-#include "nodes/pg_list.h"
-#include "tcop/dest.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
-#include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/resowner.h"
-#include "utils/tuplestore.h"
 
-#include "result_rows.h"
+#include "policy_hook.h"
+#include "result.h"
 
 PG_FUNCTION_INFO_V1(sqlcoder_run_readonly);
 PG_FUNCTION_INFO_V1(sqlcoder_result_rows);
@@ -79,10 +71,12 @@ sqlcoder_run_readonly(PG_FUNCTION_ARGS)
 	TupleDesc	result_desc;
 	SPIPlanPtr	plan;
 	SPIExecuteOptions options;
-	StashReceiver receiver;		/* on the stack: read after SPI_finish freed SPI's memory */
+	DestReceiver *receiver;
+	ResultCounts counts;
 	Stash	   *stash;
 	Datum		values[5];
 	bool		nulls[5] = {false, false, false, false, false};
+	const char *previous;
 
 	if (get_call_result_type(fcinfo, NULL, &result_desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "sqlcoder._run_readonly must return a composite");
@@ -92,10 +86,10 @@ sqlcoder_run_readonly(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("sqlcoder: max_rows and max_bytes must not be negative")));
 
-	if (list_length(result_stashes) >= MAX_WAITING_RESULTS)
+	if (result_stash_waiting() >= MAX_WAITING_RESULTS)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("sqlcoder: %d results of this transaction were never returned", list_length(result_stashes)),
+				 errmsg("sqlcoder: %d results of this transaction were never returned", result_stash_waiting()),
 				 errhint("Call sqlcoder.run or sqlcoder.execute; each returns its rows at once.")));
 
 	/* Local to this call: the SET clause restores the path when it returns. */
@@ -103,30 +97,32 @@ sqlcoder_run_readonly(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	plan = SPI_prepare(query, 0, NULL);
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	if (!SPI_is_cursor_plan(plan))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_CURSOR_DEFINITION),
-				 errmsg("sqlcoder: the query must be exactly one statement that returns rows")));
-	SPI_freeplan(plan);
+	/* The function policy holds from analysis to the last row built (policy_hook.c). */
+	previous = policy_hook_arm("analyzing the query");
+	PG_TRY();
+	{
+		plan = SPI_prepare(query, 0, NULL);
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		if (!SPI_is_cursor_plan(plan))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_CURSOR_DEFINITION),
+					 errmsg("sqlcoder: the query must be exactly one statement that returns rows")));
+		SPI_freeplan(plan);
+	}
+	PG_FINALLY();
+	{
+		policy_hook_restore(previous);
+	}
+	PG_END_TRY();
 
 	stash = result_stash_create();
 
-	memset(&receiver, 0, sizeof(receiver));
-	receiver.pub.receiveSlot = result_receiver_receive;
-	receiver.pub.rStartup = result_receiver_startup;
-	receiver.pub.rShutdown = result_receiver_noop;
-	receiver.pub.rDestroy = result_receiver_noop;
-	receiver.pub.mydest = DestNone;
-	receiver.stash = stash;
-	receiver.max_rows = max_rows;
-	receiver.max_bytes = max_bytes;
-	receiver.as_json = as_json;
+	receiver = result_receiver_create(stash, max_rows, max_bytes, as_json);
 
 	memset(&options, 0, sizeof(options));
-	options.dest = (DestReceiver *) &receiver;
+	options.dest = receiver;
+	previous = policy_hook_arm("planning and running the query and building its rows");
 	PG_TRY();
 	{
 		/*
@@ -142,30 +138,26 @@ sqlcoder_run_readonly(PG_FUNCTION_ARGS)
 	}
 	PG_CATCH();
 	{
+		policy_hook_restore(previous);
 		result_stash_free(stash);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
+	policy_hook_restore(previous);
 	SPI_finish();
 
-	if (receiver.exceeded)
+	counts = result_receiver_counts(receiver);
+	if (counts.exceeded)
 	{
 		result_stash_free(stash);
 		nulls[0] = true;
 	}
 	else
-	{
-		MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
-
-		stash->token = result_next_token++;
-		result_stashes = lappend(result_stashes, stash);
-		MemoryContextSwitchTo(old);
-		values[0] = Int64GetDatum(stash->token);
-	}
-	values[1] = Int64GetDatum(receiver.rows);
-	values[2] = Int64GetDatum(receiver.bytes);
-	values[3] = BoolGetDatum(receiver.truncated);
-	values[4] = BoolGetDatum(receiver.exceeded);
+		values[0] = Int64GetDatum(result_stash_keep(stash));
+	values[1] = Int64GetDatum(counts.rows);
+	values[2] = Int64GetDatum(counts.bytes);
+	values[3] = BoolGetDatum(counts.truncated);
+	values[4] = BoolGetDatum(counts.exceeded);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(result_desc, values, nulls)));
 }
 
@@ -215,16 +207,9 @@ sqlcoder_result_rows(PG_FUNCTION_ARGS)
 	PG_TRY();
 	{
 		slot = MakeSingleTupleTableSlot(stash->desc, &TTSOpsMinimalTuple);
-		for (;;)
+		/* Up to max_rows rows, some read back from a file: a cancel acts between them. */
+		while (result_stash_read(stash, slot))
 		{
-			bool		found;
-
-			/* A row read back from the file is allocated here; the slot frees it at the next read. */
-			old = MemoryContextSwitchTo(stash->cxt);
-			found = tuplestore_gettupleslot(stash->store, true, false, slot);
-			MemoryContextSwitchTo(old);
-			if (!found)
-				break;
 			tuplestore_puttupleslot(out, slot);
 			CHECK_FOR_INTERRUPTS();
 		}

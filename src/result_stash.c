@@ -7,31 +7,17 @@
  */
 #include "postgres.h"
 
-#include "access/detoast.h"
-#include "access/htup_details.h"
 #include "access/xact.h"
-#include "catalog/pg_type.h"
-#include "executor/spi.h"
-#include "lib/stringinfo.h"
-#include "executor/tuptable.h"
-#include "fmgr.h"
-#include "funcapi.h"
 #include "miscadmin.h"
-#include "nodes/execnodes.h"
 #include "nodes/pg_list.h"
-#include "tcop/dest.h"
-#include "utils/builtins.h"
-#include "utils/guc.h"
-#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
-#include "utils/tuplestore.h"
 
-#include "result_rows.h"
+#include "result.h"
 
 /* Results not yet taken, in TopTransactionContext; reset at transaction end. */
-List *result_stashes = NIL;
-int64 result_next_token = 1;
+static List *result_stashes = NIL;
+static int64 result_next_token = 1;
 static bool callback_registered = false;
 
 /* The stash is gone afterwards: its struct lived in its own context. */
@@ -96,6 +82,39 @@ result_stash_create(void)
 	PG_END_TRY();
 	MemoryContextSwitchTo(old);
 	return stash;
+}
+
+int
+result_stash_waiting(void)
+{
+	return list_length(result_stashes);
+}
+
+/* Put a filled stash on the waiting list; returns the token that takes it. */
+int64
+result_stash_keep(Stash *stash)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+
+	stash->token = result_next_token++;
+	result_stashes = lappend(result_stashes, stash);
+	MemoryContextSwitchTo(old);
+	return stash->token;
+}
+
+/*
+ * The next kept row into slot, false at the end. A row read back from the
+ * tuplestore's file is allocated in the stash's context; the slot frees it
+ * at the next read.
+ */
+bool
+result_stash_read(Stash *stash, TupleTableSlot *slot)
+{
+	MemoryContext old = MemoryContextSwitchTo(stash->cxt);
+	bool		found = tuplestore_gettupleslot(stash->store, true, false, slot);
+
+	MemoryContextSwitchTo(old);
+	return found;
 }
 
 /* The rows kept under token, removed from the waiting list: the caller frees them (result_stash_free). */

@@ -6,27 +6,18 @@
  */
 #include "postgres.h"
 
-#include "access/detoast.h"
-#include "access/htup_details.h"
-#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
-#include "lib/stringinfo.h"
-#include "executor/tuptable.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "nodes/execnodes.h"
-#include "nodes/pg_list.h"
-#include "tcop/dest.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/resowner.h"
-#include "utils/tuplestore.h"
 
-#include "result_rows.h"
+#include "result.h"
 
 PG_FUNCTION_INFO_V1(sqlcoder_run_typed);
 PG_FUNCTION_INFO_V1(sqlcoder_execute_typed);
@@ -91,8 +82,8 @@ typed_rows(FunctionCallInfo fcinfo, const char *call_sql, int nargs, Oid *argtyp
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	TupleDesc	expected;
-	Datum		args[3];
-	char		argnulls[3];
+	Datum		args[4];
+	char		argnulls[4];
 	bool		isnull;
 	int64		token;
 	Stash	   *stash;
@@ -178,15 +169,9 @@ typed_rows(FunctionCallInfo fcinfo, const char *call_sql, int nargs, Oid *argtyp
 			Datum	   *values = palloc(expected->natts * sizeof(Datum));
 			bool	   *nulls = palloc(expected->natts * sizeof(bool));
 
-			for (;;)
+			/* Up to max_rows rows, each converted: a cancel acts between them. */
+			while (result_stash_read(stash, slot))
 			{
-				bool		found;
-
-				old = MemoryContextSwitchTo(stash->cxt);
-				found = tuplestore_gettupleslot(stash->store, true, false, slot);
-				MemoryContextSwitchTo(old);
-				if (!found)
-					break;
 				slot_getallattrs(slot);
 				old = MemoryContextSwitchTo(per_row);
 				for (int i = 0; i < expected->natts; i++)
@@ -226,17 +211,26 @@ typed_rows(FunctionCallInfo fcinfo, const char *call_sql, int nargs, Oid *argtyp
 	return (Datum) 0;
 }
 
-/* sqlcoder.run_typed(question text, instructions text, max_rows integer) RETURNS SETOF record */
+/*
+ * sqlcoder.run_typed(question text, instructions text, max_rows integer[, follow_up bigint])
+ * RETURNS SETOF record; 0.3.0 declared it without follow_up.
+ */
 Datum
 sqlcoder_run_typed(PG_FUNCTION_ARGS)
 {
-	Oid			types[3] = {TEXTOID, TEXTOID, INT4OID};
+	Oid			types[4] = {TEXTOID, TEXTOID, INT4OID, INT8OID};
 
+	if (PG_NARGS() < 4)
+		return typed_rows(fcinfo,
+						  "SELECT sqlcoder._result(sqlcoder._invoke('run', pg_catalog.jsonb_build_object("
+						  "'question', $1, 'instructions', $2, 'max_rows', $3, "
+						  "'caller_path', pg_catalog.current_schemas(true), 'typed', true)))::pg_catalog.int8",
+						  3, types);
 	return typed_rows(fcinfo,
 					  "SELECT sqlcoder._result(sqlcoder._invoke('run', pg_catalog.jsonb_build_object("
-					  "'question', $1, 'instructions', $2, 'max_rows', $3, "
+					  "'question', $1, 'instructions', $2, 'max_rows', $3, 'follow_up', $4, "
 					  "'caller_path', pg_catalog.current_schemas(true), 'typed', true)))::pg_catalog.int8",
-					  3, types);
+					  4, types);
 }
 
 /* sqlcoder.execute_typed(sql text, max_rows integer) RETURNS SETOF record */

@@ -21,12 +21,14 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
-#include "row_json.h"
+#include "result.h"
 
 typedef enum ColumnKind
 {
@@ -70,6 +72,10 @@ init_escaped_width(void)
 	escaped_width['\r'] = escaped_width['\t'] = escaped_width['"'] = escaped_width['\\'] = 2;
 }
 
+/*
+ * This loop and write_escaped's are over one value (at most 1 GB, about a
+ * second): no interrupt check, a cancel acts at the next row.
+ */
 static int64
 escaped_length(const char *s, int64 n)
 {
@@ -137,10 +143,64 @@ write_escaped(char *out, const char *s, int64 n)
 	return out;
 }
 
+/*
+ * The key of each column: its name, or for a name an earlier column already
+ * has, name_2 (name_3, ...: the first that is no column's name and no key yet).
+ * A json object with a key twice is valid json, but every driver, JSON.parse
+ * and jsonb keep one value of the two: SELECT c.id, o.id would lose a column.
+ */
+static char **
+distinct_keys(TupleDesc desc)
+{
+	char	  **keys = palloc0(sizeof(char *) * Max(desc->natts, 1));
+
+	for (int i = 0; i < desc->natts; i++)
+	{
+		const char *name = NameStr(TupleDescAttr(desc, i)->attname);
+		bool		taken = false;
+
+		if (TupleDescAttr(desc, i)->attisdropped)
+			continue;
+		for (int j = 0; j < i && !taken; j++)
+			taken = keys[j] != NULL && strcmp(keys[j], name) == 0;
+		if (!taken)
+		{
+			keys[i] = pstrdup(name);
+			continue;
+		}
+		for (int n = 2;; n++)
+		{
+			char		suffix[16];
+			int			keep;
+			char	   *candidate;
+			bool		clash = false;
+
+			/* A key stays a valid column name (the one-column row below is built with it). */
+			snprintf(suffix, sizeof(suffix), "_%d", n);
+			keep = pg_mbcliplen(name, strlen(name), NAMEDATALEN - 1 - (int) strlen(suffix));
+			candidate = psprintf("%.*s%s", keep, name, suffix);
+
+			for (int j = 0; j < desc->natts && !clash; j++)
+				clash = (!TupleDescAttr(desc, j)->attisdropped &&
+						 strcmp(NameStr(TupleDescAttr(desc, j)->attname), candidate) == 0) ||
+					(j < i && keys[j] != NULL && strcmp(keys[j], candidate) == 0);
+			if (!clash)
+			{
+				keys[i] = candidate;
+				break;
+			}
+			pfree(candidate);
+			CHECK_FOR_INTERRUPTS();
+		}
+	}
+	return keys;
+}
+
 RowJson *
 row_json_start(TupleDesc desc)
 {
 	RowJson    *rj = palloc0(sizeof(RowJson));
+	char	  **keys = distinct_keys(desc);
 	int			i;
 
 	if (escaped_width['"'] == 0)
@@ -181,14 +241,14 @@ row_json_start(TupleDesc desc)
 		 */
 		col->at_least_raw = col->kind != COLUMN_OTHER || base == BYTEAOID;
 		initStringInfo(&key);
-		escape_json(&key, NameStr(att->attname));
+		escape_json(&key, keys[i]);
 		appendStringInfoChar(&key, ':');
 		col->key = key.data;
 		col->key_len = key.len;
 		if (col->kind == COLUMN_OTHER)
 		{
 			col->one = CreateTemplateTupleDesc(1);
-			TupleDescInitEntry(col->one, (AttrNumber) 1, NameStr(att->attname), att->atttypid,
+			TupleDescInitEntry(col->one, (AttrNumber) 1, keys[i], att->atttypid,
 							   att->atttypmod, att->attndims);
 			col->one = BlessTupleDesc(col->one);	/* row_to_json looks the row type up */
 		}

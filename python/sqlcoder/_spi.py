@@ -65,14 +65,24 @@ class SpiFields:
     message: str
     detail: str | None
     hint: str | None
+    constraint: str | None = None  # the error's constraint name: sqlcoder's C code names its refusals so
+
+
+# PL/Python's SPIError.spidata: (sqlerrcode, detail, hint, query, position, schema_name, table_name,
+# column_name, datatype_name, constraint_name).
+_SPIDATA_CONSTRAINT = 9
 
 
 def fields(exc: BaseException) -> SpiFields:
-    """SQLSTATE, primary message, DETAIL and HINT of a ``plpy.SPIError`` (any exception reads as one)."""
+    """SQLSTATE, primary message, DETAIL, HINT and constraint name of a ``plpy.SPIError`` (any exception
+    reads as one)."""
     # SPIError's args[0] is the server's primary message (str() is the same text).
     message = str(exc.args[0]) if exc.args else str(exc)
-    return SpiFields(getattr(exc, "sqlstate", None), message, getattr(exc, "detail", None),
-                     getattr(exc, "hint", None))
+    spidata = getattr(exc, "spidata", None)
+    if not (isinstance(spidata, tuple) and len(spidata) > _SPIDATA_CONSTRAINT):
+        spidata = (None,) * (_SPIDATA_CONSTRAINT + 1)
+    return SpiFields(getattr(exc, "sqlstate", None), message, getattr(exc, "detail", None) or spidata[1],
+                     getattr(exc, "hint", None) or spidata[2], spidata[_SPIDATA_CONSTRAINT])
 
 
 def is_canceled(exc: BaseException) -> bool:

@@ -17,10 +17,26 @@ import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from . import __version__, _spi, assemble, config, correction, examples, execute, guard, history, policy
+from . import (
+    __version__,
+    _spi,
+    assemble,
+    config,
+    correction,
+    examples,
+    execute,
+    follow_up,
+    grammar,
+    guard,
+    history,
+    policy,
+)
 from ._spi import Plpy
 from .client import DaemonClient
 from .errors import (
+    LOCK_TIMEOUT_HINT,
+    LOCK_TIMEOUT_SQLSTATE,
+    AnswerTruncated,
     ClientGone,
     DaemonError,
     InvalidQuestion,
@@ -40,11 +56,14 @@ __all__ = ["entry"]
 _JSONB_ENVELOPE_VERSIONS = frozenset({"0.1.0"})
 
 
-def entry(plpy: Plpy, extension_version: str, op: str, params: Any) -> dict[str, str | None] | str:
-    """Run operation ``op``; the reply is what ``sqlcoder._result`` expects."""
+def entry(plpy: Plpy, extension_version: str, op: str, params: Any,
+          token: str | None = None) -> dict[str, str | None] | str:
+    """Run operation ``op``; the reply is what ``sqlcoder._result`` expects.
+
+    ``token`` is what ``sqlcoder._invoke`` made for this call; the history functions take nothing else.
+    """
     if extension_version != __version__:
-        exc = VersionMismatch(f"sqlcoder extension version {extension_version} does not match the installed "
-                              f"package version {__version__}")
+        exc = _version_mismatch(extension_version)
         if extension_version in _JSONB_ENVELOPE_VERSIONS:
             return json.dumps({"error": _error_fields(exc.sqlstate, exc.message, exc.detail, exc.hint)})
         return _error(exc.sqlstate, exc.message, exc.detail, exc.hint)
@@ -55,16 +74,39 @@ def entry(plpy: Plpy, extension_version: str, op: str, params: Any) -> dict[str,
         kwargs = json.loads(params) if isinstance(params, str) else (params or {})
         if "caller_path" in kwargs:
             kwargs["caller_path"] = visible_path(plpy, kwargs["caller_path"])
-        return {"value": _as_text(handler(plpy, **kwargs)), "error": None}
+        with history.call_token(token):
+            return {"value": _as_text(handler(plpy, **kwargs)), "error": None}
     except SqlcoderError as exc:
         return _error(exc.sqlstate, exc.message, exc.detail, exc.hint)
     except plpy.SPIError as exc:
         spi = _spi.fields(exc)
+        if spi.sqlstate == LOCK_TIMEOUT_SQLSTATE and not spi.hint:
+            return _error(spi.sqlstate, spi.message, spi.detail, LOCK_TIMEOUT_HINT)
         return _error(spi.sqlstate or "XX000", spi.message, spi.detail, spi.hint)
     except Exception as exc:  # a bug: log the traceback on the server, not to the client
         plpy.log("sqlcoder internal error:\n" + traceback.format_exc())
         return _error("XX000", f"sqlcoder internal error: {type(exc).__name__}: {exc}", None,
                       "The server log has the traceback; please report it as a bug.")
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in version.split("."))
+    except ValueError:
+        return ()
+
+
+def _version_mismatch(extension_version: str) -> VersionMismatch:
+    """The extension and the package this session loaded differ: after ``ALTER EXTENSION sqlcoder UPDATE``
+    a session keeps the package it imported before, so the cure is a new session, not another update."""
+    if _version_key(extension_version) > _version_key(__version__):
+        return VersionMismatch(
+            f"this session loaded sqlcoder's Python package {__version__} before the extension was updated to "
+            f"{extension_version}",
+            hint=f"Reconnect: a new session loads the {extension_version} package. The update itself is done.")
+    return VersionMismatch(f"sqlcoder extension version {extension_version} does not match the installed "
+                           f"package version {__version__}",
+                           hint=f"Run ALTER EXTENSION sqlcoder UPDATE TO '{__version__}'; then reconnect.")
 
 
 def _as_text(value: Any) -> str | None:
@@ -128,10 +170,22 @@ def visible_path(plpy: Plpy, caller_path: Any) -> list[str]:
 
 
 def _build_prompt(plpy: Plpy, settings: config.Settings, question: Any, instructions: Any,
-                  caller_path: list[str], model: Model | None = None, correction_block: str = "") -> str:
+                  caller_path: list[str], model: Model | None = None, correction_block: str = "",
+                  earlier: follow_up.Earlier | None = None) -> str:
+    return _build_call_prompt(plpy, settings, question, instructions, caller_path, model, correction_block,
+                              earlier).text
+
+
+def _build_call_prompt(plpy: Plpy, settings: config.Settings, question: Any, instructions: Any,
+                       caller_path: list[str], model: Model | None = None, correction_block: str = "",
+                       earlier: follow_up.Earlier | None = None) -> assemble.CallPrompt:
     text = _check_question(question, settings)
-    return assemble.build_prompt(plpy, settings, text, _instructions(instructions, settings), caller_path or [],
-                                 model or _model(plpy, settings), correction_block)
+    return assemble.build_call_prompt(plpy, settings, text, _instructions(instructions, settings),
+                                      caller_path or [], model or _model(plpy, settings), correction_block, earlier)
+
+
+def _earlier(plpy: Plpy, settings: config.Settings, follow_up_id: Any) -> follow_up.Earlier | None:
+    return follow_up.resolve(plpy, follow_up_id, settings.max_question_chars)
 
 
 def _checker(plpy: Plpy) -> Callable[[], None]:
@@ -157,39 +211,52 @@ def _history_limits(settings: config.Settings) -> history.Limits:
     return history.Limits(settings.history_timeout_ms, settings.history_write_timeout_ms)
 
 
-def op_prompt(plpy: Plpy, question: Any = None, instructions: Any = None, caller_path: Any = None) -> str:
+def op_prompt(plpy: Plpy, question: Any = None, instructions: Any = None, caller_path: Any = None,
+              follow_up: Any = None) -> str:
+    """Exactly the prompt ask would send, a follow-up's earlier question and SQL included."""
     settings = config.load(plpy)
-    return _build_prompt(plpy, settings, question, instructions, caller_path)
+    earlier = _earlier(plpy, settings, follow_up)
+    return _build_prompt(plpy, settings, question, instructions, caller_path, earlier=earlier)
 
 
-def op_ask(plpy: Plpy, question: Any = None, instructions: Any = None, caller_path: Any = None) -> str:
+def op_ask(plpy: Plpy, question: Any = None, instructions: Any = None, caller_path: Any = None,
+           follow_up: Any = None) -> str:
     """Generate SQL, guarded (when guard_ask is on) so that ``\\gexec`` gets one plain query; recorded."""
     settings = config.load(plpy)
     entry = history.Entry("ask", question=question)
     with history.recording(plpy, entry, _history_limits(settings)):
+        earlier = _earlier(plpy, settings, follow_up)
         def check(sql: str) -> str:
             if settings.guard_ask:
                 execute.guard_only(plpy, sql, caller_path=caller_path, max_cost=settings.max_query_cost,
                                    timeout_s=settings.query_timeout_s,
-                                   functions=_function_lists(plpy, settings))
+                                   functions=_function_lists(plpy, settings),
+                                   max_memory_bytes=settings.max_memory_bytes)
             return sql
 
-        sql = _generate_checked(plpy, settings, question, instructions, caller_path, entry, check)
+        sql = _generate_checked(plpy, settings, question, instructions, caller_path, entry, check, earlier)
         entry.outcome = "ok"
+        _remember(plpy, settings, question, sql)
         return sql
+
+
+def _remember(plpy: Plpy, settings: config.Settings, question: Any, sql: str | None) -> None:
+    follow_up.remember(plpy, question.strip() if isinstance(question, str) else None, sql,
+                       settings.max_question_chars)
 
 
 T = TypeVar("T")
 
 
 def _generate_checked(plpy: Plpy, settings: config.Settings, question: Any, instructions: Any, caller_path: Any,
-                      entry: history.Entry, check: Callable[[str], T]) -> T:
+                      entry: history.Entry, check: Callable[[str], T],
+                      earlier: follow_up.Earlier | None = None) -> T:
     """Generate SQL and pass it to ``check`` (the guard, or guard and run); on a refusal the model
     can fix, ask again with the SQL and PostgreSQL's error, up to ``max_corrections`` times."""
     rounds = settings.max_corrections if settings.self_correct else 0
     # One budget, model_timeout_ms, for every daemon request of the call, corrections included.
     model = _model(plpy, settings, budget=settings.model_timeout_s)
-    sql, ms = _timed_generate(plpy, settings, question, instructions, caller_path, entry, model)
+    sql, ms = _timed_generate(plpy, settings, question, instructions, caller_path, entry, model, "", earlier)
     attempts: list[correction.Attempt] = []
     first: SqlcoderError | None = None
     while True:
@@ -203,8 +270,9 @@ def _generate_checked(plpy: Plpy, settings: config.Settings, question: Any, inst
                 _give_up(entry, attempts, first)
             try:
                 sql, ms = _timed_generate(plpy, settings, question, instructions, caller_path, entry, model,
-                                          correction.render(sql, message))
-            except (NoSQLGenerated, SqlRefused, DaemonError) as again:  # e.g. the call's budget ran out
+                                          correction.render(sql, message), earlier)
+            # e.g. the call's budget ran out
+            except (NoSQLGenerated, AnswerTruncated, SqlRefused, DaemonError) as again:
                 attempts.append(correction.Attempt("", again.sqlstate, again.message, None))
                 _give_up(entry, attempts, first)
             continue
@@ -224,10 +292,12 @@ def _give_up(entry: history.Entry, attempts: list[correction.Attempt], first: Sq
 
 
 def _timed_generate(plpy: Plpy, settings: config.Settings, question: Any, instructions: Any, caller_path: Any,
-                    entry: history.Entry, model: Model, correction_block: str = "") -> tuple[str, float]:
+                    entry: history.Entry, model: Model, correction_block: str = "",
+                    earlier: follow_up.Earlier | None = None) -> tuple[str, float]:
     started = time.monotonic()
     try:
-        sql = _generate(plpy, settings, question, instructions, caller_path, entry, model, correction_block)
+        sql = _generate(plpy, settings, question, instructions, caller_path, entry, model, correction_block,
+                        earlier)
     finally:
         elapsed = (time.monotonic() - started) * 1000
         entry.model_ms = (entry.model_ms or 0.0) + elapsed
@@ -237,17 +307,61 @@ def _timed_generate(plpy: Plpy, settings: config.Settings, question: Any, instru
 
 
 def _generate(plpy: Plpy, settings: config.Settings, question: Any, instructions: Any, caller_path: Any,
-              entry: history.Entry, model: Model, correction_block: str = "") -> str:
+              entry: history.Entry, model: Model, correction_block: str = "",
+              earlier: follow_up.Earlier | None = None) -> str:
     """One generate request through ``model``, whose client's budget (model_timeout_ms) covers the whole
     call: status probe, token counts, generate, and any correction's requests."""
-    prompt = _build_prompt(plpy, settings, question, instructions, caller_path, model, correction_block)
-    generated = model.generate(prompt, max_new_tokens=settings.max_new_tokens, num_beams=settings.num_beams)
+    built = _build_call_prompt(plpy, settings, question, instructions, caller_path, model, correction_block, earlier)
+    wire = _grammar(plpy, settings, built, caller_path or [])
+    generated = model.generate(built.text, max_new_tokens=settings.max_new_tokens, num_beams=settings.num_beams,
+                               grammar=wire)
     if generated.model is not None:
         entry.model = generated.model
-    return extract_sql(generated.text)
+    if wire is not None and not generated.constrained:
+        plpy.notice("sqlcoder: the model daemon's backend cannot constrain decoding to the schema's grammar; this "
+                    "answer was generated unconstrained (the guard checks it as always)",
+                    hint="sqlcoder.status() shows the backend's grammar support; docs/daemon.md lists which backends "
+                         "and model servers honour it.")
+    try:
+        return extract_sql(generated.text, generated.finish_reason)
+    except AnswerTruncated as exc:
+        # history.attempts keeps the finish reason and what the model wrote (no SQL column change needed).
+        entry.attempts = [{"sql": None, "sqlstate": exc.sqlstate, "error": exc.message, "model_ms": None,
+                           "finish_reason": generated.finish_reason,
+                           "output": generated.text[:correction.MAX_SHOWN_CHARS]}]
+        raise
 
 
-# -- Running SQL read-only, history, feedback (issue #5) ------------------------
+#: Largest grammar sent (each form); the daemon's default max_grammar_bytes.
+MAX_GRAMMAR_BYTES = 1 << 20
+_OVERRIDE_SQL = "SELECT pg_catalog.current_setting('sqlcoder.constrained_decoding', true) AS override"
+
+
+def constrained(plpy: Plpy, settings: config.Settings) -> bool:
+    """``constrained_decoding``, or the superuser-only option ``sqlcoder.constrained_decoding`` (on/off) when
+    set. The entry point (C, sqlcoder._invoke) loads the library, which defines that option before this
+    reads it, so a value a non-superuser set before it was defined is dropped (with PostgreSQL's WARNING)."""
+    override = plpy.execute(_spi.plan(plpy, _OVERRIDE_SQL))[0]["override"]
+    if override in ("on", "off"):
+        return override == "on"
+    return settings.constrained_decoding
+
+
+def _grammar(plpy: Plpy, settings: config.Settings, built: assemble.CallPrompt,
+             caller_path: list[str]) -> dict[str, str] | None:
+    """The call's grammar for the daemon, or None when decoding is not to be constrained."""
+    if not constrained(plpy, settings):
+        return None
+    made = grammar.for_prompt(plpy, built.cached, built.tables, caller_path, settings.allowed_functions,
+                              settings.denied_functions)
+    if max(len(made.gbnf.encode()), len(made.lark.encode())) > MAX_GRAMMAR_BYTES:
+        plpy.notice(f"sqlcoder: the schema's grammar is over {MAX_GRAMMAR_BYTES} bytes; this answer was generated "
+                    "unconstrained", hint="Narrow the search_path, or leave tables out of it.")
+        return None
+    return made.as_request()
+
+
+# -- Running SQL read-only, history, feedback ------------------------
 
 def _function_lists(plpy: Plpy, settings: config.Settings) -> policy.FunctionLists:
     """The DBA's allowed/denied functions, resolved here, in sqlcoder's pinned search_path."""
@@ -272,7 +386,8 @@ def _run_recorded(plpy: Plpy, settings: config.Settings, entry: history.Entry, s
     result = execute.run_query(plpy, sql, caller_path=caller_path, max_rows=max_rows,
                                max_cost=settings.max_query_cost, timeout_s=settings.query_timeout_s,
                                max_bytes=settings.max_result_bytes, functions=_function_lists(plpy, settings),
-                               typed=typed)
+                               typed=typed, max_memory_bytes=settings.max_memory_bytes,
+                               max_temp_bytes=settings.max_temp_bytes)
     entry.sql, entry.query_ms = result.sql, result.query_ms
     entry.row_count, entry.truncated, entry.outcome = result.row_count, result.truncated, "ok"
     if result.truncated:
@@ -282,16 +397,19 @@ def _run_recorded(plpy: Plpy, settings: config.Settings, entry: history.Entry, s
 
 
 def op_run(plpy: Plpy, question: Any = None, instructions: Any = None, caller_path: Any = None,
-           max_rows: Any = None, typed: Any = False) -> int:
+           max_rows: Any = None, typed: Any = False, follow_up: Any = None) -> int:
     """Generate SQL and run it read-only; the rows' token for ``sqlcoder._result_rows``."""
     settings = config.load(plpy)
     entry = history.Entry("run", question=question)
     with history.recording(plpy, entry, _history_limits(settings)):
         limit = _max_rows(settings, max_rows)
         execute.refuse_superuser(plpy, settings.allow_superuser_run)  # before spending model time
-        return _generate_checked(plpy, settings, question, instructions, caller_path, entry,
-                                 lambda sql: _run_recorded(plpy, settings, entry, sql, caller_path, limit,
-                                                           typed is True))
+        earlier = _earlier(plpy, settings, follow_up)
+        token = _generate_checked(plpy, settings, question, instructions, caller_path, entry,
+                                  lambda sql: _run_recorded(plpy, settings, entry, sql, caller_path, limit,
+                                                            typed is True), earlier)
+        _remember(plpy, settings, question, entry.sql)
+        return token
 
 
 def op_execute(plpy: Plpy, sql: Any = None, caller_path: Any = None, max_rows: Any = None, typed: Any = False) -> int:

@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-from . import _spi, bounds, examples, schema_cache, value_hints
+from . import _spi, bounds, catalog, examples, follow_up, schema_cache, value_hints
 from ._spi import Plpy
 from .config import Settings
-from .errors import DaemonError, DaemonNotResponding
+from .errors import DaemonError, DaemonNotResponding, NothingVisible
 from .model import Model, ModelInfo
 from .prompt import choose_template, render_prompt
 from .pruning import select_tables
 
-__all__ = ["dba_instructions", "context_budget", "build_prompt", "DEFAULT_MAX_NEW_TOKENS"]
+__all__ = ["dba_instructions", "context_budget", "build_prompt", "build_call_prompt", "CallPrompt",
+           "DEFAULT_MAX_NEW_TOKENS"]
 
 DEFAULT_MAX_NEW_TOKENS = 300  # the protocol's default for generate
 # A token covers at least one byte for the SentencePiece (byte fallback) and
@@ -67,44 +69,93 @@ def _hint_settings(settings: Settings) -> value_hints.HintSettings | None:
     return value_hints.HintSettings(settings.value_hints_max_values, settings.value_hints_max_distinct)
 
 
+_QUOTED_SQL = ("SELECT pg_catalog.array_agg(pg_catalog.quote_ident(p.n) ORDER BY p.o) AS names "
+               "FROM pg_catalog.unnest($1::text[]) WITH ORDINALITY AS p(n, o)")
+
+
+def refuse_empty(plpy: Plpy, caller_path: Sequence[str]) -> None:
+    """No table to show: an error naming the schemas the caller could use, before the model is asked."""
+    own = [n for n in caller_path if n != "pg_catalog" and not n.startswith("pg_temp_")]
+    path = plpy.execute(_spi.plan(plpy, _QUOTED_SQL, ["text[]"]), [own])[0]["names"] or []
+    shown = ", ".join(path) or "(no schema you may use)"
+    others, more = catalog.schemas_off_path(plpy, caller_path)
+    if not others:
+        raise NothingVisible(
+            "sqlcoder: you may read no table or view on your search_path, nor in any other schema",
+            detail=f"Your effective search_path: {shown}. The model would be shown an empty schema.")
+    listed = ", ".join(others) + (", ..." if more else "")
+    raise NothingVisible(
+        "sqlcoder: you may read no table or view on your search_path; the model would be shown an empty schema",
+        detail=f"Your effective search_path: {shown}. Schemas you may use that are not on it: {listed}.",
+        hint=f"SET search_path = {', '.join([*path, *others])};")
+
+
+@dataclass(frozen=True)
+class CallPrompt:
+    """A prompt and the schema it shows: ``tables`` are positions in ``cached.schema.tables`` (all of them
+    when nothing was left out), which the call's grammar (grammar.py) names."""
+
+    text: str
+    cached: schema_cache.CachedSchema
+    tables: tuple[int, ...]
+
+
 def build_prompt(plpy: Plpy, settings: Settings, question: str, instructions: Sequence[str],
-                 caller_path: Sequence[str], model: Model, correction: str = "") -> str:
+                 caller_path: Sequence[str], model: Model, correction: str = "",
+                 earlier: follow_up.Earlier | None = None) -> str:
     """The prompt for ``question``, pruned to the model's context when the daemon is reachable.
 
     After the schema come the golden examples the caller may read (at most
-    ``max_examples``), then ``correction`` (a refused attempt, correction.py).
+    ``max_examples``), then the question a follow-up refines (``earlier``,
+    follow_up.py), then ``correction`` (a refused attempt, correction.py).
+    Nothing is asked of the model when the caller may see no table.
     """
+    return build_call_prompt(plpy, settings, question, instructions, caller_path, model, correction, earlier).text
+
+
+def build_call_prompt(plpy: Plpy, settings: Settings, question: str, instructions: Sequence[str],
+                      caller_path: Sequence[str], model: Model, correction: str = "",
+                      earlier: follow_up.Earlier | None = None) -> CallPrompt:
+    """:func:`build_prompt`, with the tables the prompt shows."""
     cached = schema_cache.get(plpy, caller_path, _hint_settings(settings), settings.max_comment_chars)
-    chosen = examples.select(plpy, cached, question, settings.max_examples)
+    if not cached.schema.tables:
+        refuse_empty(plpy, caller_path)
+    relevant = follow_up.relevance_text(question, earlier)
+    chosen = examples.select(plpy, cached, relevant, settings.max_examples)
     lines, cut = bounds.bound_instructions(dba_instructions(plpy, caller_path, settings.max_comment_chars),
                                            list(instructions), settings.max_comment_chars,
                                            settings.max_instructions_chars)
     bounds.notice_cut(plpy, cached.schema.cut + cut)
     info = model.info()
     template = choose_template(settings.template, info.model if info else None)
-    tail = examples.render(chosen) + correction
+    refines = follow_up.render(earlier, template)
+    tail = examples.render(chosen) + refines + correction
     full = render_prompt(question, cached.text, lines, template, tail)
     budget = context_budget(settings, info)
+    every = tuple(range(len(cached.schema.tables)))
     if info is None or budget is None or len(full.encode("utf-8")) + _BYTES_SLACK <= budget:
-        return full
+        return CallPrompt(full, cached, every)
     try:
         count = model.count_tokens
         # Examples take at most a quarter of the budget, the least similar leave first.
         while chosen and count([examples.render(chosen)])[0] > budget // _EXAMPLES_SHARE:
             chosen.pop()
-        tail = examples.render(chosen) + correction
+        tail = examples.render(chosen) + refines + correction
         full = render_prompt(question, cached.text, lines, template, tail)
-        return _pruned(plpy, cached, question, lines, template, budget, info.model, count, full, tail)
+        text, kept = _pruned(plpy, cached, question, lines, template, budget, info.model, count, full, tail,
+                             relevant)
+        return CallPrompt(text, cached, kept)
     except DaemonNotResponding:
         if model.client.budget is not None:
             raise
-        return full
+        return CallPrompt(full, cached, every)
     except DaemonError:
-        return full  # counting failed: send everything and let the daemon judge
+        return CallPrompt(full, cached, every)  # counting failed: send everything and let the daemon judge
 
 
 def _pruned(plpy: Plpy, cached: schema_cache.CachedSchema, question: str, lines: list[str], template: str,
-            budget: int, model: str, count: Counter, full: str, tail: str = "") -> str:
+            budget: int, model: str, count: Counter, full: str, tail: str = "",
+            relevant: str = "") -> tuple[str, tuple[int, ...]]:
     blocks, join_counts = cached.counts(model, count)
     costs = [c + _SEPARATOR_TOKENS for c in blocks]
     for (left, right, _), tokens in zip(cached.joins, join_counts):
@@ -115,8 +166,8 @@ def _pruned(plpy: Plpy, cached: schema_cache.CachedSchema, question: str, lines:
     # Count the whole prompt only when the estimate says it may fit: then it is
     # small, while a huge schema could exceed the daemon's request size limit.
     if base + sum(costs) <= budget + _ESTIMATE_SLACK and count([full])[0] <= budget:
-        return full
-    scores = cached.index.scores(question)
+        return full, tuple(range(len(cached.schema.tables)))
+    scores = cached.index.scores(relevant or question)
     kept = select_tables(scores, costs, budget - base)
     # Exact check: joins and token merges at the seams may cost a little more
     # than estimated; drop the least relevant tables until it fits.
@@ -133,4 +184,4 @@ def _pruned(plpy: Plpy, cached: schema_cache.CachedSchema, question: str, lines:
     total = len(cached.schema.tables)
     plpy.notice(f"sqlcoder: the schema does not fit the model's context ({budget} tokens); "
                 f"{total - len(kept)} of {total} tables were left out")
-    return prompt
+    return prompt, tuple(sorted(kept))

@@ -20,7 +20,8 @@ from typing import Any
 from . import _spi, bounds
 from ._spi import Plpy
 
-__all__ = ["Column", "Table", "Join", "Schema", "EXCLUDED_SCHEMAS", "read_schema"]
+__all__ = ["Column", "Table", "Join", "Schema", "EXCLUDED_SCHEMAS", "read_schema", "schemas_off_path",
+           "MAX_SCHEMAS_NAMED"]
 
 EXCLUDED_SCHEMAS = ("pg_catalog", "information_schema", "sqlcoder")
 
@@ -161,6 +162,23 @@ SELECT h.left_table::pg_catalog.oid::pg_catalog.int8 AS left_oid,
 FROM sqlcoder.join_hints h
 ORDER BY h.id
 """
+
+
+# Schemas off the caller's path where the caller could see a relation: the
+# first few by name, each found by one EXISTS that stops at its first match.
+_OFF_PATH_SQL = """
+SELECT pg_catalog.quote_ident(n.nspname) AS name
+FROM pg_catalog.pg_namespace n
+WHERE n.nspname <> ALL ($1::name[]) AND n.nspname <> ALL ($2::name[])
+  AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
+  AND pg_catalog.has_schema_privilege(n.oid, 'USAGE')
+  AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+              WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND NOT c.relispartition
+                AND pg_catalog.has_any_column_privilege(c.oid, 'SELECT'))
+ORDER BY n.nspname
+LIMIT $3
+"""
+MAX_SCHEMAS_NAMED = 10
 
 
 @dataclass(slots=True)
@@ -327,3 +345,12 @@ def _read_schema(plpy: Plpy, caller_path: Sequence[str], max_chars: int) -> Sche
                 seen.add(join)
                 joins.append(join)
     return Schema(tables=tables, joins=joins, cut=cut)
+
+
+def schemas_off_path(plpy: Plpy, caller_path: Sequence[str]) -> tuple[list[str], bool]:
+    """Schemas not on ``caller_path`` holding a relation the caller may select from (quoted), at most
+    ``MAX_SCHEMAS_NAMED``; and whether there are more."""
+    rows = plpy.execute(_spi.plan(plpy, _OFF_PATH_SQL, ["name[]", "name[]", "int4"]),
+                        [list(caller_path), list(EXCLUDED_SCHEMAS), MAX_SCHEMAS_NAMED + 1])
+    names = [r["name"] for r in rows]
+    return names[:MAX_SCHEMAS_NAMED], len(names) > MAX_SCHEMAS_NAMED

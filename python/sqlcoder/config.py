@@ -49,6 +49,16 @@ def _on_off(raw: str) -> bool:
     return value in ("on", "true")
 
 
+def _int_up_to(most: int) -> Callable[[str], int]:
+    """A positive integer at most ``most`` (the C side refuses anything beyond, rather than overflow)."""
+    def parse(raw: str) -> int:
+        value = _positive_int(raw)
+        if value > most:
+            raise ValueError(f"must be at most {most}")
+        return value
+    return parse
+
+
 def _non_negative_int(raw: str) -> int:
     value = int(raw)
     if value < 0:
@@ -112,31 +122,38 @@ class Settings:
     num_beams: int | None = _key(_optional_positive_int)
     template: str = _key(_template)
     context_budget_tokens: int | None = _key(_optional_positive_int)
-    # Running generated SQL (issue #5).
+    # Running generated SQL.
     max_rows: int = _key(_positive_int)
     query_timeout_ms: int = _key(_positive_int)
     max_query_cost: float | None = _key(_optional_positive_float)
     allow_superuser_run: bool = _key(_on_off)
     guard_ask: bool = _key(_on_off)
-    # The guard's function policy (issue #10): ';'-separated function signatures.
+    # The guard's function policy: ';'-separated function signatures.
     allowed_functions: tuple[str, ...] = _key(split_signatures)
     denied_functions: tuple[str, ...] = _key(split_signatures)
-    # History, retention and bounded text (issue #11).
-    history_timeout_ms: int = _key(_positive_int)
-    history_write_timeout_ms: int = _key(_positive_int)
+    # History, retention and bounded text.
+    history_timeout_ms: int = _key(_int_up_to(60_000))
+    history_write_timeout_ms: int = _key(_int_up_to(600_000))
     history_retention: str = _key(_interval)
     history_max_rows: int = _key(_positive_int)
+    history_max_bytes_per_role: int = _key(_positive_int)
+    lock_timeout_ms: int = _key(_int_up_to(3_600_000))
     max_comment_chars: int = _key(_positive_int)
     max_instructions_chars: int = _key(_positive_int)
-    # Results bounded in bytes (issue #10).
+    # Results bounded in bytes.
     max_result_bytes: int = _key(_positive_int)
-    # Golden examples, self-correction, value hints (issue #14).
+    # What one guarded call may take from its backend (sqlcoder._limit_call).
+    max_memory_bytes: int = _key(_positive_int)
+    max_temp_bytes: int = _key(_positive_int)
+    # Golden examples, self-correction, value hints.
     max_examples: int = _key(_non_negative_int)
     self_correct: bool = _key(_on_off)
     max_corrections: int = _key(_non_negative_int)
     value_hints: bool = _key(_on_off)
     value_hints_max_values: int = _key(_positive_int)
     value_hints_max_distinct: int = _key(_positive_int)
+    # Schema-constrained decoding: the model may write only SQL over the schema its prompt shows (grammar.py).
+    constrained_decoding: bool = _key(_on_off)
 
     # Durations in seconds, for the socket, the watchdog and the model budget.
     @property
@@ -174,6 +191,13 @@ def parse_settings(rows: Mapping[str, str]) -> Settings:
 
 
 def load(plpy: Plpy) -> Settings:
-    """Read ``sqlcoder.config`` with the caller's privileges."""
+    """Read ``sqlcoder.config`` with the caller's privileges, and bound every lock wait of the call after it.
+
+    ``lock_timeout`` is set local: the entry point's own ``SET lock_timeout``
+    clause (which bounds this read) makes PostgreSQL undo it when the call returns.
+    """
     rows = plpy.execute(_spi.plan(plpy, "SELECT key, value FROM sqlcoder.config"))
-    return parse_settings({r["key"]: r["value"] for r in rows})
+    settings = parse_settings({r["key"]: r["value"] for r in rows})
+    plpy.execute(_spi.plan(plpy, "SELECT pg_catalog.set_config('lock_timeout', $1, true)", ["text"]),
+                 [f"{settings.lock_timeout_ms}ms"])
+    return settings

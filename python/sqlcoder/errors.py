@@ -21,6 +21,8 @@ Exception tree::
     │   │   └── DaemonNotResponding   57014  no reply at all, not even the daemon's own timeout error
     │   └── DaemonRejected            58000  the daemon answered with an error
     ├── NoSQLGenerated                22000  the model gave no SQL ("I do not know")
+    ├── AnswerTruncated               22001  the answer ran to max_new_tokens before its query ended
+    │   └── AnswerRepeats             22001  the daemon stopped an answer that kept repeating itself
     ├── SqlRefused                    42000  the guard refused the SQL (DETAIL holds it)
     │   ├── InvalidSql                (PostgreSQL's own, e.g. 42601, 42P01) does not parse/analyze
     │   ├── EmptySql                  22023  NULL, empty, or a NUL character
@@ -32,11 +34,15 @@ Exception tree::
     │   └── SuperuserRefused          42501  a superuser may not run generated SQL
     ├── TimeLimitExceeded             57014  query_timeout_ms passed (the watchdog cancelled it)
     ├── QueryFailed                   (PostgreSQL's own) the query failed while running; DETAIL adds the SQL
+    │   ├── MemoryLimitExceeded       53200  the guarded call passed max_memory_bytes (out of memory)
+    │   └── TempFilesLimitExceeded    53400  its temporary files passed max_temp_bytes
     ├── FeedbackError                 22023  no history entry of yours with that id, a NULL argument
     │   └── FeedbackReadOnly          25006  feedback inside a read-only transaction
     ├── ClientGone                    08006  the client disconnected while the call waited on the model
-    └── InvalidExample                22023  a golden example without a question, or reading no table
-        └── ExampleNotOwner           42501  the adder does not own every table the example reads
+    ├── InvalidExample                22023  a golden example without a question, or reading no table
+    │   └── ExampleNotOwner           42501  the adder does not own every table the example reads
+    ├── FollowUpError                 22023  follow_up names no history row of yours, or one without SQL
+    └── NothingVisible                42P01  no table on the caller's search_path is visible to the caller
 
 They are plain Python exceptions so the package can be tested without a
 server; :mod:`sqlcoder.api` turns them into PostgreSQL errors.
@@ -48,12 +54,19 @@ __all__ = [
     "SqlcoderError", "InvalidQuestion", "NullQuestion", "ConfigError", "VersionMismatch",
     "DaemonError", "DaemonNotRunning", "DaemonPermissionDenied", "DaemonConnectionLost",
     "DaemonProtocolError", "DaemonBusy", "DaemonShuttingDown", "ModelServerUnavailable", "ModelTimeout",
-    "DaemonNotResponding", "DaemonRejected", "NoSQLGenerated",
+    "DaemonNotResponding", "DaemonRejected", "NoSQLGenerated", "AnswerTruncated", "AnswerRepeats",
     "DaemonReplyTooLarge", "DaemonVersionMismatch", "SqlRefused", "InvalidSql", "EmptySql",
     "MultipleStatements", "NotAPlainQuery", "QueryTooExpensive", "FunctionRefused", "SuperuserRefused",
-    "TimeLimitExceeded", "FeedbackError", "FeedbackReadOnly", "QueryFailed", "ResultTooLarge", "ClientGone",
-    "InvalidExample", "ExampleNotOwner",
+    "TimeLimitExceeded", "FeedbackError", "FeedbackReadOnly", "QueryFailed", "MemoryLimitExceeded",
+    "TempFilesLimitExceeded", "ResultTooLarge", "ClientGone",
+    "InvalidExample", "ExampleNotOwner", "FollowUpError", "NothingVisible",
 ]
+
+
+# A lock wait past lock_timeout_ms (PostgreSQL's own lock_not_available), on any table a call reads.
+LOCK_TIMEOUT_SQLSTATE = "55P03"
+LOCK_TIMEOUT_HINT = ("Another session holds a lock on a table this call reads (pg_locks shows which); try again "
+                     "when it is released, or ask a DBA to raise lock_timeout_ms in sqlcoder.config.")
 
 
 class SqlcoderError(Exception):
@@ -156,7 +169,21 @@ class NoSQLGenerated(SqlcoderError):
             "(search_path and SELECT privileges); see sqlcoder.prompt(question).")
 
 
-# -- Running generated SQL (issue #5) -----------------------------------------
+class AnswerTruncated(SqlcoderError):
+    """The model was still writing its query when max_new_tokens ran out: the text is cut, so PostgreSQL's
+    verdict on it ("syntax error at end of input") would only mislead. DETAIL holds the model's text."""
+
+    sqlstate = "22001"  # string_data_right_truncation
+    hint = ("The model's answer ran to max_new_tokens before the query ended: a superuser can raise max_new_tokens "
+            "in sqlcoder.config (up to the daemon's --max-new-tokens), or rephrase the question more narrowly.")
+
+
+class AnswerRepeats(AnswerTruncated):
+    hint = ("The model kept repeating itself, so the daemon stopped it (--repetition-guard-tokens) before the "
+            "query ended: rephrase the question, or serve a larger model; see sqlcoder.prompt(question).")
+
+
+# -- Running generated SQL -----------------------------------------
 
 class DaemonReplyTooLarge(DaemonProtocolError):
     hint = ("The reply was larger than max_reply_bytes in sqlcoder.config; a superuser can raise it, or lower "
@@ -251,7 +278,38 @@ class QueryFailed(SqlcoderError):
         self.sqlstate = sqlstate or "XX000"
 
 
-# -- Result bytes and abandoned calls (issue #10) ------------------------------
+class MemoryLimitExceeded(QueryFailed):
+    """An allocation passed the guarded call's address-space limit (sqlcoder._limit_call): PostgreSQL's 53200."""
+
+    sqlstate = "53200"
+
+    hint = ("The query needed more memory than max_memory_bytes in sqlcoder.config allows one call: select fewer "
+            "or narrower columns, or ask a superuser to raise max_memory_bytes.")
+
+
+class TempFilesLimitExceeded(QueryFailed):
+    """A sort, hash or materialisation spilled more than the call's temp_file_limit: PostgreSQL's 53400."""
+
+    sqlstate = "53400"
+
+    hint = ("The query wrote more temporary files than max_temp_bytes in sqlcoder.config allows one call "
+            "(a large sort, DISTINCT, hash or CTE): narrow it, or ask a superuser to raise max_temp_bytes.")
+
+
+_LIMIT_FAILURES: dict[str, type[QueryFailed]] = {"53200": MemoryLimitExceeded, "53400": TempFilesLimitExceeded}
+
+
+def query_failed(message: str, *, sqlstate: str | None, detail: str | None, hint: str | None) -> QueryFailed:
+    """PostgreSQL's error from a guarded query; out of memory and temp_file_limit name sqlcoder's setting.
+
+    Recognised by SQLSTATE alone; PostgreSQL's own HINT, where it gave one
+    ("out of shared memory" names max_locks_per_transaction), is kept.
+    """
+    cls = _LIMIT_FAILURES.get(sqlstate or "", QueryFailed)
+    return cls(message, sqlstate=sqlstate, detail=detail, hint=hint or cls.hint)
+
+
+# -- Result bytes and abandoned calls ------------------------------
 
 class ResultTooLarge(SqlRefused):
     """Counted row by row as the query ran; it was stopped as soon as the limit was passed."""
@@ -268,7 +326,7 @@ class ClientGone(SqlcoderError):
     hint = "The client closed its connection (killed, or a pool's timeout) while sqlcoder waited on the model."
 
 
-# -- Golden examples (issue #14) -------------------------------------------------
+# -- Golden examples -------------------------------------------------
 
 class InvalidExample(SqlcoderError):
     sqlstate = "22023"
@@ -280,3 +338,19 @@ class ExampleNotOwner(InvalidExample):
     sqlstate = "42501"
     hint = ("Only a superuser or the owner of every table the SQL reads can add it as an example: ask them to run "
             "sqlcoder.add_example.")
+
+
+# -- Follow-up questions, and a path that shows nothing -----------------------
+
+class FollowUpError(SqlcoderError):
+    sqlstate = "22023"
+    hint = ("Pass follow_up => the id of one of your own sqlcoder.history rows (SELECT id, question FROM "
+            "sqlcoder.history ORDER BY id DESC LIMIT 5), or 0 for your latest question of this session.")
+
+
+class NothingVisible(SqlcoderError):
+    """Raised before the model is called: a prompt without a table can only produce a wrong query."""
+
+    sqlstate = "42P01"
+    hint = ("Ask a DBA to GRANT you USAGE on the schema and SELECT on its tables, or SET search_path to the "
+            "schema that holds them.")

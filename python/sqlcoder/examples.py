@@ -5,15 +5,18 @@ fires a trigger that runs here as the inserting role: the guard checks the
 SQL, and PostgreSQL's parse analysis and rewriter (``guard.query_objects``)
 list every relation it reads, by OID; the inserting role must own each one
 (superusers may add any). Row-level security on ``sqlcoder.examples`` shows a
-role only the examples whose every relation it may SELECT as a whole, so an
-example never names a table or column the caller cannot see.
+role exactly the examples PostgreSQL would let it run: the query analyzed as
+that role and its range tables put through the executor's own permission
+check (``sqlcoder._example_permitted``, src/example_access.c), so a role with
+column grants sees an example that reads only its columns, and an example
+never names a table or column the caller cannot select.
 
 At ask time the examples a caller may read are indexed once per cached schema
 (``schema_cache``: a changed example, GRANT or REVOKE invalidates it) and the
 most similar questions win: tf-idf cosine over the same stemmed words as
-pruning, no extra model. Their relations' privileges are checked again for
-the few chosen, and they are rendered the way Defog's sql-eval renders its
-k-shot examples (``EXAMPLE QUESTION n:`` / ``EXAMPLE QUERY n:``).
+pruning, no extra model. The permission check runs again for the few chosen,
+and they are rendered the way Defog's sql-eval renders its k-shot examples
+(``EXAMPLE QUESTION n:`` / ``EXAMPLE QUERY n:``).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from ._spi import Plpy
 from .errors import ExampleNotOwner, InvalidExample
 from .pruning import terms
 
-__all__ = ["Example", "ExampleIndex", "check_new", "readable", "select", "render", "MAX_SQL_CHARS"]
+__all__ = ["Example", "ExampleIndex", "check_new", "permitted", "select", "render", "MAX_SQL_CHARS"]
 
 MAX_SQL_CHARS = 20_000  # an example is a single query a person wrote, not a dump
 _CACHE_KEY = "examples"
@@ -36,7 +39,8 @@ _CANDIDATES = 8  # candidates re-ranked and checked per example wanted
 TABLE_WEIGHT = 0.5  # how much the relevance of an example's tables to the question adds to its similarity
 
 _READ_SQL = """
-SELECT e.id, e.question, e.sql, e.tables::pg_catalog.oid[]::pg_catalog.int8[] AS tables
+SELECT e.id, e.question, e.sql, e.tables::pg_catalog.oid[]::pg_catalog.int8[] AS tables,
+       e.search_path::text[] AS search_path
 FROM sqlcoder.examples e
 ORDER BY e.id
 """
@@ -46,11 +50,8 @@ SELECT c.oid::pg_catalog.int8 AS oid, pg_catalog.pg_has_role(c.relowner, 'USAGE'
 FROM pg_catalog.pg_class c
 WHERE c.oid = ANY ($1::pg_catalog.oid[])
 """
-_READABLE_SQL = """
-SELECT o::pg_catalog.int8 AS oid
-FROM pg_catalog.unnest($1::pg_catalog.oid[]) AS o
-WHERE coalesce(pg_catalog.has_table_privilege(o, 'SELECT'), false)
-"""
+# PostgreSQL's own permission check on the analyzed query (src/example_access.c), as the caller.
+_PERMITTED_SQL = "SELECT sqlcoder._example_permitted($1, $2::pg_catalog.name[]) AS permitted"
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class Example:
     question: str
     sql: str
     tables: tuple[int, ...]
+    search_path: tuple[str, ...] = ()
 
 
 # -- Adding ---------------------------------------------------------------------
@@ -160,17 +162,17 @@ def _index(plpy: Plpy, cached: Any) -> ExampleIndex:
     if index is None:
         rows = plpy.execute(_spi.plan(plpy, _READ_SQL))
         index = ExampleIndex.build([Example(int(r["id"]), r["question"], r["sql"],
-                                            tuple(int(t) for t in r["tables"] or ())) for r in rows])
+                                            tuple(int(t) for t in r["tables"] or ()),
+                                            tuple(r["search_path"] or ())) for r in rows])
         cached.derived[_CACHE_KEY] = index
     return index
 
 
-def readable(plpy: Plpy, relations: set[int]) -> set[int]:
-    """Those of ``relations`` the current role may SELECT as a whole (dropped ones are not)."""
-    if not relations:
-        return set()
-    rows = plpy.execute(_spi.plan(plpy, _READABLE_SQL, ["oid[]"]), [sorted(relations)])
-    return {int(r["oid"]) for r in rows}
+def permitted(plpy: Plpy, example: Example) -> bool:
+    """Whether PostgreSQL would let the current role run the example's query: its analyzed range tables
+    through the executor's permission check, column privileges included (nothing runs)."""
+    plan = _spi.plan(plpy, _PERMITTED_SQL, ["text", "text[]"])
+    return bool(plpy.execute(plan, [example.sql, list(example.search_path)])[0]["permitted"])
 
 
 def _positions(cached: Any) -> dict[int, int]:
@@ -229,9 +231,13 @@ def select(plpy: Plpy, cached: Any, question: str, k: int, exclude: Sequence[int
         bonus = TABLE_WEIGHT * sum(tables) / len(tables) if tables else 0.0
         ranked.append((-(score + bonus), i, example))
     ranked.sort(key=lambda r: (r[0], r[1]))
-    candidates = [e for _, _, e in ranked]
-    allowed = readable(plpy, {t for e in candidates for t in e.tables})
-    return [e for e in candidates if e.tables and all(t in allowed for t in e.tables)][:k]
+    chosen: list[Example] = []
+    for _, _, example in ranked:  # checked again: the index may be older than a REVOKE in this transaction
+        if example.tables and permitted(plpy, example):
+            chosen.append(example)
+            if len(chosen) == k:
+                break
+    return chosen
 
 
 def render(examples: Sequence[Example]) -> str:

@@ -16,7 +16,12 @@ tables, transaction-level locks, NOTIFYs and the search_path we set vanish, and 
 survive any rollback, so those the query took are released by hand.
 
 All of it runs under a :class:`~sqlcoder.watchdog.Watchdog`: the wall-clock
-limit covers planning, execution and building the result.
+limit covers planning, execution and building the result, and the watchdog
+escalates (repeated cancels, then terminating the backend) against code that
+catches the cancel. First thing inside the rolled-back subtransaction,
+``sqlcoder._limit_call`` (C, src/call_limits.c) bounds the backend's address
+space (``max_memory_bytes``) and temporary files (``max_temp_bytes``) until
+that subtransaction ends.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import Any, TypeVar
 
 from . import _spi, guard, policy
 from ._spi import Plpy
-from .errors import QueryFailed, ResultTooLarge, SuperuserRefused, TimeLimitExceeded
+from .errors import ResultTooLarge, SuperuserRefused, TimeLimitExceeded, query_failed
 from .watchdog import Watchdog, absorb_pending_cancel
 
 __all__ = ["QueryResult", "search_path_of", "in_caller_context", "run_query", "guard_only", "refuse_superuser"]
@@ -70,16 +75,21 @@ def search_path_of(caller_path: Sequence[str] | None) -> str:
     return ", ".join(parts)
 
 
-def in_caller_context(plpy: Plpy, caller_path: Sequence[str] | None, timeout_s: float, work: Callable[[], T]) -> T:
+def in_caller_context(plpy: Plpy, caller_path: Sequence[str] | None, timeout_s: float, work: Callable[[], T], *,
+                      max_memory_bytes: int | None = None, max_temp_bytes: int | None = None) -> T:
     """Run ``work`` with the caller's search_path, in a rolled-back subtransaction, under the watchdog.
 
     A cancel the watchdog sent becomes :class:`TimeLimitExceeded`; any other
     cancel (``pg_cancel_backend``, the caller's ``statement_timeout``) is
-    re-raised untouched.
+    re-raised untouched. The memory and temporary-file limits (None: none of
+    sqlcoder's) hold until the subtransaction's rollback.
     """
     set_path = _spi.plan(plpy, "SELECT pg_catalog.set_config('search_path', $1, true)", ["text"])
+    limit = _spi.plan(plpy, "SELECT sqlcoder._limit_call($1, $2)", ["bigint", "bigint"])
 
     def in_path() -> T:
+        if max_memory_bytes is not None or max_temp_bytes is not None:
+            plpy.execute(limit, [max_memory_bytes, max_temp_bytes])
         plpy.execute(set_path, [search_path_of(caller_path)])
         return work()
 
@@ -135,7 +145,8 @@ def _release_advisory(plpy: Plpy, locks: set[tuple[int, int, int, str]]) -> None
 
 def run_query(plpy: Plpy, sql: Any, *, caller_path: Sequence[str] | None, max_rows: int,
               max_cost: float | None, timeout_s: float, max_bytes: int,
-              functions: policy.FunctionLists = policy.FunctionLists(), typed: bool = False) -> QueryResult:
+              functions: policy.FunctionLists = policy.FunctionLists(), typed: bool = False,
+              max_memory_bytes: int | None = None, max_temp_bytes: int | None = None) -> QueryResult:
     """Guard ``sql``, run it read-only with at most ``max_rows`` rows and ``max_bytes`` bytes, undo its effects."""
     locks_before = _advisory_locks(plpy)
     helper = _spi.plan(plpy, _RUN_SQL, ["text", "text", "bigint", "bigint", "boolean"])
@@ -150,9 +161,12 @@ def run_query(plpy: Plpy, sql: Any, *, caller_path: Sequence[str] | None, max_ro
         except plpy.SPIError as exc:
             if _spi.is_interrupt(exc):
                 raise
+            refused = guard.hook_refusal(exc, checked.sql)
+            if refused is not None:
+                raise refused from None
             spi = _spi.fields(exc)
-            raise QueryFailed(spi.message, sqlstate=spi.sqlstate, detail=guard.detail_for(checked.sql, spi.detail),
-                              hint=spi.hint) from None
+            raise query_failed(spi.message, sqlstate=spi.sqlstate, detail=guard.detail_for(checked.sql, spi.detail),
+                               hint=spi.hint) from None
         if kept["exceeded"]:
             raise ResultTooLarge(f"sqlcoder: the result is larger than max_result_bytes ({max_bytes} bytes); "
                                  f"it was stopped after {kept['row_count']} rows",
@@ -160,7 +174,8 @@ def run_query(plpy: Plpy, sql: Any, *, caller_path: Sequence[str] | None, max_ro
         return checked, kept
 
     try:
-        checked, kept = in_caller_context(plpy, caller_path, timeout_s, work)
+        checked, kept = in_caller_context(plpy, caller_path, timeout_s, work, max_memory_bytes=max_memory_bytes,
+                                          max_temp_bytes=max_temp_bytes)
     finally:
         leaked = _advisory_locks(plpy) - locks_before
         if leaked:
@@ -171,11 +186,13 @@ def run_query(plpy: Plpy, sql: Any, *, caller_path: Sequence[str] | None, max_ro
 
 
 def guard_only(plpy: Plpy, sql: str, *, caller_path: Sequence[str] | None, max_cost: float | None,
-               timeout_s: float, functions: policy.FunctionLists = policy.FunctionLists()) -> guard.CheckedQuery:
+               timeout_s: float, functions: policy.FunctionLists = policy.FunctionLists(),
+               max_memory_bytes: int | None = None) -> guard.CheckedQuery:
     """The guard's verdict on ``sql`` as the caller would run it; nothing is executed."""
     return in_caller_context(plpy, caller_path, timeout_s,
                              lambda: guard.check(plpy, sql, max_rows=1, max_cost=max_cost,
-                                                 search_path=search_path_of(caller_path), functions=functions))
+                                                 search_path=search_path_of(caller_path), functions=functions),
+                             max_memory_bytes=max_memory_bytes)
 
 
 def refuse_superuser(plpy: Plpy, allowed: bool) -> None:

@@ -17,6 +17,13 @@ rolled-back subtransaction (:func:`sqlcoder.execute.in_caller_context`):
    ``sqlcoder._readonly_explain`` (planning folds immutable and stable
    functions), gives the planner's cost, compared with the DBA's ceiling.
 
+The function policy also holds at run time: before step 1 the policy's
+lists go to the C hooks (:func:`sqlcoder.policy.hand_to_hooks`), which
+check every function PostgreSQL is about to call while steps 1 and 4 and
+the run itself analyze, plan and execute the query (src/policy_hook.c).
+Steps 1-2 stay the early refusal, with every refused function found before
+anything runs; the hooks refuse what only planning or execution reaches.
+
 Read-only execution (:mod:`sqlcoder.execute`) is the second, independent
 line: even a query that passes the guard cannot write.
 """
@@ -29,12 +36,25 @@ from typing import Any
 
 from . import _spi, policy
 from ._spi import Plpy
-from .errors import EmptySql, FunctionRefused, InvalidSql, MultipleStatements, NotAPlainQuery, QueryTooExpensive
+from .errors import (
+    EmptySql,
+    FunctionRefused,
+    InvalidSql,
+    MultipleStatements,
+    NotAPlainQuery,
+    QueryTooExpensive,
+    query_failed,
+)
 
-__all__ = ["CheckedQuery", "QueryObjects", "query_objects", "check", "strip_sql", "detail_for"]
+__all__ = ["CheckedQuery", "QueryObjects", "query_objects", "check", "strip_sql", "detail_for", "hook_refusal"]
 
 _ALIAS = "sqlcoder_q"
 _MAX_DETAIL_CHARS = 4000
+
+# Constraint names sqlcoder's C code gives its refusals (src/query_objects.c, src/function_policy.c).
+_ONE_STATEMENT = "sqlcoder_one_statement"
+_PLAIN_QUERY = "sqlcoder_plain_query"
+_FUNCTION_POLICY = "sqlcoder_function_policy"
 
 
 @dataclass(frozen=True)
@@ -108,6 +128,7 @@ def check(plpy: Plpy, sql: Any, *, max_rows: int, max_cost: float | None, search
     a statement_timeout) propagate as ``plpy.SPIError``.
     """
     text = strip_sql(sql)
+    policy.hand_to_hooks(plpy, functions)
     objects = _analyze(plpy, text)
     policy.check_functions(plpy, objects.functions, objects.opaque, functions, detail=detail_for(text))
     # The query's own columns: _run_readonly turns each row into its row_to_json text (src/row_json.c),
@@ -121,6 +142,14 @@ def check(plpy: Plpy, sql: Any, *, max_rows: int, max_cost: float | None, search
     return CheckedQuery(sql=text, runnable=runnable, cost=cost)
 
 
+def hook_refusal(exc: BaseException, text: str) -> FunctionRefused | None:
+    """The function policy's refusal from the C hooks (a function PostgreSQL was about to call), if ``exc`` is one."""
+    spi = _spi.fields(exc)
+    if spi.constraint != _FUNCTION_POLICY:
+        return None
+    return FunctionRefused(spi.message, detail=detail_for(text, spi.detail), hint=spi.hint)
+
+
 def _analyze(plpy: Plpy, text: str) -> QueryObjects:
     """Step 1: one plain query that analyzes, and what it calls; refusals as sqlcoder errors."""
     try:
@@ -130,14 +159,13 @@ def _analyze(plpy: Plpy, text: str) -> QueryObjects:
             raise
         spi = _spi.fields(exc)
         sqlstate, message = spi.sqlstate, spi.message
-        if message.startswith("sqlcoder runs exactly one SQL statement"):
+        if spi.constraint == _ONE_STATEMENT:
             raise MultipleStatements("sqlcoder runs exactly one SQL statement; this text holds several (or none)",
                                      detail=detail_for(text, f"PostgreSQL: {message}")) from None
-        if message.startswith("sqlcoder refused the query"):  # a literal's domain CHECK, refused before it ran
-            raise FunctionRefused(message, detail=detail_for(text), hint=(
-                "Only immutable pg_catalog functions may run while a query is analyzed, whatever "
-                "allowed_functions says: write the value without a cast to that type.")) from None
-        if message.startswith("sqlcoder runs only a plain query"):  # "...: this is a DELETE", from C
+        refused = hook_refusal(exc, text)  # e.g. a literal's domain CHECK, refused before it ran
+        if refused is not None:
+            raise refused from None
+        if spi.constraint == _PLAIN_QUERY:  # "...: this is a DELETE", from C
             raise NotAPlainQuery(message, detail=detail_for(text)) from None
         raise InvalidSql(f"sqlcoder refused the SQL: {message}", sqlstate=sqlstate or "42601",
                          detail=detail_for(text)) from None
@@ -151,7 +179,12 @@ def _cost(plpy: Plpy, runnable: str, search_path: str, text: str) -> float:
     except plpy.SPIError as exc:
         if _spi.is_interrupt(exc):  # a cancel or timeout is not a verdict on the SQL
             raise
+        refused = hook_refusal(exc, text)  # code planning would have run: folded constants, index expressions
+        if refused is not None:
+            raise refused from None
         spi = _spi.fields(exc)
+        if spi.sqlstate == "53200":  # planning (folded constants) passed max_memory_bytes
+            raise query_failed(spi.message, sqlstate=spi.sqlstate, detail=detail_for(text), hint=spi.hint) from None
         raise InvalidSql(f"sqlcoder refused the SQL: {spi.message}", sqlstate=spi.sqlstate or "42000",
                          detail=detail_for(text)) from None
     document = json.loads(plan) if isinstance(plan, str) else plan

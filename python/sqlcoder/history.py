@@ -2,21 +2,23 @@
 
 A failing ``run`` raises an error, and an error aborts the caller's
 transaction: a row inserted in it would vanish (and a ``BEGIN READ ONLY``
-transaction cannot insert at all). So each row is handed to a background
-worker (``src/history_worker.c``) that writes it in its own transaction as
+transaction cannot insert at all). So each row is queued in shared memory
+for its database's one history writer (``src/history_writer.c``), a
+background worker that writes it in its own transaction as
 ``sqlcoder_history_writer``, a role that may only insert history rows. It
 connects by OID to the current database, so nothing the caller names or sets
 decides where the row goes or what runs with it; the row's role is the
 caller's ``current_user``, found by the server, never taken from the input.
 
-The caller waits at most ``history_timeout_ms``. A row that cannot be written
-is counted (``sqlcoder.status()`` shows the counters) and logged with its
-reason; it never becomes the caller's error. Identical refusals within a
-second are folded into one row with a ``repeat_count``. A call its backend
-leaves (terminated, or the client went away) is written at exit with the
-outcome ``terminated`` or ``abandoned``.
+The caller waits at most ``history_timeout_ms``. A row that cannot be queued
+or written is counted (``sqlcoder.status()`` shows the counters) and logged
+with its reason, at most a line every ten seconds; it never becomes the
+caller's error. Identical refusals within a second are folded into one row
+with a ``repeat_count``. A call its backend leaves (terminated, or the client
+went away) is written at exit with the outcome ``terminated`` or
+``abandoned``. The C functions take the token ``sqlcoder._invoke`` made for
+this call (:func:`call_token`), so no role can call them on its own.
 """
-
 from __future__ import annotations
 
 import json
@@ -40,17 +42,32 @@ from .errors import (
     TimeLimitExceeded,
 )
 
-__all__ = ["Entry", "Limits", "begin", "record", "recording", "stats", "feedback", "COLUMNS", "FOLDED_OUTCOMES"]
+__all__ = ["Entry", "Limits", "begin", "record", "recording", "stats", "feedback", "call_token", "COLUMNS",
+           "FOLDED_OUTCOMES", "MAX_TEXT"]
 
 COLUMNS = ("role", "operation", "question", "sql", "model", "model_ms", "query_ms", "latency_ms",
            "row_count", "truncated", "outcome", "error_sqlstate", "error", "repeat_count", "attempts")
 
-_MAX_TEXT = 100_000  # a 1 MB question or a 10 MB reply is recorded shortened
+MAX_TEXT = 100_000  # a 1 MB question or a 10 MB reply is recorded shortened, and so is corrected SQL
 # Refusals are cheap to provoke in a loop; one row a second each is enough.
 FOLDED_OUTCOMES = frozenset({"refused", "busy"})
 
-_BEGIN = "SELECT sqlcoder._history_begin($1::pg_catalog.jsonb, $2)"
-_WRITE = "SELECT sqlcoder._history_write($1::pg_catalog.jsonb, $2, $3, $4, $5) AS status"
+_BEGIN = "SELECT sqlcoder._history_begin($1, $2::pg_catalog.jsonb, $3)"
+_WRITE = "SELECT sqlcoder._history_write($1, $2::pg_catalog.jsonb, $3, $4, $5) AS status"
+
+# The token of the sqlcoder._invoke call in progress (the interpreter lives as long as the backend).
+_token: list[str | None] = [None]
+
+
+@contextmanager
+def call_token(token: str | None) -> Iterator[None]:
+    """Make ``token`` the one the history functions are called with until the block ends."""
+    saved = _token[0]
+    _token[0] = token
+    try:
+        yield
+    finally:
+        _token[0] = saved
 
 
 @dataclass
@@ -84,10 +101,15 @@ class Limits:
 
 
 def _clean(value: Any) -> Any:
+    """Texts without NUL and at most MAX_TEXT characters, also inside lists and objects (attempts)."""
     if isinstance(value, str):
         value = value.replace("\x00", "\\0")
-        if len(value) > _MAX_TEXT:
-            value = value[:_MAX_TEXT] + f"... ({len(value)} characters)"
+        if len(value) > MAX_TEXT:
+            value = value[:MAX_TEXT] + f"... ({len(value)} characters)"
+    elif isinstance(value, list):
+        value = [_clean(v) for v in value[:10]]
+    elif isinstance(value, dict):
+        value = {str(k)[:100]: _clean(v) for k, v in value.items()}
     return value
 
 
@@ -104,18 +126,17 @@ def _fold_key(entry: Entry) -> str | None:
 def begin(plpy: Plpy, entry: Entry, limits: Limits) -> None:
     """Remember the call, so that it is written as terminated or abandoned if the backend exits during it."""
     pending = Entry(entry.operation, question=entry.question, sql=entry.sql, outcome="terminated")
-    plpy.execute(_spi.plan(plpy, _BEGIN, ["text", "int4"]), [_payload(pending), limits.write_timeout_ms])
+    plpy.execute(_spi.plan(plpy, _BEGIN, ["text", "text", "int4"]),
+                 [_token[0], _payload(pending), limits.write_timeout_ms])
 
 
 def record(plpy: Plpy, entry: Entry, limits: Limits) -> str:
     """Have ``entry`` written for the calling role; returns what happened ('written', 'folded', 'lost: ...')."""
-    plan = _spi.plan(plpy, _WRITE, ["text", "text", "int4", "int4", "bool"])
-    # A call that succeeded is written in the caller's transaction (a worker
-    # takes it over if that rolls back); a failed one is about to abort it.
+    plan = _spi.plan(plpy, _WRITE, ["text", "text", "text", "int4", "int4"])
     try:
         with plpy.subtransaction():
-            return plpy.execute(plan, [_payload(entry), _fold_key(entry), limits.timeout_ms,
-                                       limits.write_timeout_ms, entry.outcome == "ok"])[0]["status"]
+            return plpy.execute(plan, [_token[0], _payload(entry), _fold_key(entry), limits.timeout_ms,
+                                       limits.write_timeout_ms])[0]["status"]
     except plpy.SPIError as exc:  # counted nowhere else: say so in the log, never to the caller
         plpy.log(f"sqlcoder: a history row was not written: {exc}")
         return f"lost: {exc}"
@@ -178,6 +199,9 @@ def feedback(plpy: Plpy, history_id: Any, correct: Any, corrected_sql: Any) -> N
                             hint="sqlcoder.feedback(id, false, 'SELECT ...') stores a correction.")
     if isinstance(corrected_sql, str) and "\x00" in corrected_sql:
         raise FeedbackError("the corrected SQL contains a NUL character", hint=None)
+    if isinstance(corrected_sql, str) and len(corrected_sql) > MAX_TEXT:
+        raise FeedbackError(f"the corrected SQL is {len(corrected_sql)} characters long; the limit is {MAX_TEXT}",
+                            hint="Store a shorter query; history keeps at most that much of any text.")
     try:
         rows = plpy.execute(_spi.plan(plpy, _FEEDBACK, ["bigint", "boolean", "text"]),
                             [history_id, correct, corrected_sql])

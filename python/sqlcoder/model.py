@@ -35,10 +35,14 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class Generated:
-    """A generate reply: the model's text and the model that wrote it (when the daemon says)."""
+    """A generate reply: the model's text, the model that wrote it (when the daemon says) and why it ended:
+    ``eos``, ``length`` (max_new_tokens), ``repetition`` (the daemon's repetition guard) or ``stop``."""
 
     text: str
     model: str | None
+    finish_reason: str = "eos"
+    #: Whether the daemon decoded under the grammar sent with the request (False also when none was sent).
+    constrained: bool = False
 
 
 _cache: dict[str, tuple[float, ModelInfo]] = {}  # socket path -> (expiry, info), per backend
@@ -103,9 +107,15 @@ class Model:
             raise DaemonError("the sqlcoder daemon's count_tokens reply does not match the request")
         return got
 
-    def generate(self, prompt: str, *, max_new_tokens: int | None = None, num_beams: int | None = None) -> Generated:
-        """One generate request; the daemon is told to give up a little before this client does."""
+    def generate(self, prompt: str, *, max_new_tokens: int | None = None, num_beams: int | None = None,
+                 grammar: dict[str, str] | None = None) -> Generated:
+        """One generate request; the daemon is told to give up a little before this client does.
+
+        ``grammar`` (grammar.Grammar.as_request) constrains decoding where the daemon's backend can.
+        """
         fields: dict[str, Any] = {"prompt": prompt, "timeout_ms": self.client.daemon_timeout_ms(self.timeout_s)}
+        if grammar is not None:
+            fields["grammar"] = grammar
         if max_new_tokens:
             fields["max_new_tokens"] = max_new_tokens
         if num_beams:
@@ -118,4 +128,5 @@ class Model:
         text = reply.get("text")
         if not isinstance(text, str):
             raise DaemonProtocolError("the sqlcoder daemon's generate reply has no text")
-        return Generated(text, model)
+        finish = reply.get("finish_reason")
+        return Generated(text, model, finish if isinstance(finish, str) else "eos", reply.get("constrained") is True)

@@ -18,6 +18,10 @@ this module looks each one up in ``pg_proc`` and applies, in this order:
 Shipped lists name functions of ``pg_catalog`` (only a superuser can create
 there, so a pg_catalog name is as exact as its OID, across versions) and
 whole extensions (by ``pg_depend`` membership, wherever they are installed).
+
+The same rules run in C (src/function_policy.c) for every function
+PostgreSQL is about to call while the guard analyzes, plans and runs the
+query: :func:`hand_to_hooks` gives it these lists as OIDs, once per call.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from ._spi import Plpy
 from .errors import ConfigError, FunctionRefused
 
 __all__ = ["DENIED", "DENIED_PREFIXES", "DENIED_EXTENSIONS", "ALLOWED", "FunctionLists", "load_lists",
-           "check_functions", "verdict"]
+           "check_functions", "verdict", "hand_to_hooks"]
 
 # Reason shown in the refusal -> pg_catalog function names (every signature).
 DENIED: dict[str, frozenset[str]] = {
@@ -68,6 +72,11 @@ DENIED: dict[str, frozenset[str]] = {
     "it assigns a transaction id": frozenset({"txid_current", "pg_current_xact_id"}),
     "it uses a sequence": frozenset({"nextval", "setval", "currval", "lastval"}),
     "it holds the connection idle (pg_sleep)": frozenset({"pg_sleep", "pg_sleep_for", "pg_sleep_until"}),
+    # libxml2's XPath engine never checks for interrupts, and a crafted document
+    # and path cost time superlinear in their size: no cancel, no terminate, no
+    # time limit acts until it returns. XMLTABLE is reported as xpath.
+    "it evaluates XPath in libxml2, which no cancel or time limit interrupts (XMLTABLE too)": frozenset({
+        "xpath", "xpath_exists", "xmlexists"}),
 }
 
 # Reason -> pg_catalog name prefixes (families too long to list one by one).
@@ -104,6 +113,15 @@ ALLOWED: frozenset[str] = frozenset({
     # the pg_stat_xact_* views: this transaction's own counters
 })
 
+_SHIPPED_SQL = ("SELECT p.oid::pg_catalog.int8 AS oid, p.proname::pg_catalog.text AS name "
+                "FROM pg_catalog.pg_proc p WHERE p.pronamespace = 'pg_catalog'::pg_catalog.regnamespace "
+                "AND (p.proname OPERATOR(pg_catalog.=) ANY ($1) OR p.proname OPERATOR(pg_catalog.~~) ANY ($2))")
+_HAND_SQL = "SELECT sqlcoder._guard_policy($1, $2, $3, $4, $5, $6, $7)"
+_HAND_TYPES = ["oid[]", "oid[]", "oid[]", "text[]", "oid[]", "text[]", "text[]"]
+
+# The shipped pg_catalog lists as OIDs, once per backend (pg_catalog changes only with PostgreSQL itself).
+_shipped: tuple[list[int], list[str], list[int]] | None = None
+
 _FACTS_SQL = ("SELECT oid::pg_catalog.int8 AS oid, qualified, arguments AS args, schema, name, volatility, language, "
               "owner_superuser, extension FROM sqlcoder._function_facts($1)")
 
@@ -136,6 +154,38 @@ def load_lists(plpy: Plpy, allowed: Iterable[str], denied: Iterable[str]) -> Fun
                 oids.add(int(row[0]["oid"]))
         resolved.append(frozenset(oids))
     return FunctionLists(allowed=resolved[0], denied=resolved[1])
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%") + "%"
+
+
+def _shipped_oids(plpy: Plpy) -> tuple[list[int], list[str], list[int]]:
+    """(refused OIDs, their reasons, harmless OIDs) of the shipped pg_catalog lists."""
+    global _shipped
+    if _shipped is None:
+        names = sorted(set().union(*DENIED.values()) | ALLOWED)
+        prefixes = [_like_prefix(p) for group in DENIED_PREFIXES.values() for p in group]
+        refused: list[int] = []
+        reasons: list[str] = []
+        harmless: list[int] = []
+        for row in plpy.execute(_spi.plan(plpy, _SHIPPED_SQL, ["text[]", "text[]"]), [names, prefixes]):
+            reason = _shipped_denial("pg_catalog", row["name"], None)
+            if reason is not None:
+                refused.append(int(row["oid"]))
+                reasons.append(reason)
+            elif row["name"] in ALLOWED:
+                harmless.append(int(row["oid"]))
+        _shipped = (refused, reasons, harmless)
+    return _shipped
+
+
+def hand_to_hooks(plpy: Plpy, lists: FunctionLists) -> None:
+    """Give the C hooks the policy's lists for the rest of the current subtransaction (the guard's)."""
+    refused, reasons, harmless = _shipped_oids(plpy)
+    plpy.execute(_spi.plan(plpy, _HAND_SQL, _HAND_TYPES),
+                 [sorted(lists.allowed), sorted(lists.denied), refused, reasons, harmless,
+                  list(DENIED_EXTENSIONS), list(DENIED_EXTENSIONS.values())])
 
 
 def _shipped_denial(schema: str, name: str, extension: str | None) -> str | None:

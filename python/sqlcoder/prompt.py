@@ -5,10 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ._sqleval_prompt import LLAMA_3_SQLCODER_8B, SQL_EVAL_TEMPLATES, instructions_as_sql_eval, schema_as_sql_eval
-from .errors import NoSQLGenerated
+from .errors import AnswerRepeats, AnswerTruncated, NoSQLGenerated
 
 __all__ = ["TEMPLATES", "TEMPLATE_SETTINGS", "DEFAULT_TEMPLATE", "SQLCODER_70B_TEMPLATE", "SQL_EVAL_PROFILE",
-           "choose_template", "template_for_model", "render_prompt", "extract_sql"]
+           "choose_template", "template_for_model", "render_prompt", "extract_sql", "MODEL_OUTPUT_DETAIL",
+           "MAX_OUTPUT_SHOWN"]
+
+#: DETAIL of an answer refused before the guard saw SQL: this prefix, then the model's text as a Python
+#: literal (so sqlcoder-eval can keep it in its records).
+MODEL_OUTPUT_DETAIL = "model output: "
+MAX_OUTPUT_SHOWN = 4000
 
 # sqlcoder-70b-alpha's template, from prompt.md of defog-ai/sqlcoder, verbatim.
 SQLCODER_70B_TEMPLATE = """### Task
@@ -135,23 +141,33 @@ def render_prompt(question: str, schema: str, instructions: Iterable[str] = (),
                                       instructions=_instructions_block(template, lines))
 
 
-def extract_sql(completion: str) -> str:
+def extract_sql(completion: str, finish_reason: str = "eos") -> str:
     """Cut the model's completion the way SQLCoder's reference inference does.
 
     Everything after a repeated ``[SQL]``, up to ``[/SQL]``, a closing code fence
     or the first ``;``, stripped, with ``;`` appended. Raises
-    :class:`NoSQLGenerated` when nothing is left or the model declined.
+    :class:`NoSQLGenerated` when nothing is left or the model declined, and
+    :class:`AnswerTruncated` (:class:`AnswerRepeats`) when the daemon ended the
+    completion at ``max_new_tokens`` (its repetition guard) before any of those
+    marks: the query was cut, not finished. DETAIL holds the model's text.
     """
+    detail = f"{MODEL_OUTPUT_DETAIL}{completion[:MAX_OUTPUT_SHOWN]!r}"
     text = completion.split("[SQL]")[-1]
+    ended = "[/SQL]" in text
     text = text.split("[/SQL]")[0]
     if "```sql" in text:
         text = text.split("```sql")[-1]
+    ended = ended or "```" in text
     text = text.split("```")[0]
+    ended = ended or ";" in text
     text = text.split(";")[0].strip()
     if not text:
-        raise NoSQLGenerated("the model returned no SQL for this question",
-                             detail=f"model output: {completion[:500]!r}")
+        raise NoSQLGenerated("the model returned no SQL for this question", detail=detail)
     if "i do not know" in text.lower() and not text.lower().lstrip("( ").startswith(("select", "with")):
-        raise NoSQLGenerated("the model could not answer this question from the schema it was shown",
-                             detail=f"model output: {completion[:500]!r}")
+        raise NoSQLGenerated("the model could not answer this question from the schema it was shown", detail=detail)
+    if not ended and finish_reason == "length":
+        raise AnswerTruncated("the model's answer reached max_new_tokens before its query ended", detail=detail)
+    if not ended and finish_reason == "repetition":
+        raise AnswerRepeats("the model's answer kept repeating itself and was stopped before its query ended",
+                            detail=detail)
     return text + ";"

@@ -1,9 +1,11 @@
-"""Connections within limits: a cap shared by the socket and the HTTP listeners, and the descriptor budget.
+"""Connections within limits: a cap for the socket and one for each HTTP listener, and the descriptor budget.
 
 Each connection holds a thread and a descriptor. Without a cap, idle clients could
-take every descriptor; at the limit ``accept`` fails at once while the listening
-socket stays readable, which turns a select loop into a busy spin. The accept loop
-therefore waits on :meth:`ConnectionSlots.wait_for_release` when it runs out.
+take every descriptor; with one cap for all, a flood of one listener (any local user
+reaches loopback) would lock the database out of the socket. At the descriptor limit
+``accept`` fails at once while the listening socket stays readable, which turns a
+select loop into a busy spin. The accept loops therefore wait on
+:meth:`ConnectionSlots.wait_for_release` when they run out.
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ class ConnectionSlots:
 
 
 def raise_fd_limit(max_connections: int) -> tuple[int, int]:
-    """Raise the soft descriptor limit toward ``max_connections + FD_RESERVE`` (never above the hard limit);
+    """Raise the soft descriptor limit toward ``max_connections + FD_RESERVE`` (never above the hard limit;
+    ``max_connections``: the caps of the socket and the listeners together);
     return (soft limit now, what was wanted), so the caller can warn when the cap cannot be met."""
     want = max_connections + FD_RESERVE
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -125,7 +125,7 @@ def _answer(daemon: Service, conn: socket.socket, line: bytes, uid: int) -> tupl
             return generate_reply(req.id, text=result.text, model=daemon.model_name,
                                   finish_reason=result.finish_reason, prompt_tokens=result.prompt_tokens,
                                   completion_tokens=result.completion_tokens, cached_tokens=result.cached_tokens,
-                                  timings=job.timings()), False
+                                  timings=job.timings(), constrained=result.constrained), False
         raise AssertionError(f"unhandled request type {type(req).__name__}")
     except DaemonError as e:
         return error_reply(req.id, e), e.close

@@ -63,12 +63,18 @@ class Daemon:
         self._active_lock = threading.Lock()
         #: Requests read but not yet answered, across all connections.
         self.active_requests = 0
-        soft, want = raise_fd_limit(settings.max_connections)
-        if soft < want:
-            log.warning("the descriptor limit (%d) leaves room for about %d connections, not max_connections %d: "
-                        "at the limit the daemon stops accepting until a connection closes; raise LimitNOFILE "
-                        "(ulimit -n) to %d", soft, max(0, soft - FD_RESERVE), settings.max_connections, want)
+        #: One connection cap for the socket and one per HTTP listener: a flood of one leaves the others alone.
         self.slots = ConnectionSlots(settings.max_connections)
+        self.listener_slots = {"openai": ConnectionSlots(settings.openai_listen_max_connections),
+                               "metrics": ConnectionSlots(settings.metrics_listen_max_connections)}
+        caps = settings.max_connections + sum(s.cap for name, s in self.listener_slots.items()
+                                              if getattr(settings, f"{name}_listen"))
+        soft, want = raise_fd_limit(caps)
+        if soft < want:
+            log.warning("the descriptor limit (%d) leaves room for about %d connections, not the %d of "
+                        "max_connections and the listeners' caps: at the limit the daemon stops accepting until a "
+                        "connection closes; raise LimitNOFILE (ulimit -n) to %d", soft, max(0, soft - FD_RESERVE),
+                        caps, want)
         self.socket_lost = False
         self._reload_requested = False
         self._out_of_fds_since: float | None = None
@@ -136,9 +142,12 @@ class Daemon:
             "version": __version__,
             **snap,
         }
-        out["connections"] = self.slots.snapshot()
+        out["connections"] = {"socket": self.slots.snapshot(),
+                              **{name: slots.snapshot() for name, slots in self.listener_slots.items()
+                                 if getattr(self.settings, f"{name}_listen")}}
         if self.state != "loading":
             out.update(self.backend.stats())
+        out["grammar"] = self.backend.grammar_support()
         for key in ("memory_estimate", "decoding", "token_counting"):  # backend-specific facts
             if key in info:
                 out[key] = info[key]
@@ -161,11 +170,13 @@ class Daemon:
         if phase == "early" and self.settings.metrics_listen:
             from .metrics_listener import start_metrics_server
 
-            self._side_servers.append(start_metrics_server(self, self.settings.metrics_listen))
+            self._side_servers.append(start_metrics_server(self, self.settings.metrics_listen,
+                                                           self.listener_slots["metrics"]))
         if phase == "ready" and self.settings.openai_listen:
             from .openai_listener import start_openai_server
 
-            self._side_servers.append(start_openai_server(self, self.settings.openai_listen))
+            self._side_servers.append(start_openai_server(self, self.settings.openai_listen,
+                                                          self.listener_slots["openai"]))
 
     def serve(self) -> int:
         """Bind the socket (only now that the model is loaded), accept until :meth:`request_stop`, drain;
@@ -312,6 +323,8 @@ class Daemon:
         self.scheduler.max_queue = self.settings.max_queue
         self.scheduler.batch_wait_s = self.settings.batch_wait_ms / 1000.0
         self.slots.cap = self.settings.max_connections
+        for name, slots in self.listener_slots.items():
+            slots.cap = getattr(self.settings, f"{name}_listen_max_connections")
         logging.getLogger().setLevel(self.settings.log_level)
         log.info("SIGHUP: settings re-read; applied: %s (allowed uids: %s)", ", ".join(sorted(changed)) or "none",
                  ",".join(map(str, sorted(allowed))))
@@ -347,4 +360,5 @@ class Daemon:
 
 def _limits(settings: Settings) -> Limits:
     return Limits(max_new_tokens=settings.max_new_tokens, num_beams=settings.num_beams,
-                  max_num_beams=settings.max_num_beams, timeout_ms=settings.timeout_ms)
+                  max_num_beams=settings.max_num_beams, timeout_ms=settings.timeout_ms,
+                  max_grammar_bytes=settings.max_grammar_bytes)

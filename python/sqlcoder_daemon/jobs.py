@@ -17,11 +17,14 @@ class GenerationResult:
     """What a backend returns for one request."""
 
     text: str
-    finish_reason: str  # "eos", "length" or "stop"
+    #: "eos", "length" (max_new_tokens), "repetition" (the repetition guard, repetition.py) or "stop" (cancelled).
+    finish_reason: str
     prompt_tokens: int
     completion_tokens: int
     #: Prompt tokens whose key/value cache came from the prefix cache.
     cached_tokens: int = 0
+    #: Decoded under the request's grammar (False when it had none, or the backend could not honour it).
+    constrained: bool = False
 
 
 @dataclasses.dataclass(eq=False)

@@ -1,11 +1,13 @@
 """The metrics listener: Prometheus ``/metrics``, ``/status`` and ``/healthz`` on loopback.
 
 It starts before the model loads, so ``/status`` can say ``loading`` while the
-Unix socket does not exist yet.
+Unix socket does not exist yet. Its connection cap is its own: a flood of the
+OpenAI-compatible listener or of the socket leaves it reachable.
 """
 
 from __future__ import annotations
 
+from .accept import ConnectionSlots
 from .http_server import JsonHandler, LoopbackServer, start_listener
 from .metrics import prometheus_text
 from .service import Service
@@ -27,5 +29,5 @@ class _MetricsHandler(JsonHandler):
             self._json(404, {"error": "not found; try /metrics, /status or /healthz"})
 
 
-def start_metrics_server(daemon: Service, listen: str) -> LoopbackServer:
-    return start_listener(listen, _MetricsHandler, daemon, "metrics")
+def start_metrics_server(daemon: Service, listen: str, slots: ConnectionSlots) -> LoopbackServer:
+    return start_listener(listen, _MetricsHandler, daemon, "metrics", slots)

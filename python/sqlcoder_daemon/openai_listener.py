@@ -13,6 +13,7 @@ import re
 import time
 import uuid
 
+from .accept import ConnectionSlots
 from .errors import BadRequest, Busy, Cancelled, DaemonError, ShuttingDown, Timeout, TooLarge
 from .http_server import JsonHandler, LoopbackServer, start_listener
 from .jobs import Job
@@ -28,8 +29,8 @@ _HTTP_STATUS = {BadRequest: 400, TooLarge: 413, Busy: 429, Timeout: 504, Shuttin
 _DECIMAL = re.compile(r"[0-9]{1,19}")
 
 
-def start_openai_server(daemon: Service, listen: str) -> LoopbackServer:
-    return start_listener(listen, _OpenAIHandler, daemon, "openai-api")
+def start_openai_server(daemon: Service, listen: str, slots: ConnectionSlots) -> LoopbackServer:
+    return start_listener(listen, _OpenAIHandler, daemon, "openai-api", slots)
 
 
 class _OpenAIHandler(JsonHandler):
@@ -80,7 +81,7 @@ class _OpenAIHandler(JsonHandler):
         except (ValueError, RecursionError):
             self._error(400, "body must be a JSON object", "invalid_request_error")
             return None
-        except OSError:  # the client stopped sending (idle_timeout_s) or went away
+        except OSError:  # the body did not arrive whole within idle_timeout_s, or the client went away
             return None
         self.close_connection = False
         return body

@@ -10,7 +10,8 @@ from typing import Any
 from .errors import BadRequest, DaemonError, UnsupportedVersion
 
 __all__ = [
-    "MAX_ID_CHARS", "OPS", "PROTOCOL_VERSION", "SUPPORTED_VERSIONS", "CountTokensRequest", "GenerateRequest",
+    "GRAMMAR_FORMATS", "MAX_ID_CHARS", "OPS", "PROTOCOL_VERSION", "SUPPORTED_VERSIONS", "CountTokensRequest",
+    "GenerateRequest", "Grammar",
     "Limits", "Request", "StatusRequest", "count_tokens_reply", "encode", "error_reply", "generate_reply", "ok_reply",
     "parse_message", "parse_request", "status_reply",
 ]
@@ -19,6 +20,8 @@ PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 MAX_ID_CHARS = 200
 OPS = ("generate", "count_tokens", "status")
+#: The forms a request's grammar may come in: GBNF (llama.cpp's format) and Lark (llguidance's).
+GRAMMAR_FORMATS = ("gbnf", "lark")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +33,15 @@ class Limits:
     max_num_beams: int = 8
     timeout_ms: int = 600_000
     max_texts: int = 1024
+    max_grammar_bytes: int = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class Grammar:
+    """What a generate request's answer must match, in each form the client sent (None: not sent)."""
+
+    gbnf: str | None = None
+    lark: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +56,7 @@ class GenerateRequest(Request):
     max_new_tokens: int
     num_beams: int
     timeout_ms: int
+    grammar: Grammar | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +139,7 @@ def parse_message(msg: dict, limits: Limits) -> Request:
             max_new_tokens=_int_field(msg, "max_new_tokens", limits.max_new_tokens, 1, limits.max_new_tokens),
             num_beams=_int_field(msg, "num_beams", limits.num_beams, 1, limits.max_num_beams),
             timeout_ms=_int_field(msg, "timeout_ms", limits.timeout_ms, 1, 24 * 3600 * 1000),
+            grammar=_grammar_field(msg, limits),
         )
     if op == "count_tokens":
         texts = msg.get("texts")
@@ -141,6 +155,28 @@ def parse_message(msg: dict, limits: Limits) -> Request:
     raise BadRequest(f"unknown op {op[:50]!r}; expected one of {', '.join(OPS)}")
 
 
+def _grammar_field(msg: dict, limits: Limits) -> Grammar | None:
+    """``grammar``: an object of strings by format, each bounded; a backend that cannot parse one says so
+    when it runs the request (the reply's ``constrained`` is false)."""
+    raw = msg.get("grammar")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not raw:
+        raise BadRequest(f"'grammar' must be an object with one or more of {', '.join(GRAMMAR_FORMATS)}")
+    forms: dict[str, str] = {}
+    for name, text in raw.items():
+        if name not in GRAMMAR_FORMATS:
+            raise BadRequest(f"unknown grammar format {str(name)[:50]!r}; expected {', '.join(GRAMMAR_FORMATS)}")
+        if not isinstance(text, str) or not text.strip():
+            raise BadRequest(f"'grammar.{name}' must be a non-empty string")
+        if "\x00" in text:
+            raise BadRequest(f"'grammar.{name}' contains a NUL character")
+        if len(text.encode("utf-8", "surrogatepass")) > limits.max_grammar_bytes:
+            raise BadRequest(f"'grammar.{name}' is longer than max_grammar_bytes ({limits.max_grammar_bytes})")
+        forms[name] = text
+    return Grammar(**forms)
+
+
 def ok_reply(rid: str | None, **fields: Any) -> dict[str, Any]:
     return {"v": PROTOCOL_VERSION, "id": rid, "ok": True, **fields}
 
@@ -154,13 +190,14 @@ def count_tokens_reply(rid: str, counts: list[int]) -> dict[str, Any]:
 
 
 def generate_reply(rid: str, *, text: str, model: str | None, finish_reason: str, prompt_tokens: int,
-                   completion_tokens: int, cached_tokens: int, timings: dict[str, float | None]) -> dict[str, Any]:
+                   completion_tokens: int, cached_tokens: int, timings: dict[str, float | None],
+                   constrained: bool = False) -> dict[str, Any]:
     """A ``generate`` reply (the caller passes a finished job's result and timings: this module stays
     free of the job types, which import it)."""
     return ok_reply(rid, text=text, model=model, finish_reason=finish_reason,
                     usage={"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                            "cached_prompt_tokens": cached_tokens},
-                    timings=timings)
+                    timings=timings, constrained=constrained)
 
 
 def error_reply(rid: str | None, err: DaemonError) -> dict[str, Any]:

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 RELOADABLE = frozenset({
     "allow_uid", "allow_user", "log_level", "log_prompts", "max_queue", "batch_wait_ms", "timeout_ms",
     "drain_timeout_s", "max_new_tokens", "num_beams", "max_num_beams", "max_request_bytes", "max_connections",
-    "idle_timeout_s", "openai_listen_api_key",
+    "openai_listen_max_connections", "metrics_listen_max_connections", "idle_timeout_s", "openai_listen_api_key",
 })
 
 

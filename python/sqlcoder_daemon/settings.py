@@ -95,8 +95,11 @@ class Settings:
     allow_uid: list[int] = _opt([], "peer uid allowed to connect (repeatable); default: own uid and postgres")
     allow_user: list[str] = _opt([], "user name allowed to connect (repeatable)")
     max_connections: int = _opt(512,
-            "most connections open at once (socket and HTTP); more are answered 'busy' and closed")
-    idle_timeout_s: float = _opt(30.0, "close a connection that takes longer than this to send a request")
+            "most connections open at once on the Unix socket; more are answered 'busy' and closed "
+            "(each HTTP listener has its own cap)")
+    idle_timeout_s: float = _opt(30.0,
+            "each request must arrive whole (HTTP: headers and body) within this many seconds of the "
+            "connection opening or the previous reply, however slowly it drips; else the connection is closed")
     quantize: str = _opt("nf4", "weight quantization (bitsandbytes)", choices=("nf4", "int8", "none"))
     dtype: str = _opt("auto", "compute dtype; auto: bfloat16 on GPU, float32 on CPU",
             choices=("auto", "bfloat16", "float16", "float32"))
@@ -104,10 +107,19 @@ class Settings:
     max_memory: str | None = _opt(None, "per-device memory limits for accelerate, e.g. 0=38GiB,1=38GiB,cpu=64GiB")
     cpu_threads: int = _opt(0, "torch CPU threads (0: torch's default, one per core); llama_cpp: its threads")
     max_new_tokens: int = _opt(300, "default and upper bound of generated tokens per request")
+    repetition_guard_tokens: int = _opt(48,
+            "stop a completion once its last N tokens repeat one block of up to 64 tokens (finish reason "
+            "'repetition'; never changes a token, so greedy output stays a prefix of the unguarded one; 0: off)")
     num_beams: int = _opt(4, "default beam count (1 = greedy)")
     max_num_beams: int = _opt(8, "largest num_beams a request may ask for")
     max_request_bytes: int = _opt(4 * 1024**2, "longest request line accepted (bytes; 4MiB style allowed)",
             parse=_size)
+    max_grammar_bytes: int = _opt(1024**2, "longest grammar (each form) a generate request may carry (bytes)",
+            parse=_size)
+    openai_grammar: str = _opt("grammar",
+            "openai backend: how the server takes a GBNF grammar: grammar (llama.cpp's server, llama-cpp-python's), "
+            "guided_grammar (vLLM before 0.10), structured_outputs (vLLM 0.10 on), none (cannot)",
+            choices=("grammar", "guided_grammar", "structured_outputs", "none"))
     max_queue: int = _opt(64, "requests waiting beyond this answer 'busy'")
     max_batch_size: int = _opt(8, "most requests run together in one batched generate")
     batch_wait_ms: float = _opt(10.0,
@@ -128,7 +140,11 @@ class Settings:
     openai_listen_api_key: str | None = _opt(None, "bearer key the OpenAI-compatible listener requires", secret=True)
     openai_listen_insecure: bool = _opt(False,
             "let the OpenAI-compatible listener run without an API key (any local user reaches the model)")
+    openai_listen_max_connections: int = _opt(64,
+            "most connections open at once on the OpenAI-compatible listener; more get 503 and are closed")
     metrics_listen: str | None = _opt(None, "serve Prometheus /metrics and /status on this loopback host:port")
+    metrics_listen_max_connections: int = _opt(16,
+            "most connections open at once on the metrics listener; more get 503 and are closed")
     log_level: str = _opt("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     log_prompts: bool = _opt(False, "include prompt text in the per-request log line")
     trust_remote_code: bool = _opt(False, "let transformers run code shipped with the model")
@@ -248,9 +264,11 @@ def _validate(s: Settings) -> None:
     if s.backend == "openai" and not s.openai_url:
         raise SettingsError("--backend openai needs --openai-url")
     for name in ("max_new_tokens", "num_beams", "max_num_beams", "max_request_bytes", "max_queue", "max_batch_size",
-                 "max_connections"):
+                 "max_connections", "openai_listen_max_connections", "metrics_listen_max_connections"):
         if getattr(s, name) < 1:
             raise SettingsError(f"--{name.replace('_', '-')} must be at least 1")
+    if s.repetition_guard_tokens < 0:
+        raise SettingsError("--repetition-guard-tokens must be 0 (off) or a token count")
     if s.idle_timeout_s <= 0:
         raise SettingsError("--idle-timeout-s must be above 0")
     if s.llama_n_ctx < 0:

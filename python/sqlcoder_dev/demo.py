@@ -18,7 +18,9 @@ import time
 from collections.abc import Sequence
 from decimal import Decimal
 
-from . import shop
+import psycopg
+
+from . import shop, smollm2
 from .daemonproc import DaemonProcess, socket_dir
 from .pgcluster import Cluster
 
@@ -44,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--questions", type=int, default=DEMO_QUESTIONS, help="how many sample questions to ask")
+    parser.add_argument("--smollm2", action="store_true",
+                        help="serve SmolLM2-135M-Instruct (a real 135M model: a smoke test, not SQLCoder) on llama.cpp")
     args = parser.parse_args(argv)
 
     real_model = os.environ.get("SQLCODER_MODEL")
@@ -61,7 +65,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 conn.execute("SELECT sqlcoder.grant_access('analyst')")
             print("* sample shop database loaded (customers, products, orders, order_items); role analyst granted")
 
-            if real_model:
+            if args.smollm2:
+                model = str(smollm2.ensure_gguf())
+                extra = ["--backend", "llama_cpp", "--max-new-tokens", "160"]
+                print(f"* model: SmolLM2-135M-Instruct, Q4_1 GGUF on llama.cpp ({model})")
+                print("  A SMOKE-TEST MODEL: 135M parameters, a real pretrained model but no SQLCoder. It shows the")
+                print("  whole path on real weights (tokenizer, daemon, guard, errors); most answers will be wrong or")
+                print("  refused with a precise error. Set SQLCODER_MODEL to real SQLCoder weights for real answers.")
+            elif real_model:
                 model = real_model
                 extra = ["--quantize", os.environ.get("SQLCODER_QUANTIZE", "nf4"),
                          "--device-map", os.environ.get("SQLCODER_DEVICE_MAP", "auto")]
@@ -86,7 +97,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         question = item["question"]
                         print(f"analyst=> SELECT sqlcoder.ask('{question}');  -- then sqlcoder.execute() of it")
                         started = time.monotonic()
-                        sql = conn.execute("SELECT sqlcoder.ask(%s)", (question,)).fetchone()[0]
+                        try:
+                            sql = conn.execute("SELECT sqlcoder.ask(%s)", (question,)).fetchone()[0]
+                        except psycopg.Error as e:  # a real model's answer: refused, cut, or no SQL
+                            took = time.monotonic() - started
+                            print(f"  ERROR {e.sqlstate} ({took:.2f} s): {e.diag.message_primary}")
+                            print(f"  HINT: {e.diag.message_hint}\n")
+                            continue
                         print(f"  SQL ({time.monotonic() - started:.2f} s): {sql}")
                         # Run what came back through the extension's guard: one plain
                         # query, read-only, as the analyst (one json object per row).

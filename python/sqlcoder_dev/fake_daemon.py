@@ -76,6 +76,9 @@ class FakeDaemon:
         self.disconnects: list[float] = []  # monotonic times clients closed a hanging request
 
     # -- scripting -----------------------------------------------------------
+    #: Whether generate replies say a request's grammar was honoured (False: like a backend that cannot).
+    honours_grammar = True
+
     def reply(self, text: str, model: str = "fake/sqlcoder") -> FakeDaemon:
         """Answer every generate request with ``text`` as the model's raw completion."""
         with self._lock:
@@ -194,11 +197,13 @@ class FakeDaemon:
             texts = request.get("texts") or []
             conn.sendall(_line({"v": 1, "id": rid, "ok": True, "counts": [len(str(t)) // 4 + 1 for t in texts]}))
             return True
-        return self._generate(conn, rid, script)
+        return self._generate(conn, rid, script, constrained="grammar" in request and self.honours_grammar)
 
-    def _generate(self, conn: socket.socket, rid: Any, script: _Script) -> bool:
+    def _generate(self, conn: socket.socket, rid: Any, script: _Script, constrained: bool = False) -> bool:
+        # Like a daemon whose backend honours grammars: it says so (its text is scripted all the same).
         ok = {"v": 1, "id": rid, "ok": True, "text": script.text, "model": script.model, "finish_reason": "eos",
-              "usage": {"prompt_tokens": 10, "completion_tokens": 5}, "timings": {"queue_ms": 0, "generate_ms": 1}}
+              "usage": {"prompt_tokens": 10, "completion_tokens": 5}, "timings": {"queue_ms": 0, "generate_ms": 1},
+              "constrained": constrained}
         mode = script.mode
         if mode == "ok":
             conn.sendall(_line(ok))

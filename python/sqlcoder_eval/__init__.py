@@ -13,4 +13,6 @@ from .compare import ResultSet, Verdict, compare_results
 from .dataset import Dataset, Question
 from .goldsql import expand_gold
 
-__all__ = ["Dataset", "Question", "ResultSet", "Verdict", "compare_results", "expand_gold"]
+__version__ = "0.4.0"
+
+__all__ = ["__version__", "Dataset", "Question", "ResultSet", "Verdict", "compare_results", "expand_gold"]

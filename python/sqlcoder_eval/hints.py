@@ -1,6 +1,6 @@
 """Put a database's join pairs and glossary where the extension reads them.
 
-The extension (0.2.0, issue #3) manages ``sqlcoder.join_hints`` and
+The extension manages ``sqlcoder.join_hints`` and
 ``sqlcoder.instructions`` through ``sqlcoder.add_join_hint(regclass, name,
 regclass, name)`` and ``sqlcoder.add_instruction(text, name)``, which check the
 caller's privileges; going through them keeps the loader to the rules a DBA

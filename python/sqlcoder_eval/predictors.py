@@ -3,6 +3,7 @@ itself (must score 100%), or a deliberately broken gold query (must score 0%).""
 
 from __future__ import annotations
 
+import ast
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -40,6 +41,29 @@ class Prediction:
     note: str = ""
     skipped: str | None = None
     error: str | None = None
+    #: For a refused answer: the model's text (``model output:`` in DETAIL) and the SQLSTATE.
+    raw_output: str | None = None
+    sqlstate: str | None = None
+
+
+_OUTPUT = "model output: "  # sqlcoder.prompt.MODEL_OUTPUT_DETAIL (the in-database package is not importable here)
+
+
+def refused_answer(detail: str | None) -> tuple[str | None, str | None]:
+    """(SQL, model text) from the DETAIL of a refused ``ask``: the guard's ``SQL: ...`` line (the first
+    attempt's, after a correction) and the extension's ``model output: '...'`` literal."""
+    sql = raw = None
+    for line in (detail or "").splitlines():
+        body = line.split(": ", 1)[1] if line.startswith("attempt ") and ": " in line else line
+        if sql is None and body.startswith("SQL: "):
+            sql = body[len("SQL: "):]
+        elif raw is None and line.startswith(_OUTPUT):
+            try:
+                value = ast.literal_eval(line[len(_OUTPUT):])
+            except (ValueError, SyntaxError):
+                value = line[len(_OUTPUT):]
+            raw = value if isinstance(value, str) else None
+    return sql, raw
 
 
 class Predictor(Protocol):
@@ -89,8 +113,10 @@ class AskPredictor:
     @staticmethod
     def _has_two_arg_form(ctx: Context) -> bool:
         if "ask2" not in ctx.session:
+            # ask(text, text) until 0.3.0, ask(text, text, bigint) with follow_up since.
             row = ctx.conn.execute(
-                "SELECT pg_catalog.to_regprocedure('sqlcoder.ask(text,text)') IS NOT NULL").fetchone()
+                "SELECT pg_catalog.to_regprocedure('sqlcoder.ask(text,text)') IS NOT NULL "
+                "OR pg_catalog.to_regprocedure('sqlcoder.ask(text,text,bigint)') IS NOT NULL").fetchone()
             ctx.session["ask2"] = bool(row and row[0])
         return ctx.session["ask2"]
 
@@ -108,7 +134,9 @@ class AskPredictor:
             row = ctx.conn.execute(stmt, params).fetchone()
         except psycopg.Error as e:
             first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            return Prediction(None, (time.perf_counter() - start) * 1000, note, error=f"ask failed: {first_line}")
+            sql, raw = refused_answer(e.diag.message_detail)
+            return Prediction(sql, (time.perf_counter() - start) * 1000, note, error=f"ask failed: {first_line}",
+                              raw_output=raw, sqlstate=e.sqlstate)
         finally:
             set_timeout(ctx.conn, ctx.timeout_s)
         latency = (time.perf_counter() - start) * 1000

@@ -73,7 +73,8 @@ def evaluate_question(conn: psycopg.Connection, q: Question, predictor: Predicto
         "prompt_profile": opts.prompt_profile, "id": q.id,
         "db_name": q.db_name, "source": q.source, "category": q.category, "question": q.question,
         "instructions": q.instructions, "gold": q.gold, "generated": None, "exact": False, "correct": False,
-        "skipped": None, "error": None, "latency_ms": None, "exec_ms": None, "note": "", "verdicts": {},
+        "skipped": None, "error": None, "error_sqlstate": None, "raw_output": None, "latency_ms": None,
+        "exec_ms": None, "note": "", "verdicts": {},
     }
     gold: list[GoldResult] = []
     for sql in expand_gold(q.gold):
@@ -89,7 +90,8 @@ def evaluate_question(conn: psycopg.Connection, q: Question, predictor: Predicto
         record["error"] = f"gold query failed: {_error_text(gold[0][1])}"  # type: ignore[arg-type]
         return record
     pred = predictor.predict(Context(conn, q, ran, opts.timeout_s, opts.max_rows, opts.policy, session or {}))
-    record.update(generated=pred.sql, latency_ms=pred.latency_ms, note=pred.note, skipped=pred.skipped)
+    record.update(generated=pred.sql, latency_ms=pred.latency_ms, note=pred.note, skipped=pred.skipped,
+                  raw_output=pred.raw_output, error_sqlstate=pred.sqlstate)
     if pred.skipped:
         return record
     if pred.error or not pred.sql:

@@ -38,7 +38,7 @@ from starlette.templating import Jinja2Templates
 
 from . import auth, db, results
 from .security import SecurityMiddleware, origin_ok
-from .sessions import Lease, Session, SessionBusy, SessionStore, make_pool, new_token, same_token
+from .sessions import Lease, Session, SessionBusy, SessionsFull, SessionStore, make_pool, new_token, same_token
 from .settings import WebSettings
 
 __all__ = ["create_app", "Web", "COOKIE", "LOGIN_COOKIE", "MAX_QUESTION_CHARS", "MAX_SQL_CHARS"]
@@ -81,8 +81,9 @@ class Web:
     settings: WebSettings
     store: SessionStore
     templates: Jinja2Templates = field(default_factory=lambda: Jinja2Templates(directory=str(HERE / "templates")))
+    throttle: auth.LoginThrottle = field(default_factory=auth.login_throttle)
     shared_pool: AsyncConnectionPool | None = None  # single-user mode's pool
-    single_user_token: str | None = None
+    single_user_link: auth.OneTimeLink | None = None
 
     def cookie_args(self, request: Request) -> dict[str, Any]:
         return {"httponly": True, "samesite": "strict", "path": request.scope.get("root_path") or "/",
@@ -324,8 +325,6 @@ async def single_user_login(request: Request) -> Response:
     """The one-time link of single-user mode: a session on the shared pool."""
     w = web(request)
     await w.store.reap()
-    if w.store.full():
-        return await login_page(request, auth.TOO_MANY, 503)
     assert w.shared_pool is not None
     session = Session(role="", pool=w.shared_pool, owns_pool=False)
     try:
@@ -335,13 +334,18 @@ async def single_user_login(request: Request) -> Response:
         return await login_page(request, db.problem_from(exc).message, 503)
     session.role, session.note, session.superuser = who.role, auth.role_note(who), who.superuser
     await w.store.remove(request.cookies.get(COOKIE))
-    return start_session(request, w.store.add(session))
+    try:
+        key = await w.store.add(session)
+    except SessionsFull:
+        return await login_page(request, auth.TOO_MANY, 503)
+    return start_session(request, key)
 
 
 async def login(request: Request) -> Response:
     w = web(request)
     if request.method == "GET":
-        if w.settings.single_user and same_token(request.query_params.get("token"), w.single_user_token):
+        link = w.single_user_link
+        if link is not None and link.take(request.query_params.get("token")):  # spent: once per link
             return await single_user_login(request)
         return await login_page(request)
     form = await request.form()
@@ -350,10 +354,11 @@ async def login(request: Request) -> Response:
     if not origin_ok(request) or not same_token(str(form.get("csrf", "")), request.cookies.get(LOGIN_COOKIE)):
         return await login_page(request, "The login form expired; please try again.", 403)
     try:
-        done = await auth.login(w.store, w.settings.conninfo, str(form.get("role", "")).strip(),
-                                str(form.get("password", "")), w.settings.connect_timeout_s)
+        done = await auth.login(w.store, w.throttle, w.settings.conninfo, str(form.get("role", "")).strip(),
+                                str(form.get("password", "")), w.settings.connect_timeout_s,
+                                request.client.host if request.client else "")
     except auth.LoginFailed as exc:
-        return await login_page(request, str(exc), 401, role=str(form.get("role", "")).strip())
+        return await login_page(request, str(exc), exc.status, role=str(form.get("role", "")).strip())
     await w.store.remove(request.cookies.get(COOKIE))  # a fresh cookie value at every login
     return start_session(request, done.key)
 
@@ -392,12 +397,15 @@ ROUTES = [
 
 
 def create_app(settings: WebSettings) -> Starlette:
-    """The application for ``settings``; ``app.state.single_user_token`` opens a single-user session."""
+    """The application for ``settings``; in single-user mode ``app.state.single_user_link`` (an
+    :class:`auth.OneTimeLink`) opens a session, once per link."""
     store = SessionStore(settings.session_idle_minutes * 60, settings.session_max_hours * 3600,
-                         settings.max_sessions)
-    w = Web(settings, store, single_user_token=new_token() if settings.single_user else None)
+                         settings.max_sessions, settings.max_sessions_per_role)
+    w = Web(settings, store,
+            single_user_link=auth.OneTimeLink(settings.base_url) if settings.single_user else None)
     app = Starlette(routes=ROUTES, middleware=[Middleware(SecurityMiddleware)], lifespan=lifespan)
     app.state.web = w
-    app.state.single_user_token = w.single_user_token
+    app.state.single_user_link = w.single_user_link
     app.state.sessions = store
+    app.state.login_throttle = w.throttle
     return app

@@ -3,21 +3,27 @@
 A login is accepted only if PostgreSQL itself asked for the password and
 accepted it: a server that would let the role in without one (trust, peer,
 a .pgpass file of the account sqlcoder-web runs as) could otherwise be used to
-act as any role. Every failure reads the same, whichever part was wrong.
+act as any role. Every failure reads the same, whichever part was wrong, and
+comes after a pause that holds the role's and the address's turn
+(:mod:`.throttle`): guesses sent together are checked one after another.
+
+In single-user mode there is no password: :class:`OneTimeLink` is the key, and
+each link opens one session only.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 
 import psycopg
 
 from . import db
-from .sessions import Session, SessionStore, make_pool
+from .sessions import Session, SessionsFull, SessionStore, make_pool, new_token, same_token
+from .throttle import LoginThrottle, Throttled
 
-__all__ = ["LoginFailed", "login", "role_note", "LOGIN_FAILED", "MAX_ROLE_CHARS", "MAX_PASSWORD_CHARS"]
+__all__ = ["LoginFailed", "OneTimeLink", "login", "role_note", "LOGIN_FAILED", "MAX_ROLE_CHARS",
+           "MAX_PASSWORD_CHARS", "THROTTLED", "TOO_MANY"]
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +32,27 @@ UNREACHABLE = "The database cannot be reached right now; try again in a moment."
 NO_PASSWORD_ASKED = ("Login refused: the database did not ask for a password, so it cannot prove who you are. "
                      "The DBA must require password authentication for this connection (pg_hba.conf).")
 TOO_MANY = "Too many people are logged in right now; try again later."
+THROTTLED = ("Too many login attempts for this role or from this address right now; wait a minute and try "
+             "again.")
 MAX_ROLE_CHARS = 63  # NAMEDATALEN - 1
 MAX_PASSWORD_CHARS = 1024
-FAILED_LOGIN_DELAY_S = 1.0  # slows guessing through the page; PostgreSQL's own limits still apply
+#: After a failed login the role's and the address's turns stay taken this long: one guess per pause for
+#: each, however many are sent at once. PostgreSQL's own limits still apply.
+FAILED_LOGIN_DELAY_S = 1.0
+#: Attempts that may wait for a role's or an address's turn; more are refused at once.
+MAX_WAITING_ATTEMPTS = 8
+
+
+def login_throttle() -> LoginThrottle:
+    return LoginThrottle(FAILED_LOGIN_DELAY_S, MAX_WAITING_ATTEMPTS)
 
 
 class LoginFailed(Exception):
-    """A login that did not succeed, with the message the page shows."""
+    """A login that did not succeed, with the message the page shows and its HTTP status."""
+
+    def __init__(self, message: str, status: int = 401):
+        super().__init__(message)
+        self.status = status
 
 
 # libpq reports connection failures without a SQLSTATE. Those it found on the
@@ -73,25 +93,39 @@ class LoggedIn:
     who: db.Who
 
 
-async def login(store: SessionStore, conninfo: str, role: str, password: str, timeout_s: int) -> LoggedIn:
-    """Check the role and password against PostgreSQL, then open that role's pool and session."""
-    if not role or len(role) > MAX_ROLE_CHARS or len(password) > MAX_PASSWORD_CHARS or "\x00" in role + password:
-        await asyncio.sleep(FAILED_LOGIN_DELAY_S)
-        raise LoginFailed(LOGIN_FAILED)
-    if store.full():
-        await store.reap()
-        if store.full():
-            raise LoginFailed(TOO_MANY)
+async def login(store: SessionStore, throttle: LoginThrottle, conninfo: str, role: str, password: str,
+                timeout_s: int, address: str) -> LoggedIn:
+    """Check the role and password against PostgreSQL, then open that role's pool and session; one attempt
+    at a time per role and per client ``address``, a failure holding both through the pause."""
     try:
-        conn = await psycopg.AsyncConnection.connect(conninfo, user=role, password=password, autocommit=True,
-                                                     connect_timeout=timeout_s, application_name="sqlcoder-web")
-    except psycopg.Error as exc:
-        if _is_auth_failure(exc):
-            log.info("login failed: %s", _last_line(exc))
-            await asyncio.sleep(FAILED_LOGIN_DELAY_S)
-            raise LoginFailed(LOGIN_FAILED) from None
-        log.warning("database unreachable at login: %s", _last_line(exc))
-        raise LoginFailed(UNREACHABLE) from None
+        async with throttle.attempt(role[: MAX_ROLE_CHARS + 1], address) as attempt:
+            if (not role or len(role) > MAX_ROLE_CHARS or len(password) > MAX_PASSWORD_CHARS
+                    or "\x00" in role + password):
+                attempt.failed()
+                raise LoginFailed(LOGIN_FAILED)
+            if not store.has_room_for(role):
+                await store.reap()
+                if not store.has_room_for(role):
+                    raise LoginFailed(TOO_MANY, 503)
+            try:
+                conn = await psycopg.AsyncConnection.connect(conninfo, user=role, password=password,
+                                                             autocommit=True, connect_timeout=timeout_s,
+                                                             application_name="sqlcoder-web")
+            except psycopg.Error as exc:
+                if _is_auth_failure(exc):
+                    log.info("login failed: %s", _last_line(exc))
+                    attempt.failed()
+                    raise LoginFailed(LOGIN_FAILED) from None
+                log.warning("database unreachable at login: %s", _last_line(exc))
+                raise LoginFailed(UNREACHABLE) from None
+            return await _open_session(store, conninfo, role, password, timeout_s, conn)
+    except Throttled:
+        log.warning("login refused: too many attempts waiting for the same role or from %s", address)
+        raise LoginFailed(THROTTLED, 429) from None
+
+
+async def _open_session(store: SessionStore, conninfo: str, role: str, password: str, timeout_s: int,
+                        conn: psycopg.AsyncConnection) -> LoggedIn:
     try:
         if not conn.pgconn.used_password:
             log.warning("refused a login: the server did not ask for a password")
@@ -102,4 +136,39 @@ async def login(store: SessionStore, conninfo: str, role: str, password: str, ti
     pool = make_pool(conninfo, timeout_s, user=role, password=password)
     await pool.open(wait=False)
     session = Session(role=who.role, pool=pool, note=role_note(who), superuser=who.superuser)
-    return LoggedIn(store.add(session), session, who)
+    try:
+        key = await store.add(session)
+    except SessionsFull:
+        await pool.close()
+        raise LoginFailed(TOO_MANY, 503) from None
+    return LoggedIn(key, session, who)
+
+
+class OneTimeLink:
+    """The single-user mode's key: a link that opens one session, once.
+
+    A used link (in a browser's history, a proxy's log, over a shoulder) opens
+    nothing more; each use prints the next link where the first one was printed
+    (the server's standard output), for whoever started sqlcoder-web.
+    """
+
+    def __init__(self, base_url: str):
+        self.base_url = base_url
+        self.token = new_token()
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/login?token={self.token}"
+
+    def announce(self, first: bool = True) -> None:
+        what = "open" if first else "that link has been used; the next one-time link is"
+        print(f"sqlcoder-web: {what} {self.url}", flush=True)
+
+    def take(self, token: str | None) -> bool:
+        """True for the current token, which is then spent (no await between the check and the spending, so
+        of two requests racing with one token only one gets True)."""
+        if not same_token(token, self.token):
+            return False
+        self.token = new_token()
+        self.announce(first=False)
+        return True

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 __all__ = ["SecurityMiddleware", "origin_ok", "MAX_BODY_BYTES", "CSP"]
 
@@ -84,6 +84,8 @@ class SecurityMiddleware:
 
         try:
             await self.app(scope, limited_receive, send_with_headers)
+        except ClientDisconnect:  # gone, or closed by the server at its request deadline: nobody to answer
+            pass
         finally:
             log.info("%s %s %s %.0f ms", scope["method"], scope["path"], status_seen[0] if status_seen else "-",
                      (time.monotonic() - started) * 1000)

@@ -5,6 +5,11 @@ reconnect after a lost database, and lives only in this process's memory for
 the session's life: never in a cookie, on disk or in a log. A session ends at
 logout, after ``session_idle_minutes`` without a request, or
 ``session_max_hours`` after login; its pool (and so the password) goes with it.
+
+Sessions are capped overall (``max_sessions``) and per role
+(``max_sessions_per_role``): a role at its cap that logs in again ends its own
+least recently used session, so one account logging in over and over holds a
+few sessions, never every one.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .results import Result
 
-__all__ = ["Lease", "Session", "SessionBusy", "SessionStore", "make_pool", "new_token", "same_token"]
+__all__ = ["Lease", "Session", "SessionBusy", "SessionStore", "SessionsFull", "make_pool", "new_token", "same_token"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,10 @@ MAX_CONNECTIONS = 2  # per session: a question and, beside it, a click in anothe
 
 class SessionBusy(Exception):
     """Every connection of the session is in use by its other requests (long questions in other tabs)."""
+
+
+class SessionsFull(Exception):
+    """``max_sessions`` are open, none of them the role's own: no room for another person."""
 
 
 def new_token() -> str:
@@ -92,12 +101,13 @@ class Session:
 
 
 class SessionStore:
-    """Sessions by cookie value, with expiry and a ceiling on how many exist at once."""
+    """Sessions by cookie value, with expiry, a ceiling on how many exist at once and one per role."""
 
-    def __init__(self, idle_s: float, max_age_s: float, max_sessions: int):
+    def __init__(self, idle_s: float, max_age_s: float, max_sessions: int, max_per_role: int | None = None):
         self.idle_s = idle_s
         self.max_age_s = max_age_s
         self.max_sessions = max_sessions
+        self.max_per_role = max_sessions if max_per_role is None else max_per_role
         self._sessions: dict[str, Session] = {}
 
     def __len__(self) -> int:
@@ -106,9 +116,31 @@ class SessionStore:
     def full(self) -> bool:
         return len(self._sessions) >= self.max_sessions
 
-    def add(self, session: Session) -> str:
+    def count(self, role: str) -> int:
+        return sum(1 for s in self._sessions.values() if s.role == role)
+
+    def has_room_for(self, role: str) -> bool:
+        """Whether ``role`` can log in now: a free place, or a session of its own to replace."""
+        return not self.full() or self.count(role) > 0
+
+    async def add(self, session: Session) -> str:
+        """Store ``session`` under a new cookie value. A role at ``max_per_role`` (or holding a session when
+        the store is full) gives up its least recently used session; :class:`SessionsFull` when the
+        store is full of other roles' sessions."""
+        mine = [k for k, s in self._sessions.items() if s.role == session.role]
+        victim = None
+        if mine and (len(mine) >= self.max_per_role or self.full()):
+            victim = min(mine, key=lambda k: self._sessions[k].last_seen)
+            evicted = self._sessions.pop(victim)
+        elif self.full():
+            raise SessionsFull()
         key = new_token()
-        self._sessions[key] = session
+        self._sessions[key] = session  # before any await: a concurrent login sees the count it must
+        if victim is not None:
+            log.info("role %s logged in again with %d sessions open: its least recently used one ends",
+                     session.role, len(mine))
+            if evicted.owns_pool:
+                await evicted.pool.close()
         return key
 
     def _expired(self, s: Session, now: float) -> bool:

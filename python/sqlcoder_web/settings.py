@@ -32,9 +32,21 @@ class WebSettings:
     session_idle_minutes: int = _opt(30, "log a session out after this many minutes without a request")
     session_max_hours: int = _opt(12, "log a session out this many hours after login, active or not")
     max_sessions: int = _opt(64, "most sessions at once (each holds up to two database connections)")
+    max_sessions_per_role: int = _opt(4, "most sessions of one role at once; its next login ends its least "
+                                         "recently used one")
+    max_connections: int = _opt(1024, "most HTTP connections open at once; one more closes the connection that "
+                                      "has waited longest for its request to arrive")
+    request_timeout_s: int = _opt(20, "each request must arrive whole (headers and body) within this many "
+                                      "seconds of the connection opening (kept alive: of its first byte)")
+    keep_alive_s: int = _opt(5, "close a connection idle this long after a reply")
     connect_timeout_s: int = _opt(5, "wait this long for a database connection before saying it cannot be reached")
     history_limit: int = _opt(50, "how many of your past questions the side list shows")
     max_table_rows: int = _opt(1000, "most result rows drawn in the page's table (the CSV has them all)")
+
+    @property
+    def base_url(self) -> str:
+        """Where the page is served, as printed at start."""
+        return f"http://{self.host}:{self.port}{self.root_path}"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> WebSettings:
@@ -52,8 +64,9 @@ def parse_args(argv: Sequence[str] | None = None) -> WebSettings:
     settings = WebSettings(**values)
     if not settings.conninfo:
         parser.error("--conninfo is required (e.g. --conninfo 'host=/var/run/postgresql dbname=shop')")
-    for name in ("session_idle_minutes", "session_max_hours", "max_sessions", "connect_timeout_s",
-                 "history_limit", "max_table_rows"):
+    for name in ("session_idle_minutes", "session_max_hours", "max_sessions", "max_sessions_per_role",
+                 "max_connections", "request_timeout_s", "keep_alive_s", "connect_timeout_s", "history_limit",
+                 "max_table_rows"):
         if getattr(settings, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
     return settings

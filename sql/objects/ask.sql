@@ -10,28 +10,35 @@
 -- they capture the caller's effective path (current_schemas), which decides
 -- the tables the model is shown.
 
-CREATE FUNCTION sqlcoder.ask(question text, instructions text DEFAULT NULL)
+-- follow_up: the sqlcoder.history id of an earlier question of the caller's
+-- that this one refines, or 0 for the caller's latest ask or run of this
+-- session (python/sqlcoder/follow_up.py).
+
+CREATE FUNCTION sqlcoder.ask(question text, instructions text DEFAULT NULL, follow_up bigint DEFAULT NULL)
 RETURNS text
 LANGUAGE sql VOLATILE PARALLEL UNSAFE
 BEGIN ATOMIC
   SELECT sqlcoder._result(sqlcoder._invoke('ask', pg_catalog.jsonb_build_object(
-    'question', question, 'instructions', instructions, 'caller_path', pg_catalog.current_schemas(true))));
+    'question', question, 'instructions', instructions, 'follow_up', follow_up,
+    'caller_path', pg_catalog.current_schemas(true))));
 END;
-COMMENT ON FUNCTION sqlcoder.ask(text, text) IS
-  'generate SQL that answers a question about the tables you can see; never runs it';
+COMMENT ON FUNCTION sqlcoder.ask(text, text, bigint) IS
+  'generate SQL that answers a question about the tables you can see; never runs it. '
+  'follow_up: the sqlcoder.history id of an earlier question of yours this one refines (0: your latest)';
 
-CREATE FUNCTION sqlcoder.prompt(question text, instructions text DEFAULT NULL)
+CREATE FUNCTION sqlcoder.prompt(question text, instructions text DEFAULT NULL, follow_up bigint DEFAULT NULL)
 RETURNS text
 LANGUAGE sql VOLATILE PARALLEL UNSAFE
 BEGIN ATOMIC
   SELECT sqlcoder._result(sqlcoder._invoke('prompt', pg_catalog.jsonb_build_object(
-    'question', question, 'instructions', instructions, 'caller_path', pg_catalog.current_schemas(true))));
+    'question', question, 'instructions', instructions, 'follow_up', follow_up,
+    'caller_path', pg_catalog.current_schemas(true))));
 END;
-COMMENT ON FUNCTION sqlcoder.prompt(text, text) IS
-  'the exact prompt sqlcoder.ask would send to the model for this question';
+COMMENT ON FUNCTION sqlcoder.prompt(text, text, bigint) IS
+  'the exact prompt sqlcoder.ask would send to the model for this question (and follow_up)';
 
-REVOKE ALL ON FUNCTION sqlcoder.ask(text, text), sqlcoder.prompt(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sqlcoder.ask(text, text, bigint), sqlcoder.prompt(text, text, bigint) FROM PUBLIC;
 
 INSERT INTO sqlcoder._access_list (kind, object, privileges) VALUES
-  ('function', 'sqlcoder.ask(text, text)', 'EXECUTE'),
-  ('function', 'sqlcoder.prompt(text, text)', 'EXECUTE');
+  ('function', 'sqlcoder.ask(text, text, bigint)', 'EXECUTE'),
+  ('function', 'sqlcoder.prompt(text, text, bigint)', 'EXECUTE');

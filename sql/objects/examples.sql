@@ -23,25 +23,25 @@ COMMENT ON TABLE sqlcoder.examples IS
 SELECT pg_catalog.pg_extension_config_dump('sqlcoder.examples', '');
 SELECT pg_catalog.pg_extension_config_dump('sqlcoder.examples_id_seq', '');
 
--- A role reads an example only if it may SELECT every table the example reads
--- (whole tables: a column grant is not enough, the SQL may name other
--- columns); it adds one only for tables it owns, and removes its own or one
--- for tables it owns. Superusers bypass these policies.
+-- A role reads an example exactly when PostgreSQL's permission check on the
+-- analyzed query would let it run it (src/example_access.c; column privileges
+-- included), after the cheap test that every table it reads shows the role a
+-- column. Adding and removing go through sqlcoder._edit_catalog below (no
+-- INSERT or DELETE grant): one only for tables the caller owns; its own, or
+-- one for tables it owns, removed. Superusers bypass these policies.
+CREATE FUNCTION sqlcoder._example_permitted(sql text, search_path name[])
+RETURNS boolean
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE
+AS '$libdir/sqlcoder_pg', 'sqlcoder_example_permitted';
+COMMENT ON FUNCTION sqlcoder._example_permitted(text, name[]) IS
+  'internal: whether PostgreSQL''s permission check on the analyzed query lets the current role run it '
+  '(nothing runs)';
+REVOKE ALL ON FUNCTION sqlcoder._example_permitted(text, name[]) FROM PUBLIC;
 ALTER TABLE sqlcoder.examples ENABLE ROW LEVEL SECURITY;
 CREATE POLICY readers ON sqlcoder.examples FOR SELECT USING (
   NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(tables) AS t(rel)
-              WHERE NOT coalesce(pg_catalog.has_table_privilege(t.rel::pg_catalog.oid, 'SELECT'), false)));
-CREATE POLICY owners_add ON sqlcoder.examples FOR INSERT WITH CHECK (
-  created_by = current_user
-  AND pg_catalog.cardinality(tables) > 0
-  AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(tables) AS t(rel)
-                  LEFT JOIN pg_catalog.pg_class c ON c.oid = t.rel::pg_catalog.oid
-                  WHERE c.oid IS NULL OR NOT pg_catalog.pg_has_role(c.relowner, 'USAGE')));
-CREATE POLICY owners_remove ON sqlcoder.examples FOR DELETE USING (
-  created_by = current_user
-  OR NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(tables) AS t(rel)
-                 LEFT JOIN pg_catalog.pg_class c ON c.oid = t.rel::pg_catalog.oid
-                 WHERE c.oid IS NULL OR NOT pg_catalog.pg_has_role(c.relowner, 'USAGE')));
+              WHERE NOT coalesce(pg_catalog.has_any_column_privilege(t.rel::pg_catalog.oid, 'SELECT'), false))
+  AND sqlcoder._example_permitted(sql, search_path));
 
 -- Runs as the inserting role (no SECURITY DEFINER): the guard checks the SQL
 -- and parse analysis lists the relations it reads with that role's privileges
@@ -55,6 +55,9 @@ AS $$
 DECLARE
   checked jsonb;
 BEGIN
+  IF pg_catalog.current_setting('sqlcoder.example_checked', true) = 'on' THEN
+    RETURN NEW;
+  END IF;
   checked := sqlcoder._result(sqlcoder._invoke('check_example', pg_catalog.jsonb_build_object(
     'question', NEW.question, 'sql', NEW.sql, 'search_path', NEW.search_path)))::jsonb;
   NEW.question := checked ->> 'question';
@@ -105,13 +108,121 @@ COMMENT ON FUNCTION sqlcoder._on_sql_drop_examples() IS
 CREATE EVENT TRIGGER sqlcoder_examples_sql_drop ON sql_drop
   EXECUTE FUNCTION sqlcoder._on_sql_drop_examples();
 
+-- Join hints, instructions and examples change through functions only. The
+-- functions check as the caller first, for a clear error; sqlcoder._edit_catalog
+-- (C, src/catalog_edit.c) then calls _edit_catalog_as_owner, granted to nobody,
+-- with the caller's OID, and that function applies the rules of who may.
+CREATE FUNCTION sqlcoder._edit_catalog_as_owner(op text, args jsonb, caller oid)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET sqlcoder.example_checked = 'on'
+AS $$
+DECLARE
+  who name := (SELECT r.rolname FROM pg_catalog.pg_roles r WHERE r.oid = caller);
+  super boolean := coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.oid = caller), false);
+  new_id bigint;
+  tables regclass[];
+  n bigint;
+BEGIN
+  IF who IS NULL THEN
+    RAISE EXCEPTION 'role with OID % does not exist', caller USING ERRCODE = 'undefined_object';
+  END IF;
+  CASE op
+  WHEN 'add_join_hint' THEN
+    IF NOT super AND EXISTS (
+        SELECT 1 FROM pg_catalog.unnest(ARRAY[(args ->> 'left_table')::oid, (args ->> 'right_table')::oid]) AS t(rel)
+        LEFT JOIN pg_catalog.pg_class c ON c.oid = t.rel
+        WHERE c.oid IS NULL OR NOT pg_catalog.pg_has_role(caller, c.relowner, 'USAGE')) THEN
+      RAISE EXCEPTION 'must be owner of both tables to add a join hint' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    INSERT INTO sqlcoder.join_hints (left_table, left_column, right_table, right_column, created_by)
+    VALUES ((args ->> 'left_table')::oid::regclass, args ->> 'left_column',
+            (args ->> 'right_table')::oid::regclass, args ->> 'right_column', who)
+    ON CONFLICT (left_table, left_column, right_table, right_column) DO NOTHING
+    RETURNING id INTO new_id;
+    IF new_id IS NULL THEN  -- already there: adding a hint twice is not an error
+      SELECT h.id INTO new_id FROM sqlcoder.join_hints h
+      WHERE h.left_table = (args ->> 'left_table')::oid AND h.left_column = args ->> 'left_column'
+        AND h.right_table = (args ->> 'right_table')::oid AND h.right_column = args ->> 'right_column';
+    END IF;
+    RETURN new_id;
+  WHEN 'remove_join_hint' THEN
+    DELETE FROM sqlcoder.join_hints h WHERE h.id = (args ->> 'id')::bigint
+      AND (super OR EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid IN (h.left_table, h.right_table)
+                            AND pg_catalog.pg_has_role(caller, c.relowner, 'USAGE')));
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+  WHEN 'add_instruction' THEN
+    IF args ->> 'scope' IS NULL AND NOT super THEN
+      RAISE EXCEPTION 'only a superuser can add an instruction for every schema' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF args ->> 'scope' IS NOT NULL AND NOT super AND NOT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_namespace s WHERE s.oid = (args ->> 'scope')::oid
+          AND pg_catalog.pg_has_role(caller, s.nspowner, 'USAGE')) THEN
+      RAISE EXCEPTION 'must be owner of the schema to add instructions for it' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    INSERT INTO sqlcoder.instructions (instruction, scope, created_by)
+    VALUES (pg_catalog.btrim(args ->> 'instruction'), (args ->> 'scope')::oid::regnamespace, who)
+    RETURNING id INTO new_id;
+    RETURN new_id;
+  WHEN 'remove_instruction' THEN
+    DELETE FROM sqlcoder.instructions i WHERE i.id = (args ->> 'id')::bigint
+      AND (super OR EXISTS (SELECT 1 FROM pg_catalog.pg_namespace s WHERE s.oid = i.scope
+                            AND pg_catalog.pg_has_role(caller, s.nspowner, 'USAGE')));
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+  WHEN 'add_example' THEN
+    -- args holds what the guard and parse analysis found as the caller (sqlcoder._edit_catalog ran them).
+    tables := ARRAY(SELECT pg_catalog.jsonb_array_elements_text(args -> 'tables')::oid::regclass);
+    IF NOT super AND (pg_catalog.cardinality(tables) = 0 OR EXISTS (
+        SELECT 1 FROM pg_catalog.unnest(tables) AS t(rel) LEFT JOIN pg_catalog.pg_class c ON c.oid = t.rel::oid
+        WHERE c.oid IS NULL OR NOT pg_catalog.pg_has_role(caller, c.relowner, 'USAGE'))) THEN
+      RAISE EXCEPTION 'must be owner of every table the example reads' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF args ->> 'history_id' IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM sqlcoder.history h WHERE h.id = (args ->> 'history_id')::bigint AND h.role = who) THEN
+      RAISE EXCEPTION 'no sqlcoder.history entry % of yours', args ->> 'history_id'
+        USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO sqlcoder.examples (question, sql, search_path, tables, history_id, created_by)
+    VALUES (args ->> 'question', args ->> 'sql',
+            ARRAY(SELECT pg_catalog.jsonb_array_elements_text(args -> 'search_path'))::name[],
+            tables, (args ->> 'history_id')::bigint, who)
+    RETURNING id INTO new_id;
+    RETURN new_id;
+  WHEN 'remove_example' THEN
+    DELETE FROM sqlcoder.examples e WHERE e.id = (args ->> 'id')::bigint
+      AND (super OR e.created_by = who OR NOT EXISTS (
+        SELECT 1 FROM pg_catalog.unnest(e.tables) AS t(rel) LEFT JOIN pg_catalog.pg_class c ON c.oid = t.rel::oid
+        WHERE c.oid IS NULL OR NOT pg_catalog.pg_has_role(caller, c.relowner, 'USAGE')));
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+  ELSE
+    RAISE EXCEPTION 'unknown catalog edit %', op USING ERRCODE = 'invalid_parameter_value';
+  END CASE;
+END
+$$;
+COMMENT ON FUNCTION sqlcoder._edit_catalog_as_owner(text, jsonb, oid) IS
+  'internal: add or remove a join hint, instruction or example for the caller whose OID sqlcoder._edit_catalog '
+  'passes, under the rules of who may (SECURITY DEFINER: granted roles may not write these tables; granted to nobody, '
+  'reached only through _edit_catalog)';
+REVOKE ALL ON FUNCTION sqlcoder._edit_catalog_as_owner(text, jsonb, oid) FROM PUBLIC;
+
+CREATE FUNCTION sqlcoder._edit_catalog(op text, args jsonb)
+RETURNS bigint
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS '$libdir/sqlcoder_pg', 'sqlcoder_edit_catalog';
+COMMENT ON FUNCTION sqlcoder._edit_catalog(text, jsonb) IS
+  'internal: sqlcoder._edit_catalog_as_owner for the calling role (an example is checked as the caller first)';
+REVOKE ALL ON FUNCTION sqlcoder._edit_catalog(text, jsonb) FROM PUBLIC;
+
 CREATE FUNCTION sqlcoder.add_example(question text, sql text)
 RETURNS bigint
 LANGUAGE sql VOLATILE PARALLEL UNSAFE
 BEGIN ATOMIC
-  INSERT INTO sqlcoder.examples (question, sql, search_path)
-  VALUES (question, sql, pg_catalog.current_schemas(true))
-  RETURNING id;
+  SELECT sqlcoder._edit_catalog('add_example', pg_catalog.jsonb_build_object(
+    'question', question, 'sql', sql, 'search_path', pg_catalog.current_schemas(true)));
 END;
 COMMENT ON FUNCTION sqlcoder.add_example(text, text) IS
   'add a golden question/SQL pair (superuser, or owner of every table the SQL reads); returns its id';
@@ -127,8 +238,7 @@ BEGIN
     RAISE EXCEPTION 'example % does not exist', remove_example.id USING ERRCODE = 'undefined_object',
       HINT = 'SELECT id, question FROM sqlcoder.examples lists the examples you can read.';
   END IF;
-  DELETE FROM sqlcoder.examples e WHERE e.id = remove_example.id;
-  IF NOT FOUND THEN
+  IF sqlcoder._edit_catalog('remove_example', pg_catalog.jsonb_build_object('id', remove_example.id)) = 0 THEN
     RAISE EXCEPTION 'must be owner of every table example % reads, or its author, to remove it', remove_example.id
       USING ERRCODE = 'insufficient_privilege', HINT = 'Ask the tables'' owner or a superuser to remove it.';
   END IF;
@@ -147,7 +257,6 @@ AS $$
 DECLARE
   h sqlcoder.history;
   chosen text;
-  new_id bigint;
 BEGIN
   IF pg_catalog.current_setting('transaction_read_only')::boolean THEN
     RAISE EXCEPTION 'cannot promote a history row to an example in a read-only transaction'
@@ -165,10 +274,8 @@ BEGIN
       USING ERRCODE = 'invalid_parameter_value',
             HINT = 'Mark it first: sqlcoder.feedback(id, true), or sqlcoder.feedback(id, false, ''corrected SQL'').';
   END IF;
-  INSERT INTO sqlcoder.examples (question, sql, search_path, history_id)
-  VALUES (h.question, chosen, caller_path, h.id)
-  RETURNING id INTO new_id;
-  RETURN new_id;
+  RETURN sqlcoder._edit_catalog('add_example', pg_catalog.jsonb_build_object(
+    'question', h.question, 'sql', chosen, 'search_path', caller_path, 'history_id', h.id));
 END
 $$;
 COMMENT ON FUNCTION sqlcoder._promote_example(bigint, name[]) IS
@@ -183,6 +290,7 @@ END;
 COMMENT ON FUNCTION sqlcoder.promote_example(bigint) IS
   'turn one of your sqlcoder.history rows marked correct (or its corrected SQL) into a golden example; returns its id';
 
+
 REVOKE ALL ON FUNCTION sqlcoder._example_before_insert(), sqlcoder._on_examples_change(),
   sqlcoder._on_sql_drop_examples(), sqlcoder.add_example(text, text), sqlcoder.remove_example(bigint),
   sqlcoder.promote_example(bigint), sqlcoder._promote_example(bigint, name[]) FROM PUBLIC;
@@ -191,7 +299,9 @@ REVOKE ALL ON FUNCTION sqlcoder._example_before_insert(), sqlcoder._on_examples_
 -- insert only these columns (the trigger fills tables, the default
 -- created_by), and delete where the policy allows.
 INSERT INTO sqlcoder._access_list (kind, object, privileges) VALUES
-  ('table', 'sqlcoder.examples', 'SELECT, DELETE, INSERT (question, sql, search_path, history_id)'),
+  ('function', 'sqlcoder._example_permitted(text, name[])', 'EXECUTE'),
+  ('table', 'sqlcoder.examples', 'SELECT'),
+  ('function', 'sqlcoder._edit_catalog(text, jsonb)', 'EXECUTE'),
   ('function', 'sqlcoder.add_example(text, text)', 'EXECUTE'),
   ('function', 'sqlcoder.remove_example(bigint)', 'EXECUTE'),
   ('function', 'sqlcoder.promote_example(bigint)', 'EXECUTE'),

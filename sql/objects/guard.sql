@@ -30,24 +30,17 @@ REVOKE ALL ON FUNCTION sqlcoder._function_facts(oid[]) FROM PUBLIC;
 -- The guard's cost estimate, read-only like the query itself: planning can
 -- evaluate immutable and stable functions (constant folding, selectivity
 -- estimates), so the EXPLAIN must not run in the caller's writable state.
--- The statement text is built before the caller's search_path applies.
+-- The statement text is built before the caller's search_path applies. In C
+-- (src/guarded_explain.c) with the function policy's hooks armed: planning runs
+-- code planted objects decide (defaults, negators, index expressions).
 CREATE FUNCTION sqlcoder._readonly_explain(query text, caller_search_path text)
 RETURNS json
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE
 SET transaction_read_only = on
 SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-  statement text := 'EXPLAIN (FORMAT JSON) ' OPERATOR(pg_catalog.||) query;
-  plan json;
-BEGIN
-  PERFORM pg_catalog.set_config('search_path', caller_search_path, true);
-  EXECUTE statement INTO plan;
-  RETURN plan;
-END
-$$;
+AS '$libdir/sqlcoder_pg', 'sqlcoder_readonly_explain';
 COMMENT ON FUNCTION sqlcoder._readonly_explain(text, text) IS
-  'internal: EXPLAIN (FORMAT JSON) of one query, read-only, in the given search_path; the guard''s cost check';
+  'internal: EXPLAIN (FORMAT JSON) of one query, read-only, in the given search_path, with the function policy''s hooks armed; the guard''s cost check';
 REVOKE ALL ON FUNCTION sqlcoder._readonly_explain(text, text) FROM PUBLIC;
 
 -- The policy's lists are the settings allowed_functions and denied_functions
@@ -113,8 +106,23 @@ REVOKE ALL ON FUNCTION sqlcoder.allow_function(regprocedure), sqlcoder.deny_func
 
 -- Granted roles call the guard's helpers as themselves (they analyze and
 -- plan as the caller); the DBA's policy helpers are not granted.
+-- The function policy's lists for the hooks that enforce it wherever
+-- PostgreSQL calls a function during a guarded call (src/function_policy.c):
+-- the DBA's allowed and denied functions and the shipped lists, resolved to
+-- OIDs by python/sqlcoder/policy.py. They last until the calling
+-- subtransaction ends (the guard's rolled-back one).
+CREATE FUNCTION sqlcoder._guard_policy(allowed oid[], denied oid[], refused oid[], refused_reasons text[],
+    harmless oid[], extensions text[], extension_reasons text[])
+RETURNS void
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS '$libdir/sqlcoder_pg', 'sqlcoder_guard_policy';
+COMMENT ON FUNCTION sqlcoder._guard_policy(oid[], oid[], oid[], text[], oid[], text[], text[]) IS
+  'internal: hand the function policy''s lists to the hooks for the rest of the calling subtransaction';
+REVOKE ALL ON FUNCTION sqlcoder._guard_policy(oid[], oid[], oid[], text[], oid[], text[], text[]) FROM PUBLIC;
 INSERT INTO sqlcoder._access_list (kind, object, privileges) VALUES
   ('function', 'sqlcoder._query_objects(text)', 'EXECUTE'),
   ('function', 'sqlcoder._function_facts(oid[])', 'EXECUTE'),
-  ('function', 'sqlcoder._readonly_explain(text, text)', 'EXECUTE');
+  ('function', 'sqlcoder._readonly_explain(text, text)', 'EXECUTE'),
+  ('function', 'sqlcoder._guard_policy(oid[], oid[], oid[], text[], oid[], text[], text[])', 'EXECUTE');
 

@@ -40,32 +40,18 @@ SELECT pg_catalog.pg_extension_config_dump('sqlcoder.instructions', '');
 SELECT pg_catalog.pg_extension_config_dump('sqlcoder.join_hints_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('sqlcoder.instructions_id_seq', '');
 
--- Row-level security states who may change what, so that a direct INSERT or
--- DELETE (granted with the functions) obeys the same rules as the functions:
--- a join hint needs ownership of both tables, an instruction ownership of its
--- schema; global instructions are for superusers (who bypass these policies).
+-- Granted roles read these tables (row-level security below decides which
+-- rows) and change them only through the functions further down, which end
+-- in sqlcoder._edit_catalog (sql/objects/examples.sql): no INSERT or DELETE
+-- grant, so no LOCK TABLE by them either. A join hint needs ownership of
+-- both tables, an instruction ownership of its schema; global instructions
+-- are for superusers.
 ALTER TABLE sqlcoder.join_hints ENABLE ROW LEVEL SECURITY;
 CREATE POLICY read_all ON sqlcoder.join_hints FOR SELECT USING (true);
-CREATE POLICY owners_add ON sqlcoder.join_hints FOR INSERT WITH CHECK (
-  created_by = current_user
-  AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c
-              WHERE c.oid = left_table AND pg_catalog.pg_has_role(c.relowner, 'USAGE'))
-  AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c
-              WHERE c.oid = right_table AND pg_catalog.pg_has_role(c.relowner, 'USAGE')));
-CREATE POLICY owners_remove ON sqlcoder.join_hints FOR DELETE USING (
-  EXISTS (SELECT 1 FROM pg_catalog.pg_class c
-          WHERE c.oid IN (left_table, right_table) AND pg_catalog.pg_has_role(c.relowner, 'USAGE')));
 
 ALTER TABLE sqlcoder.instructions ENABLE ROW LEVEL SECURITY;
 CREATE POLICY read_visible ON sqlcoder.instructions FOR SELECT USING (
   scope IS NULL OR pg_catalog.has_schema_privilege(scope, 'USAGE'));
-CREATE POLICY owners_add ON sqlcoder.instructions FOR INSERT WITH CHECK (
-  created_by = current_user
-  AND EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n
-              WHERE n.oid = scope AND pg_catalog.pg_has_role(n.nspowner, 'USAGE')));
-CREATE POLICY owners_remove ON sqlcoder.instructions FOR DELETE USING (
-  EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n
-          WHERE n.oid = scope AND pg_catalog.pg_has_role(n.nspowner, 'USAGE')));
 
 CREATE FUNCTION sqlcoder._on_join_hints_change()
 RETURNS trigger
@@ -122,27 +108,17 @@ COMMENT ON FUNCTION sqlcoder._check_hint_column(regclass, name) IS
   'internal: the column exists and the caller owns its table';
 
 CREATE FUNCTION sqlcoder.add_join_hint(left_table regclass, left_column name,
-                                       right_table regclass, right_column name)
+                                                  right_table regclass, right_column name)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-#variable_conflict use_column
-DECLARE
-  hint_id bigint;
 BEGIN
   PERFORM sqlcoder._check_hint_column(add_join_hint.left_table, add_join_hint.left_column);
   PERFORM sqlcoder._check_hint_column(add_join_hint.right_table, add_join_hint.right_column);
-  INSERT INTO sqlcoder.join_hints (left_table, left_column, right_table, right_column)
-  VALUES (add_join_hint.left_table, add_join_hint.left_column, add_join_hint.right_table, add_join_hint.right_column)
-  ON CONFLICT (left_table, left_column, right_table, right_column) DO NOTHING
-  RETURNING id INTO hint_id;
-  IF hint_id IS NULL THEN  -- already there: adding a hint twice is not an error
-    SELECT h.id INTO hint_id FROM sqlcoder.join_hints h
-    WHERE h.left_table = add_join_hint.left_table AND h.left_column = add_join_hint.left_column
-      AND h.right_table = add_join_hint.right_table AND h.right_column = add_join_hint.right_column;
-  END IF;
-  RETURN hint_id;
+  RETURN sqlcoder._edit_catalog('add_join_hint', pg_catalog.jsonb_build_object(
+    'left_table', add_join_hint.left_table::oid, 'left_column', add_join_hint.left_column,
+    'right_table', add_join_hint.right_table::oid, 'right_column', add_join_hint.right_column));
 END
 $$;
 COMMENT ON FUNCTION sqlcoder.add_join_hint(regclass, name, regclass, name) IS
@@ -161,8 +137,7 @@ BEGIN
   IF NOT FOUND THEN
     RAISE EXCEPTION 'join hint % does not exist', remove_join_hint.id USING ERRCODE = 'undefined_object';
   END IF;
-  DELETE FROM sqlcoder.join_hints h WHERE h.id = remove_join_hint.id;
-  IF NOT FOUND THEN
+  IF sqlcoder._edit_catalog('remove_join_hint', pg_catalog.jsonb_build_object('id', remove_join_hint.id)) = 0 THEN
     RAISE EXCEPTION 'must be owner of table % or % to remove join hint %', hint.left_table, hint.right_table,
       remove_join_hint.id USING ERRCODE = 'insufficient_privilege';
   END IF;
@@ -180,7 +155,6 @@ AS $$
 DECLARE
   nsp oid;
   owner oid;
-  new_id bigint;
 BEGIN
   IF add_instruction.instruction IS NULL OR pg_catalog.btrim(add_instruction.instruction) = '' THEN
     RAISE EXCEPTION 'the instruction must not be NULL or empty' USING ERRCODE = 'invalid_parameter_value';
@@ -201,10 +175,8 @@ BEGIN
         USING ERRCODE = 'insufficient_privilege';
     END IF;
   END IF;
-  INSERT INTO sqlcoder.instructions (instruction, scope)
-  VALUES (pg_catalog.btrim(add_instruction.instruction), nsp::regnamespace)
-  RETURNING id INTO new_id;
-  RETURN new_id;
+  RETURN sqlcoder._edit_catalog('add_instruction', pg_catalog.jsonb_build_object(
+    'instruction', add_instruction.instruction, 'scope', nsp));
 END
 $$;
 COMMENT ON FUNCTION sqlcoder.add_instruction(text, name) IS
@@ -220,8 +192,7 @@ BEGIN
   IF NOT EXISTS (SELECT 1 FROM sqlcoder.instructions i WHERE i.id = remove_instruction.id) THEN
     RAISE EXCEPTION 'instruction % does not exist', remove_instruction.id USING ERRCODE = 'undefined_object';
   END IF;
-  DELETE FROM sqlcoder.instructions i WHERE i.id = remove_instruction.id;
-  IF NOT FOUND THEN
+  IF sqlcoder._edit_catalog('remove_instruction', pg_catalog.jsonb_build_object('id', remove_instruction.id)) = 0 THEN
     RAISE EXCEPTION 'must be owner of the instruction''s schema to remove instruction %', remove_instruction.id
       USING ERRCODE = 'insufficient_privilege';
   END IF;
@@ -238,8 +209,8 @@ REVOKE ALL ON FUNCTION sqlcoder._on_join_hints_change(), sqlcoder._check_hint_co
 -- instructions; managing them is open to all granted roles, row-level
 -- security decides which rows.
 INSERT INTO sqlcoder._access_list (kind, object, privileges) VALUES
-  ('table', 'sqlcoder.join_hints', 'SELECT, INSERT, DELETE'),
-  ('table', 'sqlcoder.instructions', 'SELECT, INSERT, DELETE'),
+  ('table', 'sqlcoder.join_hints', 'SELECT'),
+  ('table', 'sqlcoder.instructions', 'SELECT'),
   ('function', 'sqlcoder.add_join_hint(regclass, name, regclass, name)', 'EXECUTE'),
   ('function', 'sqlcoder.remove_join_hint(bigint)', 'EXECUTE'),
   ('function', 'sqlcoder.add_instruction(text, name)', 'EXECUTE'),

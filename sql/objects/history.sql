@@ -1,7 +1,8 @@
 ------------------------------------------------------------------------------
 -- History: every ask, run and execute, and the caller's feedback on it.
 
--- History rows are written by a background worker (src/history_worker.c) that
+-- History rows are written by one background worker per database
+-- (src/history_writer.c, fed by src/history_queue.c) that
 -- connects by OID to the caller's database as sqlcoder_history_writer, a role
 -- that may do nothing but insert them: no loopback connection, no connection
 -- string, no superuser (docs/security.md, "Threat model").
@@ -59,7 +60,12 @@ CREATE TABLE sqlcoder.history (
     corrected_sql  text,
     feedback_at    timestamptz,
     repeat_count   integer NOT NULL DEFAULT 1,
-    attempts       jsonb
+    attempts       jsonb,
+    bytes          bigint GENERATED ALWAYS AS (
+      200 + coalesce(pg_catalog.octet_length(question), 0) + coalesce(pg_catalog.octet_length(sql), 0)
+      + coalesce(pg_catalog.octet_length(model), 0) + coalesce(pg_catalog.octet_length(error), 0)
+      + coalesce(pg_catalog.octet_length(corrected_sql), 0)
+      + coalesce(pg_catalog.octet_length(attempts::text), 0)) STORED
 );
 COMMENT ON TABLE sqlcoder.history IS
   'every sqlcoder.ask, run and execute: question, SQL, model, latency, outcome, error, and your feedback';
@@ -67,6 +73,8 @@ COMMENT ON COLUMN sqlcoder.history.repeat_count IS
   'how many identical calls within a second this row stands for (refusals are folded)';
 COMMENT ON COLUMN sqlcoder.history.attempts IS
   'each model attempt when the first was corrected: [{"sql", "sqlstate", "error", "model_ms"}, ...]';
+COMMENT ON COLUMN sqlcoder.history.bytes IS
+  'what the row counts against history_max_bytes_per_role (its texts plus 200)';
 CREATE INDEX history_role_created_at ON sqlcoder.history (role, created_at);
 ALTER TABLE sqlcoder.history ENABLE ROW LEVEL SECURITY;
 CREATE POLICY own_rows ON sqlcoder.history USING (role = current_user) WITH CHECK (role = current_user);
@@ -82,23 +90,26 @@ CREATE POLICY writer_inserts ON sqlcoder.history FOR INSERT TO sqlcoder_history_
 
 
 -- Called by the granted roles' own backends through PL/Python (granted by
--- grant_access). Each writes rows for current_user only.
-CREATE FUNCTION sqlcoder._history_begin(entry jsonb, write_timeout_ms integer)
+-- grant_access), only inside sqlcoder._invoke (the token). Each queues rows
+-- for current_user only, for the database's one history writer.
+CREATE FUNCTION sqlcoder._history_begin(token text, entry jsonb, write_timeout_ms integer)
 RETURNS void
 LANGUAGE C VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS '$libdir/sqlcoder_pg', 'sqlcoder_history_begin';
-COMMENT ON FUNCTION sqlcoder._history_begin(jsonb, integer) IS
-  'internal: remember the call in progress, written as terminated or abandoned if the backend exits during it';
+COMMENT ON FUNCTION sqlcoder._history_begin(text, jsonb, integer) IS
+  'internal: remember the call in progress, written as terminated or abandoned if the backend exits during it '
+  '(only inside sqlcoder._invoke: token)';
 
-CREATE FUNCTION sqlcoder._history_write(entry jsonb, fold_key text, timeout_ms integer, write_timeout_ms integer,
-                                        in_transaction boolean)
+CREATE FUNCTION sqlcoder._history_write(token text, entry jsonb, fold_key text, timeout_ms integer,
+                                        write_timeout_ms integer)
 RETURNS text
 LANGUAGE C VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS '$libdir/sqlcoder_pg', 'sqlcoder_history_write';
-COMMENT ON FUNCTION sqlcoder._history_write(jsonb, text, integer, integer, boolean) IS
-  'internal: insert one history row for current_user as sqlcoder_history_writer, in the caller''s transaction (kept if it rolls back) or by a background worker; waits at most timeout_ms';
+COMMENT ON FUNCTION sqlcoder._history_write(text, jsonb, text, integer, integer) IS
+  'internal: queue one history row for current_user for the database''s history writer; waits at most timeout_ms '
+  '(only inside sqlcoder._invoke: token)';
 
 CREATE FUNCTION sqlcoder._history_stats()
 RETURNS jsonb
@@ -108,8 +119,8 @@ AS '$libdir/sqlcoder_pg', 'sqlcoder_history_stats';
 COMMENT ON FUNCTION sqlcoder._history_stats() IS
   'internal: history rows asked for, written, folded and lost (with the last reason), for sqlcoder.status()';
 
-REVOKE ALL ON FUNCTION sqlcoder._history_begin(jsonb, integer),
-  sqlcoder._history_write(jsonb, text, integer, integer, boolean), sqlcoder._history_stats() FROM PUBLIC;
+REVOKE ALL ON FUNCTION sqlcoder._history_begin(text, jsonb, integer),
+  sqlcoder._history_write(text, jsonb, text, integer, integer), sqlcoder._history_stats() FROM PUBLIC;
 
 -- Retention: run by the writer now and then (once a minute per server), one
 -- small batch per call, skipping rows someone holds, so callers never wait.
@@ -147,6 +158,55 @@ COMMENT ON FUNCTION sqlcoder._history_purge() IS
 REVOKE ALL ON FUNCTION sqlcoder._history_purge() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION sqlcoder._history_purge() TO sqlcoder_history_writer;
 
+-- The writer reads a role's total once (then counts itself) and trims the
+-- oldest rows when it passes the limit. SECURITY DEFINER: the writer may
+-- only insert; these are all it may read or delete.
+CREATE FUNCTION sqlcoder._history_role_bytes(role_name name, OUT bytes bigint, OUT max_bytes bigint)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+  SELECT (SELECT coalesce(sum(h.bytes), 0)::bigint FROM sqlcoder.history h WHERE h.role = role_name),
+         (SELECT c.value::bigint FROM sqlcoder.config c WHERE c.key = 'history_max_bytes_per_role');
+END;
+COMMENT ON FUNCTION sqlcoder._history_role_bytes(name) IS
+  'internal: the bytes of one role''s history rows, and history_max_bytes_per_role (SECURITY DEFINER: for the history writer)';
+
+CREATE FUNCTION sqlcoder._history_trim_role(role_name name)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  max_bytes bigint;
+  total bigint;
+  target bigint;
+  freed bigint := 0;
+  doomed bigint[] := '{}';
+  r record;
+BEGIN
+  SELECT c.value::bigint INTO max_bytes FROM sqlcoder.config c WHERE c.key = 'history_max_bytes_per_role';
+  SELECT coalesce(sum(h.bytes), 0) INTO total FROM sqlcoder.history h WHERE h.role = role_name;
+  IF total <= max_bytes THEN
+    RETURN total;
+  END IF;
+  -- Down to nine tenths, so that a role at its limit is not trimmed at every row.
+  target := total - max_bytes + max_bytes / 10;
+  FOR r IN SELECT h.id, h.bytes FROM sqlcoder.history h WHERE h.role = role_name ORDER BY h.created_at, h.id LOOP
+    EXIT WHEN freed >= target;
+    doomed := doomed || r.id;
+    freed := freed + r.bytes;
+  END LOOP;
+  DELETE FROM sqlcoder.history h WHERE h.id = ANY (doomed);
+  RETURN total - freed;
+END
+$$;
+COMMENT ON FUNCTION sqlcoder._history_trim_role(name) IS
+  'internal: delete one role''s oldest history rows past history_max_bytes_per_role; returns the bytes left (SECURITY DEFINER: for the history writer)';
+
+REVOKE ALL ON FUNCTION sqlcoder._history_role_bytes(name), sqlcoder._history_trim_role(name) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION sqlcoder._history_role_bytes(name), sqlcoder._history_trim_role(name)
+  TO sqlcoder_history_writer;
+
 CREATE FUNCTION sqlcoder.feedback(id bigint, correct boolean, corrected_sql text DEFAULT NULL)
 RETURNS void
 LANGUAGE sql VOLATILE PARALLEL UNSAFE
@@ -164,6 +224,6 @@ REVOKE ALL ON FUNCTION sqlcoder.feedback(bigint, boolean, text) FROM PUBLIC;
 INSERT INTO sqlcoder._access_list (kind, object, privileges) VALUES
   ('table', 'sqlcoder.history', 'SELECT, UPDATE (correct, corrected_sql, feedback_at)'),
   ('function', 'sqlcoder.feedback(bigint, boolean, text)', 'EXECUTE'),
-  ('function', 'sqlcoder._history_begin(jsonb, integer)', 'EXECUTE'),
-  ('function', 'sqlcoder._history_write(jsonb, text, integer, integer, boolean)', 'EXECUTE'),
+  ('function', 'sqlcoder._history_begin(text, jsonb, integer)', 'EXECUTE'),
+  ('function', 'sqlcoder._history_write(text, jsonb, text, integer, integer)', 'EXECUTE'),
   ('function', 'sqlcoder._history_stats()', 'EXECUTE');

@@ -47,20 +47,34 @@ COMMENT ON FUNCTION sqlcoder._client_connected() IS
 REVOKE ALL ON FUNCTION sqlcoder._run_readonly(text, text, bigint, bigint, boolean), sqlcoder._result_rows(bigint),
   sqlcoder._client_connected() FROM PUBLIC;
 
+-- Memory and temporary files of a guarded call (src/call_limits.c), until
+-- the calling subtransaction ends. Any role may call it: both limits only
+-- ever lower what is in force.
+CREATE FUNCTION sqlcoder._limit_call(max_memory_bytes bigint, max_temp_bytes bigint)
+RETURNS void
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS '$libdir/sqlcoder_pg', 'sqlcoder_limit_call';
+COMMENT ON FUNCTION sqlcoder._limit_call(bigint, bigint) IS
+  'internal: limit the address space and temporary files of this backend until the current subtransaction '
+  'ends (only ever lower); used by run, execute and ask';
+REVOKE ALL ON FUNCTION sqlcoder._limit_call(bigint, bigint) FROM PUBLIC;
+
 -- Each row is one json value from the executor to the caller: no JSON list
 -- of JSON texts parsed back into rows.
-CREATE FUNCTION sqlcoder.run(question text, instructions text DEFAULT NULL, max_rows integer DEFAULT NULL)
+CREATE FUNCTION sqlcoder.run(question text, instructions text DEFAULT NULL, max_rows integer DEFAULT NULL,
+                             follow_up bigint DEFAULT NULL)
 RETURNS SETOF json
 LANGUAGE sql VOLATILE PARALLEL UNSAFE
 BEGIN ATOMIC
   SELECT r.value
   FROM sqlcoder._result_rows(sqlcoder._result(sqlcoder._invoke('run', pg_catalog.jsonb_build_object(
-    'question', question, 'instructions', instructions, 'max_rows', max_rows,
+    'question', question, 'instructions', instructions, 'max_rows', max_rows, 'follow_up', follow_up,
     'caller_path', pg_catalog.current_schemas(true))))::bigint) AS r(value);
 END;
-COMMENT ON FUNCTION sqlcoder.run(text, text, integer) IS
+COMMENT ON FUNCTION sqlcoder.run(text, text, integer, bigint) IS
   'answer a question: generate SQL and run it read-only with your privileges; one json object per row, '
-  'keys in column order';
+  'keys in column order (a repeated column name gets _2, _3, ...); follow_up as for sqlcoder.ask';
 
 CREATE FUNCTION sqlcoder.execute(sql text, max_rows integer DEFAULT NULL)
 RETURNS SETOF json
@@ -73,7 +87,7 @@ END;
 COMMENT ON FUNCTION sqlcoder.execute(text, integer) IS
   'run one reviewed query under the same guard and read-only execution as sqlcoder.run';
 
-REVOKE ALL ON FUNCTION sqlcoder.run(text, text, integer), sqlcoder.execute(text, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sqlcoder.run(text, text, integer, bigint), sqlcoder.execute(text, integer) FROM PUBLIC;
 
 -- Typed results: run and execute return one json value per row, which
 -- drivers turn into JavaScript numbers (bigints above 2^53 rounded), Python
@@ -83,11 +97,12 @@ REVOKE ALL ON FUNCTION sqlcoder.run(text, text, integer), sqlcoder.execute(text,
 --   SELECT * FROM sqlcoder.execute_typed('SELECT id, price FROM products') AS r(id bigint, price numeric);
 -- A listed type other than the query's is read through its text form. C,
 -- without a SET clause: the call runs as the caller, in the caller's path.
-CREATE FUNCTION sqlcoder.run_typed(question text, instructions text DEFAULT NULL, max_rows integer DEFAULT NULL)
+CREATE FUNCTION sqlcoder.run_typed(question text, instructions text DEFAULT NULL, max_rows integer DEFAULT NULL,
+                                   follow_up bigint DEFAULT NULL)
 RETURNS SETOF record
 LANGUAGE C VOLATILE PARALLEL UNSAFE
 AS '$libdir/sqlcoder_pg', 'sqlcoder_run_typed';
-COMMENT ON FUNCTION sqlcoder.run_typed(text, text, integer) IS
+COMMENT ON FUNCTION sqlcoder.run_typed(text, text, integer, bigint) IS
   'sqlcoder.run with the query''s own column types, in the shape of a column definition list: '
   'SELECT * FROM sqlcoder.run_typed(''question'') AS r(name text, total numeric)';
 CREATE FUNCTION sqlcoder.execute_typed(sql text, max_rows integer DEFAULT NULL)
@@ -97,13 +112,14 @@ AS '$libdir/sqlcoder_pg', 'sqlcoder_execute_typed';
 COMMENT ON FUNCTION sqlcoder.execute_typed(text, integer) IS
   'sqlcoder.execute with the query''s own column types, in the shape of a column definition list: '
   'SELECT * FROM sqlcoder.execute_typed(''SELECT ...'') AS r(id bigint, price numeric)';
-REVOKE ALL ON FUNCTION sqlcoder.run_typed(text, text, integer), sqlcoder.execute_typed(text, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sqlcoder.run_typed(text, text, integer, bigint), sqlcoder.execute_typed(text, integer) FROM PUBLIC;
 
 INSERT INTO sqlcoder._access_list (kind, object, privileges) VALUES
-  ('function', 'sqlcoder.run(text, text, integer)', 'EXECUTE'),
+  ('function', 'sqlcoder.run(text, text, integer, bigint)', 'EXECUTE'),
   ('function', 'sqlcoder.execute(text, integer)', 'EXECUTE'),
-  ('function', 'sqlcoder.run_typed(text, text, integer)', 'EXECUTE'),
+  ('function', 'sqlcoder.run_typed(text, text, integer, bigint)', 'EXECUTE'),
   ('function', 'sqlcoder.execute_typed(text, integer)', 'EXECUTE'),
   ('function', 'sqlcoder._run_readonly(text, text, bigint, bigint, boolean)', 'EXECUTE'),
   ('function', 'sqlcoder._result_rows(bigint)', 'EXECUTE'),
-  ('function', 'sqlcoder._client_connected()', 'EXECUTE');
+  ('function', 'sqlcoder._client_connected()', 'EXECUTE'),
+  ('function', 'sqlcoder._limit_call(bigint, bigint)', 'EXECUTE');

@@ -65,26 +65,36 @@ REVOKE ALL ON FUNCTION sqlcoder._set_access(regrole, boolean) FROM PUBLIC;
 -- Access management (superuser only: these functions are not granted to anyone).
 
 CREATE FUNCTION sqlcoder.grant_access(role_name regrole)
-RETURNS void
+RETURNS text
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
   PERFORM sqlcoder._set_access(role_name, true);
+  RETURN format('granted %s: USAGE on schema sqlcoder, EXECUTE on %s functions, privileges on %s tables (%s)',
+                role_name,
+                (SELECT count(*) FROM sqlcoder._access_list WHERE kind = 'function'),
+                (SELECT count(*) FROM sqlcoder._access_list WHERE kind = 'table'),
+                (SELECT string_agg(a.object, ', ' ORDER BY a.object)
+                 FROM sqlcoder._access_list a WHERE a.kind = 'table'));
 END
 $$;
 
 CREATE FUNCTION sqlcoder.revoke_access(role_name regrole)
-RETURNS void
+RETURNS text
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
   PERFORM sqlcoder._set_access(role_name, false);
+  RETURN format('revoked from %s: USAGE on schema sqlcoder, EXECUTE on %s functions, privileges on %s tables',
+                role_name,
+                (SELECT count(*) FROM sqlcoder._access_list WHERE kind = 'function'),
+                (SELECT count(*) FROM sqlcoder._access_list WHERE kind = 'table'));
 END
 $$;
 COMMENT ON FUNCTION sqlcoder.grant_access(regrole) IS
-  'let a role (or group role) use sqlcoder.ask, prompt and status';
+  'let a role (or group role) use sqlcoder; returns what was granted';
 COMMENT ON FUNCTION sqlcoder.revoke_access(regrole) IS
-  'take back what sqlcoder.grant_access gave a role';
+  'take back what sqlcoder.grant_access gave a role; returns what was revoked';
 REVOKE ALL ON FUNCTION sqlcoder.grant_access(regrole), sqlcoder.revoke_access(regrole) FROM PUBLIC;

@@ -66,6 +66,15 @@ INSERT INTO sqlcoder.config_default (key, value, description) VALUES
    'most bytes (of the rows'' JSON text) sqlcoder.run and sqlcoder.execute return; the query is stopped and '
    'refused (54000) as soon as its result passes it');
 
+-- What one guarded call may take from its backend (run.sql, src/call_limits.c).
+INSERT INTO sqlcoder.config_default (key, value, description) VALUES
+  ('max_memory_bytes', '536870912',
+   'most bytes of address space a guarded query may add to its backend (planning, running, building the '
+   'result); past it the query fails with 53200 out of memory'),
+  ('max_temp_bytes', '1073741824',
+   'most bytes of temporary files a guarded query may write (temp_file_limit for the call, never above the '
+   'server''s own); past it the query fails with 53400');
+
 -- History writing and retention (history.sql), and bounded text in prompts.
 INSERT INTO sqlcoder.config_default (key, value, description) VALUES
   ('history_timeout_ms', '200',
@@ -76,6 +85,11 @@ INSERT INTO sqlcoder.config_default (key, value, description) VALUES
    'history rows older than this are deleted, in small batches, by the history writer'),
   ('history_max_rows', '1000000',
    'most history rows kept; the oldest beyond it are deleted in small batches'),
+  ('history_max_bytes_per_role', '104857600',
+   'most bytes of history text kept per role; the writer deletes that role''s oldest rows beyond it'),
+  ('lock_timeout_ms', '2000',
+   'longest a sqlcoder call waits for a lock (on its settings, catalogs, hints, instructions, examples, or a table '
+   'its query reads); then it fails with 55P03'),
   ('max_comment_chars', '1000',
    'longest comment, instruction or join hint line shown to the model; longer ones are cut with a marker'),
   ('max_instructions_chars', '4000',
@@ -97,6 +111,14 @@ INSERT INTO sqlcoder.config_default (key, value, description) VALUES
    'most values a value hint shows per column'),
   ('value_hints_max_distinct', '50',
    'value hints only for columns whose estimated number of distinct values (pg_stats.n_distinct) is at most this');
+
+-- Schema-constrained decoding (python/sqlcoder/grammar.py); the option that overrides
+-- it is src/decoding_option.c.
+INSERT INTO sqlcoder.config_default (key, value, description) VALUES
+  ('constrained_decoding', 'off',
+   'on: the model may write only SQL over the tables, columns and functions its prompt shows (a grammar the '
+   'daemon''s backend honours; the guard still checks every answer). A superuser overrides it per call or '
+   'role with the option sqlcoder.constrained_decoding (on/off)');
 
 CREATE TABLE sqlcoder.config_override (
     key   text PRIMARY KEY REFERENCES sqlcoder.config_default (key) ON DELETE CASCADE,

@@ -42,6 +42,12 @@ class Backend(abc.ABC):
         reports it with any result (the scheduler turns it into ``timeout`` or drops it).
         """
 
+    def grammar_support(self) -> dict[str, Any]:
+        """For ``status``: whether this backend constrains decoding to a request's grammar, in which format,
+        or why not. A request's grammar that a backend cannot honour is ignored and its reply says
+        ``constrained: false`` (the extension then raises a NOTICE)."""
+        return {"supported": False, "reason": f"the {self.name} backend has no grammar-constrained decoding"}
+
     def info(self) -> dict[str, Any]:
         """Static facts for ``status``: device, quantization, dtype, context_length."""
         return {}

@@ -1,4 +1,4 @@
-"""A CPU backend: a GGUF model run by llama.cpp through llama-cpp-python (``pip install 'sqlcoder[llama-cpp]'``).
+"""A CPU backend: a GGUF model run by llama.cpp through llama-cpp-python (``pip install 'sqlcoder-daemon[llama-cpp]'``).
 
 For database hosts without a GPU, as defog serves sqlcoder-7b-2 (Q4_K_M GGUF).
 Decoding is greedy (llama.cpp has no beam search): a request's ``num_beams``
@@ -20,6 +20,7 @@ from typing import Any
 from ..errors import DaemonError, Internal, TooLarge
 from ..jobs import GenerationResult, Job
 from ..memory import proc_bytes
+from ..repetition import loops
 from ..settings import Settings
 from .base import Backend
 from .llama_cpp_state import StateCache, check_gguf_fits, common_prefix
@@ -29,7 +30,8 @@ __all__ = ["LlamaCppBackend", "check_gguf", "import_llama_cpp"]
 log = logging.getLogger(__name__)
 
 MISSING = ("the llama_cpp backend needs the optional 'llama-cpp-python' package, which is not installed: "
-           "pip install 'sqlcoder[llama-cpp]' (builds llama.cpp with the C compiler), or use --backend transformers")
+           "pip install 'sqlcoder-daemon[llama-cpp]' (builds llama.cpp with the C compiler), "
+           "or use --backend transformers")
 
 #: Prompt tokens evaluated between two checks of the job's cancel flag and deadline.
 PREFILL_CHUNK = 256
@@ -111,6 +113,9 @@ class LlamaCppBackend(Backend):
     def stats(self) -> dict[str, Any]:
         return {"prefix_cache": self.cache.stats(), "memory": {"rss_bytes": proc_bytes("/proc/self/status", "VmRSS")}}
 
+    def grammar_support(self) -> dict[str, Any]:
+        return {"supported": True, "format": "gbnf", "library": "llama.cpp", "beam_search": False}
+
     # -- tokens --------------------------------------------------------------
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         # llama_tokenize only reads the vocabulary: safe beside a running decode.
@@ -155,27 +160,46 @@ class LlamaCppBackend(Backend):
             self.cache.store(tokens, self._save_sequence)
         completion: list[int] = []
         finish = "length"
-        while True:
-            token = self._greedy()
-            completion.append(token)
-            if token == self.eos:
-                finish = "eos"
-                break
-            if len(completion) >= max_new:
-                break
-            if job.should_stop():  # cancellation and deadlines take effect at the next token
-                finish = "stop"
-                break
-            llm.eval([token])
+        grammar = self._grammar(req.grammar.gbnf) if req.grammar is not None and req.grammar.gbnf else None
+        try:
+            while True:
+                token = self._greedy() if grammar is None else grammar.next_token()
+                completion.append(token)
+                if token == self.eos:
+                    finish = "eos"
+                    break
+                if len(completion) >= max_new:
+                    break
+                if loops(completion, self.settings.repetition_guard_tokens):
+                    finish = "repetition"
+                    break
+                if job.should_stop():  # cancellation and deadlines take effect at the next token
+                    finish = "stop"
+                    break
+                llm.eval([token])
+        finally:
+            if grammar is not None:
+                grammar.close()
         text = llm.detokenize([t for t in completion if t != self.eos], special=False).decode("utf-8", "replace")
         return GenerationResult(text=text, finish_reason=finish, prompt_tokens=len(tokens),
-                                completion_tokens=len(completion), cached_tokens=reused)
+                                completion_tokens=len(completion), cached_tokens=reused,
+                                constrained=grammar is not None)
+
+    def _grammar(self, gbnf: str) -> _GrammarSampler | None:
+        """llama.cpp's own grammar sampler for ``gbnf``; None (logged) when llama.cpp cannot parse it."""
+        lc = self.llama_cpp
+        sampler = lc.llama_sampler_init_grammar(lc.llama_model_get_vocab(self.llm.model), gbnf.encode(), b"root")
+        if not sampler:
+            log.warning("llama.cpp could not parse a request's grammar; it is decoded unconstrained")
+            return None
+        return _GrammarSampler(lc, self.llm, sampler, self.n_vocab)
 
     def _greedy(self) -> int:
         import numpy as np
 
         ptr = self.llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
         return int(np.argmax(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))))
+
 
     def _restore_prefix(self, tokens: list[int]) -> int:
         """Keep the longest prefix of ``tokens`` already in llama.cpp's KV cache, or restore a saved one.
@@ -219,3 +243,39 @@ class LlamaCppBackend(Backend):
             self.llm.close()
             self.llm = None
 
+
+class _GrammarSampler:
+    """Greedy decoding under a llama.cpp grammar sampler. The greedy token is checked alone first: when the
+    grammar allows it (most steps, for a model that writes SQL) the whole vocabulary is never checked."""
+
+    def __init__(self, lc: Any, llm: Any, sampler: Any, n_vocab: int):
+        import numpy as np
+
+        self.lc, self.llm, self.sampler, self.n_vocab = lc, llm, sampler, n_vocab
+        dtype = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
+        self.all = np.zeros(n_vocab, dtype=dtype)
+        self.all["id"] = np.arange(n_vocab, dtype=np.int32)
+        self.one = np.zeros(1, dtype=dtype)
+
+    def _apply(self, cells: Any) -> None:
+        lc = self.lc
+        array = lc.llama_token_data_array(data=cells.ctypes.data_as(lc.llama_token_data_p), size=len(cells),
+                                          selected=-1, sorted=False)
+        lc.llama_sampler_apply(self.sampler, lc.ctypes.byref(array))
+
+    def next_token(self) -> int:
+        import numpy as np
+
+        logits = np.ctypeslib.as_array(self.lc.llama_get_logits_ith(self.llm.ctx, -1), shape=(self.n_vocab,))
+        token = int(np.argmax(logits))
+        self.one[0] = (token, logits[token], 0.0)
+        self._apply(self.one)
+        if not np.isfinite(self.one[0]["logit"]):
+            self.all["logit"] = logits
+            self._apply(self.all)
+            token = int(self.all["id"][int(np.argmax(self.all["logit"]))])
+        self.lc.llama_sampler_accept(self.sampler, token)
+        return token
+
+    def close(self) -> None:
+        self.lc.llama_sampler_free(self.sampler)

@@ -94,10 +94,26 @@ class OpenAIBackend(Backend):
     def info(self) -> dict[str, Any]:
         return dict(self._info)
 
+    def grammar_support(self) -> dict[str, Any]:
+        field = self.settings.openai_grammar
+        if field == "none":
+            return {"supported": False, "reason": "--openai-grammar none: the model server takes no grammar"}
+        return {"supported": True, "format": "gbnf", "parameter": field, "beam_search": False}
+
+    def _with_grammar(self, body: dict[str, Any], job: Job) -> bool:
+        """Put the job's GBNF grammar where the server reads it (``--openai-grammar``); whether it was sent."""
+        grammar = job.request.grammar
+        field = self.settings.openai_grammar
+        if grammar is None or not grammar.gbnf or field == "none":
+            return False
+        body[field] = {"grammar": grammar.gbnf} if field == "structured_outputs" else grammar.gbnf
+        return True
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if self.tokenizer is not None:
             with self._tok_lock:
-                return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+                return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False,
+                                                                  split_special_tokens=True)["input_ids"]]
         if self.counter is None:
             raise Internal("the openai backend is not loaded")
         return [self.counter.count(t) for t in texts]
@@ -128,8 +144,11 @@ class OpenAIBackend(Backend):
                 "temperature": 0, "top_k": 1, "repeat_penalty": 1.0, "n": 1}
         if req.num_beams > 1:
             body["num_beams"] = req.num_beams  # understood by sqlcoder's listener; others decode greedily
+        constrained = self._with_grammar(body, job)
         try:
             results[i] = self._completion(conn, body)
+            if constrained and isinstance(results[i], GenerationResult):
+                results[i].constrained = True
         except (OSError, http.client.HTTPException) as e:
             results[i] = Unavailable(f"the model server cannot be reached ({e.__class__.__name__})")
         finally:

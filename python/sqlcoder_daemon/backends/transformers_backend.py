@@ -16,10 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..constrain import GrammarCache, GrammarProcessor
 from ..errors import DaemonError, TooLarge
 from ..jobs import GenerationResult, Job
 from ..memory import check_fits, proc_bytes
 from ..prefix_cache import PrefixCache, cache_layers, new_cache
+from ..repetition import loops
 from ..settings import Settings, parse_max_memory
 from .base import Backend
 
@@ -68,6 +70,30 @@ class _StopWhenUnwanted:
         return torch.tensor(flags, device=input_ids.device).repeat_interleave(rows)
 
 
+class _StopLooping:
+    """A StoppingCriteria for greedy decoding: rows whose completion loops (repetition.py) are finished.
+
+    Not used with beam search: there transformers finishes each candidate the criterion flags, as at
+    EOS, which would change which beam wins compared with Defog's unguarded decoding.
+    """
+
+    def __init__(self, span: int):
+        self.span = span
+        self.width = 0  # prompt columns of the batch, set once the inputs are built
+        self.looped: set[int] = set()
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        flags = []
+        for row, ids in enumerate(input_ids[:, self.width:].tolist()):
+            hit = row not in self.looped and loops(ids, self.span)
+            if hit:
+                self.looped.add(row)
+            flags.append(hit)
+        return torch.tensor(flags, device=input_ids.device)
+
+
 class TransformersBackend(Backend):
     """``AutoModelForCausalLM`` + ``BitsAndBytesConfig`` + accelerate device map, with a prefix KV cache."""
 
@@ -81,6 +107,7 @@ class TransformersBackend(Backend):
         self.prefix_cache = PrefixCache(settings.prefix_cache_bytes, settings.prefix_cache_min_tokens)
         self._info: dict[str, Any] = {}
         self.memory_estimate: dict[str, Any] | None = None
+        self._grammars: GrammarCache | None = None  # made at the first request with a grammar
 
     # -- loading -------------------------------------------------------------
     def quantization_config(self, compute_dtype: Any) -> Any:
@@ -160,17 +187,41 @@ class TransformersBackend(Backend):
         return dict(self._info)
 
     def stats(self) -> dict[str, Any]:
-        return {"prefix_cache": self.prefix_cache.stats(), "memory": memory_stats()}
+        out = {"prefix_cache": self.prefix_cache.stats(), "memory": memory_stats()}
+        if self._grammars is not None:
+            out["grammar_cache"] = self._grammars.stats()
+        return out
+
+    def grammar_support(self) -> dict[str, Any]:
+        try:
+            import llguidance  # noqa: F401
+        except ImportError:
+            return {"supported": False, "reason": "the llguidance package is not installed"}
+        return {"supported": True, "format": "lark", "library": "llguidance", "beam_search": True}
+
+    def _matchers(self, jobs: Sequence[Job]) -> list[Any]:
+        """A fresh matcher per job with a grammar (None for the others, and where it does not compile)."""
+        if not any(j.request.grammar is not None and j.request.grammar.lark for j in jobs):
+            return [None] * len(jobs)
+        if self._grammars is None:
+            with self._tok_lock:
+                self._grammars = GrammarCache(self.tokenizer)
+        grammars = self._grammars
+        return [grammars.matcher(j.request.grammar.lark) if j.request.grammar is not None and j.request.grammar.lark
+                else None for j in jobs]
 
     # -- tokens --------------------------------------------------------------
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         with self._tok_lock:
-            enc = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
+            enc = (self.tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True)["input_ids"]
+                   if texts else [])
         return [len(ids) for ids in enc]
 
     def _encode(self, prompt: str) -> list[int]:
         with self._tok_lock:
-            return self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+            # Special-token text inside a prompt (a comment reading "<|im_end|>") stays text: the
+            # prompt template has none of its own, so any there came from text another role wrote.
+            return self.tokenizer(prompt, add_special_tokens=True, split_special_tokens=True)["input_ids"]
 
     # -- generation ----------------------------------------------------------
     def generate(self, jobs: Sequence[Job]) -> list[GenerationResult | DaemonError]:
@@ -210,7 +261,13 @@ class TransformersBackend(Backend):
         )
         if req.num_beams > 1:
             gen_kwargs["early_stopping"] = False  # transformers' default, stated so reference behaviour is pinned
+        guard = _StopLooping(self.settings.repetition_guard_tokens) \
+            if req.num_beams == 1 and self.settings.repetition_guard_tokens else None
+        if guard is not None:
+            gen_kwargs["stopping_criteria"].append(guard)
         cached = [0] * len(prompts)
+        matchers = self._matchers(jobs)
+        processor: GrammarProcessor | None = None
         with torch.inference_mode():
             prepared = self._with_prefix_cache(prompts, req.num_beams) if self.prefix_cache.enabled else None
             if prepared is not None:
@@ -221,14 +278,27 @@ class TransformersBackend(Backend):
                 batch = self.tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt")
                 input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
             dev = self.input_device
+            if any(m is not None for m in matchers):
+                from transformers import LogitsProcessorList
+
+                grammars = self._grammars
+                assert grammars is not None
+                processor = GrammarProcessor(matchers, input_ids.shape[1], grammars.n_vocab, grammars.blank_tokens())
+                gen_kwargs["logits_processor"] = LogitsProcessorList([processor])
+            if guard is not None:
+                guard.width = input_ids.shape[1]
             out = self.model.generate(input_ids=input_ids.to(dev), attention_mask=attention_mask.to(dev),
                                       **gen_kwargs)
         width = input_ids.shape[1]
         results = []
-        for row, prompt, n_cached, job in zip(out.cpu().tolist(), prompts, cached, jobs):
+        for n, (row, prompt, n_cached, job) in enumerate(zip(out.cpu().tolist(), prompts, cached, jobs)):
             completion = row[width:]
             finish = "length"
-            if self.eos_token_id in completion:
+            if guard is not None and n in guard.looped:
+                # Stopped by the guard; in a batch, padding (EOS) follows while the other rows go on.
+                completion = completion[: len(completion) - _trailing(completion, self.eos_token_id)]
+                finish = "repetition"
+            elif self.eos_token_id in completion:
                 # Also cuts the padding (EOS) that follows a sequence finished before the others.
                 completion = completion[: completion.index(self.eos_token_id) + 1]
                 finish = "eos"
@@ -237,7 +307,8 @@ class TransformersBackend(Backend):
             with self._tok_lock:
                 text = self.tokenizer.decode(completion, skip_special_tokens=True)
             results.append(GenerationResult(text=text, finish_reason=finish, prompt_tokens=len(prompt),
-                                            completion_tokens=len(completion), cached_tokens=n_cached))
+                                            completion_tokens=len(completion), cached_tokens=n_cached,
+                                            constrained=processor is not None and processor.constrained(n)))
         return results
 
     def _with_prefix_cache(self, prompts: list[list[int]], num_beams: int) -> tuple[Any, Any, Any, int] | None:
@@ -285,6 +356,14 @@ class TransformersBackend(Backend):
         mask = torch.tensor([[1] * n + [0] * (width - len(sfx)) + [1] * len(sfx) for sfx in suffixes],
                             dtype=torch.long)
         return input_ids, mask, cache, reused
+
+
+def _trailing(ids: list[int], token: int) -> int:
+    """How many times ``token`` ends ``ids``."""
+    n = 0
+    while n < len(ids) and ids[-1 - n] == token:
+        n += 1
+    return n
 
 
 def memory_stats() -> dict[str, Any]:

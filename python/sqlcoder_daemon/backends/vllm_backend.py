@@ -1,4 +1,4 @@
-"""An in-process vLLM engine, for AWQ/GPTQ checkpoints on GPUs (optional extra: ``pip install 'sqlcoder[vllm]'``).
+"""An in-process vLLM engine for AWQ/GPTQ checkpoints on GPUs (extra: ``pip install 'sqlcoder-daemon[vllm]'``).
 
 vLLM batches internally, so the scheduler's batches go to it as one call.
 Cancellation of a running request is not possible with the offline ``LLM``
@@ -21,7 +21,7 @@ __all__ = ["VLLMBackend", "import_vllm"]
 log = logging.getLogger(__name__)
 
 MISSING = ("the vllm backend needs the optional 'vllm' package, which is not installed: "
-           "pip install 'sqlcoder[vllm]' (on a host with a CUDA GPU), or use --backend transformers")
+           "pip install 'sqlcoder-daemon[vllm]' (on a host with a CUDA GPU), or use --backend transformers")
 
 
 def import_vllm() -> Any:
@@ -65,13 +65,13 @@ class VLLMBackend(Backend):
         return dict(self._info)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return [len(self.tokenizer.encode(t, add_special_tokens=False)) for t in texts]
+        return [len(self.tokenizer.encode(t, add_special_tokens=False, split_special_tokens=True)) for t in texts]
 
     def generate(self, jobs: Sequence[Job]) -> list[GenerationResult | DaemonError]:
         req = jobs[0].request
         ctx = self._info["context_length"]
         prompts = [j.request.prompt for j in jobs]
-        ids = [self.tokenizer.encode(p) for p in prompts]
+        ids = [self.tokenizer.encode(p, split_special_tokens=True) for p in prompts]  # special-token text stays text
         too_long = {i for i, t in enumerate(ids) if len(t) >= ctx}
         run = [i for i in range(len(jobs)) if i not in too_long]
         results: list[GenerationResult | DaemonError] = [

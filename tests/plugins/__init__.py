@@ -1,0 +1,1 @@
+"""pytest plugins (tests/conftest.py loads them): fixtures every test folder may request by name."""
