@@ -1,9 +1,10 @@
 """The Starlette application: the routes, each its own handler, and what they share.
 
 Routes: ``/login`` and ``/logout``; ``/`` (the page; ``?h=ID`` reopens one of
-your past questions with its rows), ``/ask`` and ``/run`` (POST),
+your past questions with its rows and its conversation), ``/ask`` (POST;
+``follow_up=ID`` refines that earlier answer) and ``/run`` (POST),
 ``/feedback`` (POST, about the SQL on screen), ``/cancel`` (POST: stops your
-running question), ``/prompt?q=...`` (the prompt the model sees),
+running question), ``/prompt?q=...&f=ID`` (the prompt the model sees),
 ``/status``, ``/result.csv``, ``/static/...``. Database work runs on the
 session's own pool, as its role.
 
@@ -112,19 +113,24 @@ async def page(request: Request, s: Session, lease: Lease, status: int = 200, **
     w = web(request)
     problem: db.Problem | None = state.get("problem")
     history: list[db.HistoryItem] = []
+    thread: list[db.HistoryItem] = []
     suggestions: list[str] = []
     daemon = None
+    ask_id: int | None = state.get("ask_id") or state.get("refine_of")
     if not (problem and problem.kind in ("database", "busy")):
         try:
             conn = await lease.conn()
             history = await db.history(conn, w.settings.history_limit)
+            if ask_id is not None and len(turns := s.thread(ask_id)) > 1:
+                thread = await db.history_items(conn, turns)
             if problem is None and state.get("result") is None:
                 suggestions = await db.suggestions(conn)
             if problem is not None:
                 daemon = await db.status(conn)
         except DB_ERRORS as exc:
             state.setdefault("problem", db.problem_from(exc))
-    return w.render(request, "index.html", status, s=s, history=history, daemon=daemon,
+    return w.render(request, "index.html", status, s=s, history=history, thread=thread,
+                    refines=s.follow_ups.get(ask_id) if ask_id is not None else None, daemon=daemon,
                     daemon_summary=db.status_summary(daemon) if daemon else None, suggestions=suggestions,
                     question=state.pop("question", ""), **state)
 
@@ -189,14 +195,21 @@ def post(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
 
 
 async def ask(request: Request, s: Session, lease: Lease, form: FormData) -> Response:
+    """A question, or with ``follow_up`` (a history id) one that refines that earlier answer of yours."""
     question = str(form.get("question", "")).strip()
+    follow_up = _history_id(str(form.get("follow_up", "")))
     if not question or len(question) > MAX_QUESTION_CHARS:
         return await page(request, s, lease, 400, question=question[:MAX_QUESTION_CHARS], problem=db.Problem(
             "query", f"Ask a question of 1 to {MAX_QUESTION_CHARS} characters."))
     try:
-        sql, ask_id, notices = await db.ask(await lease.conn(), question)
+        sql, ask_id, notices = await db.ask(await lease.conn(), question, follow_up)
     except DB_ERRORS as exc:
+        if follow_up is not None:  # the refine box keeps the question, under the answer it refines
+            return await page(request, s, lease, refine_of=follow_up, refine_question=question,
+                              problem=db.problem_from(exc))
         return await page(request, s, lease, question=question, problem=db.problem_from(exc))
+    if follow_up is not None and ask_id is not None and ask_id != follow_up:
+        s.keep_follow_up(ask_id, follow_up)
     sql = format_sql(sql)
     result, problem = await run_sql(request, s, lease, sql, question, ask_id)
     return await page(request, s, lease, question=question, sql=sql, ask_id=ask_id,
@@ -267,13 +280,15 @@ async def prompt(request: Request) -> Response:
     if s is None:
         return to_login(request)
     question = request.query_params.get("q", "")[:MAX_QUESTION_CHARS]
+    follow_up = _history_id(request.query_params.get("f", ""))
     text, problem = None, None
     try:
         async with Lease(s) as lease:
-            text = await db.prompt(await lease.conn(), question)
+            text = await db.prompt(await lease.conn(), question, follow_up)
     except DB_ERRORS as exc:
         problem = db.problem_from(exc)
-    return w.render(request, "prompt.html", s=s, question=question, prompt=text, problem=problem)
+    return w.render(request, "prompt.html", s=s, question=question, prompt=text, problem=problem,
+                    follow_up=follow_up)
 
 
 async def status(request: Request) -> Response:

@@ -176,11 +176,13 @@ async def _max_history_id(conn: psycopg.AsyncConnection) -> int | None:
         return None
 
 
-async def ask(conn: psycopg.AsyncConnection, question: str) -> tuple[str, int | None, list[str]]:
-    """``sqlcoder.ask``: the SQL, the id of its history row (for feedback), the notices."""
+async def ask(conn: psycopg.AsyncConnection, question: str,
+              follow_up: int | None = None) -> tuple[str, int | None, list[str]]:
+    """``sqlcoder.ask``: the SQL, the id of its history row (for feedback), the notices. ``follow_up``: the
+    history id of the caller's earlier answer this question refines (sqlcoder checks it is the caller's)."""
     before = await _max_history_id(conn)
     async with notices(conn) as seen:
-        cur = await conn.execute("SELECT sqlcoder.ask(%s)", (question,))
+        cur = await conn.execute("SELECT sqlcoder.ask(%s, follow_up => %s)", (question, follow_up))
         sql = (await cur.fetchone())[0]
     return sql, await _latest_ask_id(conn, before), seen
 
@@ -242,6 +244,14 @@ async def suggestions(conn: psycopg.AsyncConnection) -> list[str]:
         return []
 
 
+async def history_items(conn: psycopg.AsyncConnection, ids: list[int]) -> list[HistoryItem]:
+    """The caller's own rows among ``ids``, oldest first (another role's id is simply not there)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(f"SELECT {_HISTORY_COLUMNS} FROM sqlcoder.history WHERE id = ANY(%s) "
+                          "AND role = current_user ORDER BY id", (ids,))
+        return [HistoryItem(**r) for r in await cur.fetchall()]
+
+
 async def history_item(conn: psycopg.AsyncConnection, history_id: int) -> HistoryItem | None:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(f"SELECT {_HISTORY_COLUMNS} FROM sqlcoder.history WHERE id = %s "
@@ -250,8 +260,8 @@ async def history_item(conn: psycopg.AsyncConnection, history_id: int) -> Histor
     return HistoryItem(**row) if row else None
 
 
-async def prompt(conn: psycopg.AsyncConnection, question: str) -> str:
-    cur = await conn.execute("SELECT sqlcoder.prompt(%s)", (question,))
+async def prompt(conn: psycopg.AsyncConnection, question: str, follow_up: int | None = None) -> str:
+    cur = await conn.execute("SELECT sqlcoder.prompt(%s, follow_up => %s)", (question, follow_up))
     return (await cur.fetchone())[0]
 
 

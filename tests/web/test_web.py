@@ -507,6 +507,55 @@ def test_suggested_questions_are_examples_the_role_may_read(browser, server, web
     fits(browser)
 
 
+REFINE = "now only the top 3"
+REFINED_SQL = "SELECT name, price FROM products ORDER BY price DESC LIMIT 3;"
+
+
+def test_the_refine_box_asks_a_follow_up_and_the_thread_shows_it(browser, server, web_db, pg, tiny_daemon,
+                                                                 width) -> None:
+    """The refine box under an answer sends ``sqlcoder.ask(..., follow_up => that answer's id)``: the model
+    sees the earlier question and SQL, and the page shows the two as one conversation. A stand-in daemon
+    answers (the demo model knows only the sample questions), so the test sees the prompt it was sent."""
+    with FakeDaemon(socket_dir() / f"web-refine-{width}.sock") as fake:
+        fake.reply(" " + QUESTION["sql"]).reply_when("follows up an earlier one", " " + REFINED_SQL)
+        configure_socket(pg, web_db[0], str(fake.path))
+        try:
+            browser.get(server + "/")
+            ask(browser, QUESTION["question"])
+            first = int(browser.find_element(By.NAME, "ask_id").get_attribute("value"))
+            assert len(browser.find_elements(By.CSS_SELECTOR, "#result-table tbody tr")) == 5
+            assert not browser.find_elements(By.ID, "thread")  # one question is no conversation yet
+            box = wait(browser, "#refine")
+            assert browser.find_element(By.ID, "result").rect["y"] < box.rect["y"] < \
+                browser.find_element(By.ID, "sql-box").rect["y"]  # under the answer, above the SQL
+            box.send_keys(REFINE)
+            submit(browser, "refine-ask")
+            wait(browser, "#result, #problem")
+            sent = [r for r in fake.requests if r.get("op") == "generate"][-1]["prompt"]
+            assert REFINE in sent and QUESTION["question"] in sent and QUESTION["sql"].rstrip(";") in sent
+            assert len(browser.find_elements(By.CSS_SELECTOR, "#result-table tbody tr")) == 3
+            second = int(browser.find_element(By.NAME, "ask_id").get_attribute("value"))
+            turns = browser.find_elements(By.CSS_SELECTOR, "#thread li.turn")
+            assert [(int(t.get_attribute("data-id")), t.text) for t in turns] == \
+                [(first, QUESTION["question"]), (second, REFINE)]
+            assert "current" in turns[1].get_attribute("class")
+            assert browser.find_element(By.NAME, "follow_up").get_attribute("value") == str(second)
+            fits(browser)
+            assert low_contrast(browser) == []
+            href = browser.find_element(By.ID, "prompt-link").get_attribute("href")
+            assert f"f={first}" in href  # the prompt the follow-up sent, earlier turn included
+            browser.get(href)
+            shown = wait(browser, "#prompt").text
+            assert REFINE in shown and QUESTION["question"] in shown and "follows up an earlier one" in shown
+            browser.get(f"{server}/?h={first}")  # reopening the first question shows its conversation
+            turns = wait(browser, "#thread").find_elements(By.CSS_SELECTOR, "li.turn")
+            assert [int(t.get_attribute("data-id")) for t in turns] == [first, second]
+            assert "current" in turns[0].get_attribute("class")
+            assert len(browser.find_elements(By.CSS_SELECTOR, "#result-table tbody tr")) == 5
+        finally:
+            configure_socket(pg, web_db[0], str(tiny_daemon.socket_path))
+
+
 def test_the_status_page_is_a_summary_for_users(browser, server, width) -> None:
     browser.get(server + "/status")
     assert wait(browser, "#status-summary").text == "The assistant that writes SQL is up."
@@ -547,5 +596,10 @@ def test_every_post_needs_the_csrf_token_and_cookies_are_httponly_samesite(serve
                                  "VALUES ('someone_else', 'ask', 'secret question', 'SELECT 42', 'ok') "
                                  "RETURNING id").fetchone()[0]
         assert "secret question" not in client.get(f"/?h={other}").text
+        # ... and a forged follow_up naming it: sqlcoder's refusal, nothing of its text on the page.
+        for reply in (client.post("/ask", data={"csrf": csrf, "question": "and their phone?", "follow_up": other}),
+                      client.get("/prompt", params={"q": "and their phone?", "f": other})):
+            assert reply.status_code == 200 and f"no sqlcoder.history entry {other} of yours" in reply.text
+            assert "secret question" not in reply.text and "SELECT 42" not in reply.text
         assert client.post("/logout", data={"csrf": csrf}).status_code == 303
         assert client.get("/").status_code == 303  # the session is gone

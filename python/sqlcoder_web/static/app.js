@@ -46,10 +46,11 @@
         var button = event.submitter && event.submitter.form === form ? event.submitter
                      : form.querySelector("button[type=submit]");
         if (button && button.id !== "thumbs-up" && button.id !== "thumbs-down") {
+          button.setAttribute("data-label", button.textContent);
           button.setAttribute("aria-busy", "true");
           button.textContent = form.getAttribute("data-busy");
         }
-        if (form.id === "ask-form" && window.fetch && window.AbortController) {
+        if (form.hasAttribute("data-cancel") && window.fetch && window.AbortController) {
           event.preventDefault();
           askInPage(form, button);
         }
@@ -60,9 +61,10 @@
   // The question is sent by fetch, so that Cancel can abort it and the page can count the seconds; the
   // answer's page then replaces this one. Without script the form posts as any form does.
   function askInPage(form, button) {
-    var box = document.getElementById("progress");
-    var elapsed = document.getElementById("elapsed");
-    var cancel = document.getElementById("cancel");
+    var box = form.querySelector(".progress");
+    var elapsed = box.querySelector(".elapsed");
+    var cancel = box.querySelector(".cancel");
+    var label = button ? button.getAttribute("data-label") || "" : "";
     var started = Date.now();
     var request = new AbortController();
     box.hidden = false;
@@ -72,7 +74,7 @@
     function done() {
       clearInterval(timer);
       form.removeAttribute("data-sent");
-      if (button) { button.removeAttribute("aria-busy"); button.textContent = "Ask"; }
+      if (button) { button.removeAttribute("aria-busy"); button.textContent = label; }
     }
     cancel.onclick = function () {
       request.abort();  // the page stops waiting for the answer ...
@@ -83,7 +85,7 @@
         .then(function (r) { return r.ok; }, function () { return false; })
         .then(function (ok) {
           done();
-          document.getElementById("progress-text").textContent = ok ? "Cancelled." : "Could not cancel; reload the page.";
+          box.querySelector(".progress-text").textContent = ok ? "Cancelled." : "Could not cancel; reload the page.";
           elapsed.textContent = "";
           cancel.hidden = true;
           box.setAttribute("data-cancelled", ok ? "yes" : "no");
