@@ -208,12 +208,25 @@ async def ask(request: Request, s: Session, lease: Lease, form: FormData) -> Res
             return await page(request, s, lease, refine_of=follow_up, refine_question=question,
                               problem=db.problem_from(exc))
         return await page(request, s, lease, question=question, problem=db.problem_from(exc))
+    title = question
     if follow_up is not None and ask_id is not None and ask_id != follow_up:
         s.keep_follow_up(ask_id, follow_up)
+        title = await conversation_title(lease, s, ask_id)
     sql = format_sql(sql)
-    result, problem = await run_sql(request, s, lease, sql, question, ask_id)
+    result, problem = await run_sql(request, s, lease, sql, title, ask_id)
     return await page(request, s, lease, question=question, sql=sql, ask_id=ask_id,
                       ask_notices=notices, result=result, problem=problem)
+
+
+async def conversation_title(lease: Lease, s: Session, ask_id: int) -> str:
+    """A follow-up's chart title: its conversation's first question, then the follow-up ("now only the
+    top 3" alone says little)."""
+    turns = s.thread(ask_id)
+    try:
+        items = {i.id: i.question or "" for i in await db.history_items(await lease.conn(), [turns[0], ask_id])}
+    except DB_ERRORS:
+        items = {}
+    return " — ".join(q for q in (items.get(turns[0]), items.get(ask_id)) if q)
 
 
 async def run(request: Request, s: Session, lease: Lease, form: FormData) -> Response:

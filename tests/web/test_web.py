@@ -3,8 +3,8 @@
 
 One server and one browser serve the whole module; the tests run in file order
 (log in first). Each behaviour of the page is checked at a desktop (1280 px) and a
-phone (390 px) width. Set ``SQLCODER_WEB_SCREENSHOTS=docs`` to save the two
-screenshots the README shows (``web-desktop.png``, ``web-phone.png``).
+phone (390 px) width. Set ``SQLCODER_WEB_SCREENSHOTS=docs`` to save the
+screenshots the docs show (``web-desktop.png``, ``web-phone.png``, ``web-conversation.png``).
 """
 
 from __future__ import annotations
@@ -357,8 +357,8 @@ def fits(driver: webdriver.Chrome) -> None:
     assert box["x"] >= 0 and box["x"] + box["width"] <= inner
 
 
-def test_the_answer_comes_first_and_the_page_fits_the_window(browser, server, width) -> None:
-    browser.get(server + "/")
+def test_the_answer_comes_first_and_the_page_fits_the_window(browser, server, web_db, width) -> None:
+    login(browser, server, web_db[1], PASSWORD)  # on its own too: it takes the README's screenshots
     ask(browser, QUESTION["question"])
     fits(browser)
     result, sql_box = browser.find_element(By.ID, "result"), browser.find_element(By.ID, "sql-box")
@@ -379,7 +379,7 @@ def test_the_answer_comes_first_and_the_page_fits_the_window(browser, server, wi
     if shots:
         browser.find_element(By.CSS_SELECTOR, "#sql-box summary").click()  # folded again, as it opens
         browser.execute_script("window.scrollTo(0, 0); document.activeElement.blur()")
-        browser.set_window_size(WIDTHS[width], 900 if width == "desktop" else 1100)
+        browser.set_window_size(WIDTHS[width], 1120 if width == "desktop" else 1100)
         Path(shots, f"web-{width}.png").write_bytes(browser.get_screenshot_as_png())
 
 
@@ -540,8 +540,19 @@ def test_the_refine_box_asks_a_follow_up_and_the_thread_shows_it(browser, server
                 [(first, QUESTION["question"]), (second, REFINE)]
             assert "current" in turns[1].get_attribute("class")
             assert browser.find_element(By.NAME, "follow_up").get_attribute("value") == str(second)
+            assert browser.find_element(By.ID, "question").get_attribute("value") == ""  # for a new question
+            canvas = wait(browser, "canvas#chart[data-chart-type]")
+            assert browser.execute_script("return Chart.getChart(arguments[0]).options.plugins.title.text",
+                                          canvas) == f"{QUESTION['question']} — {REFINE}"
+            listed = browser.find_element(By.CSS_SELECTOR, f'#history li[data-id="{second}"]')
+            assert "follow-up" in listed.get_attribute("class")
             fits(browser)
             assert low_contrast(browser) == []
+            shots = os.environ.get("SQLCODER_WEB_SCREENSHOTS")
+            if shots and width == "desktop":
+                browser.execute_script("window.scrollTo(0, 0); document.activeElement.blur()")
+                browser.set_window_size(WIDTHS[width], 1200)
+                Path(shots, "web-conversation.png").write_bytes(browser.get_screenshot_as_png())
             href = browser.find_element(By.ID, "prompt-link").get_attribute("href")
             assert f"f={first}" in href  # the prompt the follow-up sent, earlier turn included
             browser.get(href)
