@@ -33,7 +33,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from . import _spi, policy
+from . import SCHEMAS, _spi, policy
 from ._spi import Plpy
 from .catalog import Table
 from .schema_cache import CachedSchema
@@ -413,11 +413,12 @@ def for_prompt(plpy: Plpy, cached: CachedSchema, tables: Sequence[int], caller_p
     key = (tuple(tables), tuple(allowed), tuple(denied))
     hit = cached.derived.get("grammar")
     if hit is not None and hit[0] == key:
-        return hit[1]
+        found: Grammar = hit[1]
+        return found
     functions = cached.derived.get("grammar_functions")
     if functions is None or functions[0] != key[1:]:
         plan = _spi.plan(plpy, FUNCTIONS_SQL, ["name[]", "name[]", "name[]"])
-        rows = plpy.execute(plan, [list(caller_path), ["sqlcoder"],
+        rows = plpy.execute(plan, [list(caller_path), list(SCHEMAS),
                                    sorted(policy.ALLOWED | {_bare_name(s) for s in allowed})])
         refused = set().union(*policy.DENIED.values()) | {_bare_name(s) for s in denied}
         prefixes = tuple(p for group in policy.DENIED_PREFIXES.values() for p in group)

@@ -46,7 +46,7 @@ def test_follow_up_cannot_read_another_roles_question(pg, shop_daemon, analyst_c
             raise AssertionError(f"follow_up => {follow} gave the intruder a prompt: {text[:200]}")
     # The internal entry point with a forged follow_up of another type: the same refusal.
     for forged in ("'\"1\"'", "'true'", "'1.5'", "'[1]'"):
-        got = outcome_of(intruder, "SELECT sqlcoder._result(sqlcoder._invoke('prompt', "
+        got = outcome_of(intruder, "SELECT sqlcoder_internal._result(sqlcoder_internal._invoke('prompt', "
                                    f"jsonb_build_object('question', 'q', 'follow_up', {forged}::jsonb, "
                                    "'caller_path', current_schemas(true))))")
         assert got == "22023", forged
@@ -93,7 +93,7 @@ def test_the_permission_check_executes_nothing(pg, shop_daemon, analyst_conn, ba
     with pg.connect(DB) as admin:
         admin.execute("CREATE SEQUENCE IF NOT EXISTS adv_seq")
         admin.execute(f'GRANT USAGE, UPDATE ON SEQUENCE adv_seq TO "{ROLE}"')
-    check = "SELECT sqlcoder._example_permitted(%s, current_schemas(true)::name[])"
+    check = "SELECT sqlcoder_internal._example_permitted(%s, current_schemas(true)::name[])"
     try:
         for sql in ("SELECT nextval('adv_seq') FROM customers",
                     "WITH d AS (DELETE FROM orders RETURNING id) SELECT id FROM d",
