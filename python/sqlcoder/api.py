@@ -323,7 +323,7 @@ def _grammar(call: Call, request: Request, built: assemble.CallPrompt) -> dict[s
     plpy, settings = call.plpy, call.settings
     if not constrained(plpy, settings):
         return None
-    made = grammar.for_prompt(plpy, built.cached, built.tables, list(request.caller_path),
+    made = grammar.for_prompt(plpy, built.cached, built.tables, request.caller_path,
                               settings.allowed_functions, settings.denied_functions)
     if max(len(made.gbnf.encode()), len(made.lark.encode())) > MAX_GRAMMAR_BYTES:
         plpy.notice(f"sqlcoder: the schema's grammar is over {MAX_GRAMMAR_BYTES} bytes; this answer was generated "
