@@ -1,8 +1,10 @@
 """PostgreSQL fixtures: one throwaway cluster per test session, a fresh database per test.
 
 The cluster runs as the postgres OS user (PostgreSQL refuses root). The
-extension is installed from this checkout with ``make install`` first, so the
-suite always tests the code in the tree, never a stale install.
+extension is installed from this checkout with ``make install`` once per run,
+before any test (by the controlling process when pytest-xdist runs workers), so
+the suite always tests the code in the tree, never a stale install, and no
+worker's cluster loads a library another worker is copying over.
 """
 
 from __future__ import annotations
@@ -31,10 +33,16 @@ def install_extension() -> None:
     subprocess.run(["make", "-s", "install"], cwd=ROOT, check=True, capture_output=True)
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):  # pytest-xdist's workers have it; the controller does not
+        install_extension()
+
+
 @pytest.fixture(scope="session")
 def pg() -> Iterator[Cluster]:
-    """A running cluster with two template databases: empty (extension only) and the sample shop."""
-    install_extension()
+    """A running cluster with two template databases: empty (extension only) and the sample shop.
+
+    Each pytest-xdist worker has its own."""
     with Cluster() as cluster:
         for name in (EMPTY_TEMPLATE, SHOP_TEMPLATE):
             cluster.createdb(name)

@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from plugins.postgres import EMPTY_TEMPLATE, install_extension
+from plugins.postgres import EMPTY_TEMPLATE
 from sqlcoder_dev.fake_daemon import FakeDaemon, socket_dir
 from sqlcoder_dev.pgcluster import Cluster
 
@@ -147,7 +147,6 @@ def test_a_granted_role_cannot_call_the_history_functions(pg: Cluster, new_db, a
 @pytest.fixture(scope="module")
 def hardened() -> Iterator[Cluster]:
     """max_connections = 10 with none reserved, and scram-sha-256 for every local connection, postgres too."""
-    install_extension()
     with Cluster(settings={"max_connections": "10", "superuser_reserved_connections": "0",
                            "password_encryption": "'scram-sha-256'"}) as cluster:
         cluster.psql("CREATE EXTENSION sqlcoder CASCADE; CREATE TABLE t (n int); INSERT INTO t VALUES (1);"
