@@ -9,6 +9,7 @@ from typing import Any
 
 from .errors import Cancelled, DaemonError, Forbidden, Internal
 from .jobs import Job
+from .model_service import ModelService
 from .protocol import (
     CountTokensRequest,
     GenerateRequest,
@@ -20,7 +21,6 @@ from .protocol import (
     parse_request,
     status_reply,
 )
-from .service import Service
 from .unixsocket import IdleTimeout, LineReader, client_gone, peer_uid
 
 __all__ = ["handle_connection", "refuse_connection"]
@@ -28,43 +28,43 @@ __all__ = ["handle_connection", "refuse_connection"]
 log = logging.getLogger(__name__)
 
 
-def handle_connection(daemon: Service, conn: socket.socket) -> None:
+def handle_connection(service: ModelService, conn: socket.socket) -> None:
     """Serve one connection until it closes; no exception escapes (one top-level handler)."""
     uid = None
     try:
         with conn:
             uid = peer_uid(conn)
-            if uid not in daemon.allowed_uids:
-                daemon.metrics.count("forbidden")
+            if uid not in service.allowed_uids:
+                service.metrics.count("forbidden")
                 log.warning("refused a connection from uid %d (not in the allowlist)", uid)
                 _send(conn, error_reply(None, Forbidden(f"uid {uid} is not allowed to use this daemon")))
                 _linger(conn)
                 return
-            reader = LineReader(conn, daemon.settings.max_request_bytes,
-                                idle_timeout=daemon.settings.idle_timeout_s)
-            while not daemon.closing.is_set() or reader.has_buffered():
+            reader = LineReader(conn, service.settings.max_request_bytes,
+                                idle_timeout=service.settings.idle_timeout_s)
+            while not service.closing.is_set() or reader.has_buffered():
                 try:
                     line = reader.readline()
                 except DaemonError as e:  # oversize line
-                    daemon.metrics.count("bad_request")
+                    service.metrics.count("bad_request")
                     _send(conn, error_reply(None, e))
                     return
                 except IdleTimeout:
-                    daemon.slots.note_idle_close()
+                    service.slots.note_idle_close()
                     log.debug("closed a connection (uid %d) that sent no request for %g s", uid,
-                              daemon.settings.idle_timeout_s)
+                              service.settings.idle_timeout_s)
                     return
                 if line is None:
                     return
-                daemon.request_started()
+                service.request_started()
                 try:
-                    reply, close = _answer(daemon, conn, line, uid)
+                    reply, close = _answer(service, conn, line, uid)
                     if reply is None:
                         return  # the client went away mid-request
                     if not _send(conn, reply) or close:
                         return
                 finally:
-                    daemon.request_ended()
+                    service.request_ended()
     except Exception:
         log.exception("connection handler failed (peer uid %s)", uid)
 
@@ -104,26 +104,26 @@ def _send(conn: socket.socket, reply: dict[str, Any]) -> bool:
         return False
 
 
-def _answer(daemon: Service, conn: socket.socket, line: bytes, uid: int) -> tuple[dict[str, Any] | None, bool]:
+def _answer(service: ModelService, conn: socket.socket, line: bytes, uid: int) -> tuple[dict[str, Any] | None, bool]:
     """The reply to one request line, and whether to close the connection afterwards."""
     received = time.monotonic()
     try:
-        req = parse_request(line, daemon.limits)
+        req = parse_request(line, service.limits)
     except DaemonError as e:
-        daemon.metrics.count("bad_request")
+        service.metrics.count("bad_request")
         return error_reply(getattr(e, "request_id", None), e), e.close
     try:
         if isinstance(req, StatusRequest):
-            return status_reply(req.id, daemon.status()), False
+            return status_reply(req.id, service.status()), False
         if isinstance(req, CountTokensRequest):
-            return count_tokens_reply(req.id, daemon.backend.count_tokens(req.texts)), False
+            return count_tokens_reply(req.id, service.backend.count_tokens(req.texts)), False
         if isinstance(req, GenerateRequest):
             job = Job(req, received=received)
             try:
-                result = daemon.run_job(job, gone=lambda: client_gone(conn), peer_uid=uid)
+                result = service.run_job(job, gone=lambda: client_gone(conn), peer_uid=uid)
             except Cancelled:
                 return None, True
-            return generate_reply(req.id, text=result.text, model=daemon.model_name,
+            return generate_reply(req.id, text=result.text, model=service.model_name,
                                   finish_reason=result.finish_reason, prompt_tokens=result.prompt_tokens,
                                   completion_tokens=result.completion_tokens, cached_tokens=result.cached_tokens,
                                   timings=job.timings(), constrained=result.constrained), False

@@ -1,8 +1,10 @@
-"""The daemon's lifecycle: load the model, serve the socket until SIGTERM, then drain and clean up.
+"""The serving loop: bind the Unix socket and the HTTP listeners, accept until SIGTERM, then drain and clean up.
 
-While serving, the accept loop also watches the socket file (removed: bound again;
-replaced by another file: stop, exit status 4), applies SIGHUP (settings re-read), and
-waits instead of spinning when the process runs out of file descriptors.
+The model itself (backend, scheduler, limits, status) is a :class:`~.model_service.ModelService`,
+which the connection handlers use directly; this module owns what only the loop needs. While
+serving, the accept loop also watches the socket file (removed: bound again; replaced by another
+file: stop, exit status 5), applies SIGHUP (settings re-read), and waits instead of spinning when
+the process runs out of file descriptors.
 """
 
 from __future__ import annotations
@@ -13,21 +15,18 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from . import __version__
-from .accept import FD_RESERVE, OUT_OF_DESCRIPTORS, ConnectionSlots, raise_fd_limit
+from .accept import FD_RESERVE, OUT_OF_DESCRIPTORS, raise_fd_limit
 from .access import resolve_allowlist, socket_access
-from .backends import Backend, create_backend
+from .backends import Backend
 from .connection import handle_connection, refuse_connection
-from .errors import Busy, Cancelled, DaemonError
-from .jobs import GenerationResult, Job
-from .metrics import Metrics
-from .protocol import PROTOCOL_VERSION, Limits
+from .errors import Busy
+from .metrics_listener import start_metrics_server
+from .model_service import ModelService
+from .openai_listener import start_openai_server
 from .reload import reread_settings
-from .requestlog import log_request
-from .scheduler import Scheduler
 from .settings import Settings
 from .unixsocket import BoundSocket, bind_socket
 
@@ -45,29 +44,17 @@ _SOCKET_CHECK_S = 1.0
 class Daemon:
     """Owns the backend, the scheduler, the socket and any HTTP side listeners."""
 
+    """Owns the socket, the HTTP side listeners and the signals around one :class:`ModelService`."""
+
     def __init__(self, settings: Settings, backend: Backend | None = None, argv: Sequence[str] | None = None):
         self.settings = settings
         self.argv = argv
-        self.allowed_uids = resolve_allowlist(settings.allow_uid, settings.allow_user)
-        self.access = socket_access(settings.socket, settings.socket_group, self.allowed_uids)
-        self.metrics = Metrics()
-        self.backend = backend or create_backend(settings)
-        self.state = "loading"
-        self.loaded_at: float | None = None
-        self.limits = _limits(settings)
-        self.scheduler = Scheduler(self.backend, self.metrics, max_queue=settings.max_queue,
-                                   max_batch_size=settings.max_batch_size, batch_wait_ms=settings.batch_wait_ms)
-        self.closing = threading.Event()
+        allowed_uids = resolve_allowlist(settings.allow_uid, settings.allow_user)
+        self.access = socket_access(settings.socket, settings.socket_group, allowed_uids)
+        self.service = ModelService(settings, allowed_uids, backend)
         self._bound: BoundSocket | None = None
         self._side_servers: list[Any] = []
-        self._active_lock = threading.Lock()
-        #: Requests read but not yet answered, across all connections.
-        self.active_requests = 0
-        #: One connection cap for the socket and one per HTTP listener: a flood of one leaves the others alone.
-        self.slots = ConnectionSlots(settings.max_connections)
-        self.listener_slots = {"openai": ConnectionSlots(settings.openai_listen_max_connections),
-                               "metrics": ConnectionSlots(settings.metrics_listen_max_connections)}
-        caps = settings.max_connections + sum(s.cap for name, s in self.listener_slots.items()
+        caps = settings.max_connections + sum(s.cap for name, s in self.service.listener_slots.items()
                                               if getattr(settings, f"{name}_listen"))
         soft, want = raise_fd_limit(caps)
         if soft < want:
@@ -79,123 +66,36 @@ class Daemon:
         self._reload_requested = False
         self._out_of_fds_since: float | None = None
 
-    @property
-    def model_name(self) -> str | None:
-        """``--model``, or for the openai backend without one, the model the remote server serves."""
-        return self.settings.model or self.backend.info().get("remote_model")
-
-    # -- requests ------------------------------------------------------------
-    def run_job(self, job: Job, gone: Callable[[], bool] = lambda: False, peer_uid: int | None = None
-                ) -> GenerationResult:
-        """Queue ``job`` and wait for it, cancelling it if ``gone()`` reports the client left."""
-        outcome = "ok"
-        try:
-            self.scheduler.submit(job)
-            while True:
-                try:
-                    return job.future.result(timeout=0.05)
-                except TimeoutError:
-                    pass
-                if gone():
-                    self.scheduler.cancel(job)
-                    raise Cancelled()
-                if job.started is None and job.expired():
-                    # Still queued behind a long batch: answer now, so a client that gets no reply at
-                    # its deadline knows the daemon itself stopped answering.
-                    self.scheduler.expire_queued(job)
-        except Cancelled:
-            outcome = "cancelled"
-            raise
-        except DaemonError as e:
-            outcome = e.code
-            raise
-        except Exception:
-            outcome = "internal"
-            raise
-        finally:
-            self._log_request(job, outcome, peer_uid)
-
-    def _log_request(self, job: Job, outcome: str, peer_uid: int | None) -> None:
-        log_request(job, outcome, peer_uid, self.settings.log_prompts)
-
-    def status(self) -> dict[str, Any]:
-        """The ``status`` reply: fixed facts, live counters, then the settings in effect."""
-        snap = self.metrics.snapshot()
-        info = self.backend.info() if self.state != "loading" else {}
-        requests = dict(snap.pop("requests"))
-        requests["in_flight"] = self.scheduler.in_flight
-        requests["queued"] = self.scheduler.queued
-        out: dict[str, Any] = {
-            "state": self.state,
-            "model": self.model_name,
-            "backend": self.backend.name,
-            "device": info.get("device"),
-            "quantization": info.get("quantization"),
-            "dtype": info.get("dtype"),
-            "context_length": info.get("context_length"),
-            "max_new_tokens": self.settings.max_new_tokens,
-            "num_beams": self.settings.num_beams,
-            "uptime_s": round(time.monotonic() - self.loaded_at, 3) if self.loaded_at else 0.0,
-            "requests": requests,
-            "queue_depth": requests["queued"],
-            "protocol": PROTOCOL_VERSION,
-            "version": __version__,
-            **snap,
-        }
-        out["connections"] = {"socket": self.slots.snapshot(),
-                              **{name: slots.snapshot() for name, slots in self.listener_slots.items()
-                                 if getattr(self.settings, f"{name}_listen")}}
-        if self.state != "loading":
-            out.update(self.backend.stats())
-        out["grammar"] = self.backend.grammar_support()
-        for key in ("memory_estimate", "decoding", "token_counting"):  # backend-specific facts
-            if key in info:
-                out[key] = info[key]
-        out["settings"] = self.settings.public()
-        return out
-
-    # -- lifecycle -----------------------------------------------------------
     def load(self) -> None:
-        t0 = time.monotonic()
-        if self.settings.cpu_threads > 0 and self.backend.name in ("transformers", "vllm"):
-            import torch  # llama_cpp takes cpu_threads itself and runs without torch
-
-            torch.set_num_threads(self.settings.cpu_threads)
-        self.backend.load()
-        self.loaded_at = time.monotonic()
-        log.info("model ready after %.1f s", self.loaded_at - t0)
+        self.service.load()
 
     def start_side_listeners(self, phase: str) -> None:
         """HTTP listeners on loopback: metrics before loading (status says 'loading'), OpenAI API after."""
         if phase == "early" and self.settings.metrics_listen:
-            from .metrics_listener import start_metrics_server
-
-            self._side_servers.append(start_metrics_server(self, self.settings.metrics_listen,
-                                                           self.listener_slots["metrics"]))
+            self._side_servers.append(start_metrics_server(self.service, self.settings.metrics_listen,
+                                                           self.service.listener_slots["metrics"]))
         if phase == "ready" and self.settings.openai_listen:
-            from .openai_listener import start_openai_server
-
-            self._side_servers.append(start_openai_server(self, self.settings.openai_listen,
-                                                          self.listener_slots["openai"]))
+            self._side_servers.append(start_openai_server(self.service, self.settings.openai_listen,
+                                                          self.service.listener_slots["openai"]))
 
     def serve(self) -> int:
         """Bind the socket (only now that the model is loaded), accept until :meth:`request_stop`, drain;
         the exit status: 0, :data:`EXIT_CUT_OFF` or :data:`EXIT_SOCKET_LOST`."""
-        self.scheduler.start()
+        self.service.scheduler.start()
         self.start_side_listeners("ready")
         for note in self.access.notes:
             log.info("%s", note)
         for warning in self.access.warnings:
             log.warning("%s", warning)
         self._bound = bind_socket(self.settings.socket, self.access.gid)
-        self.state = "ready"
+        self.service.state = "ready"
         log.info("listening on %s (allowed uids: %s; at most %d connections)", self.settings.socket,
-                 ",".join(map(str, sorted(self.allowed_uids))), self.slots.cap)
+                 ",".join(map(str, sorted(self.service.allowed_uids))), self.service.slots.cap)
         sel = selectors.DefaultSelector()
         sel.register(self._bound.sock, selectors.EVENT_READ)
         next_check = time.monotonic() + _SOCKET_CHECK_S
         try:
-            while not self.closing.is_set():
+            while not self.service.closing.is_set():
                 if self._reload_requested:
                     self._reload_requested = False
                     self.reload()
@@ -258,10 +158,10 @@ class Daemon:
                 return
             if self._out_of_fds_since is None:
                 self._out_of_fds_since = time.monotonic()
-                self.slots.fd_exhausted += 1
+                self.service.slots.fd_exhausted += 1
                 log.warning("out of file descriptors (%s) with %d connections open: accepting again once one "
-                            "closes; raise LimitNOFILE or lower max_connections", e.strerror, self.slots.open)
-            self.slots.wait_for_release(0.5)
+                            "closes; raise LimitNOFILE or lower max_connections", e.strerror, self.service.slots.open)
+            self.service.slots.wait_for_release(0.5)
             return
         if self._out_of_fds_since is not None:
             log.info("accepting connections again after %.1f s without a free descriptor",
@@ -271,37 +171,29 @@ class Daemon:
 
     def _start_connection(self, conn: socket.socket) -> None:
         """A thread for ``conn``, or one ``busy`` line and close when max_connections are open."""
-        if not self.slots.acquire():
-            refuse_connection(conn, Busy(f"too many connections (max_connections {self.slots.cap}); try again"))
+        if not self.service.slots.acquire():
+            refuse_connection(conn, Busy(f"too many connections (max_connections {self.service.slots.cap}); try again"))
             return
         try:
             threading.Thread(target=self._serve_conn, args=(conn,), name="sqlcoder-conn", daemon=True).start()
         except RuntimeError:  # no thread can be started: treat like a full table
-            self.slots.release()
+            self.service.slots.release()
             refuse_connection(conn, Busy("the daemon cannot start another connection thread; try again"))
 
     def _serve_conn(self, conn: socket.socket) -> None:
         try:
-            handle_connection(self, conn)
+            handle_connection(self.service, conn)
         finally:
-            self.slots.release()
-
-    def request_started(self) -> None:
-        with self._active_lock:
-            self.active_requests += 1
-
-    def request_ended(self) -> None:
-        with self._active_lock:
-            self.active_requests -= 1
+            self.service.slots.release()
 
     def request_stop(self, signum: int | None = None, _frame: Any = None) -> None:
         """Signal handler (SIGTERM, SIGINT): stop accepting; :meth:`serve` then drains and returns."""
-        if not self.closing.is_set():
+        if not self.service.closing.is_set():
             name = signal.Signals(signum).name if signum else "socket lost"
             log.info("stopping (%s): no new connections; finishing in-flight requests for up to %g s", name,
                      self.settings.drain_timeout_s)
-        self.state = "draining"
-        self.closing.set()
+        self.service.state = "draining"
+        self.service.closing.set()
 
     def request_reload(self, *_args: Any) -> None:
         """SIGHUP handler: the accept loop re-reads the settings (not here: a handler must not take locks)."""
@@ -318,13 +210,7 @@ class Daemon:
             log.error("SIGHUP: settings not reloaded, the old ones stay in effect: %s", e)
             return
         self.settings.update(changed)
-        self.allowed_uids = allowed
-        self.limits = _limits(self.settings)
-        self.scheduler.max_queue = self.settings.max_queue
-        self.scheduler.batch_wait_s = self.settings.batch_wait_ms / 1000.0
-        self.slots.cap = self.settings.max_connections
-        for name, slots in self.listener_slots.items():
-            slots.cap = getattr(self.settings, f"{name}_listen_max_connections")
+        self.service.apply_settings(allowed)
         logging.getLogger().setLevel(self.settings.log_level)
         log.info("SIGHUP: settings re-read; applied: %s (allowed uids: %s)", ", ".join(sorted(changed)) or "none",
                  ",".join(map(str, sorted(allowed))))
@@ -334,16 +220,11 @@ class Daemon:
         if self._bound is not None:
             self._bound.close()
         t0 = time.monotonic()
-        cut = self.scheduler.drain(self.settings.drain_timeout_s)
-        # Let connection threads send the replies of the requests that just finished (or were cut off).
-        end = time.monotonic() + 5
-        while self.active_requests and time.monotonic() < end:
-            time.sleep(0.02)
-        self.scheduler.stop()
+        cut = self.service.drain(self.settings.drain_timeout_s)
         for srv in self._side_servers:
             srv.shutdown()
             srv.server_close()
-        self.backend.close()
+        self.service.backend.close()
         if cut:
             log.warning("stopped after %.1f s: drain_timeout_s (%g s) passed with %d requests unfinished; they "
                         "were answered shutting_down (exit status %d)", time.monotonic() - t0,
@@ -357,8 +238,3 @@ class Daemon:
         signal.signal(signal.SIGINT, self.request_stop)
         signal.signal(signal.SIGHUP, self.request_reload)
 
-
-def _limits(settings: Settings) -> Limits:
-    return Limits(max_new_tokens=settings.max_new_tokens, num_beams=settings.num_beams,
-                  max_num_beams=settings.max_num_beams, timeout_ms=settings.timeout_ms,
-                  max_grammar_bytes=settings.max_grammar_bytes)

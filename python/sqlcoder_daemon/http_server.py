@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from .accept import OUT_OF_DESCRIPTORS, ConnectionSlots
-from .service import Service
+from .model_service import ModelService
 
 __all__ = ["JsonHandler", "LoopbackServer", "RequestDeadline", "parse_listen", "start_listener"]
 
@@ -45,11 +45,11 @@ class LoopbackServer(ThreadingHTTPServer):
     #: in SYN retries instead of refused at once over the cap).
     request_queue_size = 128
 
-    def __init__(self, addr: tuple[str, int], handler: type, daemon: Service, slots: ConnectionSlots):
+    def __init__(self, addr: tuple[str, int], handler: type, service: ModelService, slots: ConnectionSlots):
         if ":" in addr[0]:
             self.address_family = socket.AF_INET6
         super().__init__(addr, handler)
-        self.sqlcoder = daemon
+        self.service = service
         self.slots = slots
 
     def get_request(self) -> tuple[socket.socket, Any]:
@@ -130,7 +130,7 @@ class JsonHandler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        timeout = self.server.sqlcoder.settings.idle_timeout_s
+        timeout = self.server.service.settings.idle_timeout_s
         self.connection.settimeout(timeout)
         self.rfile.close()  # the socket stays open: the server closes it
         self._deadline = RequestDeadline(self.connection, timeout, self._expired)
@@ -144,7 +144,7 @@ class JsonHandler(BaseHTTPRequestHandler):
 
     def handle_one_request(self) -> None:
         """One request, which must arrive whole (request line, headers, body) within idle_timeout_s."""
-        self._deadline.start(self.server.sqlcoder.settings.idle_timeout_s)
+        self._deadline.start(self.server.service.settings.idle_timeout_s)
         super().handle_one_request()
 
     def log_message(self, fmt: str, *args: Any) -> None:
@@ -161,9 +161,9 @@ class JsonHandler(BaseHTTPRequestHandler):
         self._send(code, json.dumps(obj).encode(), "application/json")
 
 
-def start_listener(addr_text: str, handler: type, daemon: Service, name: str,
+def start_listener(addr_text: str, handler: type, service: ModelService, name: str,
                    slots: ConnectionSlots) -> LoopbackServer:
-    srv = LoopbackServer(parse_listen(addr_text), handler, daemon, slots)
+    srv = LoopbackServer(parse_listen(addr_text), handler, service, slots)
     threading.Thread(target=srv.serve_forever, name=name, daemon=True).start()
     log.info("%s listening on http://%s:%d (at most %d connections)", name, *srv.server_address[:2], slots.cap)
     return srv

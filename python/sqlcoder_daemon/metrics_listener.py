@@ -10,14 +10,14 @@ from __future__ import annotations
 from .accept import ConnectionSlots
 from .http_server import JsonHandler, LoopbackServer, start_listener
 from .metrics import prometheus_text
-from .service import Service
+from .model_service import ModelService
 
 __all__ = ["start_metrics_server"]
 
 
 class _MetricsHandler(JsonHandler):
     def do_GET(self) -> None:
-        d = self.server.sqlcoder
+        d = self.server.service
         path = self.path.split("?")[0]
         if path == "/metrics":
             self._send(200, prometheus_text(d.status()).encode(), "text/plain; version=0.0.4")
@@ -29,5 +29,5 @@ class _MetricsHandler(JsonHandler):
             self._json(404, {"error": "not found; try /metrics, /status or /healthz"})
 
 
-def start_metrics_server(daemon: Service, listen: str, slots: ConnectionSlots) -> LoopbackServer:
-    return start_listener(listen, _MetricsHandler, daemon, "metrics", slots)
+def start_metrics_server(service: ModelService, listen: str, slots: ConnectionSlots) -> LoopbackServer:
+    return start_listener(listen, _MetricsHandler, service, "metrics", slots)

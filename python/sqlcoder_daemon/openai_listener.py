@@ -18,8 +18,8 @@ from .accept import ConnectionSlots
 from .errors import BadRequest, Busy, Cancelled, DaemonError, ShuttingDown, Timeout, TooLarge
 from .http_server import JsonHandler, LoopbackServer, start_listener
 from .jobs import Job
+from .model_service import ModelService
 from .protocol import CountTokensRequest, GenerateRequest, parse_message
-from .service import Service
 from .unixsocket import client_gone
 
 __all__ = ["start_openai_server"]
@@ -30,8 +30,8 @@ _HTTP_STATUS = {BadRequest: 400, TooLarge: 413, Busy: 429, Timeout: 504, Shuttin
 _DECIMAL = re.compile(r"[0-9]{1,19}")
 
 
-def start_openai_server(daemon: Service, listen: str, slots: ConnectionSlots) -> LoopbackServer:
-    return start_listener(listen, _OpenAIHandler, daemon, "openai-api", slots)
+def start_openai_server(service: ModelService, listen: str, slots: ConnectionSlots) -> LoopbackServer:
+    return start_listener(listen, _OpenAIHandler, service, "openai-api", slots)
 
 
 class _OpenAIHandler(JsonHandler):
@@ -42,7 +42,7 @@ class _OpenAIHandler(JsonHandler):
 
     def _authorized(self) -> bool:
         """The bearer key, compared in constant time; no key only with --openai-listen-insecure."""
-        settings = self.server.sqlcoder.settings
+        settings = self.server.service.settings
         key = settings.openai_listen_api_key
         if not key:
             if settings.openai_listen_insecure:
@@ -71,7 +71,7 @@ class _OpenAIHandler(JsonHandler):
             self._error(400, "Content-Length must be a non-negative integer", "invalid_request_error")
             return None
         length = int(text)
-        limit = self.server.sqlcoder.settings.max_request_bytes
+        limit = self.server.service.settings.max_request_bytes
         if length > limit:
             self._error(413, f"request body exceeds max_request_bytes ({limit})", "too_large")
             return None
@@ -90,7 +90,7 @@ class _OpenAIHandler(JsonHandler):
     def do_GET(self) -> None:
         if not self._authorized():
             return
-        d = self.server.sqlcoder
+        d = self.server.service
         if self.path.rstrip("/") in ("/v1/models", "/models"):
             self._json(200, {"object": "list", "data": [{
                 "id": d.model_name, "object": "model", "owned_by": "sqlcoder",
@@ -124,7 +124,7 @@ class _OpenAIHandler(JsonHandler):
         prompt = body.get("prompt")
         if not isinstance(prompt, str):
             raise BadRequest("'prompt' must be a string")
-        d = self.server.sqlcoder
+        d = self.server.service
         req = parse_message({"v": 1, "id": "tokenize", "op": "count_tokens", "texts": [prompt]}, d.limits)
         assert isinstance(req, CountTokensRequest)
         count = d.backend.count_tokens(list(req.texts))[0] + (1 if body.get("add_special_tokens", True) else 0)
@@ -132,7 +132,7 @@ class _OpenAIHandler(JsonHandler):
 
     def _completions(self, body: dict[str, Any]) -> None:
         """Map the OpenAI fields onto a socket ``generate`` request and validate it the same way."""
-        d = self.server.sqlcoder
+        d = self.server.service
         received = time.monotonic()
         prompt = body.get("prompt")
         if isinstance(prompt, list) and len(prompt) == 1:
