@@ -317,6 +317,7 @@ def _generate(plpy: Plpy, settings: config.Settings, question: Any, instructions
                                grammar=wire)
     if generated.model is not None:
         entry.model = generated.model
+    entry.output = generated.text
     if wire is not None and not generated.constrained:
         plpy.notice("sqlcoder: the model daemon's backend cannot constrain decoding to the schema's grammar; this "
                     "answer was generated unconstrained (the guard checks it as always)",
