@@ -31,7 +31,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -98,7 +98,7 @@ def _coerce(values: list[Any]) -> tuple[str, list[Any]]:
 
 
 def _in_utc(v: datetime | timedelta) -> datetime | timedelta:
-    return v.astimezone(timezone.utc) if isinstance(v, datetime) and v.tzinfo is not None else v
+    return v.astimezone(UTC) if isinstance(v, datetime) and v.tzinfo is not None else v
 
 
 def _wall_clock(v: Any) -> Any:
