@@ -19,8 +19,8 @@ Each timed figure also comes as ``..._cpu_ms_<n>``: the server backend's CPU
 time per call (from /proc), which stays meaningful on a machine busy with
 other work, where wall-clock figures are not.
 
-A ``#`` line gives the cached figure of ``api._build_prompt`` called directly,
-without the SQL wrappers (``sqlcoder._invoke`` and ``_result``) around it.
+A ``#`` line gives the cached figure of ``api.op_prompt`` called directly,
+without the SQL wrappers (``sqlcoder_internal._invoke`` and ``_result``) around it.
 
 ``length()`` keeps the prompt's transfer to the client out of the figures:
 moving megabytes over a socket is not catalog work. The synthetic schema has
@@ -76,7 +76,7 @@ def build(pg: Cluster, db: str, n: int) -> None:
 def install_baseline(conn: psycopg.Connection) -> None:
     """``bench_infoschema_prompt(question)``: the information_schema reader, in the server."""
     call = conn.execute(
-        "SELECT prosrc FROM pg_proc WHERE oid = 'sqlcoder._invoke(text, jsonb)'::regprocedure").fetchone()[0]
+        "SELECT prosrc FROM pg_proc WHERE oid = 'sqlcoder_internal._invoke(text, jsonb)'::regprocedure").fetchone()[0]
     package_dir = re.search(r'sys\.path\.insert\(0, "([^"]+)"\)', call).group(1)
     source = (HERE / "_infoschema.py").read_text().replace("from __future__ import annotations\n", "")
     body = (f"import sys\nif {package_dir!r} not in sys.path:\n    sys.path.insert(0, {package_dir!r})\n"
@@ -90,9 +90,9 @@ def install_baseline(conn: psycopg.Connection) -> None:
     # prompt()'s own Python path without the SQL wrappers around it.
     conn.execute("CREATE FUNCTION bench_prompt_path(question text) RETURNS integer LANGUAGE plpython3u AS $body$"
                  f"import sys\nif {package_dir!r} not in sys.path:\n    sys.path.insert(0, {package_dir!r})\n"
-                 "from sqlcoder import api, config\n"
+                 "from sqlcoder import api\n"
                  "path = plpy.execute('SELECT current_schemas(true) AS p')[0]['p']\n"
-                 "return len(api._build_prompt(plpy, config.load(plpy), question, None, path))\n$body$")
+                 "return len(api.op_prompt(plpy, question=question, caller_path=path))\n$body$")
 
 
 def backend_cpu_ms(conn: psycopg.Connection) -> float:

@@ -49,7 +49,7 @@ WORDS = ("order customer product price category country status shipped cancelled
 
 
 def package_dir(conn: psycopg.Connection) -> str:
-    call = conn.execute("SELECT prosrc FROM pg_proc WHERE oid = 'sqlcoder._invoke(text, jsonb)'::regprocedure"
+    call = conn.execute("SELECT prosrc FROM pg_proc WHERE oid = 'sqlcoder_internal._invoke(text, jsonb)'::regprocedure"
                         ).fetchone()[0]
     return re.search(r'sys\.path\.insert\(0, "([^"]+)"\)', call).group(1)
 

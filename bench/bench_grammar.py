@@ -41,7 +41,7 @@ from sqlcoder_daemon.settings import load_settings
 from sqlcoder_dev.pgcluster import Cluster
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ROOT / "tests" / "data" / "eval"
+SMALL = ROOT / "tests" / "eval" / "data"
 SHARED = Path(os.environ.get("SQL_EVAL_DATA") or ROOT.parent / "shared" / "sql-eval")
 SHARED_QUESTIONS = int(os.environ.get("GRAMMAR_BENCH_SHARED", "12"))  # 2 cores shared: a slice of 190
 

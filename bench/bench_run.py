@@ -6,7 +6,7 @@ Prints ``BENCH <name> <value> <unit>`` lines:
   (guard with the function policy, watchdog process, read-only
   subtransaction, history row).
 - ``policy_check_ms_50``: the guard's analysis and function policy alone
-  (the lists handed to the C hooks, ``sqlcoder._query_objects`` analyzing
+  (the lists handed to the C hooks, ``sqlcoder_internal._query_objects`` analyzing
   with the hooks armed, plus the policy's pg_proc lookup, in PL/Python) for
   a query calling 50 distinct functions.
 - ``time_limit_sleep_s`` / ``time_limit_cross_join_s``: when a 1 s limit
@@ -71,7 +71,7 @@ def policy_check_ms(pg: Cluster) -> float:
     share = subprocess.run(["pg_config", "--sharedir"], capture_output=True, text=True).stdout.strip()
     with pg.connect(DB) as admin:
         admin.execute(POLICY_PROBE % f"{share}/extension/sqlcoder_python/{sqlcoder.__version__}")
-        functions = admin.execute("SELECT count(DISTINCT objid) FROM sqlcoder._query_objects(%s) "
+        functions = admin.execute("SELECT count(DISTINCT objid) FROM sqlcoder_internal._query_objects(%s) "
                                   "WHERE kind = 'function'", (FIFTY,)).fetchone()[0]
         assert functions >= 50, functions
         admin.execute("SELECT pg_temp.policy_probe(%s, 5)", (FIFTY,))  # warm: plans, caches

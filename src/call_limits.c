@@ -3,7 +3,7 @@
  * backend it runs in, beyond its time (the watchdog's) and its result
  * (max_result_bytes): memory and temporary files.
  *
- *   sqlcoder._limit_call(max_memory_bytes bigint, max_temp_bytes bigint) -> void
+ *   sqlcoder_internal._limit_call(max_memory_bytes bigint, max_temp_bytes bigint) -> void
  *
  * Called by the PL/Python side first thing inside the always rolled-back
  * subtransaction of a guarded call; both limits end with that
@@ -168,7 +168,7 @@ limit_temp_files(int64 max_temp_bytes)
 }
 
 /*
- * sqlcoder._limit_call(max_memory_bytes bigint, max_temp_bytes bigint) RETURNS void
+ * sqlcoder_internal._limit_call(max_memory_bytes bigint, max_temp_bytes bigint) RETURNS void
  *
  * A NULL argument leaves that limit alone. Either limit only ever lowers
  * what is in force, so any caller may call it: it gives nothing.

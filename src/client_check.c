@@ -27,7 +27,7 @@ extern bool pq_check_connection(void);
 PG_FUNCTION_INFO_V1(sqlcoder_client_connected);
 
 /*
- * sqlcoder._client_connected() RETURNS boolean
+ * sqlcoder_internal._client_connected() RETURNS boolean
  *
  * false when the client's socket has been closed by its peer
  * (pq_check_connection(): a zero-timeout poll for POLLRDHUP on the socket,

@@ -1,7 +1,7 @@
 /*
  * src/example_access.c: may the current role run a golden example's query?
  *
- *   sqlcoder._example_permitted(sql text, search_path name[]) RETURNS boolean
+ *   sqlcoder_internal._example_permitted(sql text, search_path name[]) RETURNS boolean
  *
  * PostgreSQL's own answer, without running anything: the SQL is parsed,
  * analyzed and rewritten as the current role under the example's search_path
@@ -193,7 +193,7 @@ must_rethrow(int sqlerrcode)
 		ERRCODE_TO_CATEGORY(sqlerrcode) == ERRCODE_OPERATOR_INTERVENTION;
 }
 
-/* sqlcoder._example_permitted(sql text, search_path name[]) RETURNS boolean, STRICT */
+/* sqlcoder_internal._example_permitted(sql text, search_path name[]) RETURNS boolean, STRICT */
 Datum
 sqlcoder_example_permitted(PG_FUNCTION_ARGS)
 {

@@ -1,6 +1,6 @@
 /*
  * src/function_bodies.c: what one function or type met by the query walk can
- * run, for sqlcoder._query_objects(): an aggregate's support functions, the
+ * run, for sqlcoder_internal._query_objects(): an aggregate's support functions, the
  * bodies of SQL-language functions (analyzed and walked in turn; other
  * languages are reported opaque), and the CHECK constraints of domains the
  * query builds values of (also inside composites, arrays, ranges and

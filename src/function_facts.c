@@ -1,5 +1,5 @@
 /*
- * src/function_facts.c: sqlcoder._function_facts(), what the guard's policy
+ * src/function_facts.c: sqlcoder_internal._function_facts(), what the guard's policy
  * needs about each function the query walk found.
  */
 #include "postgres.h"
@@ -22,7 +22,7 @@
 PG_FUNCTION_INFO_V1(sqlcoder_function_facts);
 
 /*
- * sqlcoder._function_facts(functions oid[]) RETURNS TABLE (oid, qualified,
+ * sqlcoder_internal._function_facts(functions oid[]) RETURNS TABLE (oid, qualified,
  * arguments, schema, name, volatility, language, owner_superuser, extension):
  * what the guard's policy needs about each function, from the syscache (a
  * query over pg_proc, pg_depend and pg_roles was replanned at every call).

@@ -3,7 +3,7 @@
  * function PostgreSQL is about to call while a guarded call is armed
  * (policy_hook.c), in the order python/sqlcoder/policy.py documents:
  *
- *   1. in the sqlcoder schema or of the sqlcoder extension: refused;
+ *   1. in schema sqlcoder or sqlcoder_internal or of the sqlcoder extension: refused;
  *   2. on the DBA's denied_functions: refused;
  *   3. on the DBA's allowed_functions: allowed;
  *   4. on the shipped deny list (pg_catalog names, whole extensions): refused;
@@ -16,7 +16,7 @@
  * function it runs (transition, final, combine, (de)serial).
  *
  * The lists (rules 2-5) are resolved to OIDs by the Python side and handed
- * over by sqlcoder._guard_policy(); they last until the subtransaction that
+ * over by sqlcoder_internal._guard_policy(); they last until the subtransaction that
  * received them ends, so the guard's rolled-back subtransaction takes them
  * away with everything else. Without lists, rules 1 and 6-8 still apply.
  * Verdicts are cached per function until the lists change or the
@@ -89,6 +89,7 @@ static DeniedExtension *denied_extensions = NULL;
 static int	n_denied_extensions = 0;
 static HTAB *verdicts = NULL;
 static Oid	sqlcoder_namespace = InvalidOid;
+static Oid	sqlcoder_internal_namespace = InvalidOid;
 static Oid	sqlcoder_extension = InvalidOid;
 static SubTransactionId lists_subid = InvalidSubTransactionId;
 static bool callbacks_registered = false;
@@ -201,7 +202,7 @@ add_listed(ArrayType *oids, ArrayType *reasons, Listed kind, const char *fixed_r
 }
 
 /*
- * sqlcoder._guard_policy(allowed oid[], denied oid[], refused oid[], refused_reasons text[],
+ * sqlcoder_internal._guard_policy(allowed oid[], denied oid[], refused oid[], refused_reasons text[],
  *                        harmless oid[], extensions text[], extension_reasons text[]) RETURNS void
  *
  * The DBA's lists (allowed, denied) and the shipped ones (refused with a
@@ -291,7 +292,7 @@ own_refusal(Oid funcid, Form_pg_proc proc, bool *allowed_outright)
 	/* objects made after initdb, extensions' included, have OIDs from FirstNormalObjectId on */
 	if (funcid >= FirstNormalObjectId)
 		extension = getExtensionOfObject(ProcedureRelationId, funcid);
-	if (proc->pronamespace == sqlcoder_namespace ||
+	if (proc->pronamespace == sqlcoder_namespace || proc->pronamespace == sqlcoder_internal_namespace ||
 		(OidIsValid(extension) && extension == sqlcoder_extension))
 		return SELF_REASON;
 	if (entry && entry->kind == LISTED_DBA_DENIED)
@@ -407,6 +408,7 @@ verdict_of(Oid funcid)
 	{
 		verdicts = oid_table("sqlcoder function verdicts", sizeof(Verdict));
 		sqlcoder_namespace = get_namespace_oid("sqlcoder", true);
+		sqlcoder_internal_namespace = get_namespace_oid("sqlcoder_internal", true);
 		sqlcoder_extension = get_extension_oid("sqlcoder", true);
 	}
 	v = hash_search(verdicts, &funcid, HASH_FIND, NULL);
@@ -496,7 +498,7 @@ function_policy_enforce(Oid funcid, const char *phase)
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 			 errmsg("sqlcoder refused the query: it calls %s, and %s", signature, v->reason),
 			 errdetail("PostgreSQL was about to call it while %s.", phase),
-			 self ? errhint("Calls into the sqlcoder schema are always refused; run sqlcoder functions yourself.")
+			 self ? errhint("Calls into sqlcoder's own schemas are always refused; run sqlcoder functions yourself.")
 			 : errhint("A superuser can allow it: SELECT sqlcoder.allow_function('%s'); "
 					   "see docs/security.md for what that permits.", sql_literal_body(signature)),
 			 err_generic_string(PG_DIAG_SCHEMA_NAME, "sqlcoder"),

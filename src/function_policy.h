@@ -24,7 +24,7 @@ extern bool function_policy_refuses(Oid funcid);
  */
 extern bool function_policy_is_planted_code(Oid funcid);
 
-/* Drop the lists handed over by sqlcoder._guard_policy (end of its scope). */
+/* Drop the lists handed over by sqlcoder_internal._guard_policy (end of its scope). */
 extern void function_policy_forget(void);
 
 /* pg_aggregate's support-function columns, in the order aggregate_support_functions fills them. */

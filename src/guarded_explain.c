@@ -1,11 +1,11 @@
 /*
- * src/guarded_explain.c: sqlcoder._readonly_explain(), the planner's cost of
+ * src/guarded_explain.c: sqlcoder_internal._readonly_explain(), the planner's cost of
  * the query the guard is about to run, planned with the function policy
  * armed (policy_hook.c): planning folds constants, evaluates stable functions
  * for estimates, reads index expressions and predicates, and can inline SQL
  * functions, so code a planted object carries can run here.
  *
- *   sqlcoder._readonly_explain(query text, caller_search_path text) RETURNS json
+ *   sqlcoder_internal._readonly_explain(query text, caller_search_path text) RETURNS json
  *
  * Declared SET transaction_read_only = on and SET search_path: nothing it
  * plans can write, and the caller's path applies to this call alone.

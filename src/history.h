@@ -5,8 +5,8 @@
  *                   of rows per database and the state of its writer
  * history_writer.c  the one long-lived background worker per database that
  *                   drains its ring into sqlcoder.history
- * history_calls.c   sqlcoder._history_begin/_history_write/_history_stats, the
- *                   backend side, reachable only inside sqlcoder._invoke
+ * history_calls.c   sqlcoder_internal._history_begin/_history_write/_history_stats, the
+ *                   backend side, reachable only inside sqlcoder_internal._invoke
  * history_role.c    the safety check on sqlcoder_history_writer
  *
  * Every piece of state is static in the file that owns it; the other files

@@ -1,6 +1,6 @@
 /*
  * src/history_calls.c: the backend side of sqlcoder.history rows:
- * sqlcoder._history_begin(), _history_write() and _history_stats().
+ * sqlcoder_internal._history_begin(), _history_write() and _history_stats().
  *
  * Why this way: a row must survive the caller's error or rollback, so it is
  * written in a transaction of its own, by the database's history writer
@@ -13,7 +13,7 @@
  * written. A row that cannot be queued or written is counted and logged with
  * its reason, never raised.
  *
- * _history_begin and _history_write act only inside sqlcoder._invoke (the
+ * _history_begin and _history_write act only inside sqlcoder_internal._invoke (the
  * token, src/invoke.c): a granted role calling them directly gets 42501.
  *
  * A call that is still running when its backend exits (terminated, or the
@@ -226,7 +226,7 @@ payload_arg(FunctionCallInfo fcinfo, int n)
 	return payload;
 }
 
-/* sqlcoder._history_begin(token text, entry jsonb, write_timeout_ms int): remember the call in progress. */
+/* sqlcoder_internal._history_begin(token text, entry jsonb, write_timeout_ms int): remember the call in progress. */
 Datum
 sqlcoder_history_begin(PG_FUNCTION_ARGS)
 {
@@ -235,7 +235,7 @@ sqlcoder_history_begin(PG_FUNCTION_ARGS)
 	const char *role;
 	int			write_timeout_ms;
 
-	check_token(fcinfo, "sqlcoder._history_begin");
+	check_token(fcinfo, "sqlcoder_internal._history_begin");
 	payload = payload_arg(fcinfo, 1);
 	write_timeout_ms = ms_arg(fcinfo, 2, "write_timeout_ms", DEFAULT_WRITE_TIMEOUT_MS, HISTORY_MAX_WRITE_TIMEOUT_MS);
 	clear_pending();
@@ -256,7 +256,7 @@ sqlcoder_history_begin(PG_FUNCTION_ARGS)
 }
 
 /*
- * sqlcoder._history_write(token text, entry jsonb, fold_key text, timeout_ms
+ * sqlcoder_internal._history_write(token text, entry jsonb, fold_key text, timeout_ms
  * int, write_timeout_ms int) RETURNS text: write one row; never raises for a
  * row that cannot be written (it is counted and logged instead).
  */
@@ -268,7 +268,7 @@ sqlcoder_history_write(PG_FUNCTION_ARGS)
 	int			timeout_ms;
 	int			write_timeout_ms;
 
-	check_token(fcinfo, "sqlcoder._history_write");
+	check_token(fcinfo, "sqlcoder_internal._history_write");
 	payload = payload_arg(fcinfo, 1);
 	key = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
 	timeout_ms = ms_arg(fcinfo, 3, "timeout_ms", DEFAULT_TIMEOUT_MS, HISTORY_MAX_TIMEOUT_MS);
@@ -277,7 +277,7 @@ sqlcoder_history_write(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(cstring_to_text(write_row(payload, key, timeout_ms, write_timeout_ms)));
 }
 
-/* sqlcoder._history_stats() RETURNS jsonb: the counters, for sqlcoder.status(). */
+/* sqlcoder_internal._history_stats() RETURNS jsonb: the counters, for sqlcoder.status(). */
 Datum
 sqlcoder_history_stats(PG_FUNCTION_ARGS)
 {

@@ -190,7 +190,7 @@ bytes_of(const NameData *role, int timeout_ms)
 		char		reason[HISTORY_REASON_LEN];
 		int64		got[2] = {0, PG_INT64_MAX};
 
-		if (!run_statement("SELECT * FROM sqlcoder._history_role_bytes($1)", 1, types, values, NULL, timeout_ms,
+		if (!run_statement("SELECT * FROM sqlcoder_internal._history_role_bytes($1)", 1, types, values, NULL, timeout_ms,
 						   reason, got, 2))
 		{
 			ereport(LOG, (errmsg("sqlcoder: could not read the history bytes of role \"%s\": %s",
@@ -213,7 +213,7 @@ trim_role(RoleBytes *rb, int timeout_ms)
 	char		reason[HISTORY_REASON_LEN];
 	int64		left = 0;
 
-	if (run_statement("SELECT sqlcoder._history_trim_role($1)", 1, types, values, NULL, timeout_ms, reason, &left, 1))
+	if (run_statement("SELECT sqlcoder_internal._history_trim_role($1)", 1, types, values, NULL, timeout_ms, reason, &left, 1))
 		rb->bytes = left;
 	else
 		ereport(LOG, (errmsg("sqlcoder: could not trim the history of role \"%s\": %s", NameStr(rb->role), reason)));
@@ -279,7 +279,7 @@ purge(void)
 	{
 		int64		deleted = 0;
 
-		if (!run_statement("SELECT sqlcoder._history_purge()", 0, NULL, NULL, NULL, 5000, reason, &deleted, 1))
+		if (!run_statement("SELECT sqlcoder_internal._history_purge()", 0, NULL, NULL, NULL, 5000, reason, &deleted, 1))
 		{
 			ereport(LOG, (errmsg("sqlcoder: history purge stopped: %s", reason)));
 			break;

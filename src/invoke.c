@@ -1,7 +1,7 @@
 /*
- * src/invoke.c: sqlcoder._invoke(op, params), the one entry point of the
+ * src/invoke.c: sqlcoder_internal._invoke(op, params), the one entry point of the
  * in-database package. It calls the PL/Python function
- * sqlcoder._invoke_python(op, params, token), which nobody is granted (fmgr
+ * sqlcoder_internal._invoke_python(op, params, token), which nobody is granted (fmgr
  * calls it here without a privilege check), with a token made for this call.
  *
  * Internal functions that must run only on the package's behalf (the history
@@ -59,8 +59,9 @@ sqlcoder_invoke(PG_FUNCTION_ARGS)
 	char		token[TOKEN_CHARS + 1];
 	Datum		result;
 
-	/* Schema-qualified: only the extension's owner can create in schema sqlcoder. */
-	target = LookupFuncName(list_make2(makeString("sqlcoder"), makeString("_invoke_python")), 3, argtypes, false);
+	/* Schema-qualified: only the extension's owner can create in schema sqlcoder_internal. */
+	target = LookupFuncName(list_make2(makeString("sqlcoder_internal"), makeString("_invoke_python")), 3, argtypes,
+							false);
 	fmgr_info(target, &flinfo);
 	new_token(token);
 	InitFunctionCallInfoData(*inner, &flinfo, 3, InvalidOid, NULL, NULL);

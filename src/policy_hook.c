@@ -1,8 +1,8 @@
 /*
  * src/policy_hook.c: the function policy (function_policy.c) at every place
  * PostgreSQL calls a function, while a guarded call is armed: parse analysis
- * (sqlcoder._query_objects), planning (sqlcoder._readonly_explain) and
- * running the query with building its rows (sqlcoder._run_readonly).
+ * (sqlcoder_internal._query_objects), planning (sqlcoder_internal._readonly_explain) and
+ * running the query with building its rows (sqlcoder_internal._run_readonly).
  *
  * Three hooks, because no one of them sees every path:
  *

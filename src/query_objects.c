@@ -2,7 +2,7 @@
  * src/query_objects.c: which functions and relations one SQL statement uses,
  * as PostgreSQL's own parse analysis resolved them (the guard).
  *
- *   sqlcoder._query_objects(sql text) RETURNS TABLE (kind text, objid oid)
+ *   sqlcoder_internal._query_objects(sql text) RETURNS TABLE (kind text, objid oid)
  *
  * The statement is parsed, analyzed and rewritten exactly as PostgreSQL would
  * before planning it, as the current role with its search_path: names in the

@@ -1,6 +1,6 @@
 /*
  * src/query_objects.h: declarations shared by the files behind
- * sqlcoder._query_objects() (query_objects.c, query_walker.c,
+ * sqlcoder_internal._query_objects() (query_objects.c, query_walker.c,
  * function_bodies.c); private to this library.
  */
 #ifndef SQLCODER_QUERY_OBJECTS_H

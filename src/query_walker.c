@@ -1,6 +1,6 @@
 /*
  * src/query_walker.c: the walk over an analyzed and rewritten query for
- * sqlcoder._query_objects(): every relation in its range tables, and every
+ * sqlcoder_internal._query_objects(): every relation in its range tables, and every
  * function its expressions, operators, casts, sort and group clauses,
  * TABLESAMPLE, subscripts and result columns can call (what a function or a
  * type then runs is function_bodies.c's).

@@ -1,9 +1,9 @@
 /*
- * src/raise_reply.c: sqlcoder._result(sqlcoder._reply), the value of a reply
+ * src/raise_reply.c: sqlcoder_internal._result(sqlcoder_internal._reply), the value of a reply
  * from the PL/Python entry point, or its error raised as PostgreSQL's own.
  *
  * Raised from C so that the error carries no internal CONTEXT line (a
- * PL/pgSQL RAISE adds "PL/pgSQL function sqlcoder._result(...) line N at
+ * PL/pgSQL RAISE adds "PL/pgSQL function sqlcoder_internal._result(...) line N at
  * RAISE" to every error a user sees).
  */
 #include "postgres.h"

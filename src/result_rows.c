@@ -13,13 +13,13 @@
  * counted exactly, and refused before that text is built when it cannot fit.
  * The tuplestore lives in
  * the top transaction's memory and resource owner, so the subtransaction's
- * rollback keeps it, and sqlcoder._result_rows(token) copies it into the
+ * rollback keeps it, and sqlcoder_internal._result_rows(token) copies it into the
  * caller's result and frees it. Whatever is not taken is freed when the
  * transaction ends.
  *
- *   sqlcoder._run_readonly(query, caller_search_path, max_rows, max_bytes, as_json)
+ *   sqlcoder_internal._run_readonly(query, caller_search_path, max_rows, max_bytes, as_json)
  *     -> (token, row_count, bytes, truncated, exceeded)
- *   sqlcoder._result_rows(token) -> SETOF json
+ *   sqlcoder_internal._result_rows(token) -> SETOF json
  *   sqlcoder.run_typed(question, instructions, max_rows) -> SETOF record   (result_typed.c)
  *   sqlcoder.execute_typed(sql, max_rows) -> SETOF record                  (result_typed.c)
  *
@@ -52,7 +52,7 @@ PG_FUNCTION_INFO_V1(sqlcoder_run_readonly);
 PG_FUNCTION_INFO_V1(sqlcoder_result_rows);
 
 /*
- * sqlcoder._run_readonly(query text, caller_search_path text, max_rows bigint, max_bytes bigint,
+ * sqlcoder_internal._run_readonly(query text, caller_search_path text, max_rows bigint, max_bytes bigint,
  *                        as_json boolean)
  * RETURNS TABLE (token bigint, row_count bigint, bytes bigint, truncated boolean, exceeded boolean)
  *
@@ -79,7 +79,7 @@ sqlcoder_run_readonly(PG_FUNCTION_ARGS)
 	const char *previous;
 
 	if (get_call_result_type(fcinfo, NULL, &result_desc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "sqlcoder._run_readonly must return a composite");
+		elog(ERROR, "sqlcoder_internal._run_readonly must return a composite");
 	result_desc = BlessTupleDesc(result_desc);
 	if (max_rows < 0 || max_bytes < 0)
 		ereport(ERROR,
@@ -171,7 +171,7 @@ result_check_materialize(ReturnSetInfo *rsinfo, const char *name)
 }
 
 /*
- * sqlcoder._result_rows(token bigint) RETURNS SETOF json
+ * sqlcoder_internal._result_rows(token bigint) RETURNS SETOF json
  *
  * The rows _run_readonly kept under token, in order, each once: they are
  * copied into the caller's own tuplestore (work_mem, then a temporary file)

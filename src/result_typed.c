@@ -222,12 +222,12 @@ sqlcoder_run_typed(PG_FUNCTION_ARGS)
 
 	if (PG_NARGS() < 4)
 		return typed_rows(fcinfo,
-						  "SELECT sqlcoder._result(sqlcoder._invoke('run', pg_catalog.jsonb_build_object("
+						  "SELECT sqlcoder_internal._result(sqlcoder_internal._invoke('run', pg_catalog.jsonb_build_object("
 						  "'question', $1, 'instructions', $2, 'max_rows', $3, "
 						  "'caller_path', pg_catalog.current_schemas(true), 'typed', true)))::pg_catalog.int8",
 						  3, types);
 	return typed_rows(fcinfo,
-					  "SELECT sqlcoder._result(sqlcoder._invoke('run', pg_catalog.jsonb_build_object("
+					  "SELECT sqlcoder_internal._result(sqlcoder_internal._invoke('run', pg_catalog.jsonb_build_object("
 					  "'question', $1, 'instructions', $2, 'max_rows', $3, 'follow_up', $4, "
 					  "'caller_path', pg_catalog.current_schemas(true), 'typed', true)))::pg_catalog.int8",
 					  4, types);
@@ -240,7 +240,7 @@ sqlcoder_execute_typed(PG_FUNCTION_ARGS)
 	Oid			types[2] = {TEXTOID, INT4OID};
 
 	return typed_rows(fcinfo,
-					  "SELECT sqlcoder._result(sqlcoder._invoke('execute', pg_catalog.jsonb_build_object("
+					  "SELECT sqlcoder_internal._result(sqlcoder_internal._invoke('execute', pg_catalog.jsonb_build_object("
 					  "'sql', $1, 'max_rows', $2, "
 					  "'caller_path', pg_catalog.current_schemas(true), 'typed', true)))::pg_catalog.int8",
 					  2, types);

@@ -5,4 +5,6 @@ SQL functions call :func:`sqlcoder.api.entry`, which does the rest.
 """
 
 __version__ = "0.4.0"
-__all__ = ["__version__"]
+#: The schemas the extension's script creates (sql/objects/schema.sql): what callers use, and its internals.
+SCHEMAS = ("sqlcoder", "sqlcoder_internal")
+__all__ = ["__version__", "SCHEMAS"]

@@ -1,8 +1,8 @@
 """Entry points behind the SQL functions: one dispatcher, one function per operation.
 
 ``entry`` never lets an exception escape: it returns the composite
-``sqlcoder._reply`` as ``{"value": text, "error": None}`` or
-``{"value": None, "error": json}``, and ``sqlcoder._result`` raises the error
+``sqlcoder_internal._reply`` as ``{"value": text, "error": None}`` or
+``{"value": None, "error": json}``, and ``sqlcoder_internal._result`` raises the error
 from PL/pgSQL, so a user sees SQLSTATE, message, DETAIL and HINT, never a
 Python traceback. Errors PostgreSQL raised inside our SPI calls (a cancel, a
 statement_timeout, a failing query) keep their own SQLSTATE and message.
@@ -15,7 +15,9 @@ import json
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any, TypeVar
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar
 
 from . import (
     __version__,
@@ -41,13 +43,13 @@ from .errors import (
     DaemonError,
     InvalidQuestion,
     NoSQLGenerated,
-    NullQuestion,
     SqlcoderError,
     SqlRefused,
     VersionMismatch,
 )
 from .model import Model
 from .prompt import extract_sql
+from .request import Request, read_request
 
 __all__ = ["entry"]
 
@@ -58,9 +60,9 @@ _JSONB_ENVELOPE_VERSIONS = frozenset({"0.1.0"})
 
 def entry(plpy: Plpy, extension_version: str, op: str, params: Any,
           token: str | None = None) -> dict[str, str | None] | str:
-    """Run operation ``op``; the reply is what ``sqlcoder._result`` expects.
+    """Run operation ``op``; the reply is what ``sqlcoder_internal._result`` expects.
 
-    ``token`` is what ``sqlcoder._invoke`` made for this call; the history functions take nothing else.
+    ``token`` is what ``sqlcoder_internal._invoke`` made for this call; the history functions take nothing else.
     """
     if extension_version != __version__:
         exc = _version_mismatch(extension_version)
@@ -124,31 +126,6 @@ def _error_fields(sqlstate: str, message: str, detail: str | None, hint: str | N
     return {"sqlstate": sqlstate, "message": message, "detail": detail, "hint": hint}
 
 
-def _check_question(question: Any, settings: config.Settings) -> str:
-    if question is None:
-        raise NullQuestion("the question must not be NULL")
-    if not isinstance(question, str) or not question.strip():
-        raise InvalidQuestion("the question must not be empty")
-    if len(question) > settings.max_question_chars:
-        raise InvalidQuestion(
-            f"the question is {len(question)} characters long; the limit is {settings.max_question_chars}",
-            hint="Shorten the question, or ask a superuser to raise max_question_chars in sqlcoder.config.")
-    if "\x00" in question:
-        raise InvalidQuestion("the question contains a NUL character")
-    return question.strip()
-
-
-def _instructions(instructions: Any, settings: config.Settings) -> list[str]:
-    if instructions is None:
-        return []
-    text = str(instructions)
-    if len(text) > settings.max_instructions_chars:
-        raise InvalidQuestion(
-            f"the instructions are {len(text)} characters long; the limit is {settings.max_instructions_chars}",
-            hint="Shorten the instructions, or ask a superuser to raise max_instructions_chars in sqlcoder.config.")
-    return [line for line in text.splitlines() if line.strip()]
-
-
 # The path the SQL wrappers pass is current_schemas(true), but anyone can call
 # the entry point with any list: keep only schemas the current role may use.
 _VISIBLE_PATH_SQL = """
@@ -169,29 +146,30 @@ def visible_path(plpy: Plpy, caller_path: Any) -> list[str]:
     return plpy.execute(_spi.plan(plpy, _VISIBLE_PATH_SQL, ["text[]"]), [caller_path])[0]["path"] or []
 
 
-def _build_prompt(plpy: Plpy, settings: config.Settings, question: Any, instructions: Any,
-                  caller_path: list[str], model: Model | None = None, correction_block: str = "",
-                  earlier: follow_up.Earlier | None = None) -> str:
-    return _build_call_prompt(plpy, settings, question, instructions, caller_path, model, correction_block,
-                              earlier).text
+@dataclass
+class Call:
+    """One call of ask, run or execute: the session, the DBA's settings, and the history row it fills."""
+
+    plpy: Plpy
+    settings: config.Settings
+    entry: history.Entry
+
+    def function_lists(self) -> policy.FunctionLists:
+        """The DBA's allowed/denied functions, resolved here, in sqlcoder's pinned search_path."""
+        return policy.load_lists(self.plpy, self.settings.allowed_functions, self.settings.denied_functions)
 
 
-def _build_call_prompt(plpy: Plpy, settings: config.Settings, question: Any, instructions: Any,
-                       caller_path: list[str], model: Model | None = None, correction_block: str = "",
-                       earlier: follow_up.Earlier | None = None) -> assemble.CallPrompt:
-    text = _check_question(question, settings)
-    return assemble.build_call_prompt(plpy, settings, text, _instructions(instructions, settings),
-                                      caller_path or [], model or _model(plpy, settings), correction_block, earlier)
-
-
-def _earlier(plpy: Plpy, settings: config.Settings, follow_up_id: Any) -> follow_up.Earlier | None:
-    return follow_up.resolve(plpy, follow_up_id, settings.max_question_chars)
+def _request(plpy: Plpy, settings: config.Settings, question: Any, instructions: Any, caller_path: Any,
+             follow_up_id: Any) -> Request:
+    """The SQL arguments, checked: the earlier answer a follow-up names first, then the question."""
+    earlier = follow_up.resolve(plpy, follow_up_id, settings.max_question_chars)
+    return read_request(settings, question, instructions, caller_path, earlier)
 
 
 def _checker(plpy: Plpy) -> Callable[[], None]:
     """Between socket polls: let PostgreSQL act on a pending cancel or statement_timeout, and give up
     when the client has gone away (the socket to the daemon is then closed, which cancels the request)."""
-    plan = _spi.plan(plpy, "SELECT sqlcoder._client_connected() AS connected")
+    plan = _spi.plan(plpy, "SELECT sqlcoder_internal._client_connected() AS connected")
 
     def check() -> None:
         if not plpy.execute(plan)[0]["connected"]:
@@ -207,56 +185,54 @@ def _model(plpy: Plpy, settings: config.Settings, budget: float | None = None) -
     return Model(client, settings.model_timeout_s)
 
 
-def _history_limits(settings: config.Settings) -> history.Limits:
-    return history.Limits(settings.history_timeout_ms, settings.history_write_timeout_ms)
+def _recording(call: Call) -> AbstractContextManager[history.Entry]:
+    return history.recording(call.plpy, call.entry, history.Limits(call.settings.history_timeout_ms,
+                                                                   call.settings.history_write_timeout_ms))
 
 
 def op_prompt(plpy: Plpy, question: Any = None, instructions: Any = None, caller_path: Any = None,
               follow_up: Any = None) -> str:
     """Exactly the prompt ask would send, a follow-up's earlier question and SQL included."""
     settings = config.load(plpy)
-    earlier = _earlier(plpy, settings, follow_up)
-    return _build_prompt(plpy, settings, question, instructions, caller_path, earlier=earlier)
+    request = _request(plpy, settings, question, instructions, caller_path, follow_up)
+    return assemble.build_call_prompt(plpy, settings, request, _model(plpy, settings)).text
 
 
 def op_ask(plpy: Plpy, question: Any = None, instructions: Any = None, caller_path: Any = None,
            follow_up: Any = None) -> str:
     """Generate SQL, guarded (when guard_ask is on) so that ``\\gexec`` gets one plain query; recorded."""
-    settings = config.load(plpy)
-    entry = history.Entry("ask", question=question)
-    with history.recording(plpy, entry, _history_limits(settings)):
-        earlier = _earlier(plpy, settings, follow_up)
+    call = Call(plpy, config.load(plpy), history.Entry("ask", question=question))
+    with _recording(call):
+        request = _request(plpy, call.settings, question, instructions, caller_path, follow_up)
+
         def check(sql: str) -> str:
-            if settings.guard_ask:
-                execute.guard_only(plpy, sql, caller_path=caller_path, max_cost=settings.max_query_cost,
-                                   timeout_s=settings.query_timeout_s,
-                                   functions=_function_lists(plpy, settings),
-                                   max_memory_bytes=settings.max_memory_bytes)
+            if call.settings.guard_ask:
+                execute.guard_only(plpy, sql, caller_path=caller_path, max_cost=call.settings.max_query_cost,
+                                   timeout_s=call.settings.query_timeout_s, functions=call.function_lists(),
+                                   max_memory_bytes=call.settings.max_memory_bytes)
             return sql
 
-        sql = _generate_checked(plpy, settings, question, instructions, caller_path, entry, check, earlier)
-        entry.outcome = "ok"
-        _remember(plpy, settings, question, sql)
+        sql = _generate_checked(call, request, check)
+        call.entry.outcome = "ok"
+        _remember(call, request, sql)
         return sql
 
 
-def _remember(plpy: Plpy, settings: config.Settings, question: Any, sql: str | None) -> None:
-    follow_up.remember(plpy, question.strip() if isinstance(question, str) else None, sql,
-                       settings.max_question_chars)
+def _remember(call: Call, request: Request, sql: str | None) -> None:
+    follow_up.remember(call.plpy, request.question, sql, call.settings.max_question_chars)
 
 
 T = TypeVar("T")
 
 
-def _generate_checked(plpy: Plpy, settings: config.Settings, question: Any, instructions: Any, caller_path: Any,
-                      entry: history.Entry, check: Callable[[str], T],
-                      earlier: follow_up.Earlier | None = None) -> T:
+def _generate_checked(call: Call, request: Request, check: Callable[[str], T]) -> T:
     """Generate SQL and pass it to ``check`` (the guard, or guard and run); on a refusal the model
     can fix, ask again with the SQL and PostgreSQL's error, up to ``max_corrections`` times."""
+    settings, entry = call.settings, call.entry
     rounds = settings.max_corrections if settings.self_correct else 0
     # One budget, model_timeout_ms, for every daemon request of the call, corrections included.
-    model = _model(plpy, settings, budget=settings.model_timeout_s)
-    sql, ms = _timed_generate(plpy, settings, question, instructions, caller_path, entry, model, "", earlier)
+    model = _model(call.plpy, settings, budget=settings.model_timeout_s)
+    sql, ms = _timed_generate(call, request, model)
     attempts: list[correction.Attempt] = []
     first: SqlcoderError | None = None
     while True:
@@ -269,8 +245,7 @@ def _generate_checked(plpy: Plpy, settings: config.Settings, question: Any, inst
             if len(attempts) > rounds or not correction.fixable(exc):
                 _give_up(entry, attempts, first)
             try:
-                sql, ms = _timed_generate(plpy, settings, question, instructions, caller_path, entry, model,
-                                          correction.render(sql, message), earlier)
+                sql, ms = _timed_generate(call, request, model, correction.render(sql, message))
             # e.g. the call's budget ran out
             except (NoSQLGenerated, AnswerTruncated, SqlRefused, DaemonError) as again:
                 attempts.append(correction.Attempt("", again.sqlstate, again.message, None))
@@ -282,7 +257,7 @@ def _generate_checked(plpy: Plpy, settings: config.Settings, question: Any, inst
         return result
 
 
-def _give_up(entry: history.Entry, attempts: list[correction.Attempt], first: SqlcoderError) -> None:
+def _give_up(entry: history.Entry, attempts: list[correction.Attempt], first: SqlcoderError) -> NoReturn:
     """End with the first attempt's error; after a correction, DETAIL and history hold every attempt."""
     if len(attempts) == 1:
         raise first
@@ -291,33 +266,29 @@ def _give_up(entry: history.Entry, attempts: list[correction.Attempt], first: Sq
     raise correction.failure(first, attempts)
 
 
-def _timed_generate(plpy: Plpy, settings: config.Settings, question: Any, instructions: Any, caller_path: Any,
-                    entry: history.Entry, model: Model, correction_block: str = "",
-                    earlier: follow_up.Earlier | None = None) -> tuple[str, float]:
+def _timed_generate(call: Call, request: Request, model: Model, correction_block: str = "") -> tuple[str, float]:
     started = time.monotonic()
     try:
-        sql = _generate(plpy, settings, question, instructions, caller_path, entry, model, correction_block,
-                        earlier)
+        sql = _generate(call, request, model, correction_block)
     finally:
         elapsed = (time.monotonic() - started) * 1000
-        entry.model_ms = (entry.model_ms or 0.0) + elapsed
-    entry.sql = sql
+        call.entry.model_ms = (call.entry.model_ms or 0.0) + elapsed
+    call.entry.sql = sql
     guard.strip_sql(sql)  # NUL bytes in model output: refused here, whatever guard_ask says
     return sql, elapsed
 
 
-def _generate(plpy: Plpy, settings: config.Settings, question: Any, instructions: Any, caller_path: Any,
-              entry: history.Entry, model: Model, correction_block: str = "",
-              earlier: follow_up.Earlier | None = None) -> str:
+def _generate(call: Call, request: Request, model: Model, correction_block: str = "") -> str:
     """One generate request through ``model``, whose client's budget (model_timeout_ms) covers the whole
     call: status probe, token counts, generate, and any correction's requests."""
-    built = _build_call_prompt(plpy, settings, question, instructions, caller_path, model, correction_block, earlier)
-    wire = _grammar(plpy, settings, built, caller_path or [])
+    plpy, settings = call.plpy, call.settings
+    built = assemble.build_call_prompt(plpy, settings, request, model, correction_block)
+    wire = _grammar(call, request, built)
     generated = model.generate(built.text, max_new_tokens=settings.max_new_tokens, num_beams=settings.num_beams,
                                grammar=wire)
     if generated.model is not None:
-        entry.model = generated.model
-    entry.output = generated.text
+        call.entry.model = generated.model
+    call.entry.output = generated.text
     if wire is not None and not generated.constrained:
         plpy.notice("sqlcoder: the model daemon's backend cannot constrain decoding to the schema's grammar; this "
                     "answer was generated unconstrained (the guard checks it as always)",
@@ -327,9 +298,9 @@ def _generate(plpy: Plpy, settings: config.Settings, question: Any, instructions
         return extract_sql(generated.text, generated.finish_reason)
     except AnswerTruncated as exc:
         # history.attempts keeps the finish reason and what the model wrote (no SQL column change needed).
-        entry.attempts = [{"sql": None, "sqlstate": exc.sqlstate, "error": exc.message, "model_ms": None,
-                           "finish_reason": generated.finish_reason,
-                           "output": generated.text[:correction.MAX_SHOWN_CHARS]}]
+        call.entry.attempts = [{"sql": None, "sqlstate": exc.sqlstate, "error": exc.message, "model_ms": None,
+                                "finish_reason": generated.finish_reason,
+                                "output": generated.text[:correction.MAX_SHOWN_CHARS]}]
         raise
 
 
@@ -340,21 +311,21 @@ _OVERRIDE_SQL = "SELECT pg_catalog.current_setting('sqlcoder.constrained_decodin
 
 def constrained(plpy: Plpy, settings: config.Settings) -> bool:
     """``constrained_decoding``, or the superuser-only option ``sqlcoder.constrained_decoding`` (on/off) when
-    set. The entry point (C, sqlcoder._invoke) loads the library, which defines that option before this
+    set. The entry point (C, sqlcoder_internal._invoke) loads the library, which defines that option before this
     reads it, so a value a non-superuser set before it was defined is dropped (with PostgreSQL's WARNING)."""
-    override = plpy.execute(_spi.plan(plpy, _OVERRIDE_SQL))[0]["override"]
+    override: str | None = plpy.execute(_spi.plan(plpy, _OVERRIDE_SQL))[0]["override"]
     if override in ("on", "off"):
         return override == "on"
     return settings.constrained_decoding
 
 
-def _grammar(plpy: Plpy, settings: config.Settings, built: assemble.CallPrompt,
-             caller_path: list[str]) -> dict[str, str] | None:
+def _grammar(call: Call, request: Request, built: assemble.CallPrompt) -> dict[str, str] | None:
     """The call's grammar for the daemon, or None when decoding is not to be constrained."""
+    plpy, settings = call.plpy, call.settings
     if not constrained(plpy, settings):
         return None
-    made = grammar.for_prompt(plpy, built.cached, built.tables, caller_path, settings.allowed_functions,
-                              settings.denied_functions)
+    made = grammar.for_prompt(plpy, built.cached, built.tables, request.caller_path,
+                              settings.allowed_functions, settings.denied_functions)
     if max(len(made.gbnf.encode()), len(made.lark.encode())) > MAX_GRAMMAR_BYTES:
         plpy.notice(f"sqlcoder: the schema's grammar is over {MAX_GRAMMAR_BYTES} bytes; this answer was generated "
                     "unconstrained", hint="Narrow the search_path, or leave tables out of it.")
@@ -364,11 +335,6 @@ def _grammar(plpy: Plpy, settings: config.Settings, built: assemble.CallPrompt,
 
 # -- Running SQL read-only, history, feedback ------------------------
 
-def _function_lists(plpy: Plpy, settings: config.Settings) -> policy.FunctionLists:
-    """The DBA's allowed/denied functions, resolved here, in sqlcoder's pinned search_path."""
-    return policy.load_lists(plpy, settings.allowed_functions, settings.denied_functions)
-
-
 def _max_rows(settings: config.Settings, requested: Any) -> int:
     if requested is None:
         return settings.max_rows
@@ -377,16 +343,16 @@ def _max_rows(settings: config.Settings, requested: Any) -> int:
     return min(requested, settings.max_rows)
 
 
-def _run_recorded(plpy: Plpy, settings: config.Settings, entry: history.Entry, sql: Any, caller_path: Any,
-                  max_rows: int, typed: bool) -> int:
+def _run_recorded(call: Call, sql: Any, caller_path: Any, max_rows: int, typed: bool) -> int:
     """Run guarded SQL read-only; callers have already refused a superuser (refuse_superuser).
 
-    Returns the token under which the rows wait for the SQL wrapper (``sqlcoder._result_rows``, or
+    Returns the token under which the rows wait for the SQL wrapper (``sqlcoder_internal._result_rows``, or
     for ``typed`` rows with the query's own columns, ``run_typed``/``execute_typed`` in C).
     """
+    plpy, settings, entry = call.plpy, call.settings, call.entry
     result = execute.run_query(plpy, sql, caller_path=caller_path, max_rows=max_rows,
                                max_cost=settings.max_query_cost, timeout_s=settings.query_timeout_s,
-                               max_bytes=settings.max_result_bytes, functions=_function_lists(plpy, settings),
+                               max_bytes=settings.max_result_bytes, functions=call.function_lists(),
                                typed=typed, max_memory_bytes=settings.max_memory_bytes,
                                max_temp_bytes=settings.max_temp_bytes)
     entry.sql, entry.query_ms = result.sql, result.query_ms
@@ -399,28 +365,25 @@ def _run_recorded(plpy: Plpy, settings: config.Settings, entry: history.Entry, s
 
 def op_run(plpy: Plpy, question: Any = None, instructions: Any = None, caller_path: Any = None,
            max_rows: Any = None, typed: Any = False, follow_up: Any = None) -> int:
-    """Generate SQL and run it read-only; the rows' token for ``sqlcoder._result_rows``."""
-    settings = config.load(plpy)
-    entry = history.Entry("run", question=question)
-    with history.recording(plpy, entry, _history_limits(settings)):
-        limit = _max_rows(settings, max_rows)
-        execute.refuse_superuser(plpy, settings.allow_superuser_run)  # before spending model time
-        earlier = _earlier(plpy, settings, follow_up)
-        token = _generate_checked(plpy, settings, question, instructions, caller_path, entry,
-                                  lambda sql: _run_recorded(plpy, settings, entry, sql, caller_path, limit,
-                                                            typed is True), earlier)
-        _remember(plpy, settings, question, entry.sql)
+    """Generate SQL and run it read-only; the rows' token for ``sqlcoder_internal._result_rows``."""
+    call = Call(plpy, config.load(plpy), history.Entry("run", question=question))
+    with _recording(call):
+        limit = _max_rows(call.settings, max_rows)
+        execute.refuse_superuser(plpy, call.settings.allow_superuser_run)  # before spending model time
+        request = _request(plpy, call.settings, question, instructions, caller_path, follow_up)
+        token = _generate_checked(call, request,
+                                  lambda sql: _run_recorded(call, sql, caller_path, limit, typed is True))
+        _remember(call, request, call.entry.sql)
         return token
 
 
 def op_execute(plpy: Plpy, sql: Any = None, caller_path: Any = None, max_rows: Any = None, typed: Any = False) -> int:
     """Run SQL a user reviewed under the same guard and read-only execution as run."""
-    settings = config.load(plpy)
-    entry = history.Entry("execute", sql=sql)
-    with history.recording(plpy, entry, _history_limits(settings)):
-        limit = _max_rows(settings, max_rows)
-        execute.refuse_superuser(plpy, settings.allow_superuser_run)
-        return _run_recorded(plpy, settings, entry, sql, caller_path, limit, typed is True)
+    call = Call(plpy, config.load(plpy), history.Entry("execute", sql=sql))
+    with _recording(call):
+        limit = _max_rows(call.settings, max_rows)
+        execute.refuse_superuser(plpy, call.settings.allow_superuser_run)
+        return _run_recorded(call, sql, caller_path, limit, typed is True)
 
 
 def op_feedback(plpy: Plpy, id: Any = None, correct: Any = None, corrected_sql: Any = None) -> None:

@@ -21,8 +21,9 @@ from .errors import DaemonError, DaemonNotResponding, NothingVisible
 from .model import Model, ModelInfo
 from .prompt import choose_template, render_prompt
 from .pruning import select_tables
+from .request import Request
 
-__all__ = ["dba_instructions", "context_budget", "build_prompt", "build_call_prompt", "CallPrompt",
+__all__ = ["dba_instructions", "context_budget", "build_call_prompt", "CallPrompt",
            "DEFAULT_MAX_NEW_TOKENS"]
 
 DEFAULT_MAX_NEW_TOKENS = 300  # the protocol's default for generate
@@ -100,30 +101,24 @@ class CallPrompt:
     tables: tuple[int, ...]
 
 
-def build_prompt(plpy: Plpy, settings: Settings, question: str, instructions: Sequence[str],
-                 caller_path: Sequence[str], model: Model, correction: str = "",
-                 earlier: follow_up.Earlier | None = None) -> str:
-    """The prompt for ``question``, pruned to the model's context when the daemon is reachable.
+def build_call_prompt(plpy: Plpy, settings: Settings, request: Request, model: Model,
+                      correction: str = "") -> CallPrompt:
+    """The prompt for ``request``, pruned to the model's context when the daemon is reachable, with the
+    tables it shows.
 
     After the schema come the golden examples the caller may read (at most
-    ``max_examples``), then the question a follow-up refines (``earlier``,
+    ``max_examples``), then the question a follow-up refines (``request.earlier``,
     follow_up.py), then ``correction`` (a refused attempt, correction.py).
     Nothing is asked of the model when the caller may see no table.
     """
-    return build_call_prompt(plpy, settings, question, instructions, caller_path, model, correction, earlier).text
-
-
-def build_call_prompt(plpy: Plpy, settings: Settings, question: str, instructions: Sequence[str],
-                      caller_path: Sequence[str], model: Model, correction: str = "",
-                      earlier: follow_up.Earlier | None = None) -> CallPrompt:
-    """:func:`build_prompt`, with the tables the prompt shows."""
+    question, caller_path, earlier = request.question, request.caller_path, request.earlier
     cached = schema_cache.get(plpy, caller_path, _hint_settings(settings), settings.max_comment_chars)
     if not cached.schema.tables:
         refuse_empty(plpy, caller_path)
     relevant = follow_up.relevance_text(question, earlier)
     chosen = examples.select(plpy, cached, relevant, settings.max_examples)
     lines, cut = bounds.bound_instructions(dba_instructions(plpy, caller_path, settings.max_comment_chars),
-                                           list(instructions), settings.max_comment_chars,
+                                           list(request.instructions), settings.max_comment_chars,
                                            settings.max_instructions_chars)
     bounds.notice_cut(plpy, cached.schema.cut + cut)
     info = model.info()

@@ -17,13 +17,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _spi, bounds
+from . import SCHEMAS, _spi, bounds
 from ._spi import Plpy
 
 __all__ = ["Column", "Table", "Join", "Schema", "EXCLUDED_SCHEMAS", "read_schema", "schemas_off_path",
            "MAX_SCHEMAS_NAMED"]
 
-EXCLUDED_SCHEMAS = ("pg_catalog", "information_schema", "sqlcoder")
+EXCLUDED_SCHEMAS = ("pg_catalog", "information_schema", *SCHEMAS)
 
 # One row per relation in the caller's path: ordinary and partitioned tables
 # (parents only), views, materialized views, foreign tables, in path order.

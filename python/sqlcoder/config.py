@@ -142,7 +142,7 @@ class Settings:
     max_instructions_chars: int = _key(_positive_int)
     # Results bounded in bytes.
     max_result_bytes: int = _key(_positive_int)
-    # What one guarded call may take from its backend (sqlcoder._limit_call).
+    # What one guarded call may take from its backend (sqlcoder_internal._limit_call).
     max_memory_bytes: int = _key(_positive_int)
     max_temp_bytes: int = _key(_positive_int)
     # Golden examples, self-correction, value hints.

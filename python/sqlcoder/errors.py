@@ -279,7 +279,8 @@ class QueryFailed(SqlcoderError):
 
 
 class MemoryLimitExceeded(QueryFailed):
-    """An allocation passed the guarded call's address-space limit (sqlcoder._limit_call): PostgreSQL's 53200."""
+    """An allocation passed the guarded call's address-space limit (sqlcoder_internal._limit_call):
+    PostgreSQL's 53200."""
 
     sqlstate = "53200"
 

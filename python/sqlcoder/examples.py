@@ -7,7 +7,7 @@ list every relation it reads, by OID; the inserting role must own each one
 (superusers may add any). Row-level security on ``sqlcoder.examples`` shows a
 role exactly the examples PostgreSQL would let it run: the query analyzed as
 that role and its range tables put through the executor's own permission
-check (``sqlcoder._example_permitted``, src/example_access.c), so a role with
+check (``sqlcoder_internal._example_permitted``, src/example_access.c), so a role with
 column grants sees an example that reads only its columns, and an example
 never names a table or column the caller cannot select.
 
@@ -51,7 +51,7 @@ FROM pg_catalog.pg_class c
 WHERE c.oid = ANY ($1::pg_catalog.oid[])
 """
 # PostgreSQL's own permission check on the analyzed query (src/example_access.c), as the caller.
-_PERMITTED_SQL = "SELECT sqlcoder._example_permitted($1, $2::pg_catalog.name[]) AS permitted"
+_PERMITTED_SQL = "SELECT sqlcoder_internal._example_permitted($1, $2::pg_catalog.name[]) AS permitted"
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,7 @@ class ExampleIndex:
 
 def _index(plpy: Plpy, cached: Any) -> ExampleIndex:
     """The examples the caller may read, indexed once per cached schema entry."""
-    index = cached.derived.get(_CACHE_KEY)
+    index: ExampleIndex | None = cached.derived.get(_CACHE_KEY)
     if index is None:
         rows = plpy.execute(_spi.plan(plpy, _READ_SQL))
         index = ExampleIndex.build([Example(int(r["id"]), r["question"], r["sql"],
@@ -177,7 +177,7 @@ def permitted(plpy: Plpy, example: Example) -> bool:
 
 def _positions(cached: Any) -> dict[int, int]:
     """OID -> position of every table the caller is shown (cached with the schema)."""
-    positions = cached.derived.get("positions")
+    positions: dict[int, int] | None = cached.derived.get("positions")
     if positions is None:
         positions = cached.derived["positions"] = {t.oid: i for i, t in enumerate(cached.schema.tables)}
     return positions

@@ -1,6 +1,6 @@
 """Run one guarded query read-only, as the caller, and undo everything it did.
 
-The query runs through ``sqlcoder._run_readonly(query, search_path, max_rows,
+The query runs through ``sqlcoder_internal._run_readonly(query, search_path, max_rows,
 max_bytes, as_json)`` (C, src/result_rows.c), declared ``SET transaction_read_only =
 on``: PostgreSQL itself refuses every write in the very SPI call that runs the
 query (a ``SET LOCAL`` in its own ``plpy.execute`` would be undone when
@@ -9,7 +9,7 @@ row the executor produces is counted in bytes (for run and execute: the exact
 length of its row_to_json text, checked before that text is built) and kept in a tuplestore
 (work_mem, then a temporary file) that survives the rollback below, and the
 executor is stopped as soon as ``max_rows`` or ``max_result_bytes`` is passed.
-The SQL wrapper then returns them with ``sqlcoder._result_rows(token)``. Guard and
+The SQL wrapper then returns them with ``sqlcoder_internal._result_rows(token)``. Guard and
 query run inside an explicit subtransaction that is always rolled back, so temp
 tables, transaction-level locks, NOTIFYs and the search_path we set vanish, and the caller's transaction stays as it was
 (writable, or its own ``BEGIN READ ONLY``). Session-level advisory locks
@@ -19,7 +19,7 @@ All of it runs under a :class:`~sqlcoder.watchdog.Watchdog`: the wall-clock
 limit covers planning, execution and building the result, and the watchdog
 escalates (repeated cancels, then terminating the backend) against code that
 catches the cancel. First thing inside the rolled-back subtransaction,
-``sqlcoder._limit_call`` (C, src/call_limits.c) bounds the backend's address
+``sqlcoder_internal._limit_call`` (C, src/call_limits.c) bounds the backend's address
 space (``max_memory_bytes``) and temporary files (``max_temp_bytes``) until
 that subtransaction ends.
 """
@@ -49,12 +49,12 @@ WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid() AND granted
 
 
 _RUN_SQL = ("SELECT token, row_count, bytes, truncated, exceeded "
-            "FROM sqlcoder._run_readonly($1, $2, $3, $4, $5)")
+            "FROM sqlcoder_internal._run_readonly($1, $2, $3, $4, $5)")
 
 
 @dataclass(frozen=True)
 class QueryResult:
-    """Where the rows wait (``sqlcoder._result_rows(token)``), how many, and what it cost."""
+    """Where the rows wait (``sqlcoder_internal._result_rows(token)``), how many, and what it cost."""
 
     sql: str
     token: int
@@ -85,7 +85,7 @@ def in_caller_context(plpy: Plpy, caller_path: Sequence[str] | None, timeout_s: 
     sqlcoder's) hold until the subtransaction's rollback.
     """
     set_path = _spi.plan(plpy, "SELECT pg_catalog.set_config('search_path', $1, true)", ["text"])
-    limit = _spi.plan(plpy, "SELECT sqlcoder._limit_call($1, $2)", ["bigint", "bigint"])
+    limit = _spi.plan(plpy, "SELECT sqlcoder_internal._limit_call($1, $2)", ["bigint", "bigint"])
 
     def in_path() -> T:
         if max_memory_bytes is not None or max_temp_bytes is not None:

@@ -28,11 +28,12 @@ questions (every gold query of sql-eval but seven).
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from . import _spi, policy
+from . import SCHEMAS, _spi, policy
 from ._spi import Plpy
 from .catalog import Table
 from .schema_cache import CachedSchema
@@ -61,6 +62,10 @@ ORDER BY 1
 """
 
 _PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_$]*\Z")
+#: A GBNF group that matches nothing a model writes into SQL.
+_NOTHING = "[\\x00]"
+#: Names after a shared prefix that go in as one flat group: the parse stacks a name position may hold.
+_FLAT_NAMES = 32
 _ALL_PLAIN = re.compile(r"[a-z_][a-z0-9_$]*(?:\n[a-z_][a-z0-9_$]*)*")
 
 _KEYWORDS = (
@@ -241,7 +246,7 @@ def _gbnf_fixed() -> str:
     lines = [syntax.replace("root ::= ", "root ::= (", 1).replace("\n", ") ws\n", 1)]
     lines += [f"{name} ::= ws ({body})" for name, (body, _) in _TOKENS.items()]
     lines += [f"{name} ::= ws {_nocase(word)}" for name, word in sorted(_KEYWORD_NAMES.items())]
-    lines.append("basetype ::= " + " | ".join(_nocase(t) for t in _TYPES))
+    lines.append("basetype ::= ws (" + " | ".join(_nocase(t) for t in _TYPES) + ")")
     lines.append(f"ws ::= {_WS_GBNF}")
     return "\n".join(lines)
 
@@ -326,16 +331,54 @@ def _split_plain(names: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _gbnf_names(rule: str, names: list[str]) -> str:
-    """Each name as rendered; a bare name also in upper case and double-quoted. Joined in a few string
-    operations, not one call per name: a 10,000-table schema has 100,000 columns."""
-    if not names:
-        return f"{rule} ::= ws [\\x00]"  # matches nothing a model writes into SQL
+    """Each name as rendered; a bare name also in any case (PostgreSQL folds it) and double-quoted.
+
+    Bare names go in as a prefix tree (``"cust" ("omers" | "om_id")``), not one alternative per name:
+    llama.cpp's grammar engine keeps one parse stack per alternative still alive, and checks every token
+    against each, so a flat list of the 2,000 function names a catalog allows made each token cost
+    seconds. With the tree, a name position holds one stack per distinct next character.
+    """
     plain, other = _split_plain(names)
-    parts = [_literal(n) for n in other]
+    exact = anycase = _NOTHING
     if plain:
-        lower = '" | "'.join(plain)
-        parts += ['"' + lower + '"', '"' + lower.upper() + '"', '"\\"' + '\\"" | "\\"'.join(plain) + '\\""']
-    return f"{rule} ::= ws (" + " | ".join(parts) + ")"
+        distinct = sorted(dict.fromkeys(plain))  # distinct already, and mostly in order: cheap
+        exact = _prefix_tree(distinct, 0, len(distinct), 0)
+        anycase = exact.translate(_ANY_CASE).replace(' ""', "").replace('"" ', "")
+    parts = [_literal(n) for n in other] + [f"{rule}-bare", f'"\\"" {rule}-exact "\\""']
+    # The same rules whatever the names: a name can add none.
+    return "\n".join([f"{rule} ::= ws (" + " | ".join(parts) + ")", f"{rule}-exact ::= {exact}",
+                      f"{rule}-bare ::= {anycase}"])
+
+
+#: Inside a prefix tree's literals, each letter as a class of both cases: ``"ab1"`` becomes
+#: ``"" [aA] "" [bB] "1"``, and the empty literals are then dropped.
+_ANY_CASE = str.maketrans({c: f'" [{c}{c.upper()}] "' for c in "abcdefghijklmnopqrstuvwxyz"})
+
+
+def _prefix_tree(names: list[str], lo: int, hi: int, depth: int) -> str:
+    """``names[lo:hi]`` (sorted, distinct, bare: no character needs escaping), which share their first
+    ``depth`` characters, as one GBNF group of what follows that prefix. A few names go in flat; work
+    is per branching node, and per name only in C-level joins, so 100,000 column names take milliseconds."""
+    optional = len(names[lo]) == depth  # the prefix itself is a name: it sorts first
+    if optional:
+        lo += 1
+    if hi - lo <= _FLAT_NAMES:
+        body = '("' + '" | "'.join([n[depth:] for n in names[lo:hi]]) + '")'
+        return body + "?" if optional else body
+    parts = []
+    while lo < hi:
+        first = names[lo]
+        end = bisect.bisect_left(names, first[:depth] + chr(ord(first[depth]) + 1), lo, hi)
+        if end - lo == 1:
+            parts.append(f'"{first[depth:]}"')
+        else:
+            last, k = names[end - 1], depth + 1
+            while k < len(first) and k < len(last) and first[k] == last[k]:
+                k += 1
+            parts.append(f'"{first[depth:k]}" ' + _prefix_tree(names, lo, end, k))
+        lo = end
+    body = "(" + " | ".join(parts) + ")"
+    return body + "?" if optional else body
 
 
 def _lark_names(rule: str, names: list[str]) -> str:
@@ -370,11 +413,12 @@ def for_prompt(plpy: Plpy, cached: CachedSchema, tables: Sequence[int], caller_p
     key = (tuple(tables), tuple(allowed), tuple(denied))
     hit = cached.derived.get("grammar")
     if hit is not None and hit[0] == key:
-        return hit[1]
+        found: Grammar = hit[1]
+        return found
     functions = cached.derived.get("grammar_functions")
     if functions is None or functions[0] != key[1:]:
         plan = _spi.plan(plpy, FUNCTIONS_SQL, ["name[]", "name[]", "name[]"])
-        rows = plpy.execute(plan, [list(caller_path), ["sqlcoder"],
+        rows = plpy.execute(plan, [list(caller_path), list(SCHEMAS),
                                    sorted(policy.ALLOWED | {_bare_name(s) for s in allowed})])
         refused = set().union(*policy.DENIED.values()) | {_bare_name(s) for s in denied}
         prefixes = tuple(p for group in policy.DENIED_PREFIXES.values() for p in group)

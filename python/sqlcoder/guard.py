@@ -4,7 +4,7 @@ No regular expression decides anything here. The steps, each a PostgreSQL
 call that executes nothing of the query, all inside the caller's
 rolled-back subtransaction (:func:`sqlcoder.execute.in_caller_context`):
 
-1. ``sqlcoder._query_objects(sql)`` (C, read-only): the text is exactly one
+1. ``sqlcoder_internal._query_objects(sql)`` (C, read-only): the text is exactly one
    statement, a plain query (SELECT, VALUES, TABLE, WITH without
    data-modifying parts, no SELECT INTO), and it parses and analyzes as the
    caller; a failure keeps PostgreSQL's SQLSTATE and message. It returns
@@ -14,7 +14,7 @@ rolled-back subtransaction (:func:`sqlcoder.execute.in_caller_context`):
 3. The statement, put inside ``FROM ( ... )`` with the row cap as its LIMIT,
    is what runs: what was checked is what executes.
 4. ``EXPLAIN (FORMAT JSON)`` of that text, through the read-only helper
-   ``sqlcoder._readonly_explain`` (planning folds immutable and stable
+   ``sqlcoder_internal._readonly_explain`` (planning folds immutable and stable
    functions), gives the planner's cost, compared with the DBA's ceiling.
 
 The function policy also holds at run time: before step 1 the policy's
@@ -89,7 +89,8 @@ def query_objects(plpy: Plpy, sql: str) -> QueryObjects:
     PostgreSQL's own error when the text does not parse or analyze.
     """
     found: dict[str, set[int]] = {"function": set(), "relation": set(), "opaque": set()}
-    for row in plpy.execute(_spi.plan(plpy, "SELECT kind, objid FROM sqlcoder._query_objects($1)", ["text"]), [sql]):
+    plan = _spi.plan(plpy, "SELECT kind, objid FROM sqlcoder_internal._query_objects($1)", ["text"])
+    for row in plpy.execute(plan, [sql]):
         found[row["kind"]].add(int(row["objid"]))
     return QueryObjects(functions=frozenset(found["function"]), relations=frozenset(found["relation"]),
                         opaque=frozenset(found["opaque"]))
@@ -173,7 +174,7 @@ def _analyze(plpy: Plpy, text: str) -> QueryObjects:
 
 def _cost(plpy: Plpy, runnable: str, search_path: str, text: str) -> float:
     """Step 4: the planner's total cost, planned read-only; a planning error keeps PostgreSQL's SQLSTATE."""
-    explain = _spi.plan(plpy, "SELECT sqlcoder._readonly_explain($1, $2) AS plan", ["text", "text"])
+    explain = _spi.plan(plpy, "SELECT sqlcoder_internal._readonly_explain($1, $2) AS plan", ["text", "text"])
     try:
         plan = plpy.execute(explain, [runnable, search_path])[0]["plan"]
     except plpy.SPIError as exc:

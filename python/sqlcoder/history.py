@@ -16,7 +16,7 @@ with its reason, at most a line every ten seconds; it never becomes the
 caller's error. Identical refusals within a second are folded into one row
 with a ``repeat_count``. A call its backend leaves (terminated, or the client
 went away) is written at exit with the outcome ``terminated`` or
-``abandoned``. The C functions take the token ``sqlcoder._invoke`` made for
+``abandoned``. The C functions take the token ``sqlcoder_internal._invoke`` made for
 this call (:func:`call_token`), so no role can call them on its own.
 """
 from __future__ import annotations
@@ -52,10 +52,10 @@ MAX_TEXT = 100_000  # a 1 MB question or a 10 MB reply is recorded shortened, an
 # Refusals are cheap to provoke in a loop; one row a second each is enough.
 FOLDED_OUTCOMES = frozenset({"refused", "busy"})
 
-_BEGIN = "SELECT sqlcoder._history_begin($1, $2::pg_catalog.jsonb, $3)"
-_WRITE = "SELECT sqlcoder._history_write($1, $2::pg_catalog.jsonb, $3, $4, $5) AS status"
+_BEGIN = "SELECT sqlcoder_internal._history_begin($1, $2::pg_catalog.jsonb, $3)"
+_WRITE = "SELECT sqlcoder_internal._history_write($1, $2::pg_catalog.jsonb, $3, $4, $5) AS status"
 
-# The token of the sqlcoder._invoke call in progress (the interpreter lives as long as the backend).
+# The token of the sqlcoder_internal._invoke call in progress (the interpreter lives as long as the backend).
 _token: list[str | None] = [None]
 
 
@@ -136,8 +136,9 @@ def record(plpy: Plpy, entry: Entry, limits: Limits) -> str:
     plan = _spi.plan(plpy, _WRITE, ["text", "text", "text", "int4", "int4"])
     try:
         with plpy.subtransaction():
-            return plpy.execute(plan, [_token[0], _payload(entry), _fold_key(entry), limits.timeout_ms,
-                                       limits.write_timeout_ms])[0]["status"]
+            status: str = plpy.execute(plan, [_token[0], _payload(entry), _fold_key(entry), limits.timeout_ms,
+                                              limits.write_timeout_ms])[0]["status"]
+            return status
     except plpy.SPIError as exc:  # counted nowhere else: say so in the log, never to the caller
         plpy.log(f"sqlcoder: a history row was not written: {exc}")
         return f"lost: {exc}"
@@ -145,8 +146,9 @@ def record(plpy: Plpy, entry: Entry, limits: Limits) -> str:
 
 def stats(plpy: Plpy) -> dict[str, Any]:
     """Rows asked for, written, folded and lost since the server started, with the last failure's reason."""
-    raw = plpy.execute(_spi.plan(plpy, "SELECT sqlcoder._history_stats()::text AS s"))[0]["s"]
-    return json.loads(raw)
+    raw = plpy.execute(_spi.plan(plpy, "SELECT sqlcoder_internal._history_stats()::text AS s"))[0]["s"]
+    counts: dict[str, Any] = json.loads(raw)
+    return counts
 
 
 def _outcome(exc: BaseException) -> str:

@@ -1,10 +1,10 @@
 """Which functions a guarded query may call, decided on the OIDs PostgreSQL's analyzer resolved.
 
-The facts come from ``sqlcoder._query_objects`` (every function the query,
+The facts come from ``sqlcoder_internal._query_objects`` (every function the query,
 the views and policies it reads and the SQL functions it calls can run);
 this module looks each one up in ``pg_proc`` and applies, in this order:
 
-1. a function in the ``sqlcoder`` schema or of the sqlcoder extension:
+1. a function in the ``sqlcoder`` or ``sqlcoder_internal`` schema or of the sqlcoder extension:
    refused, always (recursion: a query that asks the model again);
 2. the DBA's ``denied_functions``: refused;
 3. the DBA's ``allowed_functions``: allowed;
@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from . import _spi
+from . import SCHEMAS, _spi
 from ._spi import Plpy
 from .errors import ConfigError, FunctionRefused
 
@@ -116,14 +116,14 @@ ALLOWED: frozenset[str] = frozenset({
 _SHIPPED_SQL = ("SELECT p.oid::pg_catalog.int8 AS oid, p.proname::pg_catalog.text AS name "
                 "FROM pg_catalog.pg_proc p WHERE p.pronamespace = 'pg_catalog'::pg_catalog.regnamespace "
                 "AND (p.proname OPERATOR(pg_catalog.=) ANY ($1) OR p.proname OPERATOR(pg_catalog.~~) ANY ($2))")
-_HAND_SQL = "SELECT sqlcoder._guard_policy($1, $2, $3, $4, $5, $6, $7)"
+_HAND_SQL = "SELECT sqlcoder_internal._guard_policy($1, $2, $3, $4, $5, $6, $7)"
 _HAND_TYPES = ["oid[]", "oid[]", "oid[]", "text[]", "oid[]", "text[]", "text[]"]
 
 # The shipped pg_catalog lists as OIDs, once per backend (pg_catalog changes only with PostgreSQL itself).
 _shipped: tuple[list[int], list[str], list[int]] | None = None
 
 _FACTS_SQL = ("SELECT oid::pg_catalog.int8 AS oid, qualified, arguments AS args, schema, name, volatility, language, "
-              "owner_superuser, extension FROM sqlcoder._function_facts($1)")
+              "owner_superuser, extension FROM sqlcoder_internal._function_facts($1)")
 
 
 @dataclass(frozen=True)
@@ -205,7 +205,7 @@ def _shipped_denial(schema: str, name: str, extension: str | None) -> str | None
 def verdict(facts: dict[str, Any], opaque: bool, lists: FunctionLists) -> str | None:
     """Why the function is refused, or None when it is allowed (the order in the module docstring)."""
     oid, schema, name = int(facts["oid"]), facts["schema"], facts["name"]
-    if schema == "sqlcoder" or facts["extension"] == "sqlcoder":
+    if schema in SCHEMAS or facts["extension"] == "sqlcoder":
         return "sqlcoder does not call itself from generated SQL"
     if oid in lists.denied:
         return "a superuser denied it (denied_functions)"
@@ -235,8 +235,8 @@ def check_functions(plpy: Plpy, functions: frozenset[int], opaque: frozenset[int
         if reason is None:
             continue
         signature = f'{facts["qualified"]}({facts["args"]})'
-        if facts["schema"] == "sqlcoder" or facts["extension"] == "sqlcoder":
-            hint = "Calls into the sqlcoder schema are always refused; run sqlcoder functions yourself."
+        if facts["schema"] in SCHEMAS or facts["extension"] == "sqlcoder":
+            hint = "Calls into sqlcoder's own schemas are always refused; run sqlcoder functions yourself."
         else:
             literal = signature.replace("'", "''")
             hint = (f"A superuser can allow it: SELECT sqlcoder.allow_function('{literal}'); "

@@ -84,7 +84,7 @@ class Watchdog:
         self.grace_s = grace_s
         self.target_pid = target_pid if target_pid is not None else os.getpid()
         self.fired = False
-        self._proc: subprocess.Popen | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._read_fd: int | None = None
 
     def start(self) -> Watchdog:

@@ -90,7 +90,7 @@ def _default_gid(path: Path) -> int:
     return st.st_gid if st.st_mode & stat.S_ISGID and directory == path.parent else os.getegid()
 
 
-def socket_access(path: str | os.PathLike, group: str | None, allowed: set[int]) -> SocketAccess:
+def socket_access(path: str | os.PathLike[str], group: str | None, allowed: set[int]) -> SocketAccess:
     """Choose the socket's group so that every allowlisted user can open it, or refuse (ValueError).
 
     With ``--socket-group``, that group is used and users outside it are named in a warning.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from typing import Any
 
 from .errors import Cancelled, DaemonError, Forbidden, Internal
 from .jobs import Job
@@ -95,7 +96,7 @@ def _linger(conn: socket.socket, seconds: float = 1.0, limit: int = 1 << 16) -> 
         pass
 
 
-def _send(conn: socket.socket, reply: dict) -> bool:
+def _send(conn: socket.socket, reply: dict[str, Any]) -> bool:
     try:
         conn.sendall(encode(reply))
         return True
@@ -103,7 +104,7 @@ def _send(conn: socket.socket, reply: dict) -> bool:
         return False
 
 
-def _answer(daemon: Service, conn: socket.socket, line: bytes, uid: int) -> tuple[dict | None, bool]:
+def _answer(daemon: Service, conn: socket.socket, line: bytes, uid: int) -> tuple[dict[str, Any] | None, bool]:
     """The reply to one request line, and whether to close the connection afterwards."""
     received = time.monotonic()
     try:

@@ -33,7 +33,7 @@ class Job:
 
     request: GenerateRequest
     received: float = dataclasses.field(default_factory=time.monotonic)
-    future: concurrent.futures.Future = dataclasses.field(default_factory=concurrent.futures.Future)
+    future: concurrent.futures.Future[GenerationResult] = dataclasses.field(default_factory=concurrent.futures.Future)
     cancelled: threading.Event = dataclasses.field(default_factory=threading.Event)
     started: float | None = None
     finished: float | None = None

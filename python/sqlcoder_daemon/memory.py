@@ -57,7 +57,7 @@ def estimate_weight_bytes(config: Any, quantize: str, dtype: str) -> int:
     return int(quantized_params * per_q + other_params * full)
 
 
-def available_bytes(device_map: Any, max_memory: dict | None) -> tuple[int, str]:
+def available_bytes(device_map: Any, max_memory: dict[int | str, str] | None) -> tuple[int, str]:
     """Memory the model would be loaded into, and a description of it: GPUs if used, else RAM."""
     import torch
 
@@ -108,7 +108,7 @@ def _mem_available() -> int:
     return available
 
 
-def check_fits(config: Any, *, quantize: str, dtype: str, device_map: Any, max_memory: dict | None,
+def check_fits(config: Any, *, quantize: str, dtype: str, device_map: Any, max_memory: dict[int | str, str] | None,
                model_name: str, extra_bytes: int = 0) -> dict[str, Any]:
     """Raise :class:`InsufficientMemory` with advice when the weights plus headroom (and ``extra_bytes``,
     the prefix cache's budget) exceed available memory."""

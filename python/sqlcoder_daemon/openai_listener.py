@@ -12,6 +12,7 @@ import logging
 import re
 import time
 import uuid
+from typing import Any
 
 from .accept import ConnectionSlots
 from .errors import BadRequest, Busy, Cancelled, DaemonError, ShuttingDown, Timeout, TooLarge
@@ -56,7 +57,7 @@ class _OpenAIHandler(JsonHandler):
             return False
         return True
 
-    def _body(self) -> dict | None:
+    def _body(self) -> dict[str, Any] | None:
         """The JSON body, read only with a valid Content-Length within max_request_bytes (the socket's bound)."""
         self.close_connection = True  # after a refusal the stream position is unknown
         if self.headers.get("Transfer-Encoding"):
@@ -119,7 +120,7 @@ class _OpenAIHandler(JsonHandler):
             log.exception("OpenAI-compatible request failed")
             self._error(500, "internal error; see the daemon's log", "internal")
 
-    def _tokenize(self, body: dict) -> None:
+    def _tokenize(self, body: dict[str, Any]) -> None:
         prompt = body.get("prompt")
         if not isinstance(prompt, str):
             raise BadRequest("'prompt' must be a string")
@@ -129,7 +130,7 @@ class _OpenAIHandler(JsonHandler):
         count = d.backend.count_tokens(list(req.texts))[0] + (1 if body.get("add_special_tokens", True) else 0)
         self._json(200, {"count": count, "max_model_len": d.backend.info().get("context_length")})
 
-    def _completions(self, body: dict) -> None:
+    def _completions(self, body: dict[str, Any]) -> None:
         """Map the OpenAI fields onto a socket ``generate`` request and validate it the same way."""
         d = self.server.sqlcoder
         received = time.monotonic()

@@ -73,7 +73,7 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _int_field(msg: dict, name: str, default: int, lo: int, hi: int) -> int:
+def _int_field(msg: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:
     v = msg.get(name)
     if v is None:
         return default
@@ -81,7 +81,7 @@ def _int_field(msg: dict, name: str, default: int, lo: int, hi: int) -> int:
         raise BadRequest(f"'{name}' must be an integer")
     if not lo <= v <= hi:
         raise BadRequest(f"'{name}' must be between {lo} and {hi}")
-    return v
+    return int(v)
 
 
 def parse_request(line: bytes | str, limits: Limits = Limits()) -> Request:
@@ -110,7 +110,7 @@ def _with_id(err: DaemonError, rid: str | None) -> DaemonError:
     return err
 
 
-def parse_message(msg: dict, limits: Limits) -> Request:
+def parse_message(msg: dict[str, Any], limits: Limits) -> Request:
     """Validate a decoded request object; the OpenAI-compatible listener maps its fields onto one and
     comes here too, so both doors check every field the same way."""
     v = msg.get("v")
@@ -155,7 +155,7 @@ def parse_message(msg: dict, limits: Limits) -> Request:
     raise BadRequest(f"unknown op {op[:50]!r}; expected one of {', '.join(OPS)}")
 
 
-def _grammar_field(msg: dict, limits: Limits) -> Grammar | None:
+def _grammar_field(msg: dict[str, Any], limits: Limits) -> Grammar | None:
     """``grammar``: an object of strings by format, each bounded; a backend that cannot parse one says so
     when it runs the request (the reply's ``constrained`` is false)."""
     raw = msg.get("grammar")

@@ -57,7 +57,7 @@ def _size(text: str) -> int:
     return int(t)
 
 
-def parse_max_memory(text: str | dict | None) -> dict[int | str, str] | None:
+def parse_max_memory(text: str | dict[str, Any] | None) -> dict[int | str, str] | None:
     """``0=38GiB,1=38GiB,cpu=64GiB`` -> ``{0: "38GiB", 1: "38GiB", "cpu": "64GiB"}`` (accelerate's format)."""
     if text in (None, ""):
         return None
@@ -172,7 +172,7 @@ class Settings:
 _SCALARS: dict[str, Callable[[str], Any]] = {"str": str, "int": int, "float": float, "bool": _bool}
 
 
-def _declared(f: dataclasses.Field) -> Setting:
+def _declared(f: dataclasses.Field[Any]) -> Setting:
     annotation = str(f.type).replace(" | None", "")
     repeatable = annotation.startswith("list[")
     base = annotation[5:-1] if repeatable else annotation

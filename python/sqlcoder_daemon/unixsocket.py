@@ -24,7 +24,7 @@ def peer_uid(conn: socket.socket) -> int:
     """The connecting process's uid from ``SO_PEERCRED`` (Linux: pid, uid, gid as three ints)."""
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid
+    return int(uid)
 
 
 def client_gone(conn: socket.socket) -> bool:
@@ -53,7 +53,7 @@ def _stale(path: Path) -> bool:
     return False
 
 
-def check_socket_path(path: str | os.PathLike) -> None:
+def check_socket_path(path: str | os.PathLike[str]) -> None:
     """Refuse, before a load that can take minutes, what :func:`bind_socket` would refuse after it."""
     path = Path(path)
     _refuse_occupied(path)
@@ -106,7 +106,7 @@ class BoundSocket:
                 pass
 
 
-def bind_socket(path: str | os.PathLike, gid: int | None, backlog: int = 128) -> BoundSocket:
+def bind_socket(path: str | os.PathLike[str], gid: int | None, backlog: int = 128) -> BoundSocket:
     """Listen on ``path``, which appears atomically already carrying mode 0660 and group ``gid``.
 
     Binding a temporary name and hard-linking it into place means a client never

@@ -24,7 +24,7 @@ from .names import resolve_column, resolve_table
 __all__ = ["LoadError", "LoadResult", "database_conninfo", "dump_schemas", "load_database"]
 
 # Schemas that are not the dump's own: the system's, and the extension's.
-_NOT_DUMP = ("pg_catalog", "information_schema", "public", "sqlcoder")
+_NOT_DUMP = ("pg_catalog", "information_schema", "public", "sqlcoder", "sqlcoder_internal")
 
 
 class LoadError(RuntimeError):

@@ -135,7 +135,7 @@ async def _open_session(store: SessionStore, conninfo: str, role: str, password:
         await conn.close()
     pool = make_pool(conninfo, timeout_s, user=role, password=password)
     await pool.open(wait=False)
-    session = Session(role=who.role, pool=pool, note=role_note(who))
+    session = Session(role=who.role, pool=pool, note=role_note(who), superuser=who.superuser)
     try:
         key = await store.add(session)
     except SessionsFull:

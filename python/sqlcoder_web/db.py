@@ -23,7 +23,10 @@ from psycopg.rows import dict_row
 from .sessions import SessionBusy
 
 __all__ = ["Problem", "HistoryItem", "Who", "problem_from", "whoami", "ask", "execute", "feedback",
-           "history", "history_item", "prompt", "status"]
+           "history", "history_item", "plain_words", "prompt", "status", "status_summary", "suggestions",
+           "MAX_SUGGESTIONS"]
+
+MAX_SUGGESTIONS = 6
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,39 @@ class Who:
     role: str
     granted: bool
     superuser: bool
+
+
+# What the person who asked reads first, by SQLSTATE (python/sqlcoder/errors.py); PostgreSQL's
+# own words, HINT and DETAIL stay one click away under it.
+_PLAIN = {
+    "22000": "The assistant could not write SQL for that question. Try asking it another way.",
+    "22023": "That question could not be used. Ask it again in a sentence.",
+    "42501": "You are not allowed to read some of the data this needs. Your database administrator can give "
+             "you access.",
+    "42601": "The SQL has a mistake in it. Ask the question another way, or correct the SQL and run it again.",
+    "42P01": "The question names a table you cannot see. Try other words, or ask your database administrator.",
+    "42703": "The question names a column that is not there. Try other words for it.",
+    "42000": "That SQL is not allowed here: only questions that read data can be answered.",
+    "25006": "Only questions that read data can be answered here: nothing can be changed.",
+    "54000": "The answer is too large to show. Ask for fewer rows or columns, for example \"the top 10\".",
+    "57014": "That took too long and was stopped. Try a simpler question, or try again later.",
+}
+_PLAIN_KIND = {
+    "daemon": "The assistant that writes SQL is not available right now. Try again in a few minutes; if it "
+              "keeps happening, tell your database administrator.",
+    "database": "The database cannot be reached right now. Try again in a moment.",
+    "busy": "Your other questions are still running (in other tabs or windows). Try again when one has finished.",
+    "query": "The database could not answer that. Try asking the question another way.",
+}
+
+
+def plain_words(problem: Problem) -> str:
+    """The problem for someone who does not know SQL: no SQLSTATEs, settings, paths or function names."""
+    if problem.kind == "query" and problem.sqlstate in _PLAIN:
+        return _PLAIN[problem.sqlstate]
+    if problem.kind == "query" and problem.sqlstate is None:
+        return problem.message  # the page's own words (an empty question, oversize SQL)
+    return _PLAIN_KIND.get(problem.kind, _PLAIN_KIND["query"])
 
 
 # SQLSTATEs of the extension's daemon errors (python/sqlcoder/errors.py): the
@@ -140,11 +176,13 @@ async def _max_history_id(conn: psycopg.AsyncConnection) -> int | None:
         return None
 
 
-async def ask(conn: psycopg.AsyncConnection, question: str) -> tuple[str, int | None, list[str]]:
-    """``sqlcoder.ask``: the SQL, the id of its history row (for feedback), the notices."""
+async def ask(conn: psycopg.AsyncConnection, question: str,
+              follow_up: int | None = None) -> tuple[str, int | None, list[str]]:
+    """``sqlcoder.ask``: the SQL, the id of its history row (for feedback), the notices. ``follow_up``: the
+    history id of the caller's earlier answer this question refines (sqlcoder checks it is the caller's)."""
     before = await _max_history_id(conn)
     async with notices(conn) as seen:
-        cur = await conn.execute("SELECT sqlcoder.ask(%s)", (question,))
+        cur = await conn.execute("SELECT sqlcoder.ask(%s, follow_up => %s)", (question, follow_up))
         sql = (await cur.fetchone())[0]
     return sql, await _latest_ask_id(conn, before), seen
 
@@ -181,10 +219,36 @@ _HISTORY_COLUMNS = "id, created_at, question, sql, outcome, correct, corrected_s
 
 
 async def history(conn: psycopg.AsyncConnection, limit: int) -> list[HistoryItem]:
-    """The caller's own latest questions (row-level security shows no one else's)."""
+    """The caller's own latest questions, each question once (its latest asking; case and spacing aside);
+    row-level security shows no one else's."""
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(f"SELECT {_HISTORY_COLUMNS} FROM sqlcoder.history WHERE operation = 'ask' "
-                          "AND role = current_user ORDER BY id DESC LIMIT %s", (limit,))
+        await cur.execute(
+            f"SELECT {_HISTORY_COLUMNS} FROM ("
+            f"  SELECT DISTINCT ON (pg_catalog.lower(pg_catalog.regexp_replace(pg_catalog.btrim(question), "
+            f"                      '\\s+', ' ', 'g'))) {_HISTORY_COLUMNS}"
+            "   FROM sqlcoder.history WHERE operation = 'ask' AND role = current_user"
+            "   ORDER BY pg_catalog.lower(pg_catalog.regexp_replace(pg_catalog.btrim(question), '\\s+', ' ', 'g')),"
+            "            id DESC) latest "
+            "ORDER BY id DESC LIMIT %s", (limit,))
+        return [HistoryItem(**r) for r in await cur.fetchall()]
+
+
+async def suggestions(conn: psycopg.AsyncConnection) -> list[str]:
+    """Questions of golden examples the caller may read (the table's row-level security decides: every
+    table an example reads must be readable), newest first; none when the role may not read examples."""
+    try:
+        cur = await conn.execute("SELECT question FROM sqlcoder.examples ORDER BY id DESC LIMIT %s",
+                                 (MAX_SUGGESTIONS,))
+        return [str(r[0])[:300] for r in await cur.fetchall()]
+    except psycopg.errors.InsufficientPrivilege:
+        return []
+
+
+async def history_items(conn: psycopg.AsyncConnection, ids: list[int]) -> list[HistoryItem]:
+    """The caller's own rows among ``ids``, oldest first (another role's id is simply not there)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(f"SELECT {_HISTORY_COLUMNS} FROM sqlcoder.history WHERE id = ANY(%s) "
+                          "AND role = current_user ORDER BY id", (ids,))
         return [HistoryItem(**r) for r in await cur.fetchall()]
 
 
@@ -196,9 +260,21 @@ async def history_item(conn: psycopg.AsyncConnection, history_id: int) -> Histor
     return HistoryItem(**row) if row else None
 
 
-async def prompt(conn: psycopg.AsyncConnection, question: str) -> str:
-    cur = await conn.execute("SELECT sqlcoder.prompt(%s)", (question,))
+async def prompt(conn: psycopg.AsyncConnection, question: str, follow_up: int | None = None) -> str:
+    cur = await conn.execute("SELECT sqlcoder.prompt(%s, follow_up => %s)", (question, follow_up))
     return (await cur.fetchone())[0]
+
+
+def status_summary(daemon: dict[str, Any] | None) -> str:
+    """The daemon's status in one sentence for anyone: up or not, nothing of sockets, uids or paths."""
+    if not daemon:
+        return "The assistant's status is unknown."
+    if not daemon.get("reachable"):
+        return "The assistant that writes SQL is not available right now."
+    inner = daemon.get("daemon") or {}
+    queued = (inner.get("requests") or {}).get("queued", 0)
+    waiting = f", {queued} question{'s' if queued != 1 else ''} waiting" if queued else ""
+    return f"The assistant that writes SQL is up{waiting}."
 
 
 async def status(conn: psycopg.AsyncConnection) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import hmac
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,9 @@ __all__ = ["Lease", "Session", "SessionBusy", "SessionStore", "SessionsFull", "m
 log = logging.getLogger(__name__)
 
 IDLE_CONNECTION_S = 120.0
+MAX_KEPT_ANSWERS = 8  # per session: the rows of its latest answers, shown again when one is reopened
+MAX_KEPT_FOLLOW_UPS = 256  # per session: which answer each of its latest follow-ups refined (its threads)
+MAX_THREAD_TURNS = 20  # most turns of one conversation the page shows
 MAX_CONNECTIONS = 2  # per session: a question and, beside it, a click in another tab
 
 
@@ -65,6 +69,51 @@ class Session:
     owns_pool: bool = True
     note: str | None = None  # shown on every page: why this role will not get far
     in_use: int = 0  # connections its requests hold right now
+    superuser: bool = False  # sees the daemon's full status and an error's technical details
+    #: Connections its requests hold right now, so that a cancel reaches the statement each runs.
+    running: set[psycopg.AsyncConnection] = field(default_factory=set)
+    #: History id -> (the SQL on screen, its result): the latest answers' rows, newest last.
+    answers: OrderedDict[int, tuple[str, Result]] = field(default_factory=OrderedDict)
+    #: History id of a follow-up -> the history id of the answer it refined, newest last.
+    follow_ups: OrderedDict[int, int] = field(default_factory=OrderedDict)
+
+    def keep_answer(self, history_id: int, sql: str, result: Result) -> None:
+        self.answers[history_id] = (sql, result)
+        self.answers.move_to_end(history_id)
+        while len(self.answers) > MAX_KEPT_ANSWERS:
+            self.answers.popitem(last=False)
+
+    def keep_follow_up(self, history_id: int, refined: int) -> None:
+        self.follow_ups[history_id] = refined
+        self.follow_ups.move_to_end(history_id)
+        while len(self.follow_ups) > MAX_KEPT_FOLLOW_UPS:
+            self.follow_ups.popitem(last=False)
+
+    def thread(self, history_id: int) -> list[int]:
+        """The conversation ``history_id`` is part of, as this session saw it: the first question, then
+        every follow-up of it and of its follow-ups, oldest first (at most ``MAX_THREAD_TURNS``, the
+        latest kept); ``[history_id]`` alone when it is no follow-up and has none."""
+        root, seen = history_id, {history_id}
+        while root in self.follow_ups and self.follow_ups[root] not in seen:
+            root = self.follow_ups[root]
+            seen.add(root)
+        turns, frontier = {root}, {root}
+        while frontier:  # every follow-up is newer than what it refines: a few passes at most
+            frontier = {child for child, parent in self.follow_ups.items()
+                        if parent in frontier and child not in turns}
+            turns |= frontier
+        return sorted(turns)[-MAX_THREAD_TURNS:]
+
+    async def cancel_running(self) -> int:
+        """Ask PostgreSQL to cancel the statement on each connection in use (a question waiting on the
+        model ends and closes its daemon request); returns how many were signalled."""
+        conns = list(self.running)
+        for conn in conns:
+            try:
+                await conn.cancel_safe(timeout=5)
+            except psycopg.Error as exc:  # the connection went away meanwhile: nothing left to cancel
+                log.info("cancel not delivered: %s", exc)
+        return len(conns)
 
     async def renew_pool(self) -> None:
         """Swap in a fresh pool with the same connection parameters (see :class:`Lease`)."""
@@ -201,10 +250,13 @@ class Lease:
                 await self._session.renew_pool()
                 raise
             self._session.in_use += 1
+            self._session.running.add(self._conn)
         return self._conn
 
     async def _release(self) -> None:
-        cm, self._cm, self._conn = self._cm, None, None
+        cm, conn, self._cm, self._conn = self._cm, self._conn, None, None
+        if conn is not None:
+            self._session.running.discard(conn)
         if cm is not None:
             self._session.in_use -= 1
             await cm.__aexit__(None, None, None)

@@ -18,7 +18,7 @@ CREATE FUNCTION sqlcoder.ask(question text, instructions text DEFAULT NULL, foll
 RETURNS text
 LANGUAGE sql VOLATILE PARALLEL UNSAFE
 BEGIN ATOMIC
-  SELECT sqlcoder._result(sqlcoder._invoke('ask', pg_catalog.jsonb_build_object(
+  SELECT sqlcoder_internal._result(sqlcoder_internal._invoke('ask', pg_catalog.jsonb_build_object(
     'question', question, 'instructions', instructions, 'follow_up', follow_up,
     'caller_path', pg_catalog.current_schemas(true))));
 END;
@@ -30,7 +30,7 @@ CREATE FUNCTION sqlcoder.prompt(question text, instructions text DEFAULT NULL, f
 RETURNS text
 LANGUAGE sql VOLATILE PARALLEL UNSAFE
 BEGIN ATOMIC
-  SELECT sqlcoder._result(sqlcoder._invoke('prompt', pg_catalog.jsonb_build_object(
+  SELECT sqlcoder_internal._result(sqlcoder_internal._invoke('prompt', pg_catalog.jsonb_build_object(
     'question', question, 'instructions', instructions, 'follow_up', follow_up,
     'caller_path', pg_catalog.current_schemas(true))));
 END;
@@ -39,6 +39,6 @@ COMMENT ON FUNCTION sqlcoder.prompt(text, text, bigint) IS
 
 REVOKE ALL ON FUNCTION sqlcoder.ask(text, text, bigint), sqlcoder.prompt(text, text, bigint) FROM PUBLIC;
 
-INSERT INTO sqlcoder._access_list (kind, object, privileges) VALUES
+INSERT INTO sqlcoder_internal._access_list (kind, object, privileges) VALUES
   ('function', 'sqlcoder.ask(text, text, bigint)', 'EXECUTE'),
   ('function', 'sqlcoder.prompt(text, text, bigint)', 'EXECUTE');

@@ -18,7 +18,7 @@ COMMENT ON TABLE sqlcoder.catalog_changes IS
 
 -- Whether this transaction is already noted is decided by a primary-key
 -- lookup in the table, never by anything a caller can set beforehand.
-CREATE FUNCTION sqlcoder._note_catalog_change()
+CREATE FUNCTION sqlcoder_internal._note_catalog_change()
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -37,31 +37,31 @@ BEGIN
   END IF;
 END
 $$;
-COMMENT ON FUNCTION sqlcoder._note_catalog_change() IS
+COMMENT ON FUNCTION sqlcoder_internal._note_catalog_change() IS
   'internal: record that this transaction changed what sqlcoder shows the model (SECURITY DEFINER: any role''s DDL must bump the catalog version, which only the extension owner may write)';
 
 -- Event trigger functions run as whoever issued the DDL: SECURITY DEFINER
 -- lets any role's DDL record itself and clean up what a drop leaves behind
 -- (join hints and instructions here; examples.sql has its own drop trigger).
-CREATE FUNCTION sqlcoder._on_ddl_command_end()
+CREATE FUNCTION sqlcoder_internal._on_ddl_command_end()
 RETURNS event_trigger
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-  PERFORM sqlcoder._note_catalog_change();
+  PERFORM sqlcoder_internal._note_catalog_change();
 END
 $$;
-COMMENT ON FUNCTION sqlcoder._on_ddl_command_end() IS
+COMMENT ON FUNCTION sqlcoder_internal._on_ddl_command_end() IS
   'internal: event trigger; DDL, GRANT/REVOKE and COMMENT invalidate cached schemas (SECURITY DEFINER: it runs for every role''s DDL and writes extension-owned state)';
 
-CREATE FUNCTION sqlcoder._on_sql_drop()
+CREATE FUNCTION sqlcoder_internal._on_sql_drop()
 RETURNS event_trigger
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-  PERFORM sqlcoder._note_catalog_change();
+  PERFORM sqlcoder_internal._note_catalog_change();
   DELETE FROM sqlcoder.join_hints h
   USING pg_catalog.pg_event_trigger_dropped_objects() d
   WHERE d.classid = 'pg_catalog.pg_class'::regclass
@@ -74,18 +74,18 @@ BEGIN
   WHERE d.classid = 'pg_catalog.pg_namespace'::regclass AND d.objid = i.scope;
 END
 $$;
-COMMENT ON FUNCTION sqlcoder._on_sql_drop() IS
+COMMENT ON FUNCTION sqlcoder_internal._on_sql_drop() IS
   'internal: event trigger; drops invalidate cached schemas and remove join hints and instructions on dropped objects (SECURITY DEFINER: it runs for every role''s DDL and writes extension-owned state)';
 
 -- Event triggers are database-wide objects with global names.
 CREATE EVENT TRIGGER sqlcoder_ddl_command_end ON ddl_command_end
-  EXECUTE FUNCTION sqlcoder._on_ddl_command_end();
+  EXECUTE FUNCTION sqlcoder_internal._on_ddl_command_end();
 CREATE EVENT TRIGGER sqlcoder_sql_drop ON sql_drop
-  EXECUTE FUNCTION sqlcoder._on_sql_drop();
+  EXECUTE FUNCTION sqlcoder_internal._on_sql_drop();
 
-REVOKE ALL ON FUNCTION sqlcoder._note_catalog_change(), sqlcoder._on_ddl_command_end(),
-  sqlcoder._on_sql_drop() FROM PUBLIC;
+REVOKE ALL ON FUNCTION sqlcoder_internal._note_catalog_change(), sqlcoder_internal._on_ddl_command_end(),
+  sqlcoder_internal._on_sql_drop() FROM PUBLIC;
 
 -- Granted roles build their prompts as themselves, so they read catalog_changes.
-INSERT INTO sqlcoder._access_list (kind, object, privileges) VALUES
+INSERT INTO sqlcoder_internal._access_list (kind, object, privileges) VALUES
   ('table', 'sqlcoder.catalog_changes', 'SELECT');

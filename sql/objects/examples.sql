@@ -26,28 +26,28 @@ SELECT pg_catalog.pg_extension_config_dump('sqlcoder.examples_id_seq', '');
 -- A role reads an example exactly when PostgreSQL's permission check on the
 -- analyzed query would let it run it (src/example_access.c; column privileges
 -- included), after the cheap test that every table it reads shows the role a
--- column. Adding and removing go through sqlcoder._edit_catalog below (no
+-- column. Adding and removing go through sqlcoder_internal._edit_catalog below (no
 -- INSERT or DELETE grant): one only for tables the caller owns; its own, or
 -- one for tables it owns, removed. Superusers bypass these policies.
-CREATE FUNCTION sqlcoder._example_permitted(sql text, search_path name[])
+CREATE FUNCTION sqlcoder_internal._example_permitted(sql text, search_path name[])
 RETURNS boolean
 LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE
 AS '$libdir/sqlcoder_pg', 'sqlcoder_example_permitted';
-COMMENT ON FUNCTION sqlcoder._example_permitted(text, name[]) IS
+COMMENT ON FUNCTION sqlcoder_internal._example_permitted(text, name[]) IS
   'internal: whether PostgreSQL''s permission check on the analyzed query lets the current role run it '
   '(nothing runs)';
-REVOKE ALL ON FUNCTION sqlcoder._example_permitted(text, name[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sqlcoder_internal._example_permitted(text, name[]) FROM PUBLIC;
 ALTER TABLE sqlcoder.examples ENABLE ROW LEVEL SECURITY;
 CREATE POLICY readers ON sqlcoder.examples FOR SELECT USING (
   NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(tables) AS t(rel)
               WHERE NOT coalesce(pg_catalog.has_any_column_privilege(t.rel::pg_catalog.oid, 'SELECT'), false))
-  AND sqlcoder._example_permitted(sql, search_path));
+  AND sqlcoder_internal._example_permitted(sql, search_path));
 
 -- Runs as the inserting role (no SECURITY DEFINER): the guard checks the SQL
 -- and parse analysis lists the relations it reads with that role's privileges
 -- and the row's search_path (python/sqlcoder/examples.py). A direct INSERT
 -- goes through it too, so `tables` is never what the inserter says.
-CREATE FUNCTION sqlcoder._example_before_insert()
+CREATE FUNCTION sqlcoder_internal._example_before_insert()
 RETURNS trigger
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
@@ -58,7 +58,7 @@ BEGIN
   IF pg_catalog.current_setting('sqlcoder.example_checked', true) = 'on' THEN
     RETURN NEW;
   END IF;
-  checked := sqlcoder._result(sqlcoder._invoke('check_example', pg_catalog.jsonb_build_object(
+  checked := sqlcoder_internal._result(sqlcoder_internal._invoke('check_example', pg_catalog.jsonb_build_object(
     'question', NEW.question, 'sql', NEW.sql, 'search_path', NEW.search_path)))::jsonb;
   NEW.question := checked ->> 'question';
   NEW.sql := checked ->> 'sql';
@@ -66,32 +66,32 @@ BEGIN
   RETURN NEW;
 END
 $$;
-COMMENT ON FUNCTION sqlcoder._example_before_insert() IS
+COMMENT ON FUNCTION sqlcoder_internal._example_before_insert() IS
   'internal: check a new example with the guard and record the relations it reads (runs as the inserting role)';
 
 CREATE TRIGGER check_example BEFORE INSERT OR UPDATE ON sqlcoder.examples
-FOR EACH ROW EXECUTE FUNCTION sqlcoder._example_before_insert();
+FOR EACH ROW EXECUTE FUNCTION sqlcoder_internal._example_before_insert();
 
 -- Cached schemas also hold the examples a role may read: a change invalidates them.
-CREATE FUNCTION sqlcoder._on_examples_change()
+CREATE FUNCTION sqlcoder_internal._on_examples_change()
 RETURNS trigger
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-  PERFORM sqlcoder._note_catalog_change();
+  PERFORM sqlcoder_internal._note_catalog_change();
   RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION sqlcoder._on_examples_change() IS
+COMMENT ON FUNCTION sqlcoder_internal._on_examples_change() IS
   'internal: a changed example invalidates cached schemas (SECURITY DEFINER: writes extension-owned state for whichever role changed it)';
 
 CREATE TRIGGER note_catalog_change
 AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON sqlcoder.examples
-FOR EACH STATEMENT EXECUTE FUNCTION sqlcoder._on_examples_change();
+FOR EACH STATEMENT EXECUTE FUNCTION sqlcoder_internal._on_examples_change();
 
 -- Dropping a relation deletes the examples that read it.
-CREATE FUNCTION sqlcoder._on_sql_drop_examples()
+CREATE FUNCTION sqlcoder_internal._on_sql_drop_examples()
 RETURNS event_trigger
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -103,16 +103,16 @@ BEGIN
     AND d.objid = ANY (e.tables::pg_catalog.oid[]);
 END
 $$;
-COMMENT ON FUNCTION sqlcoder._on_sql_drop_examples() IS
+COMMENT ON FUNCTION sqlcoder_internal._on_sql_drop_examples() IS
   'internal: event trigger; drops remove the examples reading a dropped relation (SECURITY DEFINER: it runs for every role''s DDL and writes extension-owned state)';
 CREATE EVENT TRIGGER sqlcoder_examples_sql_drop ON sql_drop
-  EXECUTE FUNCTION sqlcoder._on_sql_drop_examples();
+  EXECUTE FUNCTION sqlcoder_internal._on_sql_drop_examples();
 
 -- Join hints, instructions and examples change through functions only. The
--- functions check as the caller first, for a clear error; sqlcoder._edit_catalog
+-- functions check as the caller first, for a clear error; sqlcoder_internal._edit_catalog
 -- (C, src/catalog_edit.c) then calls _edit_catalog_as_owner, granted to nobody,
 -- with the caller's OID, and that function applies the rules of who may.
-CREATE FUNCTION sqlcoder._edit_catalog_as_owner(op text, args jsonb, caller oid)
+CREATE FUNCTION sqlcoder_internal._edit_catalog_as_owner(op text, args jsonb, caller oid)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -173,7 +173,7 @@ BEGIN
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
   WHEN 'add_example' THEN
-    -- args holds what the guard and parse analysis found as the caller (sqlcoder._edit_catalog ran them).
+    -- args holds what the guard and parse analysis found as the caller (sqlcoder_internal._edit_catalog ran them).
     tables := ARRAY(SELECT pg_catalog.jsonb_array_elements_text(args -> 'tables')::oid::regclass);
     IF NOT super AND (pg_catalog.cardinality(tables) = 0 OR EXISTS (
         SELECT 1 FROM pg_catalog.unnest(tables) AS t(rel) LEFT JOIN pg_catalog.pg_class c ON c.oid = t.rel::oid
@@ -203,25 +203,25 @@ BEGIN
   END CASE;
 END
 $$;
-COMMENT ON FUNCTION sqlcoder._edit_catalog_as_owner(text, jsonb, oid) IS
-  'internal: add or remove a join hint, instruction or example for the caller whose OID sqlcoder._edit_catalog '
+COMMENT ON FUNCTION sqlcoder_internal._edit_catalog_as_owner(text, jsonb, oid) IS
+  'internal: add or remove a join hint, instruction or example for the caller whose OID sqlcoder_internal._edit_catalog '
   'passes, under the rules of who may (SECURITY DEFINER: granted roles may not write these tables; granted to nobody, '
   'reached only through _edit_catalog)';
-REVOKE ALL ON FUNCTION sqlcoder._edit_catalog_as_owner(text, jsonb, oid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sqlcoder_internal._edit_catalog_as_owner(text, jsonb, oid) FROM PUBLIC;
 
-CREATE FUNCTION sqlcoder._edit_catalog(op text, args jsonb)
+CREATE FUNCTION sqlcoder_internal._edit_catalog(op text, args jsonb)
 RETURNS bigint
 LANGUAGE C VOLATILE PARALLEL UNSAFE
 AS '$libdir/sqlcoder_pg', 'sqlcoder_edit_catalog';
-COMMENT ON FUNCTION sqlcoder._edit_catalog(text, jsonb) IS
-  'internal: sqlcoder._edit_catalog_as_owner for the calling role (an example is checked as the caller first)';
-REVOKE ALL ON FUNCTION sqlcoder._edit_catalog(text, jsonb) FROM PUBLIC;
+COMMENT ON FUNCTION sqlcoder_internal._edit_catalog(text, jsonb) IS
+  'internal: sqlcoder_internal._edit_catalog_as_owner for the calling role (an example is checked as the caller first)';
+REVOKE ALL ON FUNCTION sqlcoder_internal._edit_catalog(text, jsonb) FROM PUBLIC;
 
 CREATE FUNCTION sqlcoder.add_example(question text, sql text)
 RETURNS bigint
 LANGUAGE sql VOLATILE PARALLEL UNSAFE
 BEGIN ATOMIC
-  SELECT sqlcoder._edit_catalog('add_example', pg_catalog.jsonb_build_object(
+  SELECT sqlcoder_internal._edit_catalog('add_example', pg_catalog.jsonb_build_object(
     'question', question, 'sql', sql, 'search_path', pg_catalog.current_schemas(true)));
 END;
 COMMENT ON FUNCTION sqlcoder.add_example(text, text) IS
@@ -238,7 +238,7 @@ BEGIN
     RAISE EXCEPTION 'example % does not exist', remove_example.id USING ERRCODE = 'undefined_object',
       HINT = 'SELECT id, question FROM sqlcoder.examples lists the examples you can read.';
   END IF;
-  IF sqlcoder._edit_catalog('remove_example', pg_catalog.jsonb_build_object('id', remove_example.id)) = 0 THEN
+  IF sqlcoder_internal._edit_catalog('remove_example', pg_catalog.jsonb_build_object('id', remove_example.id)) = 0 THEN
     RAISE EXCEPTION 'must be owner of every table example % reads, or its author, to remove it', remove_example.id
       USING ERRCODE = 'insufficient_privilege', HINT = 'Ask the tables'' owner or a superuser to remove it.';
   END IF;
@@ -249,7 +249,7 @@ COMMENT ON FUNCTION sqlcoder.remove_example(bigint) IS
 
 -- A history row marked correct by feedback(), or its corrected SQL, becomes an
 -- example. history's row-level security limits it to the caller's own rows.
-CREATE FUNCTION sqlcoder._promote_example(history_id bigint, caller_path name[])
+CREATE FUNCTION sqlcoder_internal._promote_example(history_id bigint, caller_path name[])
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -274,36 +274,36 @@ BEGIN
       USING ERRCODE = 'invalid_parameter_value',
             HINT = 'Mark it first: sqlcoder.feedback(id, true), or sqlcoder.feedback(id, false, ''corrected SQL'').';
   END IF;
-  RETURN sqlcoder._edit_catalog('add_example', pg_catalog.jsonb_build_object(
+  RETURN sqlcoder_internal._edit_catalog('add_example', pg_catalog.jsonb_build_object(
     'question', h.question, 'sql', chosen, 'search_path', caller_path, 'history_id', h.id));
 END
 $$;
-COMMENT ON FUNCTION sqlcoder._promote_example(bigint, name[]) IS
+COMMENT ON FUNCTION sqlcoder_internal._promote_example(bigint, name[]) IS
   'internal: promote_example in the caller''s search path';
 
 CREATE FUNCTION sqlcoder.promote_example(history_id bigint)
 RETURNS bigint
 LANGUAGE sql VOLATILE PARALLEL UNSAFE
 BEGIN ATOMIC
-  SELECT sqlcoder._promote_example(history_id, pg_catalog.current_schemas(true));
+  SELECT sqlcoder_internal._promote_example(history_id, pg_catalog.current_schemas(true));
 END;
 COMMENT ON FUNCTION sqlcoder.promote_example(bigint) IS
   'turn one of your sqlcoder.history rows marked correct (or its corrected SQL) into a golden example; returns its id';
 
 
-REVOKE ALL ON FUNCTION sqlcoder._example_before_insert(), sqlcoder._on_examples_change(),
-  sqlcoder._on_sql_drop_examples(), sqlcoder.add_example(text, text), sqlcoder.remove_example(bigint),
-  sqlcoder.promote_example(bigint), sqlcoder._promote_example(bigint, name[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sqlcoder_internal._example_before_insert(), sqlcoder_internal._on_examples_change(),
+  sqlcoder_internal._on_sql_drop_examples(), sqlcoder.add_example(text, text), sqlcoder.remove_example(bigint),
+  sqlcoder.promote_example(bigint), sqlcoder_internal._promote_example(bigint, name[]) FROM PUBLIC;
 
 -- Access: granted roles read the examples row-level security lets them see,
 -- insert only these columns (the trigger fills tables, the default
 -- created_by), and delete where the policy allows.
-INSERT INTO sqlcoder._access_list (kind, object, privileges) VALUES
-  ('function', 'sqlcoder._example_permitted(text, name[])', 'EXECUTE'),
+INSERT INTO sqlcoder_internal._access_list (kind, object, privileges) VALUES
+  ('function', 'sqlcoder_internal._example_permitted(text, name[])', 'EXECUTE'),
   ('table', 'sqlcoder.examples', 'SELECT'),
-  ('function', 'sqlcoder._edit_catalog(text, jsonb)', 'EXECUTE'),
+  ('function', 'sqlcoder_internal._edit_catalog(text, jsonb)', 'EXECUTE'),
   ('function', 'sqlcoder.add_example(text, text)', 'EXECUTE'),
   ('function', 'sqlcoder.remove_example(bigint)', 'EXECUTE'),
   ('function', 'sqlcoder.promote_example(bigint)', 'EXECUTE'),
-  ('function', 'sqlcoder._promote_example(bigint, name[])', 'EXECUTE');
+  ('function', 'sqlcoder_internal._promote_example(bigint, name[])', 'EXECUTE');
 

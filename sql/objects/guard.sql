@@ -5,27 +5,27 @@
 
 -- The guard's facts: every function and relation one statement uses, as
 -- PostgreSQL's parse analysis resolved them (src/query_objects.c). It only
--- analyzes, as the caller; granted through sqlcoder._access_list below.
+-- analyzes, as the caller; granted through sqlcoder_internal._access_list below.
 -- Read-only for the call: parse analysis may run type input functions.
-CREATE FUNCTION sqlcoder._query_objects(sql text)
+CREATE FUNCTION sqlcoder_internal._query_objects(sql text)
 RETURNS TABLE (kind text, objid oid)
 LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE
 SET transaction_read_only = on
 AS '$libdir/sqlcoder_pg', 'sqlcoder_query_objects';
-COMMENT ON FUNCTION sqlcoder._query_objects(text) IS
+COMMENT ON FUNCTION sqlcoder_internal._query_objects(text) IS
   'internal: functions (kind function; opaque: bodies not readable) and relations (kind relation) one plain query uses, resolved by PostgreSQL''s parse analysis as the caller';
-REVOKE ALL ON FUNCTION sqlcoder._query_objects(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sqlcoder_internal._query_objects(text) FROM PUBLIC;
 
 -- What the function policy needs about each function the query calls, from
 -- the syscache (python/sqlcoder/policy.py decides).
-CREATE FUNCTION sqlcoder._function_facts(functions oid[])
+CREATE FUNCTION sqlcoder_internal._function_facts(functions oid[])
 RETURNS TABLE (oid oid, qualified text, arguments text, schema text, name text, volatility text,
                language text, owner_superuser boolean, extension text)
 LANGUAGE C STRICT STABLE PARALLEL SAFE
 AS '$libdir/sqlcoder_pg', 'sqlcoder_function_facts';
-COMMENT ON FUNCTION sqlcoder._function_facts(oid[]) IS
+COMMENT ON FUNCTION sqlcoder_internal._function_facts(oid[]) IS
   'internal: schema, name, argument types, volatility, language, owner''s superuser status and extension of each function (the guard''s policy)';
-REVOKE ALL ON FUNCTION sqlcoder._function_facts(oid[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sqlcoder_internal._function_facts(oid[]) FROM PUBLIC;
 
 -- The guard's cost estimate, read-only like the query itself: planning can
 -- evaluate immutable and stable functions (constant folding, selectivity
@@ -33,21 +33,21 @@ REVOKE ALL ON FUNCTION sqlcoder._function_facts(oid[]) FROM PUBLIC;
 -- The statement text is built before the caller's search_path applies. In C
 -- (src/guarded_explain.c) with the function policy's hooks armed: planning runs
 -- code planted objects decide (defaults, negators, index expressions).
-CREATE FUNCTION sqlcoder._readonly_explain(query text, caller_search_path text)
+CREATE FUNCTION sqlcoder_internal._readonly_explain(query text, caller_search_path text)
 RETURNS json
 LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE
 SET transaction_read_only = on
 SET search_path = pg_catalog, pg_temp
 AS '$libdir/sqlcoder_pg', 'sqlcoder_readonly_explain';
-COMMENT ON FUNCTION sqlcoder._readonly_explain(text, text) IS
+COMMENT ON FUNCTION sqlcoder_internal._readonly_explain(text, text) IS
   'internal: EXPLAIN (FORMAT JSON) of one query, read-only, in the given search_path, with the function policy''s hooks armed; the guard''s cost check';
-REVOKE ALL ON FUNCTION sqlcoder._readonly_explain(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sqlcoder_internal._readonly_explain(text, text) FROM PUBLIC;
 
 -- The policy's lists are the settings allowed_functions and denied_functions
 -- (settings.sql); these functions edit them one function at a time.
 -- SECURITY INVOKER: the UPDATE of
 -- sqlcoder.config needs a superuser (or a role a superuser let write it).
-CREATE FUNCTION sqlcoder._set_function_policy(fn regprocedure, list_key text)
+CREATE FUNCTION sqlcoder_internal._set_function_policy(fn regprocedure, list_key text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -70,15 +70,15 @@ BEGIN
   END LOOP;
 END
 $$;
-COMMENT ON FUNCTION sqlcoder._set_function_policy(regprocedure, text) IS
+COMMENT ON FUNCTION sqlcoder_internal._set_function_policy(regprocedure, text) IS
   'internal: put one function on allowed_functions or denied_functions (off the other), or on neither';
-REVOKE ALL ON FUNCTION sqlcoder._set_function_policy(regprocedure, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sqlcoder_internal._set_function_policy(regprocedure, text) FROM PUBLIC;
 
 CREATE FUNCTION sqlcoder.allow_function(fn regprocedure)
 RETURNS void
 LANGUAGE sql VOLATILE
 BEGIN ATOMIC
-  SELECT sqlcoder._set_function_policy(fn, 'allowed_functions');
+  SELECT sqlcoder_internal._set_function_policy(fn, 'allowed_functions');
 END;
 COMMENT ON FUNCTION sqlcoder.allow_function(regprocedure) IS
   'let generated SQL call this function although it is volatile or on the shipped deny list (superuser)';
@@ -87,7 +87,7 @@ CREATE FUNCTION sqlcoder.deny_function(fn regprocedure)
 RETURNS void
 LANGUAGE sql VOLATILE
 BEGIN ATOMIC
-  SELECT sqlcoder._set_function_policy(fn, 'denied_functions');
+  SELECT sqlcoder_internal._set_function_policy(fn, 'denied_functions');
 END;
 COMMENT ON FUNCTION sqlcoder.deny_function(regprocedure) IS
   'refuse generated SQL that calls this function, whatever its volatility (superuser)';
@@ -96,7 +96,7 @@ CREATE FUNCTION sqlcoder.reset_function(fn regprocedure)
 RETURNS void
 LANGUAGE sql VOLATILE
 BEGIN ATOMIC
-  SELECT sqlcoder._set_function_policy(fn, NULL);
+  SELECT sqlcoder_internal._set_function_policy(fn, NULL);
 END;
 COMMENT ON FUNCTION sqlcoder.reset_function(regprocedure) IS
   'take this function off allowed_functions and denied_functions: the shipped policy decides again (superuser)';
@@ -111,18 +111,18 @@ REVOKE ALL ON FUNCTION sqlcoder.allow_function(regprocedure), sqlcoder.deny_func
 -- the DBA's allowed and denied functions and the shipped lists, resolved to
 -- OIDs by python/sqlcoder/policy.py. They last until the calling
 -- subtransaction ends (the guard's rolled-back one).
-CREATE FUNCTION sqlcoder._guard_policy(allowed oid[], denied oid[], refused oid[], refused_reasons text[],
+CREATE FUNCTION sqlcoder_internal._guard_policy(allowed oid[], denied oid[], refused oid[], refused_reasons text[],
     harmless oid[], extensions text[], extension_reasons text[])
 RETURNS void
 LANGUAGE C VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS '$libdir/sqlcoder_pg', 'sqlcoder_guard_policy';
-COMMENT ON FUNCTION sqlcoder._guard_policy(oid[], oid[], oid[], text[], oid[], text[], text[]) IS
+COMMENT ON FUNCTION sqlcoder_internal._guard_policy(oid[], oid[], oid[], text[], oid[], text[], text[]) IS
   'internal: hand the function policy''s lists to the hooks for the rest of the calling subtransaction';
-REVOKE ALL ON FUNCTION sqlcoder._guard_policy(oid[], oid[], oid[], text[], oid[], text[], text[]) FROM PUBLIC;
-INSERT INTO sqlcoder._access_list (kind, object, privileges) VALUES
-  ('function', 'sqlcoder._query_objects(text)', 'EXECUTE'),
-  ('function', 'sqlcoder._function_facts(oid[])', 'EXECUTE'),
-  ('function', 'sqlcoder._readonly_explain(text, text)', 'EXECUTE'),
-  ('function', 'sqlcoder._guard_policy(oid[], oid[], oid[], text[], oid[], text[], text[])', 'EXECUTE');
+REVOKE ALL ON FUNCTION sqlcoder_internal._guard_policy(oid[], oid[], oid[], text[], oid[], text[], text[]) FROM PUBLIC;
+INSERT INTO sqlcoder_internal._access_list (kind, object, privileges) VALUES
+  ('function', 'sqlcoder_internal._query_objects(text)', 'EXECUTE'),
+  ('function', 'sqlcoder_internal._function_facts(oid[])', 'EXECUTE'),
+  ('function', 'sqlcoder_internal._readonly_explain(text, text)', 'EXECUTE'),
+  ('function', 'sqlcoder_internal._guard_policy(oid[], oid[], oid[], text[], oid[], text[], text[])', 'EXECUTE');
 

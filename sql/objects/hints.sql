@@ -1,7 +1,7 @@
 ------------------------------------------------------------------------------
 -- Join hints and instructions: what the catalog cannot say, a table's or
 -- schema's owner adds here for the prompt. Both invalidate cached schemas
--- (catalog.sql); sqlcoder._on_sql_drop there deletes those on dropped objects.
+-- (catalog.sql); sqlcoder_internal._on_sql_drop there deletes those on dropped objects.
 
 -- Pairs of columns that can be joined, for schemas without foreign keys.
 -- regclass follows renames and dumps as a qualified name, so hints survive
@@ -42,7 +42,7 @@ SELECT pg_catalog.pg_extension_config_dump('sqlcoder.instructions_id_seq', '');
 
 -- Granted roles read these tables (row-level security below decides which
 -- rows) and change them only through the functions further down, which end
--- in sqlcoder._edit_catalog (sql/objects/examples.sql): no INSERT or DELETE
+-- in sqlcoder_internal._edit_catalog (sql/objects/examples.sql): no INSERT or DELETE
 -- grant, so no LOCK TABLE by them either. A join hint needs ownership of
 -- both tables, an instruction ownership of its schema; global instructions
 -- are for superusers.
@@ -53,27 +53,27 @@ ALTER TABLE sqlcoder.instructions ENABLE ROW LEVEL SECURITY;
 CREATE POLICY read_visible ON sqlcoder.instructions FOR SELECT USING (
   scope IS NULL OR pg_catalog.has_schema_privilege(scope, 'USAGE'));
 
-CREATE FUNCTION sqlcoder._on_join_hints_change()
+CREATE FUNCTION sqlcoder_internal._on_join_hints_change()
 RETURNS trigger
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-  PERFORM sqlcoder._note_catalog_change();
+  PERFORM sqlcoder_internal._note_catalog_change();
   RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION sqlcoder._on_join_hints_change() IS
+COMMENT ON FUNCTION sqlcoder_internal._on_join_hints_change() IS
   'internal: a changed join hint invalidates cached schemas (SECURITY DEFINER: writes extension-owned state for whichever role changed the hint)';
 
 CREATE TRIGGER note_catalog_change
 AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON sqlcoder.join_hints
-FOR EACH STATEMENT EXECUTE FUNCTION sqlcoder._on_join_hints_change();
+FOR EACH STATEMENT EXECUTE FUNCTION sqlcoder_internal._on_join_hints_change();
 
 -- The management functions run as the caller (SECURITY INVOKER): the policies
 -- above are the rule, the checks here only give a clear error first.
 
-CREATE FUNCTION sqlcoder._check_hint_column(tbl regclass, col name)
+CREATE FUNCTION sqlcoder_internal._check_hint_column(tbl regclass, col name)
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -104,7 +104,7 @@ BEGIN
   END IF;
 END
 $$;
-COMMENT ON FUNCTION sqlcoder._check_hint_column(regclass, name) IS
+COMMENT ON FUNCTION sqlcoder_internal._check_hint_column(regclass, name) IS
   'internal: the column exists and the caller owns its table';
 
 CREATE FUNCTION sqlcoder.add_join_hint(left_table regclass, left_column name,
@@ -114,9 +114,9 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-  PERFORM sqlcoder._check_hint_column(add_join_hint.left_table, add_join_hint.left_column);
-  PERFORM sqlcoder._check_hint_column(add_join_hint.right_table, add_join_hint.right_column);
-  RETURN sqlcoder._edit_catalog('add_join_hint', pg_catalog.jsonb_build_object(
+  PERFORM sqlcoder_internal._check_hint_column(add_join_hint.left_table, add_join_hint.left_column);
+  PERFORM sqlcoder_internal._check_hint_column(add_join_hint.right_table, add_join_hint.right_column);
+  RETURN sqlcoder_internal._edit_catalog('add_join_hint', pg_catalog.jsonb_build_object(
     'left_table', add_join_hint.left_table::oid, 'left_column', add_join_hint.left_column,
     'right_table', add_join_hint.right_table::oid, 'right_column', add_join_hint.right_column));
 END
@@ -137,7 +137,7 @@ BEGIN
   IF NOT FOUND THEN
     RAISE EXCEPTION 'join hint % does not exist', remove_join_hint.id USING ERRCODE = 'undefined_object';
   END IF;
-  IF sqlcoder._edit_catalog('remove_join_hint', pg_catalog.jsonb_build_object('id', remove_join_hint.id)) = 0 THEN
+  IF sqlcoder_internal._edit_catalog('remove_join_hint', pg_catalog.jsonb_build_object('id', remove_join_hint.id)) = 0 THEN
     RAISE EXCEPTION 'must be owner of table % or % to remove join hint %', hint.left_table, hint.right_table,
       remove_join_hint.id USING ERRCODE = 'insufficient_privilege';
   END IF;
@@ -175,7 +175,7 @@ BEGIN
         USING ERRCODE = 'insufficient_privilege';
     END IF;
   END IF;
-  RETURN sqlcoder._edit_catalog('add_instruction', pg_catalog.jsonb_build_object(
+  RETURN sqlcoder_internal._edit_catalog('add_instruction', pg_catalog.jsonb_build_object(
     'instruction', add_instruction.instruction, 'scope', nsp));
 END
 $$;
@@ -192,7 +192,7 @@ BEGIN
   IF NOT EXISTS (SELECT 1 FROM sqlcoder.instructions i WHERE i.id = remove_instruction.id) THEN
     RAISE EXCEPTION 'instruction % does not exist', remove_instruction.id USING ERRCODE = 'undefined_object';
   END IF;
-  IF sqlcoder._edit_catalog('remove_instruction', pg_catalog.jsonb_build_object('id', remove_instruction.id)) = 0 THEN
+  IF sqlcoder_internal._edit_catalog('remove_instruction', pg_catalog.jsonb_build_object('id', remove_instruction.id)) = 0 THEN
     RAISE EXCEPTION 'must be owner of the instruction''s schema to remove instruction %', remove_instruction.id
       USING ERRCODE = 'insufficient_privilege';
   END IF;
@@ -201,18 +201,18 @@ $$;
 COMMENT ON FUNCTION sqlcoder.remove_instruction(bigint) IS
   'remove an instruction (superuser, or owner of the schema it is scoped to)';
 
-REVOKE ALL ON FUNCTION sqlcoder._on_join_hints_change(), sqlcoder._check_hint_column(regclass, name),
+REVOKE ALL ON FUNCTION sqlcoder_internal._on_join_hints_change(), sqlcoder_internal._check_hint_column(regclass, name),
   sqlcoder.add_join_hint(regclass, name, regclass, name), sqlcoder.remove_join_hint(bigint),
   sqlcoder.add_instruction(text, name), sqlcoder.remove_instruction(bigint) FROM PUBLIC;
 
 -- The prompt is built with the caller's privileges, so it reads hints and
 -- instructions; managing them is open to all granted roles, row-level
 -- security decides which rows.
-INSERT INTO sqlcoder._access_list (kind, object, privileges) VALUES
+INSERT INTO sqlcoder_internal._access_list (kind, object, privileges) VALUES
   ('table', 'sqlcoder.join_hints', 'SELECT'),
   ('table', 'sqlcoder.instructions', 'SELECT'),
   ('function', 'sqlcoder.add_join_hint(regclass, name, regclass, name)', 'EXECUTE'),
   ('function', 'sqlcoder.remove_join_hint(bigint)', 'EXECUTE'),
   ('function', 'sqlcoder.add_instruction(text, name)', 'EXECUTE'),
   ('function', 'sqlcoder.remove_instruction(bigint)', 'EXECUTE'),
-  ('function', 'sqlcoder._check_hint_column(regclass, name)', 'EXECUTE');
+  ('function', 'sqlcoder_internal._check_hint_column(regclass, name)', 'EXECUTE');

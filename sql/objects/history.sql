@@ -88,7 +88,8 @@ SELECT pg_catalog.pg_extension_config_dump('sqlcoder.history', '');
 CREATE INDEX history_created_at ON sqlcoder.history (created_at);
 SELECT pg_catalog.pg_extension_config_dump('sqlcoder.history_id_seq', '');
 
-GRANT USAGE ON SCHEMA sqlcoder TO sqlcoder_history_writer;
+-- The writer reaches its functions (below) by name, in sqlcoder_internal.
+GRANT USAGE ON SCHEMA sqlcoder, sqlcoder_internal TO sqlcoder_history_writer;
 GRANT INSERT ON sqlcoder.history TO sqlcoder_history_writer;
 GRANT USAGE ON SEQUENCE sqlcoder.history_id_seq TO sqlcoder_history_writer;
 -- The writer inserts rows for the role the backend names (never the caller's input).
@@ -96,42 +97,42 @@ CREATE POLICY writer_inserts ON sqlcoder.history FOR INSERT TO sqlcoder_history_
 
 
 -- Called by the granted roles' own backends through PL/Python (granted by
--- grant_access), only inside sqlcoder._invoke (the token). Each queues rows
+-- grant_access), only inside sqlcoder_internal._invoke (the token). Each queues rows
 -- for current_user only, for the database's one history writer.
-CREATE FUNCTION sqlcoder._history_begin(token text, entry jsonb, write_timeout_ms integer)
+CREATE FUNCTION sqlcoder_internal._history_begin(token text, entry jsonb, write_timeout_ms integer)
 RETURNS void
 LANGUAGE C VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS '$libdir/sqlcoder_pg', 'sqlcoder_history_begin';
-COMMENT ON FUNCTION sqlcoder._history_begin(text, jsonb, integer) IS
+COMMENT ON FUNCTION sqlcoder_internal._history_begin(text, jsonb, integer) IS
   'internal: remember the call in progress, written as terminated or abandoned if the backend exits during it '
-  '(only inside sqlcoder._invoke: token)';
+  '(only inside sqlcoder_internal._invoke: token)';
 
-CREATE FUNCTION sqlcoder._history_write(token text, entry jsonb, fold_key text, timeout_ms integer,
+CREATE FUNCTION sqlcoder_internal._history_write(token text, entry jsonb, fold_key text, timeout_ms integer,
                                         write_timeout_ms integer)
 RETURNS text
 LANGUAGE C VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS '$libdir/sqlcoder_pg', 'sqlcoder_history_write';
-COMMENT ON FUNCTION sqlcoder._history_write(text, jsonb, text, integer, integer) IS
+COMMENT ON FUNCTION sqlcoder_internal._history_write(text, jsonb, text, integer, integer) IS
   'internal: queue one history row for current_user for the database''s history writer; waits at most timeout_ms '
-  '(only inside sqlcoder._invoke: token)';
+  '(only inside sqlcoder_internal._invoke: token)';
 
-CREATE FUNCTION sqlcoder._history_stats()
+CREATE FUNCTION sqlcoder_internal._history_stats()
 RETURNS jsonb
 LANGUAGE C VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS '$libdir/sqlcoder_pg', 'sqlcoder_history_stats';
-COMMENT ON FUNCTION sqlcoder._history_stats() IS
+COMMENT ON FUNCTION sqlcoder_internal._history_stats() IS
   'internal: history rows asked for, written, folded and lost (with the last reason), for sqlcoder.status()';
 
-REVOKE ALL ON FUNCTION sqlcoder._history_begin(text, jsonb, integer),
-  sqlcoder._history_write(text, jsonb, text, integer, integer), sqlcoder._history_stats() FROM PUBLIC;
+REVOKE ALL ON FUNCTION sqlcoder_internal._history_begin(text, jsonb, integer),
+  sqlcoder_internal._history_write(text, jsonb, text, integer, integer), sqlcoder_internal._history_stats() FROM PUBLIC;
 
 -- Retention: run by the writer now and then (once a minute per server), one
 -- small batch per call, skipping rows someone holds, so callers never wait.
 -- SECURITY DEFINER: the writer may not delete; it may only call this.
-CREATE FUNCTION sqlcoder._history_purge()
+CREATE FUNCTION sqlcoder_internal._history_purge()
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -159,25 +160,25 @@ BEGIN
   RETURN deleted;
 END
 $$;
-COMMENT ON FUNCTION sqlcoder._history_purge() IS
+COMMENT ON FUNCTION sqlcoder_internal._history_purge() IS
   'internal: delete up to 1000 history rows (500 by age, 500 by count) past history_retention or history_max_rows (SECURITY DEFINER: the history writer may call it, not delete)';
-REVOKE ALL ON FUNCTION sqlcoder._history_purge() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION sqlcoder._history_purge() TO sqlcoder_history_writer;
+REVOKE ALL ON FUNCTION sqlcoder_internal._history_purge() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION sqlcoder_internal._history_purge() TO sqlcoder_history_writer;
 
 -- The writer reads a role's total once (then counts itself) and trims the
 -- oldest rows when it passes the limit. SECURITY DEFINER: the writer may
 -- only insert; these are all it may read or delete.
-CREATE FUNCTION sqlcoder._history_role_bytes(role_name name, OUT bytes bigint, OUT max_bytes bigint)
+CREATE FUNCTION sqlcoder_internal._history_role_bytes(role_name name, OUT bytes bigint, OUT max_bytes bigint)
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
   SELECT (SELECT coalesce(sum(h.bytes), 0)::bigint FROM sqlcoder.history h WHERE h.role = role_name),
          (SELECT c.value::bigint FROM sqlcoder.config c WHERE c.key = 'history_max_bytes_per_role');
 END;
-COMMENT ON FUNCTION sqlcoder._history_role_bytes(name) IS
+COMMENT ON FUNCTION sqlcoder_internal._history_role_bytes(name) IS
   'internal: the bytes of one role''s history rows, and history_max_bytes_per_role (SECURITY DEFINER: for the history writer)';
 
-CREATE FUNCTION sqlcoder._history_trim_role(role_name name)
+CREATE FUNCTION sqlcoder_internal._history_trim_role(role_name name)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -206,18 +207,18 @@ BEGIN
   RETURN total - freed;
 END
 $$;
-COMMENT ON FUNCTION sqlcoder._history_trim_role(name) IS
+COMMENT ON FUNCTION sqlcoder_internal._history_trim_role(name) IS
   'internal: delete one role''s oldest history rows past history_max_bytes_per_role; returns the bytes left (SECURITY DEFINER: for the history writer)';
 
-REVOKE ALL ON FUNCTION sqlcoder._history_role_bytes(name), sqlcoder._history_trim_role(name) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION sqlcoder._history_role_bytes(name), sqlcoder._history_trim_role(name)
+REVOKE ALL ON FUNCTION sqlcoder_internal._history_role_bytes(name), sqlcoder_internal._history_trim_role(name) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION sqlcoder_internal._history_role_bytes(name), sqlcoder_internal._history_trim_role(name)
   TO sqlcoder_history_writer;
 
 CREATE FUNCTION sqlcoder.feedback(id bigint, correct boolean, corrected_sql text DEFAULT NULL)
 RETURNS void
 LANGUAGE sql VOLATILE PARALLEL UNSAFE
 BEGIN ATOMIC
-  SELECT sqlcoder._result(sqlcoder._invoke('feedback', pg_catalog.jsonb_build_object(
+  SELECT sqlcoder_internal._result(sqlcoder_internal._invoke('feedback', pg_catalog.jsonb_build_object(
     'id', id, 'correct', correct, 'corrected_sql', corrected_sql)));
 END;
 COMMENT ON FUNCTION sqlcoder.feedback(bigint, boolean, text) IS
@@ -227,9 +228,9 @@ REVOKE ALL ON FUNCTION sqlcoder.feedback(bigint, boolean, text) FROM PUBLIC;
 -- Granted roles read their own rows and write only the feedback columns
 -- (row-level security limits both to the role's own rows); they never insert:
 -- sqlcoder writes the rows through these functions.
-INSERT INTO sqlcoder._access_list (kind, object, privileges) VALUES
+INSERT INTO sqlcoder_internal._access_list (kind, object, privileges) VALUES
   ('table', 'sqlcoder.history', 'SELECT, UPDATE (correct, corrected_sql, feedback_at)'),
   ('function', 'sqlcoder.feedback(bigint, boolean, text)', 'EXECUTE'),
-  ('function', 'sqlcoder._history_begin(text, jsonb, integer)', 'EXECUTE'),
-  ('function', 'sqlcoder._history_write(text, jsonb, text, integer, integer)', 'EXECUTE'),
-  ('function', 'sqlcoder._history_stats()', 'EXECUTE');
+  ('function', 'sqlcoder_internal._history_begin(text, jsonb, integer)', 'EXECUTE'),
+  ('function', 'sqlcoder_internal._history_write(text, jsonb, text, integer, integer)', 'EXECUTE'),
+  ('function', 'sqlcoder_internal._history_stats()', 'EXECUTE');

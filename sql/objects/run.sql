@@ -10,13 +10,13 @@
 -- LOCAL in a separate SPI call would be undone when PL/Python's
 -- subtransaction ends), in the caller's search_path (set locally, restored
 -- by the SET clause on return). Each row is counted and kept in a
--- tuplestore outside the caller's subtransaction until sqlcoder._result_rows
+-- tuplestore outside the caller's subtransaction until sqlcoder_internal._result_rows
 -- takes it; past max_rows or max_bytes the executor stops at once. as_json
 -- (run, execute): each row is kept as its row_to_json text, counted exactly
 -- and refused before that text is built when it cannot fit; otherwise the
 -- query's own columns are kept (run_typed, execute_typed).
 -- SECURITY INVOKER: the query runs with the caller's privileges.
-CREATE FUNCTION sqlcoder._run_readonly(query text, caller_search_path text, max_rows bigint, max_bytes bigint,
+CREATE FUNCTION sqlcoder_internal._run_readonly(query text, caller_search_path text, max_rows bigint, max_bytes bigint,
     as_json boolean,
     OUT token bigint, OUT row_count bigint, OUT bytes bigint, OUT truncated boolean, OUT exceeded boolean)
 RETURNS record
@@ -24,41 +24,41 @@ LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE
 SET transaction_read_only = on
 SET search_path = pg_catalog, pg_temp
 AS '$libdir/sqlcoder_pg', 'sqlcoder_run_readonly';
-COMMENT ON FUNCTION sqlcoder._run_readonly(text, text, bigint, bigint, boolean) IS
+COMMENT ON FUNCTION sqlcoder_internal._run_readonly(text, text, bigint, bigint, boolean) IS
   'internal: run one query read-only in the given search_path and keep its rows (bounded in rows and bytes) '
-  'for sqlcoder._result_rows; used by run and execute';
+  'for sqlcoder_internal._result_rows; used by run and execute';
 
-CREATE FUNCTION sqlcoder._result_rows(token bigint)
+CREATE FUNCTION sqlcoder_internal._result_rows(token bigint)
 RETURNS SETOF json
 LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS '$libdir/sqlcoder_pg', 'sqlcoder_result_rows';
-COMMENT ON FUNCTION sqlcoder._result_rows(bigint) IS
-  'internal: the rows sqlcoder._run_readonly kept under token, in order, once';
+COMMENT ON FUNCTION sqlcoder_internal._result_rows(bigint) IS
+  'internal: the rows sqlcoder_internal._run_readonly kept under token, in order, once';
 
-CREATE FUNCTION sqlcoder._client_connected()
+CREATE FUNCTION sqlcoder_internal._client_connected()
 RETURNS boolean
 LANGUAGE C VOLATILE PARALLEL RESTRICTED
 SET search_path = pg_catalog, pg_temp
 AS '$libdir/sqlcoder_pg', 'sqlcoder_client_connected';
-COMMENT ON FUNCTION sqlcoder._client_connected() IS
+COMMENT ON FUNCTION sqlcoder_internal._client_connected() IS
   'internal: false once this backend''s client has closed its connection (checked while waiting on the model)';
 
-REVOKE ALL ON FUNCTION sqlcoder._run_readonly(text, text, bigint, bigint, boolean), sqlcoder._result_rows(bigint),
-  sqlcoder._client_connected() FROM PUBLIC;
+REVOKE ALL ON FUNCTION sqlcoder_internal._run_readonly(text, text, bigint, bigint, boolean), sqlcoder_internal._result_rows(bigint),
+  sqlcoder_internal._client_connected() FROM PUBLIC;
 
 -- Memory and temporary files of a guarded call (src/call_limits.c), until
 -- the calling subtransaction ends. Any role may call it: both limits only
 -- ever lower what is in force.
-CREATE FUNCTION sqlcoder._limit_call(max_memory_bytes bigint, max_temp_bytes bigint)
+CREATE FUNCTION sqlcoder_internal._limit_call(max_memory_bytes bigint, max_temp_bytes bigint)
 RETURNS void
 LANGUAGE C VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS '$libdir/sqlcoder_pg', 'sqlcoder_limit_call';
-COMMENT ON FUNCTION sqlcoder._limit_call(bigint, bigint) IS
+COMMENT ON FUNCTION sqlcoder_internal._limit_call(bigint, bigint) IS
   'internal: limit the address space and temporary files of this backend until the current subtransaction '
   'ends (only ever lower); used by run, execute and ask';
-REVOKE ALL ON FUNCTION sqlcoder._limit_call(bigint, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sqlcoder_internal._limit_call(bigint, bigint) FROM PUBLIC;
 
 -- Each row is one json value from the executor to the caller: no JSON list
 -- of JSON texts parsed back into rows.
@@ -68,7 +68,7 @@ RETURNS SETOF json
 LANGUAGE sql VOLATILE PARALLEL UNSAFE
 BEGIN ATOMIC
   SELECT r.value
-  FROM sqlcoder._result_rows(sqlcoder._result(sqlcoder._invoke('run', pg_catalog.jsonb_build_object(
+  FROM sqlcoder_internal._result_rows(sqlcoder_internal._result(sqlcoder_internal._invoke('run', pg_catalog.jsonb_build_object(
     'question', question, 'instructions', instructions, 'max_rows', max_rows, 'follow_up', follow_up,
     'caller_path', pg_catalog.current_schemas(true))))::bigint) AS r(value);
 END;
@@ -81,7 +81,7 @@ RETURNS SETOF json
 LANGUAGE sql VOLATILE PARALLEL UNSAFE
 BEGIN ATOMIC
   SELECT r.value
-  FROM sqlcoder._result_rows(sqlcoder._result(sqlcoder._invoke('execute', pg_catalog.jsonb_build_object(
+  FROM sqlcoder_internal._result_rows(sqlcoder_internal._result(sqlcoder_internal._invoke('execute', pg_catalog.jsonb_build_object(
     'sql', sql, 'max_rows', max_rows, 'caller_path', pg_catalog.current_schemas(true))))::bigint) AS r(value);
 END;
 COMMENT ON FUNCTION sqlcoder.execute(text, integer) IS
@@ -114,12 +114,12 @@ COMMENT ON FUNCTION sqlcoder.execute_typed(text, integer) IS
   'SELECT * FROM sqlcoder.execute_typed(''SELECT ...'') AS r(id bigint, price numeric)';
 REVOKE ALL ON FUNCTION sqlcoder.run_typed(text, text, integer, bigint), sqlcoder.execute_typed(text, integer) FROM PUBLIC;
 
-INSERT INTO sqlcoder._access_list (kind, object, privileges) VALUES
+INSERT INTO sqlcoder_internal._access_list (kind, object, privileges) VALUES
   ('function', 'sqlcoder.run(text, text, integer, bigint)', 'EXECUTE'),
   ('function', 'sqlcoder.execute(text, integer)', 'EXECUTE'),
   ('function', 'sqlcoder.run_typed(text, text, integer, bigint)', 'EXECUTE'),
   ('function', 'sqlcoder.execute_typed(text, integer)', 'EXECUTE'),
-  ('function', 'sqlcoder._run_readonly(text, text, bigint, bigint, boolean)', 'EXECUTE'),
-  ('function', 'sqlcoder._result_rows(bigint)', 'EXECUTE'),
-  ('function', 'sqlcoder._client_connected()', 'EXECUTE'),
-  ('function', 'sqlcoder._limit_call(bigint, bigint)', 'EXECUTE');
+  ('function', 'sqlcoder_internal._run_readonly(text, text, bigint, bigint, boolean)', 'EXECUTE'),
+  ('function', 'sqlcoder_internal._result_rows(bigint)', 'EXECUTE'),
+  ('function', 'sqlcoder_internal._client_connected()', 'EXECUTE'),
+  ('function', 'sqlcoder_internal._limit_call(bigint, bigint)', 'EXECUTE');

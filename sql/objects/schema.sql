@@ -1,4 +1,4 @@
--- The schema, and who may use what in it.
+-- The schemas, and who may use what in them.
 
 -- complain if script is sourced in psql, rather than via CREATE EXTENSION
 \echo Use "CREATE EXTENSION sqlcoder" to load this file. \quit
@@ -16,22 +16,46 @@ COMMENT ON SCHEMA sqlcoder IS 'sqlcoder: ask the database questions in English';
 -- sqlcoder.grant_access(role). The model is a shared, expensive resource.
 REVOKE ALL ON SCHEMA sqlcoder FROM PUBLIC;
 
+-- What the extension calls itself (names starting with _: the entry point,
+-- the guard's C helpers, triggers, the history writer's functions) lives in a
+-- schema of its own, so that \df sqlcoder.* lists what callers use. Created
+-- here for the same reasons as sqlcoder, after a check that gives the DBA a
+-- way out when a schema of that name is already there. Granted roles get
+-- USAGE on it (their backends reach the internal functions by name) and
+-- EXECUTE on what sqlcoder_internal._access_list names, nothing more; nobody
+-- may create in it.
+DO $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = 'sqlcoder_internal') THEN
+    RAISE EXCEPTION 'schema "sqlcoder_internal" already exists'
+      USING ERRCODE = 'duplicate_schema',
+            DETAIL = 'sqlcoder creates that schema itself, for its internal functions.',
+            HINT = 'See what it holds and who made it; drop it or rename it (ALTER SCHEMA sqlcoder_internal '
+                   'RENAME TO ...), then run the command again.';
+  END IF;
+END
+$$;
+CREATE SCHEMA sqlcoder_internal;
+COMMENT ON SCHEMA sqlcoder_internal IS
+  'sqlcoder''s internal functions, called by those of schema sqlcoder (not an interface: they change between versions)';
+REVOKE ALL ON SCHEMA sqlcoder_internal FROM PUBLIC;
+
 ------------------------------------------------------------------------------
 -- What access means, as rows: each file adds the privileges a granted role
--- needs with one INSERT into sqlcoder._access_list beside its own objects, and
--- grant_access/revoke_access apply the whole list.
+-- needs with one INSERT into sqlcoder_internal._access_list beside its own
+-- objects, and grant_access/revoke_access apply the whole list.
 
-CREATE TABLE sqlcoder._access_list (
+CREATE TABLE sqlcoder_internal._access_list (
   kind       text NOT NULL CHECK (kind IN ('table', 'function')),
   object     text NOT NULL,   -- a table name, or a function signature (regprocedure syntax)
   privileges text NOT NULL,   -- for tables: the GRANT privilege list; functions: EXECUTE
   PRIMARY KEY (kind, object)
 );
-COMMENT ON TABLE sqlcoder._access_list IS
+COMMENT ON TABLE sqlcoder_internal._access_list IS
   'internal: what sqlcoder.grant_access grants and sqlcoder.revoke_access revokes';
-REVOKE ALL ON sqlcoder._access_list FROM PUBLIC;
+REVOKE ALL ON sqlcoder_internal._access_list FROM PUBLIC;
 
-CREATE FUNCTION sqlcoder._set_access(role_name regrole, do_grant boolean)
+CREATE FUNCTION sqlcoder_internal._set_access(role_name regrole, do_grant boolean)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -40,9 +64,9 @@ DECLARE
   item record;
 BEGIN
   IF do_grant THEN
-    EXECUTE format('GRANT USAGE ON SCHEMA sqlcoder TO %s', role_name);
+    EXECUTE format('GRANT USAGE ON SCHEMA sqlcoder, sqlcoder_internal TO %s', role_name);
   END IF;
-  FOR item IN SELECT a.kind, a.object, a.privileges FROM sqlcoder._access_list a ORDER BY a.kind, a.object LOOP
+  FOR item IN SELECT a.kind, a.object, a.privileges FROM sqlcoder_internal._access_list a ORDER BY a.kind, a.object LOOP
     -- object is written by this extension's scripts only: a table name or a signature.
     IF item.kind = 'table' THEN
       EXECUTE format(CASE WHEN do_grant THEN 'GRANT %s ON %s TO %s' ELSE 'REVOKE %s ON %s FROM %s' END,
@@ -54,13 +78,13 @@ BEGIN
     END IF;
   END LOOP;
   IF NOT do_grant THEN
-    EXECUTE format('REVOKE USAGE ON SCHEMA sqlcoder FROM %s', role_name);
+    EXECUTE format('REVOKE USAGE ON SCHEMA sqlcoder, sqlcoder_internal FROM %s', role_name);
   END IF;
 END
 $$;
-COMMENT ON FUNCTION sqlcoder._set_access(regrole, boolean) IS
+COMMENT ON FUNCTION sqlcoder_internal._set_access(regrole, boolean) IS
   'internal: what grant_access grants and revoke_access revokes';
-REVOKE ALL ON FUNCTION sqlcoder._set_access(regrole, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sqlcoder_internal._set_access(regrole, boolean) FROM PUBLIC;
 
 -- Access management (superuser only: these functions are not granted to anyone).
 
@@ -70,13 +94,14 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-  PERFORM sqlcoder._set_access(role_name, true);
-  RETURN format('granted %s: USAGE on schema sqlcoder, EXECUTE on %s functions, privileges on %s tables (%s)',
+  PERFORM sqlcoder_internal._set_access(role_name, true);
+  RETURN format('granted %s: USAGE on schemas sqlcoder and sqlcoder_internal, EXECUTE on %s functions, '
+                'privileges on %s tables (%s)',
                 role_name,
-                (SELECT count(*) FROM sqlcoder._access_list WHERE kind = 'function'),
-                (SELECT count(*) FROM sqlcoder._access_list WHERE kind = 'table'),
+                (SELECT count(*) FROM sqlcoder_internal._access_list WHERE kind = 'function'),
+                (SELECT count(*) FROM sqlcoder_internal._access_list WHERE kind = 'table'),
                 (SELECT string_agg(a.object, ', ' ORDER BY a.object)
-                 FROM sqlcoder._access_list a WHERE a.kind = 'table'));
+                 FROM sqlcoder_internal._access_list a WHERE a.kind = 'table'));
 END
 $$;
 
@@ -86,11 +111,12 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-  PERFORM sqlcoder._set_access(role_name, false);
-  RETURN format('revoked from %s: USAGE on schema sqlcoder, EXECUTE on %s functions, privileges on %s tables',
+  PERFORM sqlcoder_internal._set_access(role_name, false);
+  RETURN format('revoked from %s: USAGE on schemas sqlcoder and sqlcoder_internal, EXECUTE on %s functions, '
+                'privileges on %s tables',
                 role_name,
-                (SELECT count(*) FROM sqlcoder._access_list WHERE kind = 'function'),
-                (SELECT count(*) FROM sqlcoder._access_list WHERE kind = 'table'));
+                (SELECT count(*) FROM sqlcoder_internal._access_list WHERE kind = 'function'),
+                (SELECT count(*) FROM sqlcoder_internal._access_list WHERE kind = 'table'));
 END
 $$;
 COMMENT ON FUNCTION sqlcoder.grant_access(regrole) IS

@@ -136,7 +136,7 @@ LEFT JOIN sqlcoder.config_override o USING (key);
 COMMENT ON VIEW sqlcoder.config IS
   'sqlcoder settings; only superusers (or roles a superuser granted UPDATE) can change them';
 
-CREATE FUNCTION sqlcoder._config_update()
+CREATE FUNCTION sqlcoder_internal._config_update()
 RETURNS trigger
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -164,13 +164,13 @@ BEGIN
   RETURN NEW;
 END
 $$;
-COMMENT ON FUNCTION sqlcoder._config_update() IS
+COMMENT ON FUNCTION sqlcoder_internal._config_update() IS
   'internal: UPDATE of the view sqlcoder.config stores the value in config_override, DELETE resets it (runs as the updater)';
 
-REVOKE ALL ON FUNCTION sqlcoder._config_update() FROM PUBLIC;
+REVOKE ALL ON FUNCTION sqlcoder_internal._config_update() FROM PUBLIC;
 
 CREATE TRIGGER config_update INSTEAD OF UPDATE OR DELETE ON sqlcoder.config
-FOR EACH ROW EXECUTE FUNCTION sqlcoder._config_update();
+FOR EACH ROW EXECUTE FUNCTION sqlcoder_internal._config_update();
 
-INSERT INTO sqlcoder._access_list (kind, object, privileges) VALUES
+INSERT INTO sqlcoder_internal._access_list (kind, object, privileges) VALUES
   ('table', 'sqlcoder.config', 'SELECT');

@@ -5,7 +5,7 @@ CREATE FUNCTION sqlcoder.status()
 RETURNS jsonb
 LANGUAGE sql VOLATILE PARALLEL UNSAFE
 BEGIN ATOMIC
-  SELECT sqlcoder._result(sqlcoder._invoke('status', '{}'::jsonb))::jsonb;
+  SELECT sqlcoder_internal._result(sqlcoder_internal._invoke('status', '{}'::jsonb))::jsonb;
 END;
 COMMENT ON FUNCTION sqlcoder.status() IS
   'sqlcoder daemon status: reachable, model, device, quantization, uptime, request counts';
@@ -45,6 +45,6 @@ COMMENT ON FUNCTION sqlcoder.status_report() IS
   'sqlcoder.status() as (key, value) rows, nested keys joined with dots, after one verdict row (OK / NOT OK)';
 REVOKE ALL ON FUNCTION sqlcoder.status(), sqlcoder.status_report() FROM PUBLIC;
 
-INSERT INTO sqlcoder._access_list (kind, object, privileges) VALUES
+INSERT INTO sqlcoder_internal._access_list (kind, object, privileges) VALUES
   ('function', 'sqlcoder.status()', 'EXECUTE'),
   ('function', 'sqlcoder.status_report()', 'EXECUTE');

@@ -15,7 +15,7 @@ UPDATE sqlcoder.config SET value = NULL WHERE key = 'max_rows';
 -- a granted role reads the settings but cannot change them
 CREATE ROLE regress_sqlcoder_analyst;
 -- grant_access says what it granted, in one line
-SELECT sqlcoder.grant_access('regress_sqlcoder_analyst') ~ '^granted regress_sqlcoder_analyst: USAGE on schema sqlcoder, EXECUTE on [0-9]+ functions, privileges on [0-9]+ tables \(sqlcoder\.' AS granted;
+SELECT sqlcoder.grant_access('regress_sqlcoder_analyst') ~ '^granted regress_sqlcoder_analyst: USAGE on schemas sqlcoder and sqlcoder_internal, EXECUTE on [0-9]+ functions, privileges on [0-9]+ tables \(sqlcoder\.' AS granted;
 SET ROLE regress_sqlcoder_analyst;
 SELECT count(*) > 0 AS can_read FROM sqlcoder.config;
 UPDATE sqlcoder.config SET value = '/tmp/evil.sock' WHERE key = 'socket_path';
@@ -23,7 +23,7 @@ DELETE FROM sqlcoder.config WHERE key = 'socket_path';
 INSERT INTO sqlcoder.config_override VALUES ('socket_path', '/tmp/evil.sock');
 RESET ROLE;
 -- revoke_access takes it all back
-SELECT sqlcoder.revoke_access('regress_sqlcoder_analyst') ~ '^revoked from regress_sqlcoder_analyst: USAGE on schema sqlcoder, EXECUTE on [0-9]+ functions' AS revoked;
+SELECT sqlcoder.revoke_access('regress_sqlcoder_analyst') ~ '^revoked from regress_sqlcoder_analyst: USAGE on schemas sqlcoder and sqlcoder_internal, EXECUTE on [0-9]+ functions' AS revoked;
 SET ROLE regress_sqlcoder_analyst;
 SELECT count(*) FROM sqlcoder.config;
 RESET ROLE;

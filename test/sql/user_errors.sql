@@ -5,7 +5,7 @@
 \set SHOW_CONTEXT never
 CREATE ROLE regress_sqlcoder_user LOGIN;
 -- grant_access says what it granted, in one line
-SELECT sqlcoder.grant_access('regress_sqlcoder_user') ~ '^granted regress_sqlcoder_user: USAGE on schema sqlcoder, EXECUTE on [0-9]+ functions, privileges on [0-9]+ tables \(sqlcoder\.' AS granted;
+SELECT sqlcoder.grant_access('regress_sqlcoder_user') ~ '^granted regress_sqlcoder_user: USAGE on schemas sqlcoder and sqlcoder_internal, EXECUTE on [0-9]+ functions, privileges on [0-9]+ tables \(sqlcoder\.' AS granted;
 CREATE TABLE public.regress_items (id int PRIMARY KEY, name text, price numeric);
 INSERT INTO public.regress_items VALUES (1, 'pen', 1.50), (2, 'ink', 12345678901234567890.25);
 GRANT SELECT ON public.regress_items TO regress_sqlcoder_user;
@@ -55,6 +55,6 @@ SELECT sqlcoder.prompt('how many items?', 'prices are in euros, always');
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
 DELETE FROM sqlcoder.config WHERE key = 'max_instructions_chars';
 SELECT value FROM sqlcoder.config WHERE key = 'max_instructions_chars';
-SELECT sqlcoder.revoke_access('regress_sqlcoder_user') ~ '^revoked from regress_sqlcoder_user: USAGE on schema sqlcoder, EXECUTE on [0-9]+ functions' AS revoked;
+SELECT sqlcoder.revoke_access('regress_sqlcoder_user') ~ '^revoked from regress_sqlcoder_user: USAGE on schemas sqlcoder and sqlcoder_internal, EXECUTE on [0-9]+ functions' AS revoked;
 DROP TABLE public.regress_items;
 DROP ROLE regress_sqlcoder_user;

@@ -46,10 +46,33 @@ def test_follow_up_cannot_read_another_roles_question(pg, shop_daemon, analyst_c
             raise AssertionError(f"follow_up => {follow} gave the intruder a prompt: {text[:200]}")
     # The internal entry point with a forged follow_up of another type: the same refusal.
     for forged in ("'\"1\"'", "'true'", "'1.5'", "'[1]'"):
-        got = outcome_of(intruder, "SELECT sqlcoder._result(sqlcoder._invoke('prompt', "
+        got = outcome_of(intruder, "SELECT sqlcoder_internal._result(sqlcoder_internal._invoke('prompt', "
                                    f"jsonb_build_object('question', 'q', 'follow_up', {forged}::jsonb, "
                                    "'caller_path', current_schemas(true))))")
         assert got == "22023", forged
+
+
+def test_forged_arguments_at_the_entry_point_get_clean_errors(pg, shop_daemon, intruder) -> None:
+    """entry-point-types: the SQL wrappers pass text and current_schemas(true), but a granted role may call
+    the entry point with any jsonb; every wrong type or size is refused as bad input before the model."""
+    shop_daemon.reply(" SELECT 1;")
+    sent = len(shop_daemon.requests)
+    forged = {
+        "question": ["'123'::jsonb", "'[\"q\"]'::jsonb", "'{\"q\": 1}'::jsonb", "'\"\"'::jsonb",
+                     "'\"   \"'::jsonb", "to_jsonb(repeat('x', 100001))"],
+        "caller_path": ["'\"public\"'::jsonb", "'[1]'::jsonb", "'{\"a\": \"public\"}'::jsonb"],
+        "instructions": ["to_jsonb(repeat('y', 100001))"],
+    }
+    for op in ("prompt", "ask", "run"):
+        for field, values in forged.items():
+            for value in values:
+                args = {"question": "'how many orders?'", "caller_path": "to_jsonb(current_schemas(true))"}
+                args[field] = value
+                params = ", ".join(f"'{k}', {v}" for k, v in args.items())
+                got = outcome_of(intruder, "SELECT sqlcoder_internal._result(sqlcoder_internal._invoke("
+                                           f"'{op}', jsonb_build_object({params})))")
+                assert got in ("22023", "22004"), (op, field, value, got)
+    assert len(shop_daemon.requests) == sent  # none of them reached the model
 
 
 def test_an_earlier_question_cannot_break_out_of_its_line(pg, shop_daemon, analyst_conn, baseline) -> None:
@@ -93,7 +116,7 @@ def test_the_permission_check_executes_nothing(pg, shop_daemon, analyst_conn, ba
     with pg.connect(DB) as admin:
         admin.execute("CREATE SEQUENCE IF NOT EXISTS adv_seq")
         admin.execute(f'GRANT USAGE, UPDATE ON SEQUENCE adv_seq TO "{ROLE}"')
-    check = "SELECT sqlcoder._example_permitted(%s, current_schemas(true)::name[])"
+    check = "SELECT sqlcoder_internal._example_permitted(%s, current_schemas(true)::name[])"
     try:
         for sql in ("SELECT nextval('adv_seq') FROM customers",
                     "WITH d AS (DELETE FROM orders RETURNING id) SELECT id FROM d",

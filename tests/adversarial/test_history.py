@@ -95,9 +95,9 @@ def test_the_edit_function_applies_the_owners_rules(pg: Cluster, attacker_conn, 
                      ("add_join_hint", '{"left_table": "customers", "left_column": "id", '
                                        '"right_table": "customers", "right_column": "id"}')):
         with pytest.raises((psycopg.errors.InsufficientPrivilege, psycopg.errors.InvalidTextRepresentation)):
-            attacker_conn.execute("SELECT sqlcoder._edit_catalog(%s, %s::jsonb)", (op, args))
+            attacker_conn.execute("SELECT sqlcoder_internal._edit_catalog(%s, %s::jsonb)", (op, args))
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
-        attacker_conn.execute("SELECT sqlcoder._edit_catalog_as_owner('add_instruction', "
+        attacker_conn.execute("SELECT sqlcoder_internal._edit_catalog_as_owner('add_instruction', "
                               "'{\"instruction\": \"x\"}', 10)")
     assert pg.psql("SELECT count(*) FROM sqlcoder.instructions", dbname=DB).strip() == "0"
     assert_bystander_served(bystander_conn)
@@ -124,9 +124,9 @@ def test_a_held_lock_makes_ask_fail_fast_with_55P03(pg: Cluster, bystander_conn,
 
 
 @pytest.mark.parametrize("call", [
-    "sqlcoder._history_write(NULL, '{\"operation\": \"ask\"}', NULL, 200, 5000)",
-    "sqlcoder._history_write(repeat('a', 32), '{\"operation\": \"ask\"}', NULL, 200, 2147483647)",
-    "sqlcoder._history_begin(md5('x') || md5('y'), '{\"operation\": \"ask\"}', 5000)",
+    "sqlcoder_internal._history_write(NULL, '{\"operation\": \"ask\"}', NULL, 200, 5000)",
+    "sqlcoder_internal._history_write(repeat('a', 32), '{\"operation\": \"ask\"}', NULL, 200, 2147483647)",
+    "sqlcoder_internal._history_begin(md5('x') || md5('y'), '{\"operation\": \"ask\"}', 5000)",
 ])
 def test_the_history_functions_refuse_a_direct_call(attacker_conn, bystander_conn, call) -> None:
     with pytest.raises(psycopg.errors.InsufficientPrivilege, match="called by sqlcoder itself"):

@@ -75,11 +75,11 @@ def test_an_owners_5mb_comment_and_instruction_are_cut_with_a_marker_and_a_notic
 
 
 def test_a_made_up_caller_path_cannot_show_a_schema_without_usage(caller) -> None:
-    text = caller.execute("SELECT sqlcoder._result(sqlcoder._invoke('prompt', "
+    text = caller.execute("SELECT sqlcoder_internal._result(sqlcoder_internal._invoke('prompt', "
                           "'{\"question\": \"salaries?\", \"caller_path\": [\"secret\", \"public\"]}'))").fetchone()[0]
     assert "payroll" not in text and "CREATE TABLE customers" in text
     with pytest.raises(psycopg.errors.InvalidParameterValue):
-        caller.execute("SELECT sqlcoder._result(sqlcoder._invoke('prompt', "
+        caller.execute("SELECT sqlcoder_internal._result(sqlcoder_internal._invoke('prompt', "
                        "'{\"question\": \"q\", \"caller_path\": \"secret\"}'))")
 
 

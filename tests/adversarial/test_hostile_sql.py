@@ -307,7 +307,8 @@ def test_hostile_model_output_through_run_typed(pg, shop_daemon, analyst_conn, b
 
 def test_typed_rows_cannot_be_taken_as_json(pg, shop_daemon, analyst_conn, baseline) -> None:
     """typed-token-as-json: the entry point called by hand with typed rows, then _result_rows on the token."""
-    got = outcome_of(analyst_conn, "SELECT * FROM sqlcoder._result_rows(sqlcoder._result(sqlcoder._invoke('execute', "
+    got = outcome_of(analyst_conn, "SELECT * FROM sqlcoder_internal._result_rows(sqlcoder_internal._result("
+                              "sqlcoder_internal._invoke('execute', "
                               "jsonb_build_object('sql', 'SELECT 1 AS a, 2 AS b', 'typed', true)))::bigint)")
     assert got == "42804"
     assert_unharmed(pg, analyst_conn, baseline)
@@ -318,7 +319,7 @@ def test_null_arguments_to_every_granted_function_leave_the_server_up(pg, analys
     that read a NULL argument would crash its backend, and PostgreSQL restarts every session after a crash."""
     with pg.connect(DB) as admin:  # the access list itself is not granted
         functions = [r[0] for r in admin.execute(
-            "SELECT p.oid::regprocedure::text || '|' || p.pronargs FROM sqlcoder._access_list a "
+            "SELECT p.oid::regprocedure::text || '|' || p.pronargs FROM sqlcoder_internal._access_list a "
             "JOIN pg_proc p ON p.oid = a.object::regprocedure JOIN pg_language l ON l.oid = p.prolang "
             "WHERE a.kind = 'function' AND l.lanname = 'c' ORDER BY 1")]
     assert len(functions) >= 8, functions

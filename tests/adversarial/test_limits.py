@@ -272,15 +272,15 @@ def test_a_lower_temp_file_limit_of_the_server_stays(pg, shop_daemon, small_temp
 
 
 def test_the_caller_cannot_raise_its_own_temp_file_limit(pg, shop_daemon, analyst_conn) -> None:
-    """sqlcoder._limit_call only ever lowers: called directly with a huge value it changes nothing."""
+    """sqlcoder_internal._limit_call only ever lowers: called directly with a huge value it changes nothing."""
     analyst_conn.execute("BEGIN")
-    analyst_conn.execute("SELECT sqlcoder._limit_call(NULL, 4611686018427387904)")
+    analyst_conn.execute("SELECT sqlcoder_internal._limit_call(NULL, 4611686018427387904)")
     assert analyst_conn.execute("SHOW temp_file_limit").fetchone() == ("-1",)
-    analyst_conn.execute("SELECT sqlcoder._limit_call(NULL, 1048576)")
+    analyst_conn.execute("SELECT sqlcoder_internal._limit_call(NULL, 1048576)")
     assert analyst_conn.execute("SHOW temp_file_limit").fetchone() == ("1MB",)
     analyst_conn.execute("ROLLBACK")
     assert analyst_conn.execute("SHOW temp_file_limit").fetchone() == ("-1",)
-    assert outcome_of(analyst_conn, "SELECT sqlcoder._limit_call(-1, NULL)") == "22023"
+    assert outcome_of(analyst_conn, "SELECT sqlcoder_internal._limit_call(-1, NULL)") == "22023"
 
 
 # ===== Backend memory =====

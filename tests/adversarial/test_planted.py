@@ -242,10 +242,10 @@ def test_planted_code_is_refused_through_execute(pg, shop_daemon, victim, bystan
 
 
 # How each armed C function is reached without the walk (granted roles may call them directly).
-_DIRECT = {"EXPLAIN": "SELECT sqlcoder._readonly_explain(%s, 'public')",
-           "walk": "SELECT sqlcoder._readonly_explain(%s, 'public')",
-           "running": "SELECT * FROM sqlcoder._run_readonly(%s, 'public', 10, 1000000, true)",
-           "analyzing": "SELECT * FROM sqlcoder._query_objects(%s)"}
+_DIRECT = {"EXPLAIN": "SELECT sqlcoder_internal._readonly_explain(%s, 'public')",
+           "walk": "SELECT sqlcoder_internal._readonly_explain(%s, 'public')",
+           "running": "SELECT * FROM sqlcoder_internal._run_readonly(%s, 'public', 10, 1000000, true)",
+           "analyzing": "SELECT * FROM sqlcoder_internal._query_objects(%s)"}
 
 
 @pytest.mark.parametrize("case, kind, sql, phase", PLANTED_CASES, ids=[c[0] for c in PLANTED_CASES])
@@ -342,7 +342,7 @@ def test_no_parallel_worker_runs_unarmed(victim) -> None:
     sql = "SELECT count(*) FROM customers"
     plain = victim.execute("EXPLAIN (FORMAT JSON) " + sql).fetchone()[0]
     assert "Gather" in str(plain), "the control should plan parallel workers"
-    guarded = victim.execute("SELECT sqlcoder._readonly_explain(%s, 'public')", (sql,)).fetchone()[0]
+    guarded = victim.execute("SELECT sqlcoder_internal._readonly_explain(%s, 'public')", (sql,)).fetchone()[0]
     assert "Gather" not in str(guarded)
     assert victim.execute("SHOW max_parallel_workers_per_gather").fetchone()[0] == "2"
 
@@ -356,7 +356,7 @@ def test_a_nested_guarded_call_is_refused_and_the_outer_one_resets(pg, shop_daem
         admin.execute(f'GRANT EXECUTE ON FUNCTION public.dba_nested() TO "{VICTIM}"')
     err = _refusal(victim, "SELECT * FROM sqlcoder.execute('SELECT public.dba_nested()')")
     assert err.diag.message_primary.startswith("sqlcoder refused the query: it calls sqlcoder.execute(text, integer)")
-    assert "sqlcoder schema are always refused" in err.diag.message_hint
+    assert "sqlcoder's own schemas are always refused" in err.diag.message_hint
     assert victim.execute("SELECT count(*) FROM sqlcoder.execute('SELECT 1')").fetchone() == (1,)
     assert victim.execute("SELECT public.dba_nested()").fetchone() == (1,)  # outside a guarded call: as ever
     _assert_nothing_left(pg, victim, bystander_conn)

@@ -172,7 +172,7 @@ POLICY_CASES = [
     ("recursion-run", "SELECT * FROM sqlcoder.run('how many customers?')", "42501", "recursion"),
     ("recursion-execute", "SELECT * FROM sqlcoder.execute('SELECT 1')", "42501", "recursion"),
     ("recursion-ask", "SELECT sqlcoder.ask('how many customers?')", "42501", "recursion"),
-    ("recursion-invoke", "SELECT sqlcoder._invoke('status', '{}')", "42501", "recursion"),
+    ("recursion-invoke", "SELECT sqlcoder_internal._invoke('status', '{}')", "42501", "recursion"),
     ("recursion-prompt", "SELECT sqlcoder.prompt('how many customers?')", "42501", "recursion"),
     ("recursion-status", "SELECT sqlcoder.status()", "42501", "recursion"),
     ("recursion-in-subquery", "SELECT (SELECT count(*) FROM sqlcoder.execute('SELECT 1')) AS n", "42501",

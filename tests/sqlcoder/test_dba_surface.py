@@ -40,16 +40,19 @@ def admin_conn(pg: Cluster, shop_daemon: FakeDaemon) -> Iterator[psycopg.Connect
 
 def test_grant_access_and_revoke_access_say_what_they_did(admin_conn, pg) -> None:
     line = admin_conn.execute("SELECT sqlcoder.grant_access(%s::regrole)", (NEWCOMER,)).fetchone()[0]
-    functions = admin_conn.execute("SELECT count(*) FROM sqlcoder._access_list WHERE kind = 'function'").fetchone()[0]
-    assert line.startswith(f"granted {NEWCOMER}: USAGE on schema sqlcoder, EXECUTE on {functions} functions, ")
-    tables = admin_conn.execute("SELECT string_agg(object, ', ' ORDER BY object) FROM sqlcoder._access_list "
+    functions = admin_conn.execute(
+        "SELECT count(*) FROM sqlcoder_internal._access_list WHERE kind = 'function'").fetchone()[0]
+    assert line.startswith(f"granted {NEWCOMER}: USAGE on schemas sqlcoder and sqlcoder_internal, "
+                           f"EXECUTE on {functions} functions, ")
+    tables = admin_conn.execute("SELECT string_agg(object, ', ' ORDER BY object) FROM sqlcoder_internal._access_list "
                            "WHERE kind = 'table'").fetchone()[0]
     assert line.endswith(f"tables ({tables})") and "sqlcoder.config" in tables and "sqlcoder.history" in tables
     assert "\n" not in line
     with pg.connect(DB, user=NEWCOMER) as conn:
         assert conn.execute("SELECT count(*) FROM sqlcoder.config").fetchone()[0] > 0
     line = admin_conn.execute("SELECT sqlcoder.revoke_access(%s::regrole)", (NEWCOMER,)).fetchone()[0]
-    assert line.startswith(f"revoked from {NEWCOMER}: USAGE on schema sqlcoder, EXECUTE on {functions} functions")
+    assert line.startswith(f"revoked from {NEWCOMER}: USAGE on schemas sqlcoder and sqlcoder_internal, "
+                           f"EXECUTE on {functions} functions")
     with pg.connect(DB, user=NEWCOMER) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
         conn.execute("SELECT count(*) FROM sqlcoder.config")
 

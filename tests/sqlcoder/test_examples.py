@@ -101,13 +101,13 @@ def test_a_direct_insert_or_a_forged_edit_cannot_choose_the_tables(owner) -> Non
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         owner.execute("INSERT INTO sqlcoder.examples (question, sql, search_path) "
                       "VALUES ('all orders', 'SELECT * FROM orders', current_schemas(true))")
-    new_id = owner.execute("""SELECT sqlcoder._edit_catalog('add_example', jsonb_build_object(
+    new_id = owner.execute("""SELECT sqlcoder_internal._edit_catalog('add_example', jsonb_build_object(
         'question', 'all orders', 'sql', 'SELECT * FROM orders', 'search_path', current_schemas(true),
         'tables', '["customers"]'::jsonb))""").fetchone()[0]
     assert owner.execute("SELECT tables::text[] FROM sqlcoder.examples WHERE id = %s",
                          (new_id,)).fetchone()[0] == ["orders"]
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
-        owner.execute("SELECT sqlcoder._edit_catalog_as_owner('add_example', '{}', 10)")
+        owner.execute("SELECT sqlcoder_internal._edit_catalog_as_owner('add_example', '{}', 10)")
 
 
 def test_adding_for_a_table_one_does_not_own_is_refused_with_a_hint(analyst_conn) -> None:
@@ -250,13 +250,13 @@ def test_an_example_calling_a_function_the_role_may_not_execute_is_hidden(owner,
 
 
 def test_the_check_runs_nothing_and_says_false_for_what_is_not_one_select(narrow) -> None:
-    check = "SELECT sqlcoder._example_permitted(%s, current_schemas(true)::name[])"
+    check = "SELECT sqlcoder_internal._example_permitted(%s, current_schemas(true)::name[])"
     assert narrow.execute(check, ("SELECT id FROM orders",)).fetchone()[0] is True
     for sql in ("SELECT customer_id FROM orders", "DELETE FROM orders", "SELECT 1; SELECT 2", "SELECT nope FROM x",
                 "CREATE TABLE t (a int)", "SELECT id INTO t2 FROM orders", "x" * 300_000, "SELECT ("):
         assert narrow.execute(check, (sql,)).fetchone()[0] is False, sql
     assert narrow.execute("SELECT count(*) FROM pg_class WHERE relname IN ('t', 't2')").fetchone()[0] == 0
-    assert narrow.execute("SELECT sqlcoder._example_permitted(NULL, '{}')").fetchone()[0] is None
+    assert narrow.execute("SELECT sqlcoder_internal._example_permitted(NULL, '{}')").fetchone()[0] is None
 
 
 def test_a_revoke_hides_a_cached_example(owner, narrow, admin_conn) -> None:

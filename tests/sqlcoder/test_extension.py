@@ -32,8 +32,8 @@ def test_package_installed_in_versioned_directory(pg: Cluster, new_db) -> None:
     pkg = _sharedir() / "extension" / "sqlcoder_python" / _version() / "sqlcoder"
     assert (pkg / "__init__.py").read_text().count(f'__version__ = "{_version()}"') == 1
     db = new_db(sample=False)
-    body = pg.psql("SELECT prosrc FROM pg_proc WHERE oid = 'sqlcoder._invoke_python(text, jsonb, text)'::regprocedure",
-                   dbname=db)
+    body = pg.psql("SELECT prosrc FROM pg_proc "
+                   "WHERE oid = 'sqlcoder_internal._invoke_python(text, jsonb, text)'::regprocedure", dbname=db)
     assert f'"{pkg.parent}"' in body
     assert "current_setting" not in body  # no GUC decides where the code comes from
 

@@ -3,9 +3,10 @@ database's schema, as the extension builds the grammar inside PostgreSQL (the ca
 the policy allows). The suite's own data (tests/eval/data, demo/) always; the shared sql-eval folder
 (``--sql-eval-data``, ``$SQL_EVAL_DATA``, or ``../shared/sql-eval`` next to the checkout) too when it is there.
 
-Checked with llguidance over a byte tokenizer (Lark form), as the transformers backend reads it; the GBNF
-form is llama.cpp's, checked on tokens in tests/daemon/test_constrained_decoding.py. Exceptions, each with its reason,
-are listed in :data:`EXCEPTIONS` (none today)."""
+Both forms are checked: the Lark form with llguidance over a byte tokenizer, as the transformers backend reads
+it; the GBNF form with llama.cpp's own grammar sampler over SmolLM2's vocabulary (tokens as a model writes
+them), as the llama_cpp backend reads it. Exceptions, each with its reason, are listed in :data:`EXCEPTIONS`
+(none today)."""
 
 from __future__ import annotations
 
@@ -65,12 +66,46 @@ def accepts():
     return check
 
 
-def _grammar_in_database(pg: Cluster, dbname: str) -> str:
-    """The call's grammar as the extension builds it, inside PostgreSQL, for the whole schema on the path."""
+@pytest.fixture(scope="module")
+def gbnf_accepts(smollm2_gguf: Path):
+    """``check(gbnf, sql)``: None when llama.cpp's grammar sampler takes every token of ``sql`` (as
+    :func:`accepts` writes it) and then the end of text, else what it refused."""
+    import llama_cpp as lc
+
+    llm = lc.Llama(model_path=str(smollm2_gguf), vocab_only=True, verbose=False)
+    vocab = lc.llama_model_get_vocab(llm.model)
+    cell = (lc.llama_token_data * 1)()
+
+    def allowed(sampler, token: int) -> bool:
+        cell[0] = lc.llama_token_data(id=token, logit=0.0, p=0.0)
+        array = lc.llama_token_data_array(data=cell, size=1, selected=-1, sorted=False)
+        lc.llama_sampler_apply(sampler, lc.ctypes.byref(array))
+        return cell[0].logit == 0.0
+
+    def check(gbnf: str, sql: str) -> str | None:
+        sampler = lc.llama_sampler_init_grammar(vocab, gbnf.encode(), b"root")
+        assert sampler, "llama.cpp cannot parse the GBNF form"
+        try:
+            tokens = llm.tokenize(f" {sql};\n".encode(), add_bos=False, special=False)
+            for i, token in enumerate(tokens):
+                if not allowed(sampler, token):
+                    return f"refused at {llm.detokenize(tokens[:i + 1]).decode(errors='replace')[-60:]!r}"
+                lc.llama_sampler_accept(sampler, token)
+            return None if allowed(sampler, llm.token_eos()) else "not a complete query"
+        finally:
+            lc.llama_sampler_free(sampler)
+
+    yield check
+    llm.close()
+
+
+def _grammar_in_database(pg: Cluster, dbname: str) -> tuple[str, str]:
+    """The call's grammar (Lark, GBNF) as the extension builds it, inside PostgreSQL, for the whole schema on
+    the path."""
     share = subprocess.run(["pg_config", "--sharedir"], capture_output=True, text=True, check=True).stdout.strip()
     with pg.connect(dbname) as conn:
         conn.execute(f"""
-            CREATE FUNCTION pg_temp.call_grammar() RETURNS text LANGUAGE plpython3u AS $$
+            CREATE FUNCTION pg_temp.call_grammar() RETURNS text[] LANGUAGE plpython3u AS $$
             import sys
             sys.path.insert(0, "{share}/extension/sqlcoder_python/{sqlcoder.__version__}")
             from sqlcoder import config, grammar, schema_cache
@@ -79,9 +114,10 @@ def _grammar_in_database(pg: Cluster, dbname: str) -> str:
             cached = schema_cache.get(plpy, path, None, settings.max_comment_chars)
             made = grammar.for_prompt(plpy, cached, range(len(cached.schema.tables)), path,
                                       settings.allowed_functions, settings.denied_functions)
-            return made.lark
+            return [made.lark, made.gbnf]
             $$""")
-        return conn.execute("SELECT pg_temp.call_grammar()").fetchone()[0]
+        lark, gbnf = conn.execute("SELECT pg_temp.call_grammar()").fetchone()[0]
+        return lark, gbnf
 
 
 def _questions(root: Path) -> list[dict[str, str]]:
@@ -89,7 +125,7 @@ def _questions(root: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_every_gold_query_is_accepted(pg: Cluster, question_file: Path, accepts) -> None:
+def test_every_gold_query_is_accepted(pg: Cluster, question_file: Path, accepts, gbnf_accepts) -> None:
     from sqlcoder_eval.dataset import Dataset
     from sqlcoder_eval.goldsql import expand_gold
     from sqlcoder_eval.load import load_database
@@ -101,24 +137,25 @@ def test_every_gold_query_is_accepted(pg: Cluster, question_file: Path, accepts)
         db = dataclasses.replace(Dataset(question_file).database(name), name=f"grammar_{name}")
         load_database(pg.conninfo(), db, replace=True)
         try:
-            lark = _grammar_in_database(pg, db.name)
+            lark, gbnf = _grammar_in_database(pg, db.name)
         finally:
             pg.psql(f'DROP DATABASE "{db.name}" WITH (FORCE)')
         for q in (q for q in questions if q["db_name"] == name):
             for variant in expand_gold(q["query"]):
                 checked += 1
-                error = accepts(lark, variant)
-                if error is not None and variant not in EXCEPTIONS:
-                    refused.append(f"{name}: {variant}\n    {error[:200]}")
+                for form, error in (("lark", accepts(lark, variant)), ("gbnf", gbnf_accepts(gbnf, variant))):
+                    if error is not None and variant not in EXCEPTIONS:
+                        refused.append(f"{name} ({form}): {variant}\n    {error[:200]}")
     print(f"grammar acceptance: {question_file}: {checked} gold variants, {len(refused)} refused")
     assert checked and not refused, "\n".join(refused)
 
 
-def test_the_demo_questions_are_accepted(pg: Cluster, accepts) -> None:
+def test_the_demo_questions_are_accepted(pg: Cluster, accepts, gbnf_accepts) -> None:
     """demo/questions.json over the sample shop schema (the database template the suite's calls use)."""
     from plugins.postgres import SHOP_TEMPLATE
 
     items = json.loads((ROOT / "demo" / "questions.json").read_text())
-    lark = _grammar_in_database(pg, SHOP_TEMPLATE)
-    refused = [f"{i['sql']}: {e}" for i in items if (e := accepts(lark, i["sql"].rstrip(";"))) is not None]
+    lark, gbnf = _grammar_in_database(pg, SHOP_TEMPLATE)
+    refused = [f"{i['sql']}: {e}" for i in items for check, form in ((accepts, lark), (gbnf_accepts, gbnf))
+               if (e := check(form, i["sql"].rstrip(";"))) is not None]
     assert len(items) >= 4 and not refused, "\n".join(refused)

@@ -124,19 +124,21 @@ def test_an_unsafe_writer_role_is_never_used_and_the_call_still_answers(pg: Clus
 
 
 def test_a_granted_role_cannot_call_the_history_functions(pg: Cluster, new_db, analyst_role) -> None:
-    """Only sqlcoder._invoke's own call has the token: a forged role, an unbounded row or a flood never starts."""
+    """Only sqlcoder_internal._invoke's own call has the token: a forged role, an unbounded row or a flood never
+    starts."""
     db = new_db(sample=False)
     role = analyst_role(db)
     with pg.connect(db, user=role) as conn:
-        for call in ("""sqlcoder._history_write(NULL, '{"role": "postgres", "operation": "ask"}', NULL, 200, 5000)""",
-                     "sqlcoder._history_write(repeat('0', 32), jsonb_build_object('question', repeat('x', 5000000)), "
+        for call in ("""sqlcoder_internal._history_write(NULL, '{"role": "postgres", "operation": "ask"}', """
                      "NULL, 200, 5000)",
-                     "sqlcoder._history_begin('', '{}', 5000)",
-                     "sqlcoder._history_write(md5('guess') || md5('guess'), '{}', NULL, 200, 2147483647)"):
+                     "sqlcoder_internal._history_write(repeat('0', 32), "
+                     "jsonb_build_object('question', repeat('x', 5000000)), NULL, 200, 5000)",
+                     "sqlcoder_internal._history_begin('', '{}', 5000)",
+                     "sqlcoder_internal._history_write(md5('guess') || md5('guess'), '{}', NULL, 200, 2147483647)"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege, match="called by sqlcoder itself"):
                 conn.execute(f"SELECT {call}")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute("SELECT sqlcoder._invoke_python('status', '{}', NULL)")
+            conn.execute("SELECT sqlcoder_internal._invoke_python('status', '{}', NULL)")
     assert pg.psql("SELECT count(*) FROM sqlcoder.history", dbname=db).strip() == "0"
 
 

@@ -1,4 +1,4 @@
-"""sqlcoder._query_objects: the functions and relations PostgreSQL's analyzer resolved for one plain query.
+"""sqlcoder_internal._query_objects: the functions and relations PostgreSQL's analyzer resolved for one plain query.
 
 The contract other parts build on (guard.query_objects, the golden
 examples): OIDs as PostgreSQL chose them, views as named, relations in
@@ -55,7 +55,7 @@ def reader(pg: Cluster, db: str) -> Iterator[psycopg.Connection]:
 def objects(conn: psycopg.Connection, sql: str, kind: str) -> set[str]:
     cast = "regclass" if kind == "relation" else "regprocedure"
     return {r[0] for r in conn.execute(
-        f"SELECT objid::{cast}::text FROM sqlcoder._query_objects(%s) WHERE kind = %s", (sql, kind))}
+        f"SELECT objid::{cast}::text FROM sqlcoder_internal._query_objects(%s) WHERE kind = %s", (sql, kind))}
 
 
 def test_relations_as_named_in_subqueries_and_ctes_and_inside_views(reader) -> None:
@@ -82,7 +82,7 @@ def test_the_caller_needs_nothing_more_than_its_grants(pg: Cluster, db: str) -> 
     try:
         with pg.connect(db, user="qo_other") as conn:
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                conn.execute("SELECT * FROM sqlcoder._query_objects('SELECT 1')")
+                conn.execute("SELECT * FROM sqlcoder_internal._query_objects('SELECT 1')")
     finally:
         pg.psql("DROP ROLE qo_other", check=False)
 
@@ -99,7 +99,7 @@ def test_the_caller_needs_nothing_more_than_its_grants(pg: Cluster, db: str) -> 
 ])
 def test_anything_but_one_plain_query_is_an_error(reader, sql: str, sqlstate: str) -> None:
     with pytest.raises(psycopg.Error) as err:
-        reader.execute("SELECT * FROM sqlcoder._query_objects(%s)", (sql,))
+        reader.execute("SELECT * FROM sqlcoder_internal._query_objects(%s)", (sql,))
     assert err.value.sqlstate == sqlstate
     assert reader.execute("SELECT current_setting('transaction_read_only')").fetchone()[0] == "off"
 

@@ -226,14 +226,14 @@ def test_rows_not_taken_are_freed_at_commit_without_a_warning(analyst_conn) -> N
     analyst_conn.autocommit = False
     with analyst_conn.transaction():
         token = analyst_conn.execute(
-            "SELECT sqlcoder._result(sqlcoder._invoke('execute', jsonb_build_object('sql', "
+            "SELECT sqlcoder_internal._result(sqlcoder_internal._invoke('execute', jsonb_build_object('sql', "
             "'SELECT repeat(''z'', 1000) FROM generate_series(1, 1000)', 'caller_path', current_schemas(true))))"
         ).fetchone()[0]
         assert int(token) > 0
     analyst_conn.autocommit = True
     assert notices == []
     with pytest.raises(psycopg.errors.UndefinedObject) as info:
-        analyst_conn.execute("SELECT * FROM sqlcoder._result_rows(%s)", (int(token),)).fetchall()
+        analyst_conn.execute("SELECT * FROM sqlcoder_internal._result_rows(%s)", (int(token),)).fetchall()
     assert "no result" in info.value.diag.message_primary and info.value.diag.message_hint
 
 
@@ -243,8 +243,8 @@ def test_results_never_taken_are_capped(analyst_conn) -> None:
     with pytest.raises(psycopg.errors.ProgramLimitExceeded) as info:
         with analyst_conn.transaction():
             for _ in range(9):
-                analyst_conn.execute("SELECT sqlcoder._result(sqlcoder._invoke('execute', jsonb_build_object("
-                                "'sql', 'SELECT 1', 'caller_path', current_schemas(true))))")
+                analyst_conn.execute("SELECT sqlcoder_internal._result(sqlcoder_internal._invoke('execute', "
+                                     "jsonb_build_object('sql', 'SELECT 1', 'caller_path', current_schemas(true))))")
     analyst_conn.autocommit = True
     assert "8 results of this transaction were never returned" in info.value.diag.message_primary
     assert len(analyst_conn.execute("SELECT * FROM sqlcoder.execute('SELECT 1')").fetchall()) == 1
@@ -254,12 +254,12 @@ def test_rows_are_taken_once(analyst_conn) -> None:
     analyst_conn.autocommit = False
     with analyst_conn.transaction():
         token = analyst_conn.execute(
-            "SELECT sqlcoder._result(sqlcoder._invoke('execute', jsonb_build_object('sql', 'SELECT 1 AS one', "
-            "'caller_path', current_schemas(true))))").fetchone()[0]
-        assert analyst_conn.execute("SELECT r::text FROM sqlcoder._result_rows(%s) r", (int(token),)).fetchall() == \
-            [('{"one":1}',)]
+            "SELECT sqlcoder_internal._result(sqlcoder_internal._invoke('execute', "
+            "jsonb_build_object('sql', 'SELECT 1 AS one', 'caller_path', current_schemas(true))))").fetchone()[0]
+        rows = analyst_conn.execute("SELECT r::text FROM sqlcoder_internal._result_rows(%s) r", (int(token),))
+        assert rows.fetchall() == [('{"one":1}',)]
         with pytest.raises(psycopg.errors.UndefinedObject):
-            analyst_conn.execute("SELECT * FROM sqlcoder._result_rows(%s)", (int(token),))
+            analyst_conn.execute("SELECT * FROM sqlcoder_internal._result_rows(%s)", (int(token),))
     analyst_conn.autocommit = True
 
 

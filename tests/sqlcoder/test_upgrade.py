@@ -22,55 +22,61 @@ VERSIONS = sorted({v for p in (ROOT / "sql").glob("sqlcoder--*.sql.in")
                    for v in p.name.removesuffix(".sql.in").split("--")[1:]} | {NEWEST},
                   key=lambda v: tuple(int(n) for n in v.split(".")))
 
+# The extension's schemas: what callers use, and its internals.
+NAMES = "('sqlcoder', 'sqlcoder_internal')"
+OIDS = "('sqlcoder'::regnamespace, 'sqlcoder_internal'::regnamespace)"
 # One query per kind of object; each returns text rows that must match between installs.
 SNAPSHOT_QUERIES = {
     "members": """
         SELECT pg_describe_object(classid, objid, objsubid) FROM pg_depend
         WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
           AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'sqlcoder') ORDER BY 1""",
-    "functions": """
+    "functions": f"""
         SELECT pg_get_functiondef(p.oid) || coalesce(p.proacl::text, '')
                || coalesce(obj_description(p.oid, 'pg_proc'), '')
-        FROM pg_proc p WHERE p.pronamespace = 'sqlcoder'::regnamespace ORDER BY p.oid::regprocedure::text""",
-    "columns": """
-        SELECT c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' ' || a.attnotnull
+        FROM pg_proc p WHERE p.pronamespace IN {OIDS} ORDER BY p.oid::regprocedure::text""",
+    "columns": f"""
+        SELECT c.oid::regclass::text || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+               || ' ' || a.attnotnull
                || ' ' || coalesce(pg_get_expr(d.adbin, d.adrelid), '')
                || ' ' || a.attidentity::text || a.attgenerated::text
                || ' ' || coalesce(col_description(c.oid, a.attnum), '') || coalesce(a.attacl::text, '')
         FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
         LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
-        WHERE c.relnamespace = 'sqlcoder'::regnamespace ORDER BY 1""",
-    "relations": """
-        SELECT c.relname || ' ' || c.relkind::text || ' ' || c.relrowsecurity || ' ' || c.relforcerowsecurity || ' '
-               || coalesce(c.relacl::text, '') || ' ' || coalesce(obj_description(c.oid, 'pg_class'), '')
-        FROM pg_class c WHERE c.relnamespace = 'sqlcoder'::regnamespace ORDER BY 1""",
-    "constraints": """
+        WHERE c.relnamespace IN {OIDS} ORDER BY 1""",
+    "relations": f"""
+        SELECT c.oid::regclass::text || ' ' || c.relkind::text || ' ' || c.relrowsecurity || ' '
+               || c.relforcerowsecurity || ' ' || coalesce(c.relacl::text, '') || ' '
+               || coalesce(obj_description(c.oid, 'pg_class'), '')
+        FROM pg_class c WHERE c.relnamespace IN {OIDS} ORDER BY 1""",
+    "constraints": f"""
         SELECT conrelid::regclass || ' ' || conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint
-        WHERE connamespace = 'sqlcoder'::regnamespace ORDER BY 1""",
-    "indexes": """
-        SELECT indexdef FROM pg_indexes WHERE schemaname = 'sqlcoder' ORDER BY 1""",
-    "policies": """
-        SELECT tablename || ' ' || policyname || ' ' || permissive || ' ' || roles::text || ' ' || cmd || ' '
-               || coalesce(qual, '') || ' ' || coalesce(with_check, '')
-        FROM pg_policies WHERE schemaname = 'sqlcoder' ORDER BY 1""",
-    "triggers": """
+        WHERE connamespace IN {OIDS} ORDER BY 1""",
+    "indexes": f"""
+        SELECT indexdef FROM pg_indexes WHERE schemaname IN {NAMES} ORDER BY 1""",
+    "policies": f"""
+        SELECT schemaname || '.' || tablename || ' ' || policyname || ' ' || permissive || ' ' || roles::text
+               || ' ' || cmd || ' ' || coalesce(qual, '') || ' ' || coalesce(with_check, '')
+        FROM pg_policies WHERE schemaname IN {NAMES} ORDER BY 1""",
+    "triggers": f"""
         SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-        WHERE c.relnamespace = 'sqlcoder'::regnamespace AND NOT t.tgisinternal ORDER BY 1""",
+        WHERE c.relnamespace IN {OIDS} AND NOT t.tgisinternal ORDER BY 1""",
     "event_triggers": """
         SELECT evtname || ' ' || evtevent || ' ' || evtfoid::regproc || ' ' || evtenabled::text || ' '
                || coalesce(evttags::text, '') FROM pg_event_trigger ORDER BY 1""",
-    "types": """
-        SELECT t.typname || ' ' || t.typtype::text FROM pg_type t
-        WHERE t.typnamespace = 'sqlcoder'::regnamespace AND t.typrelid = 0 AND t.typelem = 0 ORDER BY 1""",
-    "schema": """
-        SELECT nspname || ' ' || coalesce(nspacl::text, '') FROM pg_namespace WHERE nspname = 'sqlcoder'""",
-    "views": """
-        SELECT c.relname || ' ' || pg_get_viewdef(c.oid) FROM pg_class c
-        WHERE c.relnamespace = 'sqlcoder'::regnamespace AND c.relkind IN ('v', 'm') ORDER BY 1""",
-    "column_order": """
-        SELECT c.relname || ' ' || string_agg(a.attname, ',' ORDER BY a.attnum) FROM pg_class c
+    "types": f"""
+        SELECT t.oid::regtype::text || ' ' || t.typtype::text FROM pg_type t
+        WHERE t.typnamespace IN {OIDS} AND t.typrelid = 0 AND t.typelem = 0 ORDER BY 1""",
+    "schema": f"""
+        SELECT nspname || ' ' || coalesce(nspacl::text, '') FROM pg_namespace
+        WHERE nspname IN {NAMES} ORDER BY 1""",
+    "views": f"""
+        SELECT c.oid::regclass::text || ' ' || pg_get_viewdef(c.oid) FROM pg_class c
+        WHERE c.relnamespace IN {OIDS} AND c.relkind IN ('v', 'm') ORDER BY 1""",
+    "column_order": f"""
+        SELECT c.oid::regclass::text || ' ' || string_agg(a.attname, ',' ORDER BY a.attnum) FROM pg_class c
         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-        WHERE c.relnamespace = 'sqlcoder'::regnamespace GROUP BY c.relname ORDER BY 1""",
+        WHERE c.relnamespace IN {OIDS} GROUP BY c.oid ORDER BY 1""",
     # (0.1.0 -> 0.2.0 left the dropped config_0_1_0's OID in extconfig; pg_dump skips OIDs of no table)
     "dumped": """
         SELECT t.oid::regclass::text || ' ' || coalesce(t.cond, '') FROM pg_extension e,
@@ -80,7 +86,7 @@ SNAPSHOT_QUERIES = {
         SELECT key || '=' || value || ' ' || description FROM sqlcoder.config ORDER BY key""",
     # what grant_access grants: rows each part adds, in the install script and in the update alike
     "access_list": """
-        SELECT kind || ' ' || object || ' ' || privileges FROM sqlcoder._access_list ORDER BY 1""",
+        SELECT kind || ' ' || object || ' ' || privileges FROM sqlcoder_internal._access_list ORDER BY 1""",
 }
 
 
@@ -254,7 +260,7 @@ def test_roles_granted_before_the_update_may_call_the_new_signatures(pg: Cluster
         got = pg.psql(f"SELECT has_function_privilege('{role}', f, 'EXECUTE') FROM unnest(ARRAY["
                       "'sqlcoder.ask(text, text, bigint)', 'sqlcoder.prompt(text, text, bigint)', "
                       "'sqlcoder.run(text, text, integer, bigint)', 'sqlcoder.run_typed(text, text, integer, bigint)', "
-                      "'sqlcoder._example_permitted(text, name[])']) AS f", dbname=db).split()
+                      "'sqlcoder_internal._example_permitted(text, name[])']) AS f", dbname=db).split()
         assert got == ["t"] * 5
     finally:
         pg.psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)', check=False)

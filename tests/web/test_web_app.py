@@ -118,3 +118,41 @@ def test_sessions_expire_when_idle_or_old_and_take_their_pool_with_them() -> Non
         assert await store.reap() == 1 and old.pool.closed and len(store) == 0
 
     asyncio.run(scenario())
+
+
+def test_charts_skip_key_columns_and_take_their_labels_from_the_question() -> None:
+    rows = [[("id", 1), ("customer_id", 7), ("name", "a"), ("total_amount", 3)],
+            [("id", 2), ("customer_id", 8), ("name", "b"), ("total_amount", 5)]]
+    chart = results.build(rows, [], 100, "  which   customers spent most? ").chart
+    assert chart is not None and chart["type"] == "bar"
+    assert [s["label"] for s in chart["series"]] == ["Total amount"]  # no id, no customer_id
+    assert (chart["title"], chart["x"], chart["y"]) == ("which customers spent most?", "Name", "Total amount")
+    only_keys = [[("sku", "x1"), ("order_id", 4)], [("sku", "x2"), ("order_id", 5)]]
+    assert results.build(only_keys, [], 100).chart is None  # nothing to plot but keys
+    for name in ("id", "order_id", "customerId", "sku", "zip", "order_no"):
+        assert results.is_key(name), name
+    for name in ("price", "orders", "video", "idle", "kind", "width"):
+        assert not results.is_key(name), name
+
+
+def test_problems_in_plain_words_and_the_status_in_one_sentence() -> None:
+    from sqlcoder_web import db
+    for state in ("42501", "54000", "57014", "42P01", "25006", None):
+        for kind in ("query", "daemon", "database", "busy"):
+            if kind == "query" and state is None:
+                continue  # the page's own words (below)
+            words = db.plain_words(db.Problem(kind, "sqlcoder.prompt(question) SIGSTOP systemctl", sqlstate=state))
+            for jargon in ("SQLSTATE", "SIGSTOP", "systemctl", "search_path", "sqlcoder.", "daemon"):
+                assert jargon not in words, (kind, state, words)
+    assert db.plain_words(db.Problem("query", "Ask a question of 1 to 4000 characters.")) == \
+        "Ask a question of 1 to 4000 characters."  # the page's own words stay
+    up = {"reachable": True, "socket_path": "/run/x.sock", "daemon": {"model": "m", "requests": {"queued": 2}}}
+    assert db.status_summary(up) == "The assistant that writes SQL is up, 2 questions waiting."
+    down = db.status_summary({"reachable": False, "socket_path": "/run/x.sock", "error": "uid 999"})
+    assert "/" not in down and "uid" not in down
+
+
+def test_feedback_compares_the_sql_on_screen_with_the_models() -> None:
+    from sqlcoder_web.app import same_sql
+    assert same_sql("SELECT a\n  FROM t;", "SELECT a FROM t")
+    assert not same_sql("SELECT a FROM t LIMIT 3", "SELECT a FROM t")

@@ -138,7 +138,7 @@ class OpenAIBackend(Backend):
                     abort(conn)  # the remote server sees the disconnect
         return [r if r is not None else Internal("no result") for r in results]
 
-    def _one(self, job: Job, conn: http.client.HTTPConnection, results: list, i: int) -> None:
+    def _one(self, job: Job, conn: http.client.HTTPConnection, results: list[Any], i: int) -> None:
         req = job.request
         body = {"model": self.remote_model, "prompt": req.prompt, "max_tokens": req.max_new_tokens,
                 "temperature": 0, "top_k": 1, "repeat_penalty": 1.0, "n": 1}
@@ -156,7 +156,7 @@ class OpenAIBackend(Backend):
         if job.should_stop():  # we hung up on the server: whatever came back is cut short
             results[i] = GenerationResult("", "stop", 0, 0)
 
-    def _completion(self, conn: http.client.HTTPConnection, body: dict) -> GenerationResult | DaemonError:
+    def _completion(self, conn: http.client.HTTPConnection, body: dict[str, Any]) -> GenerationResult | DaemonError:
         """One completion, streamed where the server streams: a server stops generating only when a
         streamed client leaves (llama-cpp-python's finishes non-streamed requests regardless)."""
         path = f"{self.remote.path}/completions"

@@ -47,7 +47,7 @@ class Remote:
         cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
         return cls(self.netloc, timeout=timeout or self.timeout)
 
-    def call(self, method: str, path: str, body: dict | None = None,
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None,
              conn: http.client.HTTPConnection | None = None, timeout: float | None = None) -> tuple[int, Any]:
         """``(status, parsed JSON)``; a body that is not JSON comes back as ``{"error": {"message": ...}}``.
 
@@ -81,7 +81,7 @@ class Remote:
 
 
     def send(self, conn: http.client.HTTPConnection, method: str, path: str,
-             body: dict | None = None) -> http.client.HTTPResponse:
+             body: dict[str, Any] | None = None) -> http.client.HTTPResponse:
         """Send one request on ``conn``; the response, its body still unread."""
         headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
         if self.api_key:
@@ -177,7 +177,7 @@ class TokenCounter:
     beginning-of-sequence token are corrected by the count of an empty string.
     """
 
-    DIALECTS: tuple[tuple[str, str, Callable[[str, str | None], dict], Callable[[Any], int]], ...] = (
+    DIALECTS: tuple[tuple[str, str, Callable[[str, str | None], dict[str, Any]], Callable[[Any], int]], ...] = (
         ("vllm", "/tokenize", lambda t, m: {"model": m, "prompt": t, "add_special_tokens": False},
          lambda r: int(r["count"])),
         ("llama-cpp-python", "/extras/tokenize/count", lambda t, m: {"input": t}, lambda r: int(r["count"])),
@@ -187,15 +187,15 @@ class TokenCounter:
 
     def __init__(self, remote: Remote, model: str | None):
         self.remote, self.model = remote, model
-        self.dialect: tuple | None = None
+        self.dialect: tuple[Any, ...] | None = None
         self.offset = 0
 
-    def _count(self, dialect: tuple, text: str, timeout: float = 10.0) -> int:
+    def _count(self, dialect: tuple[Any, ...], text: str, timeout: float = 10.0) -> int:
         _, path, body, count = dialect
         status, reply = self.remote.call("POST", self.remote.root + path, body(text, self.model), timeout=timeout)
         if status != 200:
             raise ValueError(status)
-        return count(reply)
+        return int(count(reply))
 
     def probe(self, budget_s: float = 10.0) -> str | None:
         """Find the server's tokenizer endpoint within ``budget_s``; its name, or None when it has none."""

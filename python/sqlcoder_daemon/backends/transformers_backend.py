@@ -221,7 +221,8 @@ class TransformersBackend(Backend):
         with self._tok_lock:
             # Special-token text inside a prompt (a comment reading "<|im_end|>") stays text: the
             # prompt template has none of its own, so any there came from text another role wrote.
-            return self.tokenizer(prompt, add_special_tokens=True, split_special_tokens=True)["input_ids"]
+            ids: list[int] = self.tokenizer(prompt, add_special_tokens=True, split_special_tokens=True)["input_ids"]
+            return ids
 
     # -- generation ----------------------------------------------------------
     def generate(self, jobs: Sequence[Job]) -> list[GenerationResult | DaemonError]:
