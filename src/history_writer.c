@@ -67,12 +67,13 @@ static HTAB *role_bytes = NULL;
 /* $1 the row (JSON), $2 the role, $3 an outcome and $4 a latency that override the row's, $5 repeat_count. */
 static const char *const insert_sql =
 "INSERT INTO sqlcoder.history (role, operation, question, sql, model, model_ms, query_ms, latency_ms, "
-"row_count, truncated, outcome, error_sqlstate, error, repeat_count, attempts) "
+"row_count, truncated, outcome, error_sqlstate, error, repeat_count, attempts, output) "
 "SELECT $2, r.operation, r.question, r.sql, r.model, r.model_ms, r.query_ms, COALESCE($4, r.latency_ms), "
-"r.row_count, r.truncated, COALESCE($3, r.outcome, 'error'), r.error_sqlstate, r.error, $5, r.attempts "
+"r.row_count, r.truncated, COALESCE($3, r.outcome, 'error'), r.error_sqlstate, r.error, $5, r.attempts, "
+"r.output "
 "FROM pg_catalog.jsonb_to_record($1::pg_catalog.jsonb) AS r(operation text, question text, sql text, "
 "model text, model_ms float8, query_ms float8, latency_ms float8, row_count int8, truncated bool, "
-"outcome text, error_sqlstate text, error text, attempts pg_catalog.jsonb)";
+"outcome text, error_sqlstate text, error text, attempts pg_catalog.jsonb, output text)";
 
 /* -- starting it (from a backend) -------------------------------------------- */
 

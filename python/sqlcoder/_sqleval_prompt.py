@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["LLAMA_3_SQLCODER_8B", "SQL_EVAL_TEMPLATES", "instructions_as_sql_eval", "schema_as_sql_eval"]
+__all__ = ["LLAMA_3_SQLCODER_8B", "SQL_EVAL_GENERIC", "SQL_EVAL_TEMPLATES", "instructions_as_sql_eval",
+           "schema_as_sql_eval"]
 
 SQL_EVAL_70B = """### Task
 Generate a SQL query to answer [QUESTION]{question}[/QUESTION]
@@ -53,9 +54,29 @@ The following SQL query best answers the question `{question}`:
 ```sql
 """
 
+# prompts/prompt.md at commit aa8f045 (6 May 2024), the prompt sql-eval's runners
+# (llama_cpp_runner among them) gave every model by default; {instructions} is
+# sql-eval's "### Instructions:" block, or nothing.
+SQL_EVAL_PROMPT_MD = """### Task
+Generate a SQL query to answer [QUESTION]{question}[/QUESTION]
+{instructions}
+
+### Database Schema
+The query will run on a database with the following schema:
+{schema}
+
+### Answer
+Given the database schema, here is the SQL query that answers [QUESTION]{question}[/QUESTION]
+[SQL]
+"""
+
+#: The ``sql-eval`` profile's template for a model without a SQLCoder template of its own.
+SQL_EVAL_GENERIC = "sql-eval-prompt-md"
+
 SQL_EVAL_TEMPLATES: dict[str, str] = {
     "sql-eval-sqlcoder-70b": SQL_EVAL_70B,
     "sql-eval-llama-3-sqlcoder-8b": LLAMA_3_SQLCODER_8B,
+    SQL_EVAL_GENERIC: SQL_EVAL_PROMPT_MD,
 }
 
 _JOIN = re.compile(r"^-- (?P<pair>.+ can be joined with .+)$")
@@ -63,8 +84,41 @@ _COLUMN = re.compile(r"^(?P<body>  \S.*?)(?P<comma>,?)(?: --(?P<comment>.*))?$")
 _JOINS_HEADER = "Additionally, the following are tables/column pairs that can be joined in this database:"
 
 
+_CONSTRAINT = re.compile(r" (?:PRIMARY KEY|NOT NULL|UNIQUE|GENERATED (?:ALWAYS|BY DEFAULT) AS (?:IDENTITY|.* STORED))"
+                         r"(?=(?: (?:PRIMARY KEY|NOT NULL|UNIQUE|GENERATED .*))*,?(?: --.*)?$)")
+
+
+def _metadata_only(schema: str) -> str:
+    """The catalog's tables as sql-eval's ``to_prompt_schema`` printed metadata: each column's name, type
+    and description, no constraint, no table comment, no table-level key line, the last column without
+    a comma, and the join pairs after ``Here is a list of joinable columns:``."""
+    tables: list[tuple[str, list[str]]] = []
+    joins: list[str] = []
+    columns: list[tuple[str, str]] | None = None
+    for line in schema.splitlines():
+        join = _JOIN.match(line)
+        if join and columns is None:
+            joins.append(join["pair"])
+        elif line.startswith("CREATE TABLE ") and line.endswith(" ("):
+            tables.append((line[len("CREATE TABLE "):-2].replace('"', ""), [line]))
+            columns = []
+        elif line == ");" and columns is not None:
+            tables[-1][1].extend([f"{b}{',' if i < len(columns) - 1 else ''}{c}" for i, (b, c) in enumerate(columns)]
+                                 + [");"])
+            columns = None
+        elif columns is not None and (m := _COLUMN.match(line)) \
+                and not m["body"].startswith(("  PRIMARY KEY (", "  UNIQUE (")):
+            columns.append((_CONSTRAINT.sub("", m["body"]), f" --{m['comment']}" if m["comment"] else ""))
+    # defog-data's metadata lists a database's tables by the length of their names, then by name.
+    tables.sort(key=lambda t: (len(t[0]), t[0]))
+    text = "".join("\n".join(lines) + "\n" for _, lines in tables)
+    return text + ("\nHere is a list of joinable columns:\n" + "\n".join(joins) if joins else "")
+
+
 def schema_as_sql_eval(schema: str, template: str) -> str:
     """The catalog's schema text in the layout sql-eval used with ``template`` (see the module docstring)."""
+    if template == SQL_EVAL_GENERIC:
+        return _metadata_only(schema)
     fenced = template == "sql-eval-sqlcoder-70b"
     tables: list[str] = []
     joins: list[str] = []
@@ -96,6 +150,9 @@ def schema_as_sql_eval(schema: str, template: str) -> str:
 
 def instructions_as_sql_eval(template: str, lines: list[str]) -> str:
     """The instructions block sql-eval put in ``template`` (none for the 70B's)."""
+    if template == SQL_EVAL_GENERIC and lines:  # utils/questions.py's prepare_questions_df
+        text = "\n".join(lines).replace(". ", ".\n")
+        return f"\n### Instructions:\n{text}\n"
     if template != "sql-eval-llama-3-sqlcoder-8b" or not lines:
         return ""
     text = "\n".join(lines).replace(". ", ".\n")

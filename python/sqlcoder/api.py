@@ -288,6 +288,7 @@ def _generate(call: Call, request: Request, model: Model, correction_block: str 
                                grammar=wire)
     if generated.model is not None:
         call.entry.model = generated.model
+    call.entry.output = generated.text
     if wire is not None and not generated.constrained:
         plpy.notice("sqlcoder: the model daemon's backend cannot constrain decoding to the schema's grammar; this "
                     "answer was generated unconstrained (the guard checks it as always)",

@@ -46,7 +46,7 @@ __all__ = ["Entry", "Limits", "begin", "record", "recording", "stats", "feedback
            "FOLDED_OUTCOMES", "MAX_TEXT"]
 
 COLUMNS = ("role", "operation", "question", "sql", "model", "model_ms", "query_ms", "latency_ms",
-           "row_count", "truncated", "outcome", "error_sqlstate", "error", "repeat_count", "attempts")
+           "row_count", "truncated", "outcome", "error_sqlstate", "error", "repeat_count", "attempts", "output")
 
 MAX_TEXT = 100_000  # a 1 MB question or a 10 MB reply is recorded shortened, and so is corrected SQL
 # Refusals are cheap to provoke in a loop; one row a second each is enough.
@@ -87,6 +87,7 @@ class Entry:
     error_sqlstate: str | None = None
     error: str | None = None
     attempts: list[dict[str, Any]] | None = None  # every attempt, when the first was sent back for correction
+    output: str | None = None  # the model's own text of the last answer, accepted or not
 
     def failed(self, outcome: str, sqlstate: str | None, message: str) -> None:
         self.outcome, self.error_sqlstate, self.error = outcome, sqlstate, message

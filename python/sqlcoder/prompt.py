@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ._sqleval_prompt import LLAMA_3_SQLCODER_8B, SQL_EVAL_TEMPLATES, instructions_as_sql_eval, schema_as_sql_eval
+from ._sqleval_prompt import (
+    LLAMA_3_SQLCODER_8B,
+    SQL_EVAL_GENERIC,
+    SQL_EVAL_TEMPLATES,
+    instructions_as_sql_eval,
+    schema_as_sql_eval,
+)
 from .errors import AnswerRepeats, AnswerTruncated, NoSQLGenerated
 
 __all__ = ["TEMPLATES", "TEMPLATE_SETTINGS", "DEFAULT_TEMPLATE", "SQLCODER_70B_TEMPLATE", "SQL_EVAL_PROFILE",
@@ -101,6 +107,8 @@ def choose_template(setting: str, model: str | None) -> str:
     if setting not in (AUTO, SQL_EVAL_PROFILE):
         return setting
     own = template_for_model(model) if model else DEFAULT_TEMPLATE
+    if setting == SQL_EVAL_PROFILE and model and "sqlcoder" not in model.lower():
+        return SQL_EVAL_GENERIC  # not a SQLCoder: sql-eval prompted it with its default prompt.md
     return f"sql-eval-{own}" if setting == SQL_EVAL_PROFILE and f"sql-eval-{own}" in TEMPLATES else own
 
 

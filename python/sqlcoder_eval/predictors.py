@@ -41,7 +41,7 @@ class Prediction:
     note: str = ""
     skipped: str | None = None
     error: str | None = None
-    #: For a refused answer: the model's text (``model output:`` in DETAIL) and the SQLSTATE.
+    #: The model's own text the SQL was cut from (accepted or refused), and a refusal's SQLSTATE.
     raw_output: str | None = None
     sqlstate: str | None = None
 
@@ -120,13 +120,34 @@ class AskPredictor:
             ctx.session["ask2"] = bool(row and row[0])
         return ctx.session["ask2"]
 
+    @staticmethod
+    def _recorded_output(ctx: Context, sql: str, since: Any) -> str | None:
+        """The model's text of the ask that answered ``sql`` at or after ``since`` (its statement's start),
+        from ``sqlcoder.history.output``: None where history is off, the row was lost, or the extension
+        predates that column."""
+        if "history_output" not in ctx.session:
+            row = ctx.conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attname = 'output' AND NOT attisdropped"
+                " AND attrelid = pg_catalog.to_regclass('sqlcoder.history'))").fetchone()
+            ctx.session["history_output"] = bool(row and row[0])
+        if not ctx.session["history_output"]:
+            return None
+        try:
+            row = ctx.conn.execute(
+                "SELECT output FROM sqlcoder.history WHERE role = current_user AND operation = 'ask'"
+                " AND question = %s AND sql = %s AND created_at >= %s ORDER BY id DESC LIMIT 1",
+                (ctx.question.question, sql, since)).fetchone()
+        except psycopg.Error:
+            return None
+        return row[0] if row else None
+
     def predict(self, ctx: Context) -> Prediction:
         q = ctx.question
         note = ""
         if q.instructions and self._has_two_arg_form(ctx):
-            stmt, params = "SELECT sqlcoder.ask(%s, %s)", (q.question, q.instructions)
+            stmt, params = "SELECT sqlcoder.ask(%s, %s), pg_catalog.statement_timestamp()", (q.question, q.instructions)
         else:
-            stmt, params = "SELECT sqlcoder.ask(%s)", (q.question,)
+            stmt, params = "SELECT sqlcoder.ask(%s), pg_catalog.statement_timestamp()", (q.question,)
             note = "instructions not passed: no sqlcoder.ask(text, text)" if q.instructions else ""
         set_timeout(ctx.conn, self.ask_timeout_s)
         start = time.perf_counter()
@@ -134,16 +155,18 @@ class AskPredictor:
             row = ctx.conn.execute(stmt, params).fetchone()
         except psycopg.Error as e:
             first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            sql, raw = refused_answer(e.diag.message_detail)
-            return Prediction(sql, (time.perf_counter() - start) * 1000, note, error=f"ask failed: {first_line}",
-                              raw_output=raw, sqlstate=e.sqlstate)
-        finally:
+            latency = (time.perf_counter() - start) * 1000
             set_timeout(ctx.conn, ctx.timeout_s)
+            sql, raw = refused_answer(e.diag.message_detail)
+            # A refusal's history row waits for its folding window: DETAIL holds the model's text.
+            return Prediction(sql, latency, note, error=f"ask failed: {first_line}", raw_output=raw,
+                              sqlstate=e.sqlstate)
         latency = (time.perf_counter() - start) * 1000
+        set_timeout(ctx.conn, ctx.timeout_s)
         sql = row[0] if row else None
         if not sql:
             return Prediction(None, latency, note, error="ask returned no SQL")
-        return Prediction(sql, latency, note)
+        return Prediction(sql, latency, note, raw_output=self._recorded_output(ctx, sql, row[1]))
 
 
 PREDICTORS = ("ask", "gold", "perturbed")

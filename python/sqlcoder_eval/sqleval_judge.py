@@ -12,6 +12,8 @@ answer counts wrong; :class:`JudgeError` carries the reason. The quirks kept:
 - duplicate column names raise (unless the first, broadcast comparison matched);
 - exact comparison has no float tolerance; the subset rule's does, except against
   an integer column (pandas 2.2's ``check_exact`` default);
+- a ``timestamptz`` arrives in UTC; exact comparison never equals it with a
+  ``timestamp``, the subset rule does when the UTC wall-clock times match;
 - the ORDER BY key is read from the whole gold text (all alternatives), only after
   ``ORDER BY`` written with one space and only up to a newline; without a key the
   rows of an ordered question are sorted on every column, descending;
@@ -29,7 +31,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -90,8 +92,19 @@ def _coerce(values: list[Any]) -> tuple[str, list[Any]]:
     if present and all(isinstance(v, bool) for v in present) and len(present) == len(values):
         return "bool", values
     if present and all(isinstance(v, (datetime, timedelta)) for v in present):
-        return "datetime", [nan if v is None else v for v in values]  # NaT: unequal to itself, sorts last
+        # A timestamptz column becomes datetime64[ns, UTC] (read_sql_query's _parse_date_columns).
+        return "datetime", [nan if v is None else _in_utc(v) for v in values]  # NaT: unequal to itself, sorts last
     return "object", values  # uuid stays a UUID: SQLAlchemy registers psycopg2's uuid type
+
+
+def _in_utc(v: datetime | timedelta) -> datetime | timedelta:
+    return v.astimezone(UTC) if isinstance(v, datetime) and v.tzinfo is not None else v
+
+
+def _wall_clock(v: Any) -> Any:
+    """A UTC timestamp as ``assert_series_equal(check_dtype=False)`` compares it with a naive one: its
+    UTC wall-clock time (the element-wise ``==`` of the first comparison keeps them unequal)."""
+    return v.replace(tzinfo=None) if isinstance(v, datetime) else v
 
 
 def frame_of(result: ResultSet) -> Frame:
@@ -233,7 +246,7 @@ def _close(a: Any, b: Any, exact: bool) -> bool:
         return _is_null(a) and _is_null(b)
     if not exact and _is_number(a) and _is_number(b):
         return math.isclose(float(a), float(b), rel_tol=REL_TOL, abs_tol=ABS_TOL)
-    return _eq(a, b)
+    return _eq(_wall_clock(a), _wall_clock(b))
 
 
 def _series_equal(a: list[Any], kind_a: str, b: list[Any], kind_b: str) -> bool:

@@ -38,7 +38,9 @@ $$;
 -- security); superusers and BYPASSRLS roles see all. Roles cannot insert.
 -- Identical refusals within a second are one row with a count
 -- (repeat_count); each attempt of an ask or run that needed a correction is
--- kept with the guard's SQLSTATE and error and the model time (attempts).
+-- kept with the guard's SQLSTATE and error and the model time (attempts);
+-- the model's own text of the last answer, accepted or not, is kept whole
+-- (output), so that what the SQL was cut from can be read afterwards.
 CREATE TABLE sqlcoder.history (
     id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     created_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -61,11 +63,13 @@ CREATE TABLE sqlcoder.history (
     feedback_at    timestamptz,
     repeat_count   integer NOT NULL DEFAULT 1,
     attempts       jsonb,
+    output         text,
     bytes          bigint GENERATED ALWAYS AS (
       200 + coalesce(pg_catalog.octet_length(question), 0) + coalesce(pg_catalog.octet_length(sql), 0)
       + coalesce(pg_catalog.octet_length(model), 0) + coalesce(pg_catalog.octet_length(error), 0)
       + coalesce(pg_catalog.octet_length(corrected_sql), 0)
-      + coalesce(pg_catalog.octet_length(attempts::text), 0)) STORED
+      + coalesce(pg_catalog.octet_length(attempts::text), 0)
+      + coalesce(pg_catalog.octet_length(output), 0)) STORED
 );
 COMMENT ON TABLE sqlcoder.history IS
   'every sqlcoder.ask, run and execute: question, SQL, model, latency, outcome, error, and your feedback';
@@ -73,6 +77,8 @@ COMMENT ON COLUMN sqlcoder.history.repeat_count IS
   'how many identical calls within a second this row stands for (refusals are folded)';
 COMMENT ON COLUMN sqlcoder.history.attempts IS
   'each model attempt when the first was corrected: [{"sql", "sqlstate", "error", "model_ms"}, ...]';
+COMMENT ON COLUMN sqlcoder.history.output IS
+  'the model''s own text the last answer''s SQL was cut from (at most 100000 characters)';
 COMMENT ON COLUMN sqlcoder.history.bytes IS
   'what the row counts against history_max_bytes_per_role (its texts plus 200)';
 CREATE INDEX history_role_created_at ON sqlcoder.history (role, created_at);

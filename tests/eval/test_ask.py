@@ -55,6 +55,8 @@ def test_run_asks_the_tiny_model_end_to_end(pg: Cluster, new_db, tiny_daemon, tm
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == len(shop.sample_questions())
     assert all(r["error"] is None and r["correct"] and r["latency_ms"] > 0 for r in records), records
+    # the model's own text, from the ask's history row, holds the SQL it was cut from
+    assert all(r["generated"][:-1] in r["raw_output"] for r in records), records
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:4] == ["run", "judge", "demo", "overall"]
     assert table[1].split()[:4] == ["tiny", "sql-eval", "100.0", "100.0"]

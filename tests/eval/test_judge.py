@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import csv
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -132,6 +132,20 @@ def test_subset_keeps_the_returned_order_of_an_ordered_question():
 def test_subset_tolerance_applies_between_floats_only():
     assert sj.subset_df(F(["r"], [(0.25,)]), F(["r", "x"], [(0.2500001, 1)]), *UNORDERED)
     assert not sj.subset_df(F(["n"], [(1,)]), F(["n", "x"], [(1.0000001, 2)]), *UNORDERED)
+
+
+def test_a_timestamptz_equals_a_timestamp_by_its_utc_wall_clock_in_the_subset_rule_only():
+    """pandas 2.2 (checked by hand: read_sql_query's UTC conversion, then assert_series_equal with
+    check_dtype=False) takes 10:00+01 for the naive 09:00, and 10:00+01 for no naive 10:00."""
+    plus_one = timezone(timedelta(hours=1))
+    aware = [(datetime(2024, 1, 1, 10, tzinfo=plus_one),), (datetime(2024, 1, 2, 10, tzinfo=plus_one),)]
+    gold = (["t"], [(datetime(2024, 1, 1, 9),), (datetime(2024, 1, 2, 9),)])
+    assert F(["t"], aware).rows[0][0].utcoffset() == timedelta(0)
+    assert sj.subset_df(F(*gold), F(["t", "x"], [r + (1,) for r in aware]), *UNORDERED)
+    assert not exact(gold, (["t"], aware))
+    assert not sj.subset_df(F(["t"], [(datetime(2024, 1, 1, 10),), (datetime(2024, 1, 2, 10),)]),
+                            F(["t"], aware), *UNORDERED)
+    assert judged("SELECT t FROM x", {"SELECT t FROM x": R(*gold)}, (["t"], aware)) == Outcome(False, True, None)
 
 
 def test_subset_of_an_empty_gold_is_false():

@@ -88,6 +88,28 @@ def test_every_call_is_recorded(alice) -> None:
     assert all(t is not None and t >= 0 for t in timings)
 
 
+def test_the_models_own_text_is_kept_for_accepted_and_refused_answers(alice, bob, shop_daemon) -> None:
+    """The SQL is what was cut from the model's text; the text itself (an explanation, a second
+    statement, a NUL the model wrote) is kept too, in the caller's own row only."""
+    said = " SELECT count(*) FROM customers;\n-- counts them\x00 all\n```\nmore"
+    shop_daemon.reply(said)
+    assert alice.execute("SELECT sqlcoder.ask('count the customers, say how')").fetchone()[0] == \
+        "SELECT count(*) FROM customers;"
+    output, sql = alice.execute("SELECT output, sql FROM sqlcoder.history ORDER BY id DESC LIMIT 1").fetchone()
+    assert (output, sql) == (said.replace("\x00", "\\0"), "SELECT count(*) FROM customers;")
+    assert bob.execute("SELECT count(*) FROM sqlcoder.history WHERE output IS NOT NULL").fetchone()[0] == 0
+    shop_daemon.reply("I do not know")
+    with pytest.raises(psycopg.errors.DataException):
+        alice.execute("SELECT sqlcoder.ask('what is the meaning of life?')")
+    assert alice.execute("SELECT outcome, sql, output FROM sqlcoder.history ORDER BY id DESC LIMIT 1").fetchone() == \
+        ("error", None, "I do not know")
+    shop_daemon.reply(" SELECT 1;" + "x" * 200_000)
+    alice.execute("SELECT sqlcoder.ask('a long answer')")
+    output, nbytes = alice.execute("SELECT output, bytes FROM sqlcoder.history ORDER BY id DESC LIMIT 1").fetchone()
+    assert output.startswith(" SELECT 1;xxx") and output.endswith("... (200010 characters)")
+    assert len(output) < 100_100 and nbytes > 100_000  # bounded, and counted against the role's quota
+
+
 def test_a_failing_call_is_recorded_although_its_statement_fails(alice, shop_daemon) -> None:
     shop_daemon.reply(" DROP TABLE customers;")
     with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
