@@ -102,7 +102,7 @@ def test_a_killed_client_ends_the_call_the_daemon_request_and_is_recorded(pg, sh
         if client.poll() is None:
             client.kill()
             client.wait()
-    wait_until(lambda: len(shop_daemon.disconnects) > disconnects, 5,
+    wait_until(lambda: len(shop_daemon.disconnects) > disconnects, 30,
                "the daemon to see the request's connection close")
     assert last_history(admin_conn)[:3] == (operation, "abandoned", "08006")
     assert "client disconnected" in last_history(admin_conn)[3]
