@@ -42,8 +42,6 @@ _SOCKET_CHECK_S = 1.0
 
 
 class Daemon:
-    """Owns the backend, the scheduler, the socket and any HTTP side listeners."""
-
     """Owns the socket, the HTTP side listeners and the signals around one :class:`ModelService`."""
 
     def __init__(self, settings: Settings, backend: Backend | None = None, argv: Sequence[str] | None = None):
